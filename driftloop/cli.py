@@ -1,0 +1,322 @@
+"""The `driftloop` command line: train, inspect and move model versions.
+
+Exit codes: 0 ok, 1 a check failed (bad data, gate, health), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from driftloop.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="driftloop",
+    help="MLOps model lifecycle: train, register, serve, monitor, promote and roll back.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
+
+ModelName = Annotated[
+    str | None, typer.Option("--model-name", "-m", help="Registered model name.")
+]
+
+
+class CliError(Exception):
+    """An error already phrased for the user, with its exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_CHECK_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def settings_from(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise CliError(f"bad settings: {problems}", EXIT_USAGE) from exc
+
+
+def prepare_environment(settings: Settings) -> None:
+    """Point MLflow/Prefect at the local stack when it runs, keep tool homes in the state dir.
+
+    Must run before prefect is imported: Prefect reads its settings at import.
+    """
+    from driftloop.stackfile import read_stack
+
+    state = settings.state_path
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("BENTOML_HOME", str(state / "bentoml"))
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    stack = read_stack(state)
+    if settings.resolved_prefect_api_url():
+        os.environ["PREFECT_API_URL"] = settings.resolved_prefect_api_url() or ""
+    elif stack and stack.get("prefect_api_url"):
+        os.environ["PREFECT_API_URL"] = stack["prefect_api_url"]
+    else:
+        os.environ.setdefault("PREFECT_HOME", str(state / "prefect"))
+    if not settings.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI") and stack:
+        if stack.get("mlflow_tracking_uri"):
+            os.environ["MLFLOW_TRACKING_URI"] = stack["mlflow_tracking_uri"]
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn known failures into one clear message and the right exit code."""
+    from data.errors import DataError
+    from registry import RegistryError
+
+    try:
+        yield
+    except CliError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(exc.code) from None
+    except DataError as exc:
+        err.print(f"[red]data check failed:[/red] {exc}")
+        raise typer.Exit(EXIT_CHECK_FAILED) from None
+    except RegistryError as exc:
+        err.print(f"[red]registry:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    except ValidationError as exc:
+        err.print(f"[red]bad settings:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    except ConnectionError as exc:
+        err.print(f"[red]cannot reach a server:[/red] {exc}")
+        raise typer.Exit(EXIT_CHECK_FAILED) from None
+
+
+def registry_for(settings: Settings) -> Any:
+    from registry import Registry
+
+    return Registry(
+        settings.model_name,
+        settings.resolved_tracking_uri(),
+        lock_dir=settings.state_path / "locks",
+    )
+
+
+def run_command(body: Callable[[], None]) -> None:
+    with user_errors():
+        body()
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+@app.command()
+def train(
+    data: Annotated[
+        Path | None, typer.Option(help="CSV or Parquet file; default: bundled Bikeshare 2011.")
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="Column to predict.")] = None,
+    task: Annotated[
+        str | None, typer.Option(help="regression | classification | auto (default: inferred).")
+    ] = None,
+    family: Annotated[str | None, typer.Option(help="Model family: sklearn | torch.")] = None,
+    model_name: ModelName = None,
+    time_column: Annotated[
+        str | None, typer.Option(help="Column that orders rows in time (holdout = latest).")
+    ] = None,
+    drop: Annotated[
+        list[str] | None, typer.Option("--drop", help="Column to leave out (repeatable).")
+    ] = None,
+    time_from: Annotated[float | None, typer.Option(help="Train on rows with time ≥ this.")] = None,
+    time_until: Annotated[float | None, typer.Option(help="Train on rows with time < this.")] = None,
+    no_package: Annotated[
+        bool, typer.Option("--no-package", help="Register without building a Bento.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Validate data, train a model, register it and let the gate set its alias."""
+
+    def body() -> None:
+        if task is not None and task not in ("regression", "classification", "auto"):
+            raise CliError(
+                f"unknown task {task!r}: use regression, classification or auto", EXIT_USAGE
+            )
+        if family is not None and family not in ("sklearn", "torch"):
+            raise CliError(f"unknown family {family!r}: use sklearn or torch", EXIT_USAGE)
+        settings = settings_from(
+            data=data, target=target, task=task, family=family, model_name=model_name,
+            time_column=time_column, drop_columns=drop,
+        )
+        prepare_environment(settings)
+        from pipelines.train import train_flow
+
+        with console.status(f"training {settings.model_name} ({settings.family})…"):
+            result = train_flow(
+                model_name=settings.model_name,
+                data=str(data) if data else None,
+                target=target,
+                task=task,
+                family=family,
+                time_column=time_column,
+                drop_columns=drop,
+                time_from=time_from,
+                time_until=time_until,
+                package_bento=not no_package,
+            )
+        if as_json:
+            print(json.dumps(result, indent=2, default=str))
+            return
+        console.print(
+            f"[bold]{result['model_name']} v{result['version']}[/bold] → "
+            f"[green]{result['alias']}[/green]: {result['reason']}"
+        )
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in result["metrics"].items())
+        console.print(f"holdout: {metrics}  (run {result['run_id']})")
+        if result.get("bento_tag"):
+            console.print(f"bento: {result['bento_tag']}")
+
+    run_command(body)
+
+
+@app.command()
+def models(
+    model_name: ModelName = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List versions with their aliases and key metrics."""
+
+    def body() -> None:
+        settings = settings_from(model_name=model_name)
+        prepare_environment(settings)
+        versions = registry_for(settings).versions()
+        rows = [
+            {
+                "version": v.version,
+                "aliases": list(v.aliases),
+                "family": v.tags.get("family", ""),
+                "task": v.tags.get("task", ""),
+                "metrics": {
+                    k.removeprefix("holdout_"): float(val)
+                    for k, val in v.tags.items()
+                    if k.startswith("holdout_")
+                },
+                "data_digest": v.tags.get("data_digest", ""),
+                "bento_tag": v.tags.get("bento_tag", ""),
+                "created_at": v.created_at.isoformat(timespec="seconds"),
+            }
+            for v in versions
+        ]
+        if as_json:
+            print(json.dumps(rows, indent=2))
+            return
+        if not rows:
+            console.print(
+                f"no versions of {settings.model_name!r} yet: run `driftloop train` first"
+            )
+            return
+        table = Table(title=f"{settings.model_name} — {settings.resolved_tracking_uri()}")
+        for column in ("version", "aliases", "family", "task", "holdout", "data", "bento",
+                       "created"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(
+                row["version"],
+                ", ".join(row["aliases"]),
+                row["family"],
+                row["task"],
+                ", ".join(f"{k} {v:.4g}" for k, v in row["metrics"].items()),
+                row["data_digest"][:8],
+                row["bento_tag"],
+                row["created_at"],
+            )
+        console.print(table)
+
+    run_command(body)
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="Version to make champion.")],
+    model_name: ModelName = None,
+    reason: Annotated[str, typer.Option(help="Why; recorded in the history.")] = "manual promotion",
+) -> None:
+    """Make VERSION the champion; the old champion becomes `previous`."""
+
+    def body() -> None:
+        settings = settings_from(model_name=model_name)
+        prepare_environment(settings)
+        move = registry_for(settings).promote(version, reason, actor=_actor())
+        console.print(f"promoted: {move.describe_moves()}")
+
+    run_command(body)
+
+
+@app.command()
+def rollback(
+    model_name: ModelName = None,
+    reason: Annotated[str, typer.Option(help="Why; recorded in the history.")] = "manual rollback",
+) -> None:
+    """Swap champion and previous: the previous champion serves again."""
+
+    def body() -> None:
+        settings = settings_from(model_name=model_name)
+        prepare_environment(settings)
+        move = registry_for(settings).rollback(reason, actor=_actor())
+        console.print(f"rolled back: {move.describe_moves()}")
+
+    run_command(body)
+
+
+@app.command()
+def history(
+    model_name: ModelName = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Every alias move: when, who, which versions, why, and the figures."""
+
+    def body() -> None:
+        settings = settings_from(model_name=model_name)
+        prepare_environment(settings)
+        moves = registry_for(settings).history.list()
+        if as_json:
+            print(json.dumps([m.to_dict() for m in moves], indent=2))
+            return
+        if not moves:
+            console.print(f"no decisions recorded for {settings.model_name!r} yet")
+            return
+        table = Table(title=f"{settings.model_name} — promotion history")
+        for column in ("time (UTC)", "action", "by", "aliases", "reason"):
+            table.add_column(column, overflow="fold")
+        for move in moves:
+            table.add_row(move.at, move.action, move.actor, move.describe_moves(), move.reason)
+        console.print(table)
+
+    run_command(body)
+
+
+def _actor() -> str:
+    return f"user:{os.environ.get('USER', 'unknown')}"
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

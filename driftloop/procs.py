@@ -1,0 +1,209 @@
+"""Start, health-check and stop the real servers (MLflow, Prefect, bentoml serve).
+
+Used by the local stack (`driftloop up`) and by the integration tests, which
+start the same processes on free ports in temporary folders.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+class ServerError(RuntimeError):
+    """A server did not start, or did not become healthy in time."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def venv_bin(name: str) -> str:
+    """Path of a console script installed beside the running interpreter."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+@dataclass
+class Server:
+    """A child process with a log file and an HTTP health URL."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    health_url: str
+    log_path: Path
+    base_url: str
+
+    def is_healthy(self, timeout_s: float = 2.0) -> bool:
+        try:
+            return httpx.get(self.health_url, timeout=timeout_s).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    def wait_healthy(self, timeout_s: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(
+                    f"{self.name} exited with code {self.process.returncode} before it was "
+                    f"healthy; last log lines of {self.log_path}:\n{tail(self.log_path)}"
+                )
+            if self.is_healthy():
+                return
+            time.sleep(0.25)
+        raise ServerError(
+            f"{self.name} not healthy at {self.health_url} after {timeout_s:.0f} s; "
+            f"last log lines of {self.log_path}:\n{tail(self.log_path)}"
+        )
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        stop_process_group(self.process.pid, timeout_s)
+        try:
+            self.process.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once (crash simulation)."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=10)
+
+
+def start_server(
+    name: str,
+    argv: Sequence[str],
+    health_url: str,
+    base_url: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Server:
+    """Start `argv` in its own process group, logging to `log_path` (not waiting)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = log_path.open("ab")
+    full_env = {**os.environ, **(env or {})}
+    process = subprocess.Popen(
+        list(argv),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=full_env,
+        cwd=str(cwd) if cwd else None,
+        start_new_session=True,
+    )
+    log.close()
+    return Server(name, process, health_url, log_path, base_url)
+
+
+def stop_process_group(pid: int, timeout_s: float = 15.0) -> None:
+    """SIGTERM a process group, then SIGKILL what is left after `timeout_s`."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _group_alive(pid):
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie leader keeps the group "alive": reap it if it is our child.
+    try:
+        waited, _ = os.waitpid(pgid, os.WNOHANG)
+        if waited == pgid:
+            return _group_alive_after_reap(pgid)
+    except ChildProcessError:
+        pass
+    return True
+
+
+def _group_alive_after_reap(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def mlflow_server_argv(port: int, state: Path) -> list[str]:
+    """`mlflow server` on SQLite + a local artifact folder, artifacts proxied."""
+    return [
+        venv_bin("mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{state / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(state / "mlartifacts"),
+        "--workers",
+        "1",
+    ]
+
+
+def prefect_server_env(state: Path) -> dict[str, str]:
+    return {
+        "PREFECT_HOME": str(state / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "true",
+        "PREFECT_API_DATABASE_CONNECTION_URL": (
+            f"sqlite+aiosqlite:///{state / 'prefect' / 'prefect.db'}"
+        ),
+    }
+
+
+def prefect_server_argv(port: int) -> list[str]:
+    return [venv_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.2, what: str = ""
+) -> None:
+    """Poll `predicate` until it holds; raise TimeoutError naming `what` otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval_s)
+    raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what or predicate}")

@@ -1,0 +1,193 @@
+"""One typed settings object for driftloop.
+
+Defaults serve the bundled Bikeshare demo. Every field can be overridden by an
+environment variable ``DRIFTLOOP_<FIELD>`` (for example ``DRIFTLOOP_MODEL_NAME``)
+or by a CLI flag. The ecosystem's own variables are honoured too:
+``MLFLOW_TRACKING_URI`` and ``PREFECT_API_URL`` point driftloop at servers that
+already run. Nothing here touches the disk or the network at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Task = Literal["auto", "regression", "classification"]
+Family = Literal["sklearn", "torch"]
+PromotionPolicy = Literal["challenger", "auto"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_DATA = REPO_ROOT / "data" / "bundled" / "bikeshare_2011.csv"
+
+# MLflow registered model names are free text, but the Bento tag derived from
+# them must be a valid BentoML name: lowercase letters, digits, '-', '_', '.'.
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where the training data comes from and how to read it."""
+
+    path: Path
+    target: str
+    time_column: str | None
+    drop_columns: tuple[str, ...] = ()
+    bundled: bool = False
+    categorical_columns: tuple[str, ...] = field(default=())
+
+
+class Settings(BaseSettings):
+    """Everything driftloop can be told; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLOOP_", extra="ignore", validate_assignment=True
+    )
+
+    # -- the use case -----------------------------------------------------
+    model_name: str = Field("bikeshare-demand", description="Registered model name.")
+    data: Path | None = Field(
+        None, description="CSV or Parquet training data; empty = bundled Bikeshare 2011."
+    )
+    target: str | None = Field(
+        None, description="Target column; the bundled data uses 'bikers'."
+    )
+    task: Task = Field("auto", description="regression | classification | auto (inferred).")
+    time_column: str | None = Field(
+        None, description="Column that orders rows in time; the bundled data uses 'day'."
+    )
+    drop_columns: list[str] = Field(
+        default_factory=list,
+        description="Columns never used as features (ids, leaks). Bundled: casual, registered.",
+    )
+    family: Family = Field("sklearn", description="Model family: sklearn | torch.")
+    seed: int = Field(42, description="Random seed for splits and model fitting.")
+
+    # -- where things live ------------------------------------------------
+    state_dir: Path = Field(
+        Path(".driftloop"), description="Runtime state: MLflow store, logs, prediction log."
+    )
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking/registry URI; falls back to MLFLOW_TRACKING_URI, "
+        "then a SQLite store in the state folder.",
+    )
+    prefect_api_url: str | None = Field(
+        None, description="Prefect API URL; falls back to PREFECT_API_URL."
+    )
+    experiment_name: str | None = Field(
+        None, description="MLflow experiment; defaults to the model name."
+    )
+
+    # -- training and the gate -------------------------------------------
+    holdout_fraction: float = Field(
+        0.2, gt=0.0, lt=0.9, description="Share of rows (the latest ones) kept as holdout."
+    )
+    validation_fraction: float = Field(
+        0.15, gt=0.0, lt=0.9, description="Share of training rows for early stopping (torch)."
+    )
+    promotion_margin: float = Field(
+        0.02,
+        ge=0.0,
+        description="Relative improvement on the holdout a new version needs to beat the "
+        "champion (0.02 = 2 %).",
+    )
+    promotion_policy: PromotionPolicy = Field(
+        "challenger",
+        description="'challenger': a winner becomes challenger and waits for live traffic; "
+        "'auto': a winner by the margin is promoted to champion at once.",
+    )
+    range_tolerance: float = Field(
+        0.5,
+        ge=0.0,
+        description="Numeric value ranges in the data contract are widened by this share "
+        "of the reference range on each side.",
+    )
+    torch_max_epochs: int = Field(200, gt=0, description="Upper bound on MLP epochs.")
+    torch_patience: int = Field(10, gt=0, description="Early-stopping patience in epochs.")
+
+    # -- servers ------------------------------------------------------------
+    server_timeout_s: float = Field(30.0, gt=0, description="Timeout of one server call.")
+    server_retries: int = Field(3, ge=0, description="Retries of a task that calls a server.")
+
+    @field_validator("model_name")
+    @classmethod
+    def _valid_model_name(cls, value: str) -> str:
+        if not _MODEL_NAME.match(value):
+            raise ValueError(
+                f"model name {value!r} is not usable: use letters, digits, '-', '_' or '.', "
+                "start with a letter or digit, at most 63 characters "
+                "(it becomes the Bento tag '<name>-service')"
+            )
+        return value
+
+    @field_validator("data")
+    @classmethod
+    def _data_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.exists():
+            raise ValueError(f"data file {value} does not exist")
+        return value
+
+    @model_validator(mode="after")
+    def _user_data_needs_target(self) -> Settings:
+        if self.data is not None and self.target is None:
+            raise ValueError(
+                f"--target is required with --data {self.data}: name the column to predict"
+            )
+        return self
+
+    # -- derived values -------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir.expanduser().resolve()
+
+    @property
+    def experiment(self) -> str:
+        return self.experiment_name or self.model_name
+
+    @property
+    def bento_name(self) -> str:
+        return f"{self.model_name.lower()}-service"
+
+    def resolved_tracking_uri(self) -> str:
+        """The MLflow URI: explicit setting, then MLFLOW_TRACKING_URI, then embedded SQLite."""
+        if self.tracking_uri:
+            return self.tracking_uri
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            return env
+        return f"sqlite:///{self.state_path / 'mlflow.db'}"
+
+    def artifact_root(self) -> Path:
+        """Where the embedded store keeps artifacts (used only with the SQLite default)."""
+        return self.state_path / "mlartifacts"
+
+    def resolved_prefect_api_url(self) -> str | None:
+        return self.prefect_api_url or os.environ.get("PREFECT_API_URL")
+
+    def dataset_spec(self) -> DatasetSpec:
+        """The data source with the bundled demo's defaults filled in."""
+        if self.data is None:
+            return DatasetSpec(
+                path=BUNDLED_DATA,
+                target=self.target or "bikers",
+                time_column=self.time_column or "day",
+                drop_columns=tuple(self.drop_columns or ("casual", "registered")),
+                bundled=True,
+            )
+        return DatasetSpec(
+            path=self.data,
+            target=self.target or "",
+            time_column=self.time_column,
+            drop_columns=tuple(self.drop_columns),
+        )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from env vars, with CLI overrides (None values are ignored)."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,77 @@
+"""The evaluation gate: which alias a newly registered version gets.
+
+A pure function of the figures, so every branch is tested with plain data. The
+new version and the champion are scored on the *same* holdout before this runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+GateAlias = Literal["champion", "challenger"]
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The alias for the new version and a sentence saying why, with the numbers."""
+
+    alias: GateAlias
+    reason: str
+    improvement: float | None  # relative, positive = new is better; None without a champion
+
+
+def relative_improvement(new: float, old: float, higher_is_better: bool) -> float:
+    """How much better `new` is than `old`, as a share of `old` (direction-aware)."""
+    scale = abs(old) if old != 0 else 1e-12
+    gain = (new - old) if higher_is_better else (old - new)
+    return gain / scale
+
+
+def gate(
+    metric: str,
+    new_score: float,
+    champion_score: float | None,
+    higher_is_better: bool,
+    margin: float,
+    policy: Literal["challenger", "auto"],
+    champion_version: str | None = None,
+    champion_error: str | None = None,
+) -> GateDecision:
+    """Decide the new version's alias.
+
+    - no champion yet → champion;
+    - the champion could not be scored on this holdout (schema changed) → challenger;
+    - beats the champion by ≥ `margin` and policy is 'auto' → champion;
+    - otherwise → challenger, to be judged on live traffic by the monitor.
+    """
+    if champion_version is None:
+        return GateDecision(
+            "champion",
+            f"first version: no champion to compare ({metric} {new_score:.4g} on the holdout)",
+            None,
+        )
+    if champion_score is None:
+        return GateDecision(
+            "challenger",
+            f"champion v{champion_version} could not be scored on this holdout "
+            f"({champion_error or 'unknown error'}); new version waits as challenger",
+            None,
+        )
+    gain = relative_improvement(new_score, champion_score, higher_is_better)
+    comparison = (
+        f"{metric} {new_score:.4g} vs champion v{champion_version} {champion_score:.4g} "
+        f"on the same holdout ({gain:+.1%}, margin {margin:.1%})"
+    )
+    meets_margin = gain >= margin - 1e-9  # "at least the margin", robust to float error
+    if meets_margin and policy == "auto":
+        return GateDecision("champion", f"beats the champion: {comparison}; policy 'auto'", gain)
+    if meets_margin:
+        return GateDecision(
+            "challenger",
+            f"beats the champion: {comparison}; policy 'challenger' waits for live traffic",
+            gain,
+        )
+    return GateDecision(
+        "challenger", f"does not beat the champion by the margin: {comparison}", gain
+    )

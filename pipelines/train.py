@@ -1,0 +1,503 @@
+"""The training flow: load → validate → split → fit → evaluate → log → register →
+package → gate.
+
+The flow only wires tasks; each task is a thin wrapper around plain functions
+(`data`, `pipelines.families`, `pipelines.evaluate`, `pipelines.gate`,
+`registry`) that are tested without Prefect. Tasks that talk to servers carry
+retries with backoff and timeouts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from data.contract import Contract, ContractViolation, ValidationReport, build_contract, validate
+from data.sources import Snapshot, load_snapshot
+from data.split import time_split, train_validation_split
+from driftloop.settings import REPO_ROOT, Settings, load_settings
+from pipelines.evaluate import evaluation_plots, holdout_metrics, primary_metric
+from pipelines.gate import GateDecision, gate
+from pipelines.tracking import configure_mlflow
+from registry import CHAMPION, Registry
+
+# Tasks take frames and fitted models: never hash them into cache keys.
+LOCAL = dict(cache_policy=NO_CACHE)
+SERVER_RETRIES = dict(
+    retries=3, retry_delay_seconds=[2, 5, 15], retry_jitter_factor=0.2, cache_policy=NO_CACHE
+)
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced; the flow's return value and the CLI's output."""
+
+    model_name: str
+    version: str
+    alias: str
+    reason: str
+    family: str
+    task: str
+    metric: str
+    metrics: dict[str, float]
+    champion_version: str | None
+    champion_metrics: dict[str, float] | None
+    run_id: str
+    data_digest: str
+    bento_tag: str | None
+    rows: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- plain functions (tested without Prefect) -------------------------------------------
+
+
+def contract_path(settings: Settings) -> Path:
+    """The committed contract for this model if the repo has one, else the state folder's."""
+    committed = REPO_ROOT / "data" / "contracts" / f"{settings.model_name}.json"
+    if committed.exists():
+        return committed
+    return settings.state_path / "contracts" / f"{settings.model_name}.json"
+
+
+def load_or_build_contract(settings: Settings, snapshot: Snapshot) -> tuple[Contract, bool]:
+    """The model's data contract; built from this snapshot the first time (then saved)."""
+    path = contract_path(settings)
+    if path.exists():
+        return Contract.load(path), False
+    contract = build_contract(
+        snapshot.frame,
+        target=snapshot.target,
+        time_column=snapshot.time_column,
+        range_tolerance=settings.range_tolerance,
+        digest=snapshot.digest,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    contract.save(path)
+    return contract, True
+
+
+def select_rows(
+    frame: pd.DataFrame,
+    time_column: str | None,
+    time_from: float | None,
+    time_until: float | None,
+) -> pd.DataFrame:
+    """Rows with time_from ≤ time < time_until (bounds optional; needs a time column)."""
+    if time_from is None and time_until is None:
+        return frame
+    if time_column is None:
+        raise ValueError("--time-from/--time-until need a time column (--time-column)")
+    keep = pd.Series(True, index=frame.index)
+    if time_from is not None:
+        keep &= frame[time_column] >= time_from
+    if time_until is not None:
+        keep &= frame[time_column] < time_until
+    return frame.loc[keep].reset_index(drop=True)
+
+
+def version_tags(
+    snapshot: Snapshot,
+    report: ValidationReport,
+    family: str,
+    metrics: dict[str, float],
+    parent_version: str | None,
+) -> dict[str, str]:
+    """The tags DESIGN.md promises on every version."""
+    tags = {
+        "data_digest": snapshot.digest,
+        "data_source": snapshot.source,
+        "validation": "passed" if report.success else "failed",
+        "validation_checks": str(report.evaluated),
+        "family": family,
+        "task": snapshot.task,
+        "target": snapshot.target,
+        "parent_version": parent_version or "",
+    }
+    tags.update({f"holdout_{name}": f"{value:.6g}" for name, value in metrics.items()})
+    return tags
+
+
+# -- tasks --------------------------------------------------------------------------------
+
+
+@task(name="load-data", **LOCAL)
+def load_data(settings: Settings, time_from: float | None, time_until: float | None) -> Snapshot:
+    spec = settings.dataset_spec()
+    snapshot = load_snapshot(
+        spec.path,
+        target=spec.target,
+        time_column=spec.time_column,
+        drop_columns=spec.drop_columns,
+        task=settings.task,
+    )
+    if time_from is not None or time_until is not None:
+        frame = select_rows(snapshot.frame, snapshot.time_column, time_from, time_until)
+        snapshot = load_snapshot_from_frame(snapshot, frame)
+    get_run_logger().info(
+        "loaded %s rows × %s features from %s (digest %s, task %s)",
+        len(snapshot.frame),
+        len(snapshot.features),
+        snapshot.source,
+        snapshot.digest,
+        snapshot.task,
+    )
+    return snapshot
+
+
+def load_snapshot_from_frame(snapshot: Snapshot, frame: pd.DataFrame) -> Snapshot:
+    """The same snapshot restricted to `frame` (digest recomputed)."""
+    from dataclasses import replace
+
+    from data.sources import dataset_digest
+
+    return replace(snapshot, frame=frame, digest=dataset_digest(frame))
+
+
+@task(name="validate-data", **LOCAL)
+def validate_data(
+    settings: Settings, snapshot: Snapshot, experiment_id: str
+) -> ValidationReport:
+    """Run the data contract; on failure log a FAILED run with the report, then stop."""
+    import mlflow
+
+    logger = get_run_logger()
+    contract, built = load_or_build_contract(settings, snapshot)
+    if built:
+        logger.info("built a new data contract at %s", contract_path(settings))
+    report = validate(snapshot.frame, contract)
+    if not report.success:
+        with mlflow.start_run(
+            experiment_id=experiment_id, run_name=f"rejected data {snapshot.digest[:8]}"
+        ):
+            mlflow.set_tags({"driftloop.stage": "validation", "data_digest": snapshot.digest})
+            mlflow.log_dict(report.to_dict(), "validation.json")
+            mlflow.end_run(status="FAILED")
+        raise ContractViolation(
+            f"{snapshot.source} breaks the data contract {contract_path(settings)}; "
+            f"nothing was registered:\n{report.summary()}",
+            report=report,
+        )
+    logger.info("data contract passed: %s checks", report.evaluated)
+    return report
+
+
+@task(name="fit", **LOCAL)
+def fit(settings: Settings, snapshot: Snapshot, train: pd.DataFrame) -> Any:
+    from pipelines.families import FitConfig, fit_model
+
+    config = FitConfig(
+        task=snapshot.task,
+        categorical=snapshot.categorical,
+        numeric=snapshot.numeric,
+        seed=settings.seed,
+        max_epochs=settings.torch_max_epochs,
+        patience=settings.torch_patience,
+    )
+    features = list(snapshot.features)
+    valid_x = valid_y = None
+    fit_rows = train
+    if settings.family == "torch":
+        fit_rows, valid = train_validation_split(
+            train, snapshot.time_column, settings.validation_fraction, seed=settings.seed
+        )
+        valid_x, valid_y = valid[features], valid[snapshot.target]
+    started = time.perf_counter()
+    fitted = fit_model(
+        settings.family,
+        config,
+        fit_rows[features],
+        fit_rows[snapshot.target],
+        valid_x,
+        valid_y,
+    )
+    get_run_logger().info(
+        "fitted %s on %s rows in %.1f s", settings.family, len(fit_rows), time.perf_counter() - started
+    )
+    return fitted
+
+
+@task(name="log-and-register", **SERVER_RETRIES, timeout_seconds=600)
+def log_and_register(
+    settings: Settings,
+    experiment_id: str,
+    snapshot: Snapshot,
+    report: ValidationReport,
+    train: pd.DataFrame,
+    holdout: pd.DataFrame,
+    fitted: Any,
+    metrics: dict[str, float],
+    parent_version: str | None,
+) -> tuple[str, str]:
+    """One MLflow run with everything a reviewer needs, then a new registry version."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    features = list(snapshot.features)
+    x_holdout = holdout[features]
+    predictions = fitted.predict(x_holdout)
+    importance = fitted.feature_importance(x_holdout, holdout[snapshot.target])
+    with mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=f"{settings.family} {snapshot.digest[:8]}",
+    ) as run:
+        mlflow.set_tags(
+            {
+                "driftloop.stage": "training",
+                "driftloop.model_name": settings.model_name,
+                "family": settings.family,
+                "task": snapshot.task,
+                "data_digest": snapshot.digest,
+            }
+        )
+        mlflow.log_params(
+            {
+                "family": settings.family,
+                "task": snapshot.task,
+                "target": snapshot.target,
+                "time_column": snapshot.time_column or "",
+                "n_features": len(features),
+                "rows_train": len(train),
+                "rows_holdout": len(holdout),
+                "holdout_fraction": settings.holdout_fraction,
+                "seed": settings.seed,
+                **{f"model.{k}": v for k, v in fitted.params.items()},
+            }
+        )
+        mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
+        history = fitted.history()
+        if history:
+            for name, values in history.items():
+                for epoch, value in enumerate(values):
+                    mlflow.log_metric(f"epoch_{name}", float(value), step=epoch)
+        mlflow.log_input(
+            mlflow.data.from_pandas(
+                train, source=snapshot.source, targets=snapshot.target, name="train"
+            ),
+            context="training",
+        )
+        mlflow.log_input(
+            mlflow.data.from_pandas(
+                holdout, source=snapshot.source, targets=snapshot.target, name="holdout"
+            ),
+            context="holdout",
+        )
+        mlflow.log_dict(report.to_dict(), "validation.json")
+        mlflow.log_dict(
+            {"features": features, "categorical": list(snapshot.categorical),
+             "numeric": list(snapshot.numeric), "target": snapshot.target,
+             "time_column": snapshot.time_column, "task": snapshot.task},
+            "schema.json",
+        )
+        if importance is not None:
+            mlflow.log_dict(
+                {str(k): float(v) for k, v in importance.items()}, "feature_importance.json"
+            )
+        for name, figure in evaluation_plots(
+            snapshot.task, holdout[snapshot.target], predictions, importance
+        ).items():
+            mlflow.log_figure(figure, f"plots/{name}")
+        # The reference sample the monitor compares live traffic with.
+        reference = train.sample(min(len(train), 5000), random_state=settings.seed)
+        mlflow.log_table(reference, "reference/train_sample.json")
+        signature = infer_signature(x_holdout.head(200), predictions[:200])
+        info = fitted.log_model("model", input_example=x_holdout.head(5), signature=signature)
+        run_id = run.info.run_id
+    registry = make_registry(settings)
+    tags = version_tags(snapshot, report, settings.family, metrics, parent_version)
+    version = registry.register(info.model_uri, run_id, tags)
+    get_run_logger().info("registered %s version %s", settings.model_name, version.version)
+    return version.version, run_id
+
+
+@task(name="score-champion", **SERVER_RETRIES, timeout_seconds=300)
+def score_champion(
+    settings: Settings, snapshot: Snapshot, holdout: pd.DataFrame
+) -> tuple[str | None, dict[str, float] | None, str | None]:
+    """The current champion's metrics on the new holdout: (version, metrics, error)."""
+    import mlflow
+
+    registry = make_registry(settings)
+    champion = registry.by_alias(CHAMPION)
+    if champion is None:
+        return None, None, None
+    try:
+        model = mlflow.pyfunc.load_model(champion.model_uri)
+        predictions = model.predict(holdout[list(snapshot.features)])
+    except Exception as exc:  # a different schema, a missing dependency...
+        message = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        get_run_logger().warning("champion v%s cannot score: %s", champion.version, message)
+        return champion.version, None, message
+    metrics = holdout_metrics(snapshot.task, holdout[snapshot.target], predictions)
+    return champion.version, metrics, None
+
+
+@task(name="package", **SERVER_RETRIES, timeout_seconds=600)
+def package(settings: Settings, version: str) -> str | None:
+    """Build the Bento `<model>-service:v<N>`; the tag is written back on the version."""
+    from pipelines.package import package_version_plain
+
+    return package_version_plain(settings, version)
+
+
+@task(name="apply-gate", **SERVER_RETRIES, timeout_seconds=120)
+def apply_gate(settings: Settings, version: str, decision: GateDecision,
+               figures: dict[str, float]) -> None:
+    registry = make_registry(settings)
+    registry.set_tags(version, {"gate_decision": f"{decision.alias}: {decision.reason}"})
+    if decision.alias == CHAMPION:
+        current = registry.by_alias(CHAMPION)
+        if current is None:
+            registry.set_alias(CHAMPION, version, decision.reason, "train-flow", figures)
+        else:
+            registry.promote(version, decision.reason, "train-flow", figures)
+    else:
+        registry.set_alias("challenger", version, decision.reason, "train-flow", figures)
+    get_run_logger().info("v%s → %s: %s", version, decision.alias, decision.reason)
+
+
+def make_registry(settings: Settings) -> Registry:
+    return Registry(
+        settings.model_name,
+        settings.resolved_tracking_uri(),
+        lock_dir=settings.state_path / "locks",
+    )
+
+
+# -- the flow -----------------------------------------------------------------------------
+
+
+@flow(name="train", log_prints=True)
+def train_flow(
+    model_name: str | None = None,
+    data: str | None = None,
+    target: str | None = None,
+    task: str | None = None,
+    family: str | None = None,
+    time_column: str | None = None,
+    drop_columns: list[str] | None = None,
+    time_from: float | None = None,
+    time_until: float | None = None,
+    extra_data: str | None = None,
+    package_bento: bool = True,
+) -> dict[str, Any]:
+    """Train one model version on validated data and register it behind the gate.
+
+    `time_from`/`time_until` restrict training to a time range (e.g. the demo's
+    January–March); `extra_data` appends recent labelled traffic (retraining).
+    """
+    settings = load_settings(
+        model_name=model_name,
+        data=Path(data) if data else None,
+        target=target,
+        task=task,
+        family=family,
+        time_column=time_column,
+        drop_columns=drop_columns,
+    )
+    experiment_id = configure_mlflow(
+        settings.resolved_tracking_uri(), settings.experiment, settings.artifact_root()
+    )
+    snapshot = load_data(settings, time_from, time_until)
+    if extra_data:
+        snapshot = append_recent(snapshot, Path(extra_data))
+    report = validate_data(settings, snapshot, experiment_id)
+    train, holdout = time_split(
+        snapshot.frame, snapshot.time_column, settings.holdout_fraction, seed=settings.seed
+    )
+    fitted = fit(settings, snapshot, train)
+    features = list(snapshot.features)
+    proba = fitted.predict_proba(holdout[features])
+    metrics = holdout_metrics(
+        snapshot.task, holdout[snapshot.target], fitted.predict(holdout[features]), proba,
+        fitted.classes,
+    )
+    main_metric = primary_metric(snapshot.task)
+    champion_version, champion_metrics, champion_error = score_champion(settings, snapshot, holdout)
+    version, run_id = log_and_register(
+        settings, experiment_id, snapshot, report, train, holdout, fitted, metrics,
+        champion_version,
+    )
+    bento_tag = package(settings, version) if package_bento else None
+    decision = gate(
+        main_metric.name,
+        metrics[main_metric.name],
+        champion_metrics.get(main_metric.name) if champion_metrics else None,
+        main_metric.higher_is_better,
+        settings.promotion_margin,
+        settings.promotion_policy,
+        champion_version=champion_version,
+        champion_error=champion_error,
+    )
+    figures = {f"new_{k}": v for k, v in metrics.items()}
+    if champion_metrics:
+        figures.update({f"champion_{k}": v for k, v in champion_metrics.items()})
+    apply_gate(settings, version, decision, figures)
+    result = TrainResult(
+        model_name=settings.model_name,
+        version=version,
+        alias=decision.alias,
+        reason=decision.reason,
+        family=settings.family,
+        task=snapshot.task,
+        metric=main_metric.name,
+        metrics=metrics,
+        champion_version=champion_version,
+        champion_metrics=champion_metrics,
+        run_id=run_id,
+        data_digest=snapshot.digest,
+        bento_tag=bento_tag,
+        rows={"train": len(train), "holdout": len(holdout)},
+    )
+    create_markdown_artifact(
+        key=f"train-{settings.model_name}".lower().replace("_", "-").replace(".", "-"),
+        markdown=result_markdown(result),
+        description=f"{settings.model_name} v{version}",
+    )
+    return result.to_dict()
+
+
+def append_recent(snapshot: Snapshot, path: Path) -> Snapshot:
+    """Add recent labelled rows (same columns) to the training snapshot."""
+    from data.sources import load_table
+
+    recent = load_table(path)
+    missing = [c for c in [*snapshot.features, snapshot.target] if c not in recent.columns]
+    if missing:
+        raise ValueError(f"{path} lacks columns {missing} that the model needs")
+    columns = list(snapshot.frame.columns)
+    recent = recent[[c for c in columns if c in recent.columns]]
+    frame = pd.concat([snapshot.frame, recent], ignore_index=True)
+    if snapshot.time_column:
+        frame = frame.sort_values(snapshot.time_column, kind="stable").reset_index(drop=True)
+    return load_snapshot_from_frame(snapshot, frame)
+
+
+def result_markdown(result: TrainResult) -> str:
+    lines = [
+        f"# {result.model_name} v{result.version} → **{result.alias}**",
+        "",
+        f"{result.reason}",
+        "",
+        f"family `{result.family}`, task `{result.task}`, data digest `{result.data_digest}`, "
+        f"rows {json.dumps(result.rows)}",
+        "",
+        "| metric | new | champion |",
+        "|---|---|---|",
+    ]
+    for name, value in result.metrics.items():
+        old = (result.champion_metrics or {}).get(name)
+        lines.append(f"| {name} | {value:.4g} | {'' if old is None else f'{old:.4g}'} |")
+    if result.bento_tag:
+        lines += ["", f"Bento: `{result.bento_tag}`"]
+    return "\n".join(lines)

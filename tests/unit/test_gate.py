@@ -1,0 +1,52 @@
+"""The gate decides the alias of a new version from figures on the same holdout."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.gate import gate, relative_improvement
+
+
+def test_first_version_becomes_champion() -> None:
+    decision = gate("rmse", 50.0, None, False, 0.02, "challenger", champion_version=None)
+    assert decision.alias == "champion"
+    assert "first version" in decision.reason
+
+
+@pytest.mark.parametrize("policy", ["challenger", "auto"])
+def test_worse_version_waits_as_challenger(policy: str) -> None:
+    decision = gate("rmse", 60.0, 50.0, False, 0.02, policy, champion_version="1")
+    assert decision.alias == "challenger"
+    assert decision.improvement == pytest.approx(-0.2)
+    assert "does not beat" in decision.reason and "v1" in decision.reason
+
+
+def test_winner_promoted_directly_only_under_auto_policy() -> None:
+    auto = gate("rmse", 40.0, 50.0, False, 0.02, "auto", champion_version="3")
+    waits = gate("rmse", 40.0, 50.0, False, 0.02, "challenger", champion_version="3")
+    assert auto.alias == "champion"
+    assert waits.alias == "challenger"
+    assert "+20.0%" in auto.reason
+
+
+def test_margin_is_inclusive_and_direction_aware() -> None:
+    # F1: higher is better; exactly 2 % better meets a 2 % margin.
+    at_margin = gate("f1", 0.816, 0.8, True, 0.02, "auto", champion_version="1")
+    below = gate("f1", 0.81, 0.8, True, 0.02, "auto", champion_version="1")
+    assert at_margin.alias == "champion"
+    assert below.alias == "challenger"
+
+
+def test_champion_that_cannot_score_keeps_new_version_as_challenger() -> None:
+    decision = gate(
+        "rmse", 40.0, None, False, 0.02, "auto", champion_version="2",
+        champion_error="missing column 'temp'",
+    )
+    assert decision.alias == "challenger"
+    assert "missing column 'temp'" in decision.reason
+
+
+def test_relative_improvement_signs() -> None:
+    assert relative_improvement(40, 50, higher_is_better=False) == pytest.approx(0.2)
+    assert relative_improvement(0.9, 0.8, higher_is_better=True) == pytest.approx(0.125)
+    assert relative_improvement(1.0, 0.0, higher_is_better=True) > 0
