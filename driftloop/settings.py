@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     torch_patience: int = Field(10, gt=0, description="Early-stopping patience in epochs.")
 
     # -- servers ------------------------------------------------------------
+    mlflow_port: int = Field(5000, gt=0, lt=65536, description="`driftloop up`: MLflow port.")
+    prefect_port: int = Field(4200, gt=0, lt=65536, description="`driftloop up`: Prefect port.")
+    serve_port: int = Field(3000, gt=0, lt=65536, description="`bentoml serve` port.")
+    work_pool: str = Field("driftloop", description="Prefect process work pool for deployments.")
     server_timeout_s: float = Field(30.0, gt=0, description="Timeout of one server call.")
     server_retries: int = Field(3, ge=0, description="Retries of a task that calls a server.")
 

@@ -175,7 +175,7 @@ def validate_data(
     contract, built = load_or_build_contract(settings, snapshot)
     if built:
         logger.info("built a new data contract at %s", contract_path(settings))
-    report = validate(snapshot.frame, contract)
+    report = validate(snapshot.frame, contract, source=snapshot.source)
     if not report.success:
         with mlflow.start_run(
             experiment_id=experiment_id, run_name=f"rejected data {snapshot.digest[:8]}"
@@ -183,11 +183,12 @@ def validate_data(
             mlflow.set_tags({"driftloop.stage": "validation", "data_digest": snapshot.digest})
             mlflow.log_dict(report.to_dict(), "validation.json")
             mlflow.end_run(status="FAILED")
-        raise ContractViolation(
+        violation = ContractViolation(report)
+        violation.args = (
             f"{snapshot.source} breaks the data contract {contract_path(settings)}; "
-            f"nothing was registered:\n{report.summary()}",
-            report=report,
+            f"nothing was registered.\n{report.summary()}",
         )
+        raise violation
     logger.info("data contract passed: %s checks", report.evaluated)
     return report
 

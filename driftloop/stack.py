@@ -1,0 +1,253 @@
+"""The local stack: `driftloop up | down | status`.
+
+Process supervision is honcho's (a maintained Procfile runner): `up` writes a
+Procfile into the state folder and starts `honcho start` in the background; honcho
+starts MLflow, Prefect, a Prefect process worker and `bentoml serve` (which waits
+for a champion), prefixes and forwards their output, and stops them all together.
+driftloop adds what honcho does not do: free-port checks before starting, health
+checks over HTTP (not sleeps), deploying `prefect.yaml`, per-component log files,
+a state file with the URLs, and a `down` that stops exactly the processes `up` started.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from driftloop import procs
+from driftloop.settings import REPO_ROOT, Settings
+from driftloop.stackfile import read_stack, stack_file, write_stack
+
+
+class StackError(RuntimeError):
+    """The stack cannot be started or stopped as asked; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    health_url: str | None
+    ui_url: str | None
+
+
+def components(settings: Settings) -> list[Component]:
+    mlflow = f"http://127.0.0.1:{settings.mlflow_port}"
+    prefect = f"http://127.0.0.1:{settings.prefect_port}"
+    serve = f"http://127.0.0.1:{settings.serve_port}"
+    return [
+        Component("mlflow", f"{mlflow}/health", mlflow),
+        Component("prefect", f"{prefect}/api/health", prefect),
+        Component("worker", None, f"{prefect}/work-pools/work-pool/{settings.work_pool}"),
+        Component("serve", f"{serve}/healthz", f"{serve}/docs"),
+    ]
+
+
+def stack_env(settings: Settings) -> dict[str, str]:
+    """Environment every component and every flow run shares."""
+    state = settings.state_path
+    return {
+        "DRIFTLOOP_STATE_DIR": str(state),
+        "DRIFTLOOP_MODEL_NAME": settings.model_name,
+        "DRIFTLOOP_REPO": str(REPO_ROOT),
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{settings.mlflow_port}",
+        "PREFECT_API_URL": f"http://127.0.0.1:{settings.prefect_port}/api",
+        "PREFECT_HOME": str(state / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_DATABASE_CONNECTION_URL": (
+            f"sqlite+aiosqlite:///{state / 'prefect' / 'prefect.db'}"
+        ),
+        "BENTOML_HOME": str(state / "bentoml"),
+        "DO_NOT_TRACK": "1",
+        "GX_ANALYTICS_ENABLED": "False",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def procfile(settings: Settings) -> str:
+    """One line per component; each also appends to its own log file."""
+    state = settings.state_path
+    logs = state / "logs"
+    bin_dir = Path(sys.executable).parent
+    q = shlex.quote
+    prefect_url = f"http://127.0.0.1:{settings.prefect_port}/api/health"
+    mlflow_argv = " ".join(q(a) for a in procs.mlflow_server_argv(settings.mlflow_port, state))
+    lines = {
+        "mlflow": f"exec {mlflow_argv}",
+        "prefect": f"exec {q(str(bin_dir / 'prefect'))} server start --host 127.0.0.1 "
+        f"--port {settings.prefect_port}",
+        "worker": f"{q(str(bin_dir / 'driftloop'))} wait-for {q(prefect_url)} && exec "
+        f"{q(str(bin_dir / 'prefect'))} worker start --pool {q(settings.work_pool)} "
+        "--type process",
+        "serve": f"exec {q(str(bin_dir / 'driftloop'))} serve --wait-for-champion "
+        f"--port {settings.serve_port}",
+    }
+    return "".join(
+        f"{name}: {command} >> {q(str(logs / (name + '.log')))} 2>&1\n"
+        for name, command in lines.items()
+    )
+
+
+def _alive(info: dict[str, Any] | None) -> bool:
+    if not info or "pid" not in info:
+        return False
+    try:
+        process = psutil.Process(int(info["pid"]))
+    except psutil.NoSuchProcess:
+        return False
+    return process.status() != psutil.STATUS_ZOMBIE and process.create_time() == info.get(
+        "pid_create_time"
+    )
+
+
+def up(settings: Settings, timeout_s: float = 180.0, deploy: bool = True) -> dict[str, Any]:
+    """Start the stack (harmless when it already runs); returns the stack info."""
+    state = settings.state_path
+    existing = read_stack(state)
+    if _alive(existing):
+        assert existing is not None
+        existing["already_running"] = True
+        return existing
+    busy = [
+        (name, port)
+        for name, port in (
+            ("mlflow", settings.mlflow_port),
+            ("prefect", settings.prefect_port),
+            ("serve", settings.serve_port),
+        )
+        if procs.port_in_use(port)
+    ]
+    if busy:
+        detail = ", ".join(f"{name} port {port}" for name, port in busy)
+        raise StackError(
+            f"cannot start the stack: {detail} already in use by another program. Stop it, "
+            "or choose other ports with DRIFTLOOP_MLFLOW_PORT / DRIFTLOOP_PREFECT_PORT / "
+            "DRIFTLOOP_SERVE_PORT."
+        )
+    (state / "logs").mkdir(parents=True, exist_ok=True)
+    (state / "prefect").mkdir(parents=True, exist_ok=True)
+    procfile_path = state / "Procfile"
+    procfile_path.write_text(procfile(settings))
+    env = {**os.environ, **stack_env(settings)}
+    honcho_log = (state / "logs" / "honcho.log").open("ab")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "honcho"), "start", "-f", str(procfile_path),
+         "-d", str(REPO_ROOT), "--no-colour"],
+        stdout=honcho_log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=str(REPO_ROOT),
+        start_new_session=True,
+    )
+    honcho_log.close()
+    info: dict[str, Any] = {
+        "pid": process.pid,
+        "pid_create_time": psutil.Process(process.pid).create_time(),
+        "started_at": time.time(),
+        "mlflow_tracking_uri": env["MLFLOW_TRACKING_URI"],
+        "prefect_api_url": env["PREFECT_API_URL"],
+        "serve_url": f"http://127.0.0.1:{settings.serve_port}",
+        "model_name": settings.model_name,
+        "ports": [settings.mlflow_port, settings.prefect_port, settings.serve_port],
+    }
+    write_stack(state, info)
+    try:
+        for component in components(settings):
+            if component.name in ("mlflow", "prefect"):
+                _wait_component(component, process, state, timeout_s)
+        if deploy:
+            deploy_flows(settings, env)
+    except Exception:
+        down(settings)
+        raise
+    return info
+
+
+def _wait_component(
+    component: Component, process: subprocess.Popen[bytes], state: Path, timeout_s: float
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    assert component.health_url
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StackError(
+                f"the stack stopped while {component.name} was starting; see "
+                f"{state / 'logs' / (component.name + '.log')}:\n"
+                f"{procs.tail(state / 'logs' / (component.name + '.log'))}"
+            )
+        try:
+            if httpx.get(component.health_url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise StackError(
+        f"{component.name} not healthy at {component.health_url} after {timeout_s:.0f} s; see "
+        f"{state / 'logs' / (component.name + '.log')}"
+    )
+
+
+def deploy_flows(settings: Settings, env: dict[str, str]) -> None:
+    """Create the process work pool and deploy every deployment in prefect.yaml."""
+    prefect = str(Path(sys.executable).parent / "prefect")
+    log = settings.state_path / "logs" / "deploy.log"
+    with log.open("ab") as out:
+        subprocess.run(
+            [prefect, "work-pool", "create", settings.work_pool, "--type", "process",
+             "--overwrite"],
+            env=env, cwd=str(REPO_ROOT), stdout=out, stderr=subprocess.STDOUT, check=False,
+        )
+        result = subprocess.run(
+            [prefect, "--no-prompt", "deploy", "--all"],
+            env=env, cwd=str(REPO_ROOT), stdout=out, stderr=subprocess.STDOUT,
+        )
+    if result.returncode != 0:
+        raise StackError(f"`prefect deploy --all` failed; see {log}:\n{procs.tail(log)}")
+
+
+def down(settings: Settings, timeout_s: float = 20.0) -> list[int]:
+    """Stop every process `up` started (honcho and all its descendants); returns their pids."""
+    state = settings.state_path
+    info = read_stack(state)
+    if not info:
+        return []
+    stopped: list[int] = []
+    if _alive(info):
+        root = psutil.Process(int(info["pid"]))
+        tree = [root, *root.children(recursive=True)]
+        stopped = [p.pid for p in tree]
+        procs.stop_process_group(root.pid, timeout_s)
+        for process in tree:  # anything that left honcho's process group
+            try:
+                process.terminate()
+            except psutil.NoSuchProcess:
+                continue
+        _, alive = psutil.wait_procs(tree, timeout=timeout_s)
+        for process in alive:
+            process.kill()
+    stack_file(state).unlink(missing_ok=True)
+    return stopped
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    """Health of each component as seen over HTTP, plus the stack file."""
+    info = read_stack(settings.state_path)
+    running = _alive(info)
+    result: dict[str, Any] = {"running": running, "components": {}}
+    for component in components(settings):
+        healthy: bool | None = None
+        if component.health_url and running:
+            try:
+                healthy = httpx.get(component.health_url, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                healthy = False
+        result["components"][component.name] = {"healthy": healthy, "url": component.ui_url}
+    return result
