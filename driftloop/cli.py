@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,8 +27,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err = Console(stderr=True)
+# Piped output (scripts, CI logs) is not squeezed into 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -63,6 +64,7 @@ def prepare_environment(settings: Settings) -> None:
     from driftloop.stackfile import read_stack
 
     state = settings.state_path
+    (state / "prefect").mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
@@ -166,7 +168,12 @@ def train(
         prepare_environment(settings)
         from pipelines.train import train_flow
 
-        with console.status(f"training {settings.model_name} ({settings.family})…"):
+        # Library chatter (MLflow's run links, Prefect logs) goes to stderr so that
+        # stdout carries only the result (`--json` stays parseable).
+        with (
+            redirect_stdout(sys.stderr),
+            err.status(f"training {settings.model_name} ({settings.family})…"),
+        ):
             result = train_flow(
                 model_name=settings.model_name,
                 data=str(data) if data else None,

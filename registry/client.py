@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -96,7 +96,14 @@ class Registry:
         if not self.exists():
             return []
         found = self.client.search_model_versions(f"name = '{self.model_name}'")
-        infos = [_version_info(mv) for mv in found]
+        # Search results do not carry aliases on every store: take them from the model.
+        by_version: dict[str, list[str]] = {}
+        for alias, version in self.aliases().items():
+            by_version.setdefault(version, []).append(alias)
+        infos = [
+            replace(_version_info(mv), aliases=tuple(sorted(by_version.get(str(mv.version), []))))
+            for mv in found
+        ]
         return sorted(infos, key=lambda v: int(v.version), reverse=True)
 
     def get(self, version: str | int) -> VersionInfo:
@@ -130,6 +137,19 @@ class Registry:
             raise
         return {alias: str(version) for alias, version in (model.aliases or {}).items()}
 
+    def download_model(self, version: str | int, dst_dir: Path) -> Path:
+        """Download a version's MLflow model folder (MLmodel + files) into `dst_dir`."""
+        from mlflow.artifacts import download_artifacts
+
+        info = self.get(version)
+        local = download_artifacts(
+            artifact_uri=f"models:/{self.model_name}/{info.version}",
+            dst_path=str(dst_dir),
+            tracking_uri=self.tracking_uri,
+            registry_uri=self.tracking_uri,
+        )
+        return Path(local)
+
     # -- writing ------------------------------------------------------------
     def register(
         self, model_uri: str, run_id: str | None, tags: dict[str, Any] | None = None
@@ -140,11 +160,14 @@ class Registry:
                 self.model_name,
                 description="Managed by driftloop: aliases champion / challenger / previous.",
             )
+        # MLflow 3 logs models as `models:/m-<id>`; the server wants that id named too.
+        model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
         mv = self.client.create_model_version(
             self.model_name,
             source=model_uri,
             run_id=run_id,
             tags={k: str(v) for k, v in (tags or {}).items()},
+            model_id=model_id,
         )
         return self._wait_ready(mv)
 

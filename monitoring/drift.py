@@ -1,0 +1,329 @@
+"""Data and prediction drift with Evidently 0.7, read into typed results; live performance.
+
+``measure_drift`` samples both sides to a stated bound *before* Evidently sees them (a
+1M-row window costs one index draw, not a 1M-row report), runs ``DataDriftPreset`` on the
+features plus ``ValueDrift`` on the prediction column, and reads the results by metric type
+and column from the snapshot, never by position. Evidently chooses each column's test from
+the reference size and column type (K-S / chi-square up to 1,000 rows, Wasserstein /
+Jensen-Shannon above); a column drifts when its test fails.
+
+A feature that is entirely missing in the current window cannot be tested by Evidently;
+it counts as drifted (method ``"all values missing"``), since the model then sees only
+imputed values. A feature entirely missing in the reference is not judged.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from monitoring.frames import category_key, category_keys, sample_rows
+
+if TYPE_CHECKING:
+    from evidently.core.report import Snapshot
+
+Task = Literal["regression", "classification"]
+
+_VALUE_DRIFT = "evidently:metric_v2:ValueDrift"
+_DRIFTED_COUNT = "evidently:metric_v2:DriftedColumnsCount"
+_ALL_MISSING = "all values missing"
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    """One column's drift: the test's score, which test, its threshold and the verdict.
+
+    For p-value tests (K-S, chi-square, Z) a *low* score means drift; for distances
+    (Wasserstein, Jensen-Shannon, PSI) a *high* one does.
+    """
+
+    score: float
+    method: str
+    threshold: float | None
+    drifted: bool
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """Drift of one window against the reference."""
+
+    n_reference: int
+    n_current: int
+    sampled: bool
+    """Whether either side was cut down to ``max_rows``."""
+    drift_share: float
+    drifted_features: tuple[str, ...]
+    per_feature: dict[str, FeatureDrift]
+    dataset_drift: bool
+    """``drift_share`` at or above ``drift_share_threshold`` (Evidently's dataset verdict)."""
+    drift_share_threshold: float
+    prediction_drift: FeatureDrift | None = None
+    n_current_rows: int = 0
+    """Rows in the window before sampling."""
+    not_judged: tuple[str, ...] = field(default=())
+    """Features Evidently could not test (all values missing in the reference)."""
+
+    @property
+    def feature_count(self) -> int:
+        return len(self.per_feature) + len(self.not_judged)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly copy (NaN scores become None)."""
+        data = asdict(self)
+        for entry in [*data["per_feature"].values(), data["prediction_drift"]]:
+            if entry is not None and isinstance(entry["score"], float):
+                entry["score"] = None if math.isnan(entry["score"]) else entry["score"]
+        data["drifted_features"] = list(self.drifted_features)
+        data["not_judged"] = list(self.not_judged)
+        return data
+
+
+def measure_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    features: list[str],
+    categorical: list[str],
+    prediction_column: str | None = None,
+    max_rows: int = 20_000,
+    seed: int = 0,
+    drift_share: float = 0.5,
+) -> tuple[DriftResult, Snapshot]:
+    """Compare ``current`` with ``reference`` on ``features`` (and the prediction column).
+
+    Each side is sampled down to ``max_rows`` rows (deterministic for ``seed``). Columns in
+    ``categorical`` are compared as categories, the rest as numbers. Raises ``ValueError``
+    for an empty side, missing columns or a window with nothing testable; the caller turns
+    that into "no action" with the message as its reason.
+    """
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset
+
+    columns = _check_inputs(reference, current, features, categorical, prediction_column)
+    if len(reference) == 0:
+        raise ValueError("the reference frame is empty: no rows to compare the window with")
+    if len(current) == 0:
+        raise ValueError(
+            "the current window is empty: no traffic to compare with the reference yet"
+        )
+    ref, ref_sampled = sample_rows(reference, max_rows, seed)
+    cur, cur_sampled = sample_rows(current, max_rows, seed + 1)
+    categories = set(categorical)
+    ref, cur = _prepare(ref, columns, categories), _prepare(cur, columns, categories)
+
+    empty_current = [c for c in features if cur[c].isna().all()]
+    empty_reference = [c for c in features if ref[c].isna().all() and c not in empty_current]
+    testable = [c for c in features if c not in empty_current and c not in empty_reference]
+    test_prediction = (
+        prediction_column is not None
+        and not cur[prediction_column].isna().all()
+        and not ref[prediction_column].isna().all()
+    )
+    if not testable and not test_prediction:
+        raise ValueError(
+            f"nothing to test for drift: every feature is missing in the window "
+            f"({empty_current}) or in the reference ({empty_reference})"
+        )
+
+    definition = DataDefinition(
+        numerical_columns=[c for c in columns if c not in categories],
+        categorical_columns=[c for c in columns if c in categories],
+    )
+    metrics: list[Any] = []
+    if testable:
+        metrics.append(DataDriftPreset(columns=testable, drift_share=drift_share))
+    if test_prediction:
+        metrics.append(ValueDrift(column=prediction_column))
+    report = Report(metrics, include_tests=True)
+    with warnings.catch_warnings():
+        # scipy divides by zero for categories seen on one side only; the test still fails
+        # (drift), which is the right answer.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        snapshot = report.run(
+            Dataset.from_pandas(cur, data_definition=definition),
+            Dataset.from_pandas(ref, data_definition=definition),
+        )
+
+    found = _read_value_drift(snapshot)
+    per_feature: dict[str, FeatureDrift] = {}
+    for column in testable:
+        if column not in found:
+            raise RuntimeError(f"Evidently returned no ValueDrift result for column {column!r}")
+        per_feature[column] = found[column]
+    for column in empty_current:
+        per_feature[column] = FeatureDrift(math.nan, _ALL_MISSING, None, True)
+    per_feature = {c: per_feature[c] for c in features if c in per_feature}
+
+    drifted = tuple(c for c, d in per_feature.items() if d.drifted)
+    share = len(drifted) / len(features)
+    result = DriftResult(
+        n_reference=len(ref),
+        n_current=len(cur),
+        sampled=ref_sampled or cur_sampled,
+        drift_share=share,
+        drifted_features=drifted,
+        per_feature=per_feature,
+        dataset_drift=share >= drift_share,
+        drift_share_threshold=drift_share,
+        prediction_drift=found.get(prediction_column or "") if test_prediction else None,
+        n_current_rows=len(current),
+        not_judged=tuple(empty_reference),
+    )
+    return result, snapshot
+
+
+def drifted_columns_count(snapshot: Snapshot) -> tuple[int, float] | None:
+    """Evidently's own (count, share) of drifted columns, if the preset ran."""
+    for metric in snapshot.dict()["metrics"]:
+        if metric.get("config", {}).get("type") == _DRIFTED_COUNT:
+            value = metric["value"]
+            return int(value["count"]), float(value["share"])
+    return None
+
+
+def save_report(snapshot: Snapshot, folder: Path, name: str = "drift") -> tuple[Path, Path]:
+    """Write ``<name>.html`` (for people) and ``<name>.json`` (for machines) into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    html_path, json_path = folder / f"{name}.html", folder / f"{name}.json"
+    # Evidently 0.7 writes only when given a str: a Path is silently ignored.
+    snapshot.save_html(str(html_path))
+    snapshot.save_json(str(json_path))
+    return html_path, json_path
+
+
+def _check_inputs(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    features: Sequence[str],
+    categorical: Sequence[str],
+    prediction_column: str | None,
+) -> list[str]:
+    """All columns to compare, or a ValueError naming what is wrong and where."""
+    if not features:
+        raise ValueError("no features given to check for drift")
+    if prediction_column is not None and prediction_column in features:
+        raise ValueError(
+            f"prediction column {prediction_column!r} is also listed as a feature; list it "
+            "once, as prediction_column"
+        )
+    columns = [*features, *([prediction_column] if prediction_column else [])]
+    stray = [c for c in categorical if c not in columns]
+    if stray:
+        raise ValueError(f"categorical column(s) {stray} are not among the features {columns}")
+    for frame, side in ((reference, "reference"), (current, "current window")):
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"the {side} lacks column(s) {missing}; it has {list(frame.columns)}")
+    return columns
+
+
+def _prepare(frame: pd.DataFrame, columns: list[str], categorical: set[str]) -> pd.DataFrame:
+    """Only the compared columns: numbers as float, categories as one string spelling each."""
+    out = {}
+    for column in columns:
+        series = frame[column]
+        if column in categorical:
+            out[column] = category_keys(series)
+        else:
+            out[column] = pd.to_numeric(series, errors="coerce").astype(np.float64)
+    return pd.DataFrame(out, index=frame.index).reset_index(drop=True)
+
+
+def _read_value_drift(snapshot: Snapshot) -> dict[str, FeatureDrift]:
+    """Every ValueDrift result keyed by column, with its verdict from the matching test."""
+    data = snapshot.dict()
+    verdicts: dict[str, bool] = {}
+    for test in data["tests"]:
+        params = test.get("metric_config", {}).get("params", {})
+        if params.get("type") == _VALUE_DRIFT and test.get("id") == "drift":
+            status = getattr(test["status"], "value", test["status"])
+            verdicts[params["column"]] = str(status).upper() == "FAIL"
+    results: dict[str, FeatureDrift] = {}
+    for metric in data["metrics"]:
+        config = metric.get("config", {})
+        if config.get("type") != _VALUE_DRIFT:
+            continue
+        column = config["column"]
+        if column not in verdicts:
+            raise RuntimeError(f"Evidently returned no drift test for column {column!r}")
+        threshold = config.get("threshold")
+        results[column] = FeatureDrift(
+            score=float(metric["value"]),
+            method=str(config.get("method")),
+            threshold=None if threshold is None else float(threshold),
+            drifted=verdicts[column],
+        )
+    return results
+
+
+# -- performance ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PerformanceResult:
+    """Live performance of one model on its labelled rows."""
+
+    task: Task
+    n_labelled: int
+    metrics: dict[str, float]
+    """rmse and mae (regression) or accuracy and f1_macro (classification); {} without labels."""
+    primary_metric: str
+    higher_is_better: bool
+
+    @property
+    def value(self) -> float | None:
+        """The primary metric, or None when there were no labelled rows."""
+        return self.metrics.get(self.primary_metric)
+
+
+def measure_performance(
+    y_true: Sequence[Any], y_pred: Sequence[Any], task: Task
+) -> PerformanceResult:
+    """RMSE/MAE or accuracy/macro F1 on the rows that have both a label and a prediction.
+
+    Rows without a label (feedback not in yet) are skipped and not counted in ``n_labelled``.
+    """
+    if task not in ("regression", "classification"):
+        raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
+    truth, pred = pd.Series(list(y_true), dtype=object), pd.Series(list(y_pred), dtype=object)
+    if len(truth) != len(pred):
+        raise ValueError(
+            f"{len(truth)} labels but {len(pred)} predictions; join them by request id"
+        )
+    primary, higher = ("rmse", False) if task == "regression" else ("f1_macro", True)
+    if task == "regression":
+        t = pd.to_numeric(truth, errors="coerce").to_numpy(dtype=np.float64)
+        p = pd.to_numeric(pred, errors="coerce").to_numpy(dtype=np.float64)
+        keep = np.isfinite(t) & np.isfinite(p)
+        errors = t[keep] - p[keep]
+        metrics = (
+            {
+                "rmse": float(np.sqrt(np.mean(errors**2))),
+                "mae": float(np.mean(np.abs(errors))),
+            }
+            if keep.any()
+            else {}
+        )
+        return PerformanceResult(task, int(keep.sum()), metrics, primary, higher)
+
+    from sklearn.metrics import accuracy_score, f1_score
+
+    t_keys = [category_key(v) for v in truth]
+    p_keys = [category_key(v) for v in pred]
+    pairs = [(a, b) for a, b in zip(t_keys, p_keys, strict=True) if a is not None and b is not None]
+    metrics = {}
+    if pairs:
+        labels, predicted = zip(*pairs, strict=True)
+        metrics = {
+            "accuracy": float(accuracy_score(labels, predicted)),
+            "f1_macro": float(f1_score(labels, predicted, average="macro", zero_division=0)),
+        }
+    return PerformanceResult(task, len(pairs), metrics, primary, higher)

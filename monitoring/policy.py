@@ -1,0 +1,471 @@
+"""The decision policy: a pure function of what the monitor measured and named thresholds.
+
+``decide(figures, thresholds)`` returns one ``Decision``. Priority, safety first:
+
+1. ROLLBACK: inside the watch period after a promotion, the champion is worse than the
+   previous champion by more than ``rollback_margin`` on enough live labels.
+2. PROMOTE: the challenger beats the champion by at least ``promotion_margin`` on live
+   labels, both with enough labelled rows.
+3. RETRAIN: the window is big enough and drifts (share of drifted features) or is out of
+   distribution (OOD rate), retraining is not cooling down, and no challenger is still
+   waiting to be judged.
+4. NONE, with a reason naming every guard that held the other actions back.
+
+Margins are relative and direction-aware: ``higher_is_better`` says whether a larger metric
+is better (F1, accuracy) or worse (RMSE, MAE). Ties count for promotion (``>=`` margin) and
+against rollback (needs ``>`` margin), so a borderline figure never moves an alias back.
+
+The challenger guard on retraining: while a challenger is still collecting live labels,
+another retrain would replace it under the single ``challenger`` alias before it is judged;
+under persistent drift every monitor run would then restart the clock and no challenger
+would ever be promoted. The guard lifts once the challenger has been judged (it lost) or has
+waited longer than ``challenger_patience_s`` (no labels are arriving, or it predates the
+drift), so a starved challenger cannot block retraining forever.
+
+Nothing here imports Evidently, Qdrant or any other part of driftloop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+# Float slack when a relative change is compared with a margin: 0.84 vs 0.80 is a 5 % gain
+# on paper but 0.04999999999999993 in binary floating point.
+_EPS = 1e-9
+_MAX_LISTED_FEATURES = 5
+_NO_CHALLENGER = "no challenger waiting"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Named thresholds of the policy; shares and margins are fractions (0.05 = 5 %)."""
+
+    drift_share_threshold: float = 0.5
+    """Share of drifted features (0-1) at or above which the window counts as drifted."""
+    ood_rate_threshold: float = 0.2
+    """Share of out-of-distribution rows (0-1) at or above which the window counts as OOD."""
+    min_window_rows: int = 200
+    """Fewest rows in the window before drift or OOD is judged."""
+    min_labelled_rows: int = 100
+    """Fewest labelled rows per model before its live metric is compared."""
+    promotion_margin: float = 0.05
+    """Relative improvement of challenger over champion needed to promote."""
+    rollback_margin: float = 0.10
+    """Relative degradation of champion vs the previous champion that triggers a rollback."""
+    watch_period_s: float = 3600.0
+    """Seconds after a promotion during which a rollback is considered."""
+    retrain_cooldown_s: float = 1800.0
+    """Seconds after a retrain before drift may trigger another one."""
+    challenger_patience_s: float = 86_400.0
+    """Seconds a challenger may wait for labels before it stops blocking a retrain."""
+
+    def __post_init__(self) -> None:
+        for name in ("drift_share_threshold", "ood_rate_threshold"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} is a share between 0 and 1, got {value}")
+        for name in (
+            "min_window_rows",
+            "min_labelled_rows",
+            "promotion_margin",
+            "rollback_margin",
+            "watch_period_s",
+            "retrain_cooldown_s",
+            "challenger_patience_s",
+        ):
+            value = getattr(self, name)
+            if value < 0 or (isinstance(value, float) and math.isnan(value)):
+                raise ValueError(f"{name} must be zero or positive, got {value}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Figures:
+    """What the monitor measured for one window; None means "not measured / not known".
+
+    Datetimes may be naive (taken as UTC) or timezone-aware.
+    """
+
+    now: datetime
+    window_rows: int = 0
+    feature_count: int | None = None
+    drift_share: float | None = None
+    drifted_features: tuple[str, ...] = ()
+    dataset_drift: bool | None = None
+    prediction_drift: bool | None = None
+    prediction_drift_score: float | None = None
+    ood_rate: float | None = None
+    metric_name: str = "rmse"
+    higher_is_better: bool = False
+    champion_version: str | None = None
+    champion_metric: float | None = None
+    champion_labelled_rows: int = 0
+    challenger_version: str | None = None
+    challenger_metric: float | None = None
+    challenger_labelled_rows: int = 0
+    challenger_created_at: datetime | None = None
+    """When the challenger was registered; falls back to ``last_retrain_at``."""
+    previous_version: str | None = None
+    previous_metric: float | None = None
+    """The previous champion's figure: its live metric before the promotion, or holdout."""
+    last_promotion_at: datetime | None = None
+    last_retrain_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly copy: datetimes as ISO strings, tuples as lists."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, datetime):
+                value = _utc(value).isoformat()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+class Action(StrEnum):
+    """What the loop should do next."""
+
+    NONE = "none"
+    RETRAIN = "retrain"
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The action, one human sentence why, the figures behind it and the versions moved."""
+
+    action: Action
+    reason: str
+    figures: dict[str, Any]
+    from_version: str | None = None
+    to_version: str | None = None
+    notes: tuple[str, ...] = field(default=())
+    """Why the actions of lower priority (or all, for NONE) were not taken."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly record for the decision history."""
+        return {
+            "action": self.action.value,
+            "reason": self.reason,
+            "from_version": self.from_version,
+            "to_version": self.to_version,
+            "notes": list(self.notes),
+            "figures": self.figures,
+        }
+
+
+@dataclass(frozen=True)
+class _Check:
+    """Outcome of one rule: whether it fires, a sentence, and derived numbers to record."""
+
+    fires: bool
+    sentence: str | None
+    derived: dict[str, Any] = field(default_factory=dict)
+
+
+def relative_gain(candidate: float, baseline: float, higher_is_better: bool) -> float:
+    """How much better ``candidate`` is than ``baseline``, relative to ``|baseline|``.
+
+    Positive means better whatever the metric's direction; a zero baseline gives +/-inf
+    (or 0 when both are equal).
+    """
+    diff = candidate - baseline if higher_is_better else baseline - candidate
+    if baseline == 0:
+        return 0.0 if diff == 0 else math.copysign(math.inf, diff)
+    return diff / abs(baseline)
+
+
+def decide(figures: Figures, thresholds: Thresholds) -> Decision:
+    """Choose rollback > promote > retrain > none from the figures; never raises on None."""
+    now = _utc(figures.now)
+    rollback = _check_rollback(figures, thresholds, now)
+    promote = _check_promote(figures, thresholds)
+    retrain = _check_retrain(figures, thresholds, now)
+
+    used = figures.to_dict()
+    used["thresholds"] = asdict(thresholds)
+    for check in (rollback, promote, retrain):
+        used.update(check.derived)
+
+    def notes_except(chosen: _Check | None) -> tuple[str, ...]:
+        checks = (rollback, promote, retrain)
+        return tuple(c.sentence for c in checks if c is not chosen and c.sentence)
+
+    if rollback.fires:
+        return Decision(
+            Action.ROLLBACK,
+            _sentence(rollback),
+            used,
+            figures.champion_version,
+            figures.previous_version,
+            notes_except(rollback),
+        )
+    if promote.fires:
+        return Decision(
+            Action.PROMOTE,
+            _sentence(promote),
+            used,
+            figures.champion_version,
+            figures.challenger_version,
+            notes_except(promote),
+        )
+    if retrain.fires:
+        return Decision(
+            Action.RETRAIN,
+            _sentence(retrain),
+            used,
+            figures.champion_version,
+            None,
+            notes_except(retrain),
+        )
+    # For NONE the window's own state leads, then what held back the alias moves; a bare
+    # "no challenger waiting" is left to the notes unless nothing else is worth saying.
+    notes = tuple(c.sentence for c in (rollback, retrain, promote) if c.sentence)
+    telling = [n for n in notes if n != _NO_CHALLENGER]
+    reason = "; ".join(telling or notes) or "nothing to act on"
+    return Decision(Action.NONE, reason, used, figures.champion_version, None, notes)
+
+
+# -- the three rules ---------------------------------------------------------------------
+
+
+def _check_rollback(f: Figures, t: Thresholds, now: datetime) -> _Check:
+    """Roll back when the new champion does worse than the one it replaced, while watched."""
+    if f.last_promotion_at is None:
+        return _Check(False, None)
+    promoted = _utc(f.last_promotion_at)
+    watch_end = _plus(promoted, t.watch_period_s)
+    inside = now <= watch_end
+    derived: dict[str, Any] = {"watch_period_ends_at": watch_end.isoformat()}
+    champion, previous = _num(f.champion_metric), _num(f.previous_metric)
+    cv, pv, name = _v(f.champion_version), _v(f.previous_version), f.metric_name
+
+    if f.previous_version is None or previous is None:
+        sentence = f"no previous version with a {name} to roll back to" if inside else None
+        return _Check(False, sentence, derived)
+    if champion is None or f.champion_labelled_rows < t.min_labelled_rows:
+        if not inside:
+            return _Check(False, None, derived)
+        return _Check(
+            False,
+            f"not enough labelled rows for champion {cv} to judge a rollback: "
+            f"{f.champion_labelled_rows:,} < {t.min_labelled_rows:,}",
+            derived,
+        )
+
+    gain = relative_gain(champion, previous, f.higher_is_better)
+    derived["champion_vs_previous_gain"] = gain
+    comparison = (
+        f"champion {cv} {name} {_m(champion)} is {_change(gain)} than previous {pv} "
+        f"({_m(previous)})"
+    )
+    worse_by_margin = -gain > t.rollback_margin + _EPS
+    if not worse_by_margin:
+        if not inside:
+            return _Check(False, None, derived)
+        return _Check(
+            False,
+            f"{comparison}, within the {_pct(t.rollback_margin)} rollback margin",
+            derived,
+        )
+    if not inside:
+        return _Check(
+            False,
+            f"{comparison}, beyond the {_pct(t.rollback_margin)} rollback margin, but the "
+            f"watch period after its promotion ended at {_time(watch_end, now)}; "
+            "not rolling back",
+            derived,
+        )
+    minutes = max(0.0, (now - promoted).total_seconds()) / 60
+    return _Check(
+        True,
+        f"{comparison} > {_pct(t.rollback_margin)} rollback margin on "
+        f"{f.champion_labelled_rows:,} labelled rows, {minutes:.0f} min after its promotion",
+        derived,
+    )
+
+
+def _check_promote(f: Figures, t: Thresholds) -> _Check:
+    """Promote a challenger that beats the champion by the margin on live labels."""
+    if f.challenger_version is None:
+        return _Check(False, _NO_CHALLENGER)
+    xv, cv, name = _v(f.challenger_version), _v(f.champion_version), f.metric_name
+    if f.challenger_labelled_rows < t.min_labelled_rows:
+        return _Check(
+            False,
+            f"not enough labelled rows for challenger {xv}: "
+            f"{f.challenger_labelled_rows:,} < {t.min_labelled_rows:,}",
+        )
+    if f.champion_version is None:
+        return _Check(False, f"no champion to compare challenger {xv} with")
+    if f.champion_labelled_rows < t.min_labelled_rows:
+        return _Check(
+            False,
+            f"not enough labelled rows for champion {cv}: "
+            f"{f.champion_labelled_rows:,} < {t.min_labelled_rows:,}",
+        )
+    challenger, champion = _num(f.challenger_metric), _num(f.champion_metric)
+    if challenger is None or champion is None:
+        missing = "challenger " + xv if challenger is None else "champion " + cv
+        return _Check(False, f"no live {name} for {missing} yet")
+
+    gain = relative_gain(challenger, champion, f.higher_is_better)
+    derived = {"challenger_vs_champion_gain": gain}
+    comparison = (
+        f"challenger {xv} {name} {_m(challenger)} is {_change(gain)} than champion {cv} "
+        f"({_m(champion)})"
+    )
+    if gain >= t.promotion_margin - _EPS:
+        return _Check(
+            True,
+            f"{comparison} ≥ {_pct(t.promotion_margin)} promotion margin on "
+            f"{f.challenger_labelled_rows:,} / {f.champion_labelled_rows:,} labelled rows",
+            derived,
+        )
+    return _Check(False, f"{comparison} < {_pct(t.promotion_margin)} promotion margin", derived)
+
+
+def _check_retrain(f: Figures, t: Thresholds, now: datetime) -> _Check:
+    """Retrain on drift or OOD traffic, unless cooling down or a challenger is pending."""
+    rows = f"{f.window_rows:,} rows"
+    if f.window_rows < t.min_window_rows:
+        return _Check(
+            False, f"window too small to judge drift: {f.window_rows:,} < {t.min_window_rows:,}"
+        )
+    share, ood = _num(f.drift_share), _num(f.ood_rate)
+    if share is None and ood is None:
+        return _Check(False, f"no drift or OOD figures for the window of {rows}")
+
+    triggers, calm = [], []
+    if share is not None:
+        text = f"drift share {share:.2f}"
+        if share >= t.drift_share_threshold - _EPS:
+            triggers.append(f"{text} ≥ {t.drift_share_threshold:.2f} ({_features(f)})")
+        else:
+            calm.append(f"{text} < {t.drift_share_threshold:.2f}")
+    if ood is not None:
+        text = f"OOD rate {_pct(ood, 1)}"
+        if ood >= t.ood_rate_threshold - _EPS:
+            triggers.append(f"{text} ≥ {_pct(t.ood_rate_threshold)}")
+        else:
+            calm.append(f"{text} < {_pct(t.ood_rate_threshold)}")
+    if not triggers:
+        return _Check(False, f"no drift on {rows}: " + ", ".join(calm))
+
+    what = " and ".join(triggers) + f" on {rows}"
+    if f.prediction_drift:
+        what += ", with prediction drift"
+    derived: dict[str, Any] = {}
+    if f.last_retrain_at is not None:
+        last = _utc(f.last_retrain_at)
+        until = _plus(last, t.retrain_cooldown_s)
+        derived["retrain_cooldown_until"] = until.isoformat()
+        if now < until:
+            return _Check(
+                False,
+                f"{what}, but retraining is cooling down until {_time(until, now)} "
+                f"(last retrain {_time(last, now)})",
+                derived,
+            )
+
+    pending = _pending_challenger(f, t, now)
+    if pending is not None:
+        return _Check(False, f"{what}, but {pending}", derived)
+    return _Check(True, what, derived)
+
+
+def _pending_challenger(f: Figures, t: Thresholds, now: datetime) -> str | None:
+    """Why a waiting challenger blocks a retrain, or None when it does not."""
+    if f.challenger_version is None:
+        return None
+    judged = (
+        f.challenger_labelled_rows >= t.min_labelled_rows
+        and f.champion_labelled_rows >= t.min_labelled_rows
+        and _num(f.challenger_metric) is not None
+        and _num(f.champion_metric) is not None
+    )
+    if judged:  # it was compared and did not win: a fresh model is welcome
+        return None
+    created = f.challenger_created_at or f.last_retrain_at
+    if created is not None:
+        waited = (now - _utc(created)).total_seconds()
+        if waited > t.challenger_patience_s:
+            return None
+    return (
+        f"challenger {_v(f.challenger_version)} is still waiting for live labels "
+        f"({f.challenger_labelled_rows:,} < {t.min_labelled_rows:,}); retraining now would "
+        "pile up challengers and replace it before it is judged"
+    )
+
+
+# -- formatting --------------------------------------------------------------------------
+
+
+def _sentence(check: _Check) -> str:
+    return check.sentence or ""
+
+
+def _utc(moment: datetime) -> datetime:
+    """Naive datetimes are taken as UTC so naive and aware figures compare."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _plus(moment: datetime, seconds: float) -> datetime:
+    """``moment + seconds``, clamped to the calendar's end instead of overflowing."""
+    try:
+        return moment + timedelta(seconds=seconds)
+    except OverflowError:
+        return datetime.max.replace(tzinfo=UTC)
+
+
+def _num(value: float | None) -> float | None:
+    """None for missing or NaN figures."""
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _v(version: str | None) -> str:
+    if version is None:
+        return "(unknown)"
+    return version if version.startswith("v") else f"v{version}"
+
+
+def _m(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _pct(share: float, digits: int = 0) -> str:
+    return f"{share:.{digits}%}"
+
+
+def _change(gain: float) -> str:
+    if gain >= 0:
+        return f"{_pct(gain, 1)} better"
+    return f"{_pct(-gain, 1)} worse"
+
+
+def _time(moment: datetime, now: datetime) -> str:
+    if moment.date() == now.date():
+        return moment.strftime("%H:%M UTC")
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _features(f: Figures) -> str:
+    names = list(f.drifted_features)
+    count = f"{len(names)} of {f.feature_count}" if f.feature_count else f"{len(names)}"
+    if not names:
+        return f"{count} features"
+    listed = ", ".join(names[:_MAX_LISTED_FEATURES])
+    if len(names) > _MAX_LISTED_FEATURES:
+        listed += f", +{len(names) - _MAX_LISTED_FEATURES} more"
+    return f"{count} features: {listed}"
