@@ -69,7 +69,10 @@ def prepare_environment(settings: Settings) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("BENTOML_HOME", str(state / "bentoml"))
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # Flow and task logs go to the Prefect UI; the terminal shows driftloop's own
+    # messages only (DRIFTLOOP_VERBOSE=1 shows Prefect's console logs too).
+    if not os.environ.get("DRIFTLOOP_VERBOSE"):
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     stack = read_stack(state)
     if settings.resolved_prefect_api_url():
         os.environ["PREFECT_API_URL"] = settings.resolved_prefect_api_url() or ""

@@ -1,0 +1,204 @@
+"""The training flow for real: `driftloop` CLI → Prefect server → MLflow server.
+
+Covers both model families and both task types, the gate's aliases, signatures and
+dataset digests on every version, bad data that registers nothing, and rollback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from mlflow.models import get_model_info
+
+from driftloop import procs
+
+pytestmark = pytest.mark.integration
+
+CLI = str(Path(sys.executable).parent / "driftloop")
+
+
+@pytest.fixture(scope="module")
+def env(
+    mlflow_server: procs.Server, prefect_server: procs.Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    state = tmp_path_factory.mktemp("train-state")
+    yield {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": mlflow_server.base_url,
+        "PREFECT_API_URL": prefect_server.base_url,
+        "DRIFTLOOP_STATE_DIR": str(state),
+        "BENTOML_HOME": str(state / "bentoml"),
+    }
+
+
+def driftloop(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def versions(env: dict[str, str], model: str) -> list[dict[str, object]]:
+    result = driftloop(env, "models", "--model-name", model, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def churn_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user dataset with its own schema and a binary text target."""
+    rng = np.random.default_rng(7)
+    n = 800
+    tenure = rng.integers(1, 72, n)
+    fee = rng.normal(60, 20, n).round(2)
+    calls = rng.poisson(1.5, n)
+    plan = rng.choice(["basic", "plus", "pro"], n)
+    risk = 0.04 * calls - 0.03 * tenure / 12 + 0.01 * (fee - 60) / 10 + (plan == "basic") * 0.3
+    churned = np.where(risk + rng.normal(0, 0.2, n) > 0.2, "yes", "no")
+    path = tmp_path_factory.mktemp("user") / "churn.csv"
+    pd.DataFrame(
+        {"tenure_months": tenure, "monthly_fee": fee, "support_calls": calls, "plan": plan,
+         "churned": churned}
+    ).to_csv(path, index=False)
+    return path
+
+
+def test_bikeshare_sklearn_then_torch_registers_two_versions(env: dict[str, str]) -> None:
+    first = driftloop(env, "train", "--family", "sklearn", "--no-package", "--json")
+    assert first.returncode == 0, first.stderr
+    result = json.loads(first.stdout)
+    assert result["alias"] == "champion" and result["version"] == "1"
+    assert result["metrics"]["r2"] > 0.7
+
+    second = driftloop(env, "train", "--family", "torch", "--no-package", "--json")
+    assert second.returncode == 0, second.stderr
+    torch_result = json.loads(second.stdout)
+    assert torch_result["version"] == "2"
+    # Both scored on the same holdout; the gate keeps it as challenger unless it won.
+    assert torch_result["champion_version"] == "1"
+    assert torch_result["alias"] == "challenger"
+    assert "champion v1" in torch_result["reason"]
+
+    listed = versions(env, "bikeshare-demand")
+    assert [(v["version"], v["aliases"], v["family"]) for v in listed] == [
+        ("2", ["challenger"], "torch"),
+        ("1", ["champion"], "sklearn"),
+    ]
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    for row in listed:
+        info = get_model_info(f"models:/bikeshare-demand/{row['version']}")
+        inputs = {spec.name for spec in info.signature.inputs.inputs}
+        assert {"temp", "hr", "mnth", "weathersit"} <= inputs
+        assert "bikers" not in inputs and "casual" not in inputs
+        assert len(str(row["data_digest"])) == 16
+        run = client.get_run(client.get_model_version("bikeshare-demand", str(row["version"])).run_id)
+        assert run.inputs.dataset_inputs, "dataset lineage logged with mlflow.data"
+        assert run.data.tags["data_digest"] == row["data_digest"]
+
+    table = driftloop(env, "models")
+    assert table.returncode == 0 and "challenger" in table.stdout and "torch" in table.stdout
+
+
+@pytest.mark.parametrize("family", ["sklearn", "torch"])
+def test_user_csv_classification_trains_with_four_flags(
+    env: dict[str, str], churn_csv: Path, family: str
+) -> None:
+    model = f"churn-{family}"
+    result = driftloop(
+        env, "train", "--data", str(churn_csv), "--target", "churned", "--task",
+        "classification", "--model-name", model, "--family", family, "--no-package", "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["task"] == "classification" and out["alias"] == "champion"
+    assert {"accuracy", "f1", "roc_auc"} <= set(out["metrics"])
+    assert out["metrics"]["accuracy"] > 0.6
+    assert [v["task"] for v in versions(env, model)] == ["classification"]
+
+
+BAD_DATA = {
+    "missing target": ("a,b\n1,2\n3,4\n", "--target", "price", "'price' is not a column"),
+    "empty file": ("", "--target", "y", "empty"),
+    "all-NaN target": ("x,y\n1,\n2,\n3,\n", "--target", "y", "y"),
+    "not CSV": (b"\x80\x04\x95pickle\x00\x00", "--target", "y", "not"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DATA))
+def test_bad_data_fails_clearly_and_registers_nothing(
+    env: dict[str, str], tmp_path: Path, case: str
+) -> None:
+    content, flag, value, expected = BAD_DATA[case]
+    path = tmp_path / ("data.pkl" if case == "not CSV" else "data.csv")
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    model = "bad-" + case.replace(" ", "-").lower()
+    result = driftloop(env, "train", "--data", str(path), flag, value, "--model-name", model,
+                       "--no-package")
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert expected.lower() in result.stderr.lower()
+    assert "Traceback" not in result.stderr
+    assert versions(env, model) == []
+
+
+def test_wrong_column_types_break_the_contract_and_register_nothing(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    bikes = pd.read_csv(procs.Path(__file__).parents[2] / "data/bundled/bikeshare_2011.csv")
+    bikes["temp"] = bikes["temp"].astype(object)
+    bikes.loc[5:9, "temp"] = "hot"
+    path = tmp_path / "bikes.csv"
+    bikes.to_csv(path, index=False)
+    before = versions(env, "bikeshare-demand")
+    result = driftloop(
+        env, "train", "--data", str(path), "--target", "bikers", "--time-column", "day",
+        "--drop", "casual", "--drop", "registered", "--no-package",
+    )
+    assert result.returncode == 1
+    assert "temp" in result.stderr and "hot" in result.stderr
+    assert "nothing was registered" in result.stderr
+    assert versions(env, "bikeshare-demand") == before
+
+
+def test_unknown_task_is_bad_usage(env: dict[str, str], churn_csv: Path) -> None:
+    result = driftloop(env, "train", "--data", str(churn_csv), "--target", "churned",
+                       "--task", "clustering", "--model-name", "churn-x")
+    assert result.returncode == 2
+    assert "unknown task 'clustering'" in result.stderr
+
+
+def test_rollback_after_two_promotions_restores_earlier_champion(env: dict[str, str],
+                                                                 churn_csv: Path) -> None:
+    model = "churn-rollback"
+    for _ in range(3):
+        trained = driftloop(env, "train", "--data", str(churn_csv), "--target", "churned",
+                            "--model-name", model, "--no-package")
+        assert trained.returncode == 0, trained.stderr
+    assert driftloop(env, "promote", "2", "-m", model, "--reason", "v2 won").returncode == 0
+    assert driftloop(env, "promote", "3", "-m", model, "--reason", "v3 won").returncode == 0
+    rolled = driftloop(env, "rollback", "-m", model, "--reason", "v3 degraded")
+    assert rolled.returncode == 0, rolled.stderr
+    aliases = {v["version"]: v["aliases"] for v in versions(env, model)}
+    assert aliases["2"] == ["champion"] and aliases["3"] == ["previous"]
+
+    history = json.loads(driftloop(env, "history", "-m", model, "--json").stdout)
+    promotions = [h for h in history if h["action"] in ("promote", "rollback")]
+    assert [(h["action"], h["moves"]["champion"], h["reason"]) for h in promotions] == [
+        ("promote", ["1", "2"], "v2 won"),
+        ("promote", ["2", "3"], "v3 won"),
+        ("rollback", ["3", "2"], "v3 degraded"),
+    ]
+    shown = driftloop(env, "history", "-m", model)
+    assert "v3 degraded" in shown.stdout and "rollback" in shown.stdout
