@@ -106,6 +106,11 @@ def select_rows(
     return frame.loc[keep].reset_index(drop=True)
 
 
+def numeric_as_float(frame: pd.DataFrame, numeric: tuple[str, ...]) -> pd.DataFrame:
+    """The frame with numeric feature columns as float64 (how the service sends them)."""
+    return frame.astype({column: "float64" for column in numeric if column in frame.columns})
+
+
 def version_tags(
     snapshot: Snapshot,
     report: ValidationReport,
@@ -311,8 +316,11 @@ def log_and_register(
         # The reference sample the monitor compares live traffic with.
         reference = train.sample(min(len(train), 5000), random_state=settings.seed)
         mlflow.log_table(reference, "reference/train_sample.json")
-        signature = infer_signature(x_holdout.head(200), predictions[:200])
-        info = fitted.log_model("model", input_example=x_holdout.head(5), signature=signature)
+        # Numeric features are declared double: a served request may carry a NaN or a
+        # float where training saw integers, and MLflow refuses float→long.
+        served = numeric_as_float(x_holdout, snapshot.numeric)
+        signature = infer_signature(served.head(200), predictions[:200])
+        info = fitted.log_model("model", input_example=served.head(5), signature=signature)
         run_id = run.info.run_id
     registry = make_registry(settings)
     tags = version_tags(snapshot, report, settings.family, metrics, parent_version)
