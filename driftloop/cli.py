@@ -33,9 +33,7 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
 
-ModelName = Annotated[
-    str | None, typer.Option("--model-name", "-m", help="Registered model name.")
-]
+ModelName = Annotated[str | None, typer.Option("--model-name", "-m", help="Registered model name.")]
 
 
 class CliError(Exception):
@@ -80,9 +78,9 @@ def prepare_environment(settings: Settings) -> None:
         os.environ["PREFECT_API_URL"] = stack["prefect_api_url"]
     else:
         os.environ.setdefault("PREFECT_HOME", str(state / "prefect"))
-    if not settings.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI") and stack:
-        if stack.get("mlflow_tracking_uri"):
-            os.environ["MLFLOW_TRACKING_URI"] = stack["mlflow_tracking_uri"]
+    no_uri = not settings.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI")
+    if no_uri and stack and stack.get("mlflow_tracking_uri"):
+        os.environ["MLFLOW_TRACKING_URI"] = stack["mlflow_tracking_uri"]
 
 
 @contextmanager
@@ -149,7 +147,9 @@ def train(
         list[str] | None, typer.Option("--drop", help="Column to leave out (repeatable).")
     ] = None,
     time_from: Annotated[float | None, typer.Option(help="Train on rows with time ≥ this.")] = None,
-    time_until: Annotated[float | None, typer.Option(help="Train on rows with time < this.")] = None,
+    time_until: Annotated[
+        float | None, typer.Option(help="Train on rows with time < this.")
+    ] = None,
     no_package: Annotated[
         bool, typer.Option("--no-package", help="Register without building a Bento.")
     ] = False,
@@ -165,8 +165,13 @@ def train(
         if family is not None and family not in ("sklearn", "torch"):
             raise CliError(f"unknown family {family!r}: use sklearn or torch", EXIT_USAGE)
         settings = settings_from(
-            data=data, target=target, task=task, family=family, model_name=model_name,
-            time_column=time_column, drop_columns=drop,
+            data=data,
+            target=target,
+            task=task,
+            family=family,
+            model_name=model_name,
+            time_column=time_column,
+            drop_columns=drop,
         )
         prepare_environment(settings)
         from pipelines.train import train_flow
@@ -241,8 +246,16 @@ def models(
             )
             return
         table = Table(title=f"{settings.model_name} — {settings.resolved_tracking_uri()}")
-        for column in ("version", "aliases", "family", "task", "holdout", "data", "bento",
-                       "created"):
+        for column in (
+            "version",
+            "aliases",
+            "family",
+            "task",
+            "holdout",
+            "data",
+            "bento",
+            "created",
+        ):
             table.add_column(column)
         for row in rows:
             table.add_row(
@@ -318,6 +331,249 @@ def history(
         console.print(table)
 
     run_command(body)
+
+
+@app.command()
+def package(
+    version: Annotated[str, typer.Argument(help="Registered version to package.")],
+    model_name: ModelName = None,
+) -> None:
+    """Build the Bento `<model>-service:v<VERSION>` (the tag is written back to MLflow)."""
+
+    def body() -> None:
+        settings = settings_from(model_name=model_name)
+        prepare_environment(settings)
+        from driftloop import serving
+
+        with redirect_stdout(sys.stderr), err.status(f"packaging v{version}…"):
+            tag = serving.package(settings, version)
+        console.print(f"bento: {tag}")
+
+    run_command(body)
+
+
+@app.command()
+def serve(
+    model_name: ModelName = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: DRIFTLOOP_SERVE_PORT).")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    bento: Annotated[
+        bool, typer.Option("--bento", help="Serve the champion's built Bento, not the repo.")
+    ] = False,
+    wait_for_champion: Annotated[
+        bool, typer.Option("--wait-for-champion", help="Wait for a champion instead of failing.")
+    ] = False,
+) -> None:
+    """Run `bentoml serve` for the model: champion answers, challenger gets the canary share."""
+    code = EXIT_OK
+
+    def body() -> None:
+        nonlocal code
+        settings = settings_from(model_name=model_name)
+        prepare_environment(settings)
+        from driftloop import serving
+
+        try:
+            code = serving.serve(
+                settings, port=port, host=host, from_bento=bento, wait=wait_for_champion
+            )
+        except serving.ServingError as exc:
+            raise CliError(str(exc), EXIT_CHECK_FAILED) from exc
+
+    run_command(body)
+    raise typer.Exit(code)
+
+
+@app.command()
+def monitor(
+    model_name: ModelName = None,
+    window: Annotated[
+        int | None, typer.Option(help="Latest logged predictions to check (rows).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide but do not act.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Run one monitor check now: drift, OOD, live metrics, the decision (and act on it)."""
+
+    def body() -> None:
+        settings = settings_from(model_name=model_name)
+        prepare_environment(settings)
+        from pipelines.monitor import monitor_flow
+
+        with redirect_stdout(sys.stderr), err.status("checking the latest traffic…"):
+            result = monitor_flow(
+                model_name=settings.model_name, window_rows=window, act_on_decision=not dry_run
+            )
+        if as_json:
+            print(json.dumps(result, indent=2, default=str))
+            return
+        print_check(result)
+
+    run_command(body)
+
+
+def print_check(result: dict[str, Any]) -> None:
+    figures = result.get("figures", {})
+    table = Table(title=f"{result['model_name']} — check at {result['at']}")
+    table.add_column("figure")
+    table.add_column("value", overflow="fold")
+    shown = (
+        "window_rows",
+        "drift_share",
+        "drifted_features",
+        "prediction_drift",
+        "ood_rate",
+        "metric_name",
+        "champion_version",
+        "champion_metric",
+        "champion_labelled_rows",
+        "challenger_version",
+        "challenger_metric",
+        "challenger_labelled_rows",
+        "previous_version",
+        "previous_metric",
+    )
+    for key in shown:
+        value = figures.get(key)
+        if value not in (None, "", []):
+            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    console.print(table)
+    decision = result.get("decision", {})
+    console.print(f"decision: [bold]{decision.get('action')}[/bold] — {decision.get('reason')}")
+    if result.get("acted"):
+        console.print(f"done: {result['acted']}")
+    for message in result.get("messages", []):
+        console.print(f"[yellow]note:[/yellow] {message}")
+    if result.get("report_html"):
+        console.print(f"Evidently report: {result['report_html']}")
+
+
+@app.command()
+def status(model_name: ModelName = None) -> None:
+    """The stack's health, the aliases, the last check's figures and the last action."""
+
+    def body() -> None:
+        settings = settings_from(model_name=model_name)
+        prepare_environment(settings)
+        from driftloop import stack
+        from pipelines.monitor import read_last_check
+
+        health = stack.status(settings)
+        table = Table(title="local stack" + ("" if health["running"] else " (not running)"))
+        for column in ("component", "healthy", "url"):
+            table.add_column(column)
+        for name, component in health["components"].items():
+            healthy = component["healthy"]
+            table.add_row(
+                name,
+                "-" if healthy is None else ("yes" if healthy else "NO"),
+                component["url"] or "",
+            )
+        console.print(table)
+        try:
+            registry = registry_for(settings)
+            aliases = registry.aliases()
+            moves = registry.history.list()
+        except Exception as exc:  # registry down: say so, show the rest
+            console.print(f"[yellow]registry unreachable:[/yellow] {exc}")
+            aliases, moves = {}, []
+        console.print(
+            f"{settings.model_name}: "
+            + (", ".join(f"{a} v{v}" for a, v in sorted(aliases.items())) or "no versions yet")
+        )
+        check = read_last_check(settings)
+        if check:
+            print_check(check)
+        if moves:
+            last = moves[-1]
+            console.print(
+                f"last action: {last.at} {last.action} by {last.actor}: "
+                f"{last.describe_moves()} — {last.reason}"
+            )
+
+    run_command(body)
+
+
+@app.command()
+def up(
+    no_deploy: Annotated[
+        bool, typer.Option("--no-deploy", help="Start the servers only, do not deploy flows.")
+    ] = False,
+) -> None:
+    """Start MLflow, Prefect (+ worker, deployments) and bentoml serve locally."""
+
+    def body() -> None:
+        settings = settings_from()
+        from driftloop import stack
+
+        try:
+            with err.status("starting MLflow, Prefect, the worker and bentoml serve…"):
+                info = stack.up(settings, deploy=not no_deploy)
+        except stack.StackError as exc:
+            raise CliError(str(exc), EXIT_CHECK_FAILED) from exc
+        if info.get("already_running"):
+            console.print("the stack is already running")
+        prefect_ui = info["prefect_api_url"].removesuffix("/api")
+        console.print(f"MLflow UI:  {info['mlflow_tracking_uri']}")
+        console.print(f"Prefect UI: {prefect_ui}")
+        console.print(f"Service:    {info['serve_url']} (starts once a champion exists)")
+        console.print(f"Logs:       {settings.state_path / 'logs'}")
+
+    run_command(body)
+
+
+@app.command()
+def down() -> None:
+    """Stop exactly the processes `driftloop up` started."""
+
+    def body() -> None:
+        settings = settings_from()
+        from driftloop import stack
+
+        stopped = stack.down(settings)
+        console.print(
+            f"stopped {len(stopped)} processes" if stopped else "the stack was not running"
+        )
+
+    run_command(body)
+
+
+@app.command()
+def demo() -> None:
+    """The whole loop on the bundled data: drift → retrain → promote → bad version → rollback."""
+    settings = settings_from()
+    prepare_environment(settings)
+    from driftloop.demo import DemoFailed, run_demo
+
+    try:
+        code = run_demo(settings, console)
+    except DemoFailed as exc:
+        err.print(f"[red]the loop did not complete:[/red] {exc}")
+        err.print(f"logs: {settings.state_path / 'logs'}")
+        raise typer.Exit(EXIT_CHECK_FAILED) from None
+    raise typer.Exit(code)
+
+
+@app.command("wait-for", hidden=True)
+def wait_for_url(
+    url: str, timeout: Annotated[float, typer.Option(help="Seconds.")] = 180.0
+) -> None:
+    """Wait until URL answers 200 (used by the stack's Procfile)."""
+    from driftloop.procs import wait_until
+
+    def ok() -> bool:
+        import httpx
+
+        try:
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(ok, timeout, interval_s=0.5, what=url)
+    except TimeoutError as exc:
+        err.print(str(exc))
+        raise typer.Exit(EXIT_CHECK_FAILED) from None
 
 
 def _actor() -> str:

@@ -6,6 +6,7 @@ start the same processes on free ports in temporary folders.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -76,17 +77,13 @@ class Server:
 
     def stop(self, timeout_s: float = 15.0) -> None:
         stop_process_group(self.process.pid, timeout_s)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=1)
-        except subprocess.TimeoutExpired:
-            pass
 
     def kill(self) -> None:
         """SIGKILL the whole process group at once (crash simulation)."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait(timeout=10)
 
 
@@ -126,10 +123,8 @@ def stop_process_group(pid: int, timeout_s: float = 15.0) -> None:
         if not _group_alive(pid):
             return
         time.sleep(0.1)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _group_alive(pgid: int) -> bool:

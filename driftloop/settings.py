@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from bentos.config import ServingSettings
 
 Task = Literal["auto", "regression", "classification"]
 Family = Literal["sklearn", "torch"]
@@ -42,21 +44,23 @@ class DatasetSpec:
     categorical_columns: tuple[str, ...] = field(default=())
 
 
-class Settings(BaseSettings):
-    """Everything driftloop can be told; see the README's configuration table."""
+class Settings(ServingSettings):
+    """Everything driftloop can be told; see the README's configuration table.
+
+    The serving fields (canary share, API key, batching, prediction log...) are
+    inherited from `bentos.config.ServingSettings`, which the service reads on its
+    own because `bentos/` does not import `driftloop`.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="DRIFTLOOP_", extra="ignore", validate_assignment=True
     )
 
     # -- the use case -----------------------------------------------------
-    model_name: str = Field("bikeshare-demand", description="Registered model name.")
     data: Path | None = Field(
         None, description="CSV or Parquet training data; empty = bundled Bikeshare 2011."
     )
-    target: str | None = Field(
-        None, description="Target column; the bundled data uses 'bikers'."
-    )
+    target: str | None = Field(None, description="Target column; the bundled data uses 'bikers'.")
     task: Task = Field("auto", description="regression | classification | auto (inferred).")
     time_column: str | None = Field(
         None, description="Column that orders rows in time; the bundled data uses 'day'."
@@ -69,14 +73,6 @@ class Settings(BaseSettings):
     seed: int = Field(42, description="Random seed for splits and model fitting.")
 
     # -- where things live ------------------------------------------------
-    state_dir: Path = Field(
-        Path(".driftloop"), description="Runtime state: MLflow store, logs, prediction log."
-    )
-    tracking_uri: str | None = Field(
-        None,
-        description="MLflow tracking/registry URI; falls back to MLFLOW_TRACKING_URI, "
-        "then a SQLite store in the state folder.",
-    )
     prefect_api_url: str | None = Field(
         None, description="Prefect API URL; falls back to PREFECT_API_URL."
     )
@@ -110,6 +106,56 @@ class Settings(BaseSettings):
     )
     torch_max_epochs: int = Field(200, gt=0, description="Upper bound on MLP epochs.")
     torch_patience: int = Field(10, gt=0, description="Early-stopping patience in epochs.")
+
+    # -- monitoring: the window and the decision policy ------------------------
+    monitor_window_rows: int = Field(
+        2000, gt=0, description="Latest logged predictions one monitor check looks at."
+    )
+    monitor_interval_s: int = Field(
+        300, gt=0, description="Schedule of the `monitor` deployment, in seconds."
+    )
+    drift_share_threshold: float = Field(
+        0.5, ge=0, le=1, description="Share of drifted features that triggers a retrain."
+    )
+    ood_rate_threshold: float = Field(
+        0.2, ge=0, le=1, description="Share of out-of-distribution rows that triggers a retrain."
+    )
+    min_window_rows: int = Field(200, ge=0, description="Fewest rows before drift is judged.")
+    min_labelled_rows: int = Field(
+        100, ge=0, description="Fewest labelled rows per model before live metrics compare."
+    )
+    live_promotion_margin: float = Field(
+        0.05, ge=0, description="Live improvement a challenger needs over the champion."
+    )
+    rollback_margin: float = Field(
+        0.10, ge=0, description="Live degradation vs the previous champion that rolls back."
+    )
+    watch_period_s: float = Field(
+        3600, ge=0, description="Seconds after a promotion in which a rollback is considered."
+    )
+    retrain_cooldown_s: float = Field(
+        1800, ge=0, description="Seconds after a retrain before drift may trigger another."
+    )
+    challenger_patience_s: float = Field(
+        86400, ge=0, description="Seconds a challenger may wait for labels before a new retrain."
+    )
+    drift_max_rows: int = Field(
+        20_000, gt=0, description="Sampling bound per side for the Evidently drift check."
+    )
+    ood_max_points: int = Field(
+        20_000, gt=0, description="Reference rows indexed per version for OOD."
+    )
+    ood_max_queries: int = Field(
+        2_500, gt=0, description="Window rows scored for OOD per check (sampling bound)."
+    )
+    qdrant_url: str | None = Field(
+        None, description="Qdrant server URL for the OOD index; empty = embedded Qdrant Edge."
+    )
+    alert_webhook_url: str | None = Field(
+        None,
+        description="Webhook URL that drift, promotion and rollback events POST to "
+        "(through a Prefect automation); empty = no alerts.",
+    )
 
     # -- servers ------------------------------------------------------------
     mlflow_port: int = Field(5000, gt=0, lt=65536, description="`driftloop up`: MLflow port.")
@@ -147,25 +193,12 @@ class Settings(BaseSettings):
 
     # -- derived values -------------------------------------------------------
     @property
-    def state_path(self) -> Path:
-        return self.state_dir.expanduser().resolve()
-
-    @property
     def experiment(self) -> str:
         return self.experiment_name or self.model_name
 
     @property
     def bento_name(self) -> str:
         return f"{self.model_name.lower()}-service"
-
-    def resolved_tracking_uri(self) -> str:
-        """The MLflow URI: explicit setting, then MLFLOW_TRACKING_URI, then embedded SQLite."""
-        if self.tracking_uri:
-            return self.tracking_uri
-        env = os.environ.get("MLFLOW_TRACKING_URI")
-        if env:
-            return env
-        return f"sqlite:///{self.state_path / 'mlflow.db'}"
 
     def artifact_root(self) -> Path:
         """Where the embedded store keeps artifacts (used only with the SQLite default)."""

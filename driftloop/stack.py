@@ -139,8 +139,15 @@ def up(settings: Settings, timeout_s: float = 180.0, deploy: bool = True) -> dic
     env = {**os.environ, **stack_env(settings)}
     honcho_log = (state / "logs" / "honcho.log").open("ab")
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "honcho"), "start", "-f", str(procfile_path),
-         "-d", str(REPO_ROOT), "--no-colour"],
+        [
+            str(Path(sys.executable).parent / "honcho"),
+            "start",
+            "-f",
+            str(procfile_path),
+            "-d",
+            str(REPO_ROOT),
+            "--no-colour",
+        ],
         stdout=honcho_log,
         stderr=subprocess.STDOUT,
         env=env,
@@ -165,6 +172,9 @@ def up(settings: Settings, timeout_s: float = 180.0, deploy: bool = True) -> dic
                 _wait_component(component, process, state, timeout_s)
         if deploy:
             deploy_flows(settings, env)
+        if settings.alert_webhook_url:
+            info["alerts"] = configure_alerts(settings, env["PREFECT_API_URL"])
+            write_stack(state, info)
     except Exception:
         down(settings)
         raise
@@ -201,16 +211,41 @@ def deploy_flows(settings: Settings, env: dict[str, str]) -> None:
     log = settings.state_path / "logs" / "deploy.log"
     with log.open("ab") as out:
         subprocess.run(
-            [prefect, "work-pool", "create", settings.work_pool, "--type", "process",
-             "--overwrite"],
-            env=env, cwd=str(REPO_ROOT), stdout=out, stderr=subprocess.STDOUT, check=False,
+            [
+                prefect,
+                "work-pool",
+                "create",
+                settings.work_pool,
+                "--type",
+                "process",
+                "--overwrite",
+            ],
+            env=env,
+            cwd=str(REPO_ROOT),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
         )
         result = subprocess.run(
             [prefect, "--no-prompt", "deploy", "--all"],
-            env=env, cwd=str(REPO_ROOT), stdout=out, stderr=subprocess.STDOUT,
+            env=env,
+            cwd=str(REPO_ROOT),
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     if result.returncode != 0:
         raise StackError(f"`prefect deploy --all` failed; see {log}:\n{procs.tail(log)}")
+
+
+def configure_alerts(settings: Settings, prefect_api_url: str) -> list[str]:
+    """Prefect automations that post drift/promotion/rollback events to the webhook."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from pipelines.alerts import ensure_alerts
+
+    assert settings.alert_webhook_url
+    with temporary_settings(updates={PREFECT_API_URL: prefect_api_url}):
+        return ensure_alerts(settings.alert_webhook_url, settings.model_name)
 
 
 def down(settings: Settings, timeout_s: float = 20.0) -> list[int]:

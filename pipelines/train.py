@@ -170,9 +170,7 @@ def load_snapshot_from_frame(snapshot: Snapshot, frame: pd.DataFrame) -> Snapsho
 
 
 @task(name="validate-data", **LOCAL)
-def validate_data(
-    settings: Settings, snapshot: Snapshot, experiment_id: str
-) -> ValidationReport:
+def validate_data(settings: Settings, snapshot: Snapshot, experiment_id: str) -> ValidationReport:
     """Run the data contract; on failure log a FAILED run with the report, then stop."""
     import mlflow
 
@@ -228,7 +226,10 @@ def fit(settings: Settings, snapshot: Snapshot, train: pd.DataFrame) -> Any:
         valid_y,
     )
     get_run_logger().info(
-        "fitted %s on %s rows in %.1f s", settings.family, len(fit_rows), time.perf_counter() - started
+        "fitted %s on %s rows in %.1f s",
+        settings.family,
+        len(fit_rows),
+        time.perf_counter() - started,
     )
     return fitted
 
@@ -244,6 +245,7 @@ def log_and_register(
     fitted: Any,
     metrics: dict[str, float],
     parent_version: str | None,
+    extra_tags: dict[str, str],
 ) -> tuple[str, str]:
     """One MLflow run with everything a reviewer needs, then a new registry version."""
     import mlflow
@@ -300,9 +302,14 @@ def log_and_register(
         )
         mlflow.log_dict(report.to_dict(), "validation.json")
         mlflow.log_dict(
-            {"features": features, "categorical": list(snapshot.categorical),
-             "numeric": list(snapshot.numeric), "target": snapshot.target,
-             "time_column": snapshot.time_column, "task": snapshot.task},
+            {
+                "features": features,
+                "categorical": list(snapshot.categorical),
+                "numeric": list(snapshot.numeric),
+                "target": snapshot.target,
+                "time_column": snapshot.time_column,
+                "task": snapshot.task,
+            },
             "schema.json",
         )
         if importance is not None:
@@ -324,6 +331,7 @@ def log_and_register(
         run_id = run.info.run_id
     registry = make_registry(settings)
     tags = version_tags(snapshot, report, settings.family, metrics, parent_version)
+    tags.update(extra_tags)
     version = registry.register(info.model_uri, run_id, tags)
     get_run_logger().info("registered %s version %s", settings.model_name, version.version)
     return version.version, run_id
@@ -360,8 +368,9 @@ def package(settings: Settings, version: str) -> str | None:
 
 
 @task(name="apply-gate", **SERVER_RETRIES, timeout_seconds=120)
-def apply_gate(settings: Settings, version: str, decision: GateDecision,
-               figures: dict[str, float]) -> None:
+def apply_gate(
+    settings: Settings, version: str, decision: GateDecision, figures: dict[str, float]
+) -> None:
     registry = make_registry(settings)
     registry.set_tags(version, {"gate_decision": f"{decision.alias}: {decision.reason}"})
     if decision.alias == CHAMPION:
@@ -399,11 +408,14 @@ def train_flow(
     time_until: float | None = None,
     extra_data: str | None = None,
     package_bento: bool = True,
+    shuffle_labels: bool = False,
 ) -> dict[str, Any]:
     """Train one model version on validated data and register it behind the gate.
 
     `time_from`/`time_until` restrict training to a time range (e.g. the demo's
     January–March); `extra_data` appends recent labelled traffic (retraining).
+    `shuffle_labels` trains on permuted labels: a deliberately bad model for rollback
+    drills and the demo; never use it otherwise.
     """
     settings = load_settings(
         model_name=model_name,
@@ -421,6 +433,8 @@ def train_flow(
     if extra_data:
         snapshot = append_recent(snapshot, Path(extra_data))
     report = validate_data(settings, snapshot, experiment_id)
+    if shuffle_labels:
+        snapshot = shuffled(snapshot, settings.seed)
     train, holdout = time_split(
         snapshot.frame, snapshot.time_column, settings.holdout_fraction, seed=settings.seed
     )
@@ -428,14 +442,31 @@ def train_flow(
     features = list(snapshot.features)
     proba = fitted.predict_proba(holdout[features])
     metrics = holdout_metrics(
-        snapshot.task, holdout[snapshot.target], fitted.predict(holdout[features]), proba,
+        snapshot.task,
+        holdout[snapshot.target],
+        fitted.predict(holdout[features]),
+        proba,
         fitted.classes,
     )
     main_metric = primary_metric(snapshot.task)
     champion_version, champion_metrics, champion_error = score_champion(settings, snapshot, holdout)
     version, run_id = log_and_register(
-        settings, experiment_id, snapshot, report, train, holdout, fitted, metrics,
+        settings,
+        experiment_id,
+        snapshot,
+        report,
+        train,
+        holdout,
+        fitted,
+        metrics,
         champion_version,
+        {
+            "data_source_arg": data or "",
+            "time_from": "" if time_from is None else str(time_from),
+            "time_until": "" if time_until is None else str(time_until),
+            "recent_rows_added": extra_data or "",
+            "shuffled_labels": str(shuffle_labels).lower(),
+        },
     )
     bento_tag = package(settings, version) if package_bento else None
     decision = gate(
@@ -485,11 +516,26 @@ def append_recent(snapshot: Snapshot, path: Path) -> Snapshot:
     if missing:
         raise ValueError(f"{path} lacks columns {missing} that the model needs")
     columns = list(snapshot.frame.columns)
-    recent = recent[[c for c in columns if c in recent.columns]]
+    recent = recent[[c for c in columns if c in recent.columns]].copy()
+    time_column = snapshot.time_column
+    if time_column and time_column not in recent.columns:
+        # Logged traffic carries features, not the training time column: it is more
+        # recent than every training row, so it goes after them, in log order.
+        last = float(snapshot.frame[time_column].max())
+        recent[time_column] = last + (1 + pd.RangeIndex(len(recent)).to_numpy()) / (len(recent) + 1)
     frame = pd.concat([snapshot.frame, recent], ignore_index=True)
     if snapshot.time_column:
         frame = frame.sort_values(snapshot.time_column, kind="stable").reset_index(drop=True)
     return load_snapshot_from_frame(snapshot, frame)
+
+
+def shuffled(snapshot: Snapshot, seed: int) -> Snapshot:
+    """The snapshot with its target permuted (a deliberately useless model)."""
+    from dataclasses import replace
+
+    frame = snapshot.frame.copy()
+    frame[snapshot.target] = frame[snapshot.target].sample(frac=1.0, random_state=seed).to_numpy()
+    return replace(snapshot, frame=frame)
 
 
 def result_markdown(result: TrainResult) -> str:

@@ -1,0 +1,198 @@
+"""`driftloop serve` and `driftloop package`: plain functions the CLI calls.
+
+`serve` runs ``bentoml serve bentos.service:DriftloopService`` (from the repo) or
+``bentoml serve <model>-service:v<N>`` (the champion's Bento) as a child process
+with the settings turned into its environment, streams its output and returns
+its exit code. Problems a user can fix before serving raise `ServingError`
+with a message that says how.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bentos.config import SERVICE_NAME, ServingSettings
+from driftloop.procs import venv_bin
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SERVICE_IMPORT = "bentos.service:DriftloopService"
+# Fields the service reads itself from DRIFTLOOP_*; the shared ones are resolved below.
+_RESOLVED = {"model_name", "state_dir", "tracking_uri", "prediction_log_url", "api_key"}
+
+
+class ServingError(RuntimeError):
+    """Serving cannot start as asked; the message names the fix."""
+
+
+def service_env(settings: Any) -> dict[str, str]:
+    """Environment of the `bentoml serve` child: resolved paths, every serving field.
+
+    `settings` is duck-typed (driftloop `Settings` or `bentos.config.ServingSettings`).
+    """
+    tracking_uri = settings.resolved_tracking_uri()
+    env = {
+        "BENTOML_HOME": str(settings.resolved_bentoml_home()),
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "DRIFTLOOP_MODEL_NAME": settings.model_name,
+        "DRIFTLOOP_STATE_DIR": str(settings.state_path),
+        "DRIFTLOOP_TRACKING_URI": tracking_uri,
+        "DRIFTLOOP_PREDICTION_LOG_URL": settings.resolved_prediction_log_url(),
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        # BentoML settings that the service decorator fixes at import time.
+        "BENTOML_CONFIG_OVERRIDES": json.dumps(
+            {
+                "services": {
+                    SERVICE_NAME: {
+                        "logging": {"access": {"enabled": bool(settings.access_log)}},
+                        "traffic": {"timeout": float(settings.request_timeout_s)},
+                    }
+                }
+            }
+        ),
+    }
+    for name in ServingSettings.model_fields:
+        if name in _RESOLVED:
+            continue
+        value = getattr(settings, name)
+        if value is not None:
+            env[f"DRIFTLOOP_{name.upper()}"] = (
+                str(value).lower() if isinstance(value, bool) else str(value)
+            )
+    if settings.api_key is not None:
+        env["DRIFTLOOP_API_KEY"] = settings.api_key.get_secret_value()
+    return env
+
+
+def serve_command(
+    settings: Any, port: int, host: str = "127.0.0.1", bento_tag: str | None = None
+) -> tuple[list[str], dict[str, str], Path]:
+    """argv, extra environment and working directory of `bentoml serve`."""
+    target = bento_tag or SERVICE_IMPORT
+    argv = [venv_bin("bentoml"), "serve", target, "--host", host, "--port", str(port)]
+    return argv, service_env(settings), REPO_ROOT
+
+
+@contextmanager
+def _fail_fast_mlflow(timeout_s: float) -> Iterator[None]:
+    """MLflow retries an unreachable server for minutes by default; not for a pre-flight check."""
+    wanted = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, round(timeout_s))),
+    }
+    before = {key: os.environ.get(key) for key in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def check_champion(settings: Any) -> tuple[str | None, str | None]:
+    """(champion version, its Bento tag) from the registry; raises ServingError if unusable.
+
+    Returns (None, None) when the registry cannot be reached but the service has
+    cached aliases to start from (it serves them and follows the registry later).
+    """
+    from registry import CHAMPION, Registry
+
+    uri = settings.resolved_tracking_uri()
+    try:
+        with _fail_fast_mlflow(getattr(settings, "registry_timeout_s", 3.0)):
+            registry = Registry(settings.model_name, uri)
+            # aliases() raises when the server is down (by_alias would read that as "unset").
+            version = registry.aliases().get(CHAMPION)
+            champion = registry.get(version) if version is not None else None
+    except Exception as exc:
+        cache = settings.serving_state_path(settings.model_name) / "aliases.json"
+        if cache.exists():
+            print(
+                f"warning: registry at {uri} unreachable ({type(exc).__name__}); the service "
+                f"starts from the aliases cached in {cache}",
+                file=sys.stderr,
+            )
+            return None, None
+        raise ServingError(
+            f"cannot reach the MLflow registry at {uri} ({type(exc).__name__}: {exc}) and no "
+            f"aliases are cached in {cache}: start the stack with `driftloop up` or set "
+            "MLFLOW_TRACKING_URI"
+        ) from exc
+    if champion is None:
+        raise ServingError(
+            f"no champion for model {settings.model_name}: run `driftloop train` first"
+        )
+    return champion.version, champion.tags.get("bento_tag")
+
+
+def wait_for_champion(settings: Any, timeout_s: float | None = None, every_s: float = 2.0) -> None:
+    """Block until the model has a champion (the stack starts serving before training)."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    told = False
+    while True:
+        try:
+            check_champion(settings)
+            return
+        except ServingError as exc:
+            if deadline is not None and time.monotonic() > deadline:
+                raise
+            if not told:
+                print(f"waiting for a champion: {exc}", file=sys.stderr)
+                told = True
+        time.sleep(every_s)
+
+
+def serve(
+    settings: Any,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    from_bento: bool = False,
+    wait: bool = False,
+    wait_timeout_s: float | None = None,
+) -> int:
+    """Run `bentoml serve` for `settings.model_name` in the foreground; its exit code.
+
+    from_bento: serve the champion's Bento (``<model>-service:v<N>``) instead of the
+    repo's code. wait: wait for a champion instead of failing when there is none.
+    """
+    if wait:
+        wait_for_champion(settings, wait_timeout_s)
+    version, bento_tag = check_champion(settings)
+    if from_bento:
+        if version is None:
+            raise ServingError("--bento needs the registry to find the champion's Bento")
+        if not bento_tag:
+            raise ServingError(
+                f"champion version {version} of {settings.model_name} has no Bento: "
+                f"run `driftloop package {version}`"
+            )
+    port = port or int(getattr(settings, "serve_port", 3000))
+    argv, env, cwd = serve_command(settings, port, host, bento_tag if from_bento else None)
+    process = subprocess.Popen(argv, env={**os.environ, **env}, cwd=str(cwd))
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGINT)
+        try:
+            return process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait()
+
+
+def package(settings: Any, version: str | int) -> str:
+    """Import version N into the BentoML store and build its Bento; the Bento tag."""
+    from pipelines.package import package_version_plain
+
+    return package_version_plain(settings, version)

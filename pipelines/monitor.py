@@ -1,0 +1,533 @@
+"""The monitor flow: gather figures from the prediction log, decide, act, record.
+
+figures  = drift (Evidently) + OOD rate (Qdrant) of the latest window against the
+           champion's training reference, and live metrics per version from feedback;
+decision = `monitoring.policy.decide(figures, thresholds)` (pure);
+act      = retrain (the `train` deployment, recent labelled rows added), promote or
+           roll back through `registry`, each recorded in the promotion history,
+           as a Prefect event, on the version tags and in an MLflow monitoring run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from driftloop.settings import Settings, load_settings
+from monitoring.policy import Action, Decision, Figures, Thresholds, decide
+from pipelines.evaluate import primary_metric
+from registry import CHALLENGER, CHAMPION, PREVIOUS, AliasMove, Registry, VersionInfo
+
+LOCAL = dict(cache_policy=NO_CACHE)
+SERVER = dict(retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE, timeout_seconds=300)
+
+
+@dataclass
+class CheckResult:
+    """One monitor check: the figures, the decision and what was done about it."""
+
+    model_name: str
+    at: str
+    decision: dict[str, Any]
+    figures: dict[str, Any]
+    drift: dict[str, Any] | None = None
+    ood: dict[str, Any] | None = None
+    performance: dict[str, Any] = field(default_factory=dict)
+    report_html: str | None = None
+    messages: list[str] = field(default_factory=list)
+    acted: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- plain functions ----------------------------------------------------------------------
+
+
+def thresholds_from(settings: Settings) -> Thresholds:
+    return Thresholds(
+        drift_share_threshold=settings.drift_share_threshold,
+        ood_rate_threshold=settings.ood_rate_threshold,
+        min_window_rows=settings.min_window_rows,
+        min_labelled_rows=settings.min_labelled_rows,
+        promotion_margin=settings.live_promotion_margin,
+        rollback_margin=settings.rollback_margin,
+        watch_period_s=settings.watch_period_s,
+        retrain_cooldown_s=settings.retrain_cooldown_s,
+        challenger_patience_s=settings.challenger_patience_s,
+    )
+
+
+def monitor_dir(settings: Settings) -> Path:
+    return settings.state_path / "monitor" / settings.model_name
+
+
+def last_check_path(settings: Settings) -> Path:
+    return monitor_dir(settings) / "last_check.json"
+
+
+def read_last_check(settings: Settings) -> dict[str, Any] | None:
+    try:
+        return json.loads(last_check_path(settings).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def schema_of(version: VersionInfo, settings: Settings) -> dict[str, Any]:
+    """features / categorical / numeric / target / task of a version (its schema.json)."""
+    import mlflow
+
+    cache = monitor_dir(settings) / f"v{version.version}" / "schema.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    schema = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/schema.json")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(schema))
+    return schema
+
+
+def reference_of(version: VersionInfo, settings: Settings, schema: dict[str, Any]) -> pd.DataFrame:
+    """The version's training sample with the champion's predictions on it (cached)."""
+    import mlflow
+
+    cache = monitor_dir(settings) / f"v{version.version}" / "reference.parquet"
+    if cache.exists():
+        return pd.read_parquet(cache)
+    reference = mlflow.load_table("reference/train_sample.json", run_ids=[str(version.run_id)])
+    reference = reference.drop(columns=["run_id"], errors="ignore")
+    model = mlflow.pyfunc.load_model(version.model_uri)
+    features = reference[schema["features"]].astype(
+        {c: "float64" for c in schema["numeric"] if c in reference.columns}
+    )
+    reference["prediction"] = model.predict(features)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    reference.to_parquet(cache)
+    return reference
+
+
+def ood_collection(settings: Settings, version: str) -> str:
+    safe = "".join(ch if ch.isalnum() else "_" for ch in settings.model_name.lower())
+    return f"{safe}_v{version}"
+
+
+def ensure_ood_reference(
+    settings: Settings, version: str, reference: pd.DataFrame, schema: dict[str, Any]
+) -> tuple[Any, Any, Any]:
+    """(index, OODReference, TabularEmbedder) for a version; indexed on first use."""
+    from monitoring.ood import OODReference, TabularEmbedder, fit_reference, make_ood_index
+
+    folder = settings.state_path / "ood"
+    index = make_ood_index(settings.qdrant_url, folder)
+    meta_path = monitor_dir(settings) / f"v{version}" / "ood.json"
+    collection = ood_collection(settings, version)
+    if meta_path.exists() and index.exists(collection):
+        meta = json.loads(meta_path.read_text())
+        return (
+            index,
+            OODReference.from_dict(meta["reference"]),
+            TabularEmbedder.from_dict(meta["embedder"]),
+        )
+    embedder = TabularEmbedder.fit(
+        reference[schema["features"]],
+        numeric=schema["numeric"],
+        categorical=schema["categorical"],
+    )
+    ref = fit_reference(
+        index,
+        collection,
+        embedder.transform(reference[schema["features"]]),
+        max_points=settings.ood_max_points,
+        seed=settings.seed,
+    )
+    meta_path.parent.mkdir(parents=True, exist_ok=True)
+    meta_path.write_text(json.dumps({"reference": ref.to_dict(), "embedder": embedder.to_dict()}))
+    return index, ref, embedder
+
+
+def decision_times(moves: list[AliasMove]) -> tuple[datetime | None, datetime | None]:
+    """(last promotion, last retrain) from the history; a rollback counts as neither."""
+    last_promotion = last_retrain = None
+    for move in moves:
+        at = datetime.fromisoformat(move.at) if move.at else None
+        if move.action == "promote":
+            last_promotion = at
+        elif move.action == "retrain":
+            last_retrain = at
+    return last_promotion, last_retrain
+
+
+def live_metric(
+    frame: pd.DataFrame, version: str | None, task: str, roles: tuple[str, ...]
+) -> tuple[float | None, int, dict[str, Any]]:
+    """A version's primary live metric on its labelled rows (value, n labelled, details)."""
+    from monitoring.drift import measure_performance
+
+    if version is None or frame.empty:
+        return None, 0, {}
+    rows = frame[(frame["model_version"] == version) & frame["role"].isin(roles)]
+    rows = rows[rows["label"].notna()]
+    if rows.empty:
+        return None, 0, {}
+    result = measure_performance(rows["label"].tolist(), rows["prediction"].tolist(), task)
+    return result.value, result.n_labelled, dict(result.metrics)
+
+
+def labelled_window(frame: pd.DataFrame, schema: dict[str, Any]) -> pd.DataFrame:
+    """Recent answered requests with their feedback label, as training rows."""
+    answered = frame[frame["role"].isin(("champion", "challenger")) & frame["label"].notna()]
+    rows = answered[schema["features"]].copy()
+    rows[schema["target"]] = answered["label"].to_numpy()
+    return rows.reset_index(drop=True)
+
+
+# -- tasks ------------------------------------------------------------------------------------
+
+
+@task(name="read-window", **LOCAL)
+def read_window(settings: Settings, window_rows: int) -> pd.DataFrame:
+    """The latest `window_rows` logged predictions (all roles), labels joined."""
+    from bentos.predlog import PredictionLog
+
+    log = PredictionLog(settings.resolved_prediction_log_url())
+    try:
+        frame = log.frame(roles=("champion", "challenger", "shadow"), latest=window_rows)
+    finally:
+        log.close()
+    return frame
+
+
+@task(name="read-registry", **SERVER)
+def read_registry(settings: Settings) -> dict[str, Any]:
+    registry = make_registry(settings)
+    aliases = registry.aliases()
+    versions = {alias: registry.get(v) for alias, v in aliases.items()}
+    return {"versions": versions, "history": registry.history.list()}
+
+
+@task(name="measure", **LOCAL)
+def measure(
+    settings: Settings, window: pd.DataFrame, state: dict[str, Any]
+) -> tuple[Figures, CheckResult]:
+    """Drift, OOD and live performance → the policy's figures (never raises on bad windows)."""
+    from monitoring.drift import measure_drift, save_report
+    from monitoring.ood import ood_rate_frame
+
+    logger = get_run_logger()
+    now = datetime.now(UTC)
+    versions: dict[str, VersionInfo] = state["versions"]
+    champion = versions.get(CHAMPION)
+    challenger = versions.get(CHALLENGER)
+    previous = versions.get(PREVIOUS)
+    messages: list[str] = []
+    result = CheckResult(settings.model_name, now.isoformat(timespec="seconds"), {}, {})
+    if champion is None:
+        messages.append(f"no champion for {settings.model_name}: nothing to monitor")
+        figures = Figures(now=now)
+        result.messages = messages
+        return figures, result
+    schema = schema_of(champion, settings)
+    task_kind = schema["task"]
+    metric = primary_metric(task_kind)
+    answered = window[window["role"].isin(("champion", "challenger"))] if len(window) else window
+    drift = ood = None
+    if len(answered) == 0:
+        messages.append("the window is empty: no traffic logged yet")
+    else:
+        missing = [c for c in schema["features"] if c not in answered.columns]
+        if missing:
+            messages.append(f"logged traffic lacks features {missing}: drift not measured")
+        else:
+            reference = reference_of(champion, settings, schema)
+            current = answered[schema["features"]].copy()
+            current["prediction"] = (
+                pd.to_numeric(answered["prediction"], errors="coerce")
+                if task_kind == "regression"
+                else answered["prediction"].astype(str)
+            )
+            if task_kind != "regression":
+                reference = reference.assign(prediction=reference["prediction"].astype(str))
+            try:
+                drift, snapshot = measure_drift(
+                    reference,
+                    current,
+                    features=schema["features"],
+                    categorical=schema["categorical"],
+                    prediction_column="prediction",
+                    max_rows=settings.drift_max_rows,
+                    seed=settings.seed,
+                    drift_share=settings.drift_share_threshold,
+                )
+                folder = monitor_dir(settings) / "reports" / now.strftime("%Y%m%dT%H%M%S")
+                html, _ = save_report(snapshot, folder)
+                result.report_html = str(html)
+                result.drift = drift.to_dict()
+            except ValueError as exc:
+                messages.append(f"drift not measured: {exc}")
+            try:
+                index, ref, embedder = ensure_ood_reference(
+                    settings, champion.version, reference, schema
+                )
+                ood = ood_rate_frame(
+                    index,
+                    ref,
+                    embedder,
+                    answered[schema["features"]],
+                    max_queries=settings.ood_max_queries,
+                    seed=settings.seed,
+                )
+                index.close()
+                result.ood = asdict(ood)
+            except ValueError as exc:
+                messages.append(f"OOD not measured: {exc}")
+    last_promotion, last_retrain = decision_times(state["history"])
+    champ_value, champ_n, champ_details = live_metric(
+        window[window["timestamp"] >= pd.Timestamp(last_promotion)]
+        if last_promotion is not None and len(window)
+        else window,
+        champion.version,
+        task_kind,
+        ("champion",),
+    )
+    chall_value, chall_n, chall_details = live_metric(
+        window, challenger.version if challenger else None, task_kind, ("challenger", "shadow")
+    )
+    prev_value, prev_n, prev_details = live_metric(
+        window,
+        previous.version if previous else None,
+        task_kind,
+        ("champion", "challenger", "shadow"),
+    )
+    if previous is not None and prev_value is None:
+        prev_value = previous.holdout_metric(metric.name)  # no live figure: its holdout one
+    result.performance = {
+        "metric": metric.name,
+        "champion": {"version": champion.version, "n": champ_n, **champ_details},
+        "challenger": {
+            "version": challenger.version if challenger else None,
+            "n": chall_n,
+            **chall_details,
+        },
+        "previous": {
+            "version": previous.version if previous else None,
+            "n": prev_n,
+            **prev_details,
+        },
+    }
+    figures = Figures(
+        now=now,
+        window_rows=len(answered),
+        feature_count=drift.feature_count if drift else None,
+        drift_share=drift.drift_share if drift else None,
+        drifted_features=tuple(drift.drifted_features) if drift else (),
+        dataset_drift=drift.dataset_drift if drift else None,
+        prediction_drift=drift.prediction_drift.drifted
+        if drift and drift.prediction_drift
+        else None,
+        prediction_drift_score=drift.prediction_drift.score
+        if drift and drift.prediction_drift
+        else None,
+        ood_rate=ood.rate if ood else None,
+        metric_name=metric.name,
+        higher_is_better=metric.higher_is_better,
+        champion_version=champion.version,
+        champion_metric=champ_value,
+        champion_labelled_rows=champ_n,
+        challenger_version=challenger.version if challenger else None,
+        challenger_metric=chall_value,
+        challenger_labelled_rows=chall_n,
+        challenger_created_at=challenger.created_at if challenger else None,
+        previous_version=previous.version if previous else None,
+        previous_metric=prev_value,
+        last_promotion_at=last_promotion,
+        last_retrain_at=last_retrain,
+    )
+    for message in messages:
+        logger.warning(message)
+    result.messages = messages
+    return figures, result
+
+
+@task(name="act", **SERVER)
+def act(
+    settings: Settings, decision: Decision, window: pd.DataFrame, state: dict[str, Any]
+) -> str | None:
+    """Carry out the decision; returns what was done (None for no action)."""
+    from prefect.events import emit_event
+
+    registry = make_registry(settings)
+    figures = {k: float(v) for k, v in numeric_figures(decision.figures).items()}
+    resource = {"prefect.resource.id": f"driftloop.model.{settings.model_name}"}
+    if decision.action == Action.ROLLBACK:
+        move = registry.rollback(decision.reason, actor="monitor", figures=figures)
+        emit_event("driftloop.rollback", resource=resource, payload=move.to_dict())
+        return f"rolled back: {move.describe_moves()}"
+    if decision.action == Action.PROMOTE:
+        challenger = state["versions"][CHALLENGER]
+        move = registry.promote(challenger.version, decision.reason, "monitor", figures)
+        emit_event("driftloop.promotion", resource=resource, payload=move.to_dict())
+        return f"promoted: {move.describe_moves()}"
+    if decision.action == Action.RETRAIN:
+        emit_event("driftloop.drift.detected", resource=resource, payload=decision.to_dict())
+        champion = state["versions"][CHAMPION]
+        schema = schema_of(champion, settings)
+        recent = labelled_window(window, schema)
+        path = monitor_dir(settings) / "retrain" / f"{int(time.time())}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        recent.to_parquet(path)
+        run_name = trigger_retrain(settings, champion, path)
+        registry.history.append(
+            AliasMove.now(
+                action="retrain",
+                moves={},
+                reason=f"{decision.reason}; {len(recent)} labelled recent rows added; {run_name}",
+                actor="monitor",
+                figures=figures,
+            )
+        )
+        return f"retraining: {run_name} with {len(recent)} recent labelled rows"
+    return None
+
+
+def trigger_retrain(settings: Settings, champion: VersionInfo, recent: Path) -> str:
+    """Run the `train` deployment (the worker picks it up); in-process when none exists."""
+    parameters: dict[str, Any] = {
+        "model_name": settings.model_name,
+        "data": champion.tags.get("data_source_arg") or None,
+        "target": champion.tags.get("target") or None,
+        "family": champion.tags.get("family") or None,
+        "extra_data": str(recent),
+    }
+    for bound in ("time_from", "time_until"):
+        if champion.tags.get(bound):
+            parameters[bound] = float(champion.tags[bound])
+    parameters = {k: v for k, v in parameters.items() if v is not None}
+    try:
+        from prefect.deployments import run_deployment
+
+        run = run_deployment("train/train", parameters=parameters, timeout=0)
+        return f"flow run {run.name} of deployment train/train"
+    except Exception as exc:  # no deployment (no `driftloop up`): train right here
+        get_run_logger().info("no train deployment (%s); training in this process", exc)
+        from pipelines.train import train_flow
+
+        result = train_flow(**parameters)
+        return f"in-process training → v{result['version']} ({result['alias']})"
+
+
+def numeric_figures(figures: dict[str, Any]) -> dict[str, float]:
+    return {
+        k: float(v)
+        for k, v in figures.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and v == v
+    }
+
+
+def make_registry(settings: Settings) -> Registry:
+    return Registry(
+        settings.model_name,
+        settings.resolved_tracking_uri(),
+        lock_dir=settings.state_path / "locks",
+    )
+
+
+@task(name="record", **SERVER)
+def record(settings: Settings, result: CheckResult) -> None:
+    """MLflow monitoring run + Prefect artifact + the last-check file for `driftloop status`."""
+    import mlflow
+
+    from pipelines.tracking import configure_mlflow
+
+    experiment_id = configure_mlflow(
+        settings.resolved_tracking_uri(),
+        f"{settings.model_name}-monitoring",
+        settings.artifact_root(),
+    )
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"check {result.at}"):
+        mlflow.set_tags(
+            {
+                "driftloop.action": result.decision.get("action", "none"),
+                "driftloop.reason": str(result.decision.get("reason", ""))[:4900],
+                "champion_version": str(result.figures.get("champion_version") or ""),
+            }
+        )
+        mlflow.log_metrics(numeric_figures(result.figures))
+        mlflow.log_dict(result.to_dict(), "check.json")
+        if result.report_html:
+            mlflow.log_artifact(result.report_html, "evidently")
+    path = last_check_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    create_markdown_artifact(
+        key=f"monitor-{settings.model_name}".lower().replace("_", "-").replace(".", "-"),
+        markdown=check_markdown(result),
+        description=f"{settings.model_name}: {result.decision.get('action')}",
+    )
+
+
+def check_markdown(result: CheckResult) -> str:
+    figures = result.figures
+    lines = [
+        f"# Monitor check {result.at}: **{result.decision.get('action', 'none')}**",
+        "",
+        str(result.decision.get("reason", "")),
+        "",
+        "| figure | value |",
+        "|---|---|",
+    ]
+    for key in (
+        "window_rows",
+        "drift_share",
+        "ood_rate",
+        "champion_metric",
+        "challenger_metric",
+        "previous_metric",
+    ):
+        value = figures.get(key)
+        lines.append(f"| {key} | {'' if value is None else value} |")
+    if result.acted:
+        lines += ["", f"Action taken: {result.acted}"]
+    if result.report_html:
+        lines += ["", f"Evidently report: [{result.report_html}](file://{result.report_html})"]
+    lines += [f"- {m}" for m in result.messages]
+    return "\n".join(lines)
+
+
+# -- the flow --------------------------------------------------------------------------------
+
+
+@flow(name="monitor", log_prints=True)
+def monitor_flow(
+    model_name: str | None = None, window_rows: int | None = None, act_on_decision: bool = True
+) -> dict[str, Any]:
+    """One check: measure the latest window, decide, and (unless told not to) act."""
+    settings = load_settings(model_name=model_name)
+    rows = window_rows or settings.monitor_window_rows
+    logger = get_run_logger()
+    try:
+        state = read_registry(settings)
+    except Exception as exc:  # registry unreachable: report, never crash the schedule
+        message = f"registry unreachable at {settings.resolved_tracking_uri()}: {exc}"
+        logger.error(message)
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        return CheckResult(
+            settings.model_name, now, {"action": "none", "reason": message}, {}, messages=[message]
+        ).to_dict()
+    window = read_window(settings, rows)
+    figures, result = measure(settings, window, state)
+    decision = decide(figures, thresholds_from(settings))
+    result.decision = decision.to_dict()
+    result.figures = figures.to_dict()
+    logger.info("%s: %s", decision.action, decision.reason)
+    if act_on_decision and decision.action != Action.NONE:
+        result.acted = act(settings, decision, window, state)
+    record(settings, result)
+    return result.to_dict()
