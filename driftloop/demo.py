@@ -272,5 +272,5 @@ def print_timeline(
     )
     if last.get("report_html"):
         console.print(f"Latest Evidently report: {last['report_html']}")
-    console.print(f"Service docs: {info['serve_url']}/docs")
+    console.print(f"Service docs (Swagger UI): {info['serve_url']}/")
     console.print("History: `driftloop history`   Stop the stack: `make down`")

@@ -162,8 +162,6 @@ class Settings(ServingSettings):
     prefect_port: int = Field(4200, gt=0, lt=65536, description="`driftloop up`: Prefect port.")
     serve_port: int = Field(3000, gt=0, lt=65536, description="`bentoml serve` port.")
     work_pool: str = Field("driftloop", description="Prefect process work pool for deployments.")
-    server_timeout_s: float = Field(30.0, gt=0, description="Timeout of one server call.")
-    server_retries: int = Field(3, ge=0, description="Retries of a task that calls a server.")
 
     @field_validator("model_name")
     @classmethod

@@ -47,7 +47,7 @@ def components(settings: Settings) -> list[Component]:
         Component("mlflow", f"{mlflow}/health", mlflow),
         Component("prefect", f"{prefect}/api/health", prefect),
         Component("worker", None, f"{prefect}/work-pools/work-pool/{settings.work_pool}"),
-        Component("serve", f"{serve}/healthz", f"{serve}/docs"),
+        Component("serve", f"{serve}/healthz", f"{serve}/"),
     ]
 
 

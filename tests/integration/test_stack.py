@@ -1,0 +1,92 @@
+"""`driftloop up | status | down` for real: every component healthy over HTTP, and `down`
+leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from driftloop import procs
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CLI = str(Path(sys.executable).parent / "driftloop")
+
+
+def run(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_up_serves_every_component_and_down_leaves_nothing(tmp_path: Path) -> None:
+    ports = {name: procs.free_port() for name in ("MLFLOW", "PREFECT", "SERVE")}
+    env = {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")
+        },
+        "DRIFTLOOP_STATE_DIR": str(tmp_path / "state"),
+        **{f"DRIFTLOOP_{name}_PORT": str(port) for name, port in ports.items()},
+    }
+    started = run(env, "up")
+    assert started.returncode == 0, started.stderr
+    assert f"http://127.0.0.1:{ports['PREFECT']}" in started.stdout
+    info = json.loads((tmp_path / "state" / "stack.json").read_text())
+    root = psutil.Process(info["pid"])
+    try:
+        again = run(env, "up")
+        assert again.returncode == 0 and "already running" in again.stdout
+
+        mlflow_url = f"http://127.0.0.1:{ports['MLFLOW']}"
+        prefect_api = f"http://127.0.0.1:{ports['PREFECT']}/api"
+        assert httpx.get(f"{mlflow_url}/health", timeout=5).status_code == 200
+        assert httpx.get(f"{prefect_api}/health", timeout=5).status_code == 200
+        deployments = httpx.post(f"{prefect_api}/deployments/filter", json={}, timeout=10).json()
+        assert {d["name"] for d in deployments} >= {"train", "monitor", "package"}
+
+        def worker_online() -> bool:
+            workers = httpx.post(
+                f"{prefect_api}/work_pools/driftloop/workers/filter", json={}, timeout=5
+            )
+            return any(w["status"] == "ONLINE" for w in workers.json())
+
+        procs.wait_until(worker_online, 90, what="a Prefect worker online in pool 'driftloop'")
+
+        # The service starts once a champion exists.
+        trained = run(env, "train", "--no-package")
+        assert trained.returncode == 0, trained.stderr
+        serve_url = f"http://127.0.0.1:{ports['SERVE']}"
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{serve_url}/readyz", timeout=3).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        procs.wait_until(ready, 180, what="bentoml serve /readyz")
+        docs = httpx.get(f"{serve_url}/", timeout=5)  # BentoML's Swagger UI
+        assert docs.status_code == 200 and "html" in docs.headers["content-type"]
+        assert "/predict" in httpx.get(f"{serve_url}/docs.json", timeout=5).text
+        status = run(env, "status")
+        assert status.returncode == 0 and "champion v1" in status.stdout
+
+        tree = [root, *root.children(recursive=True)]
+        assert len(tree) >= 5  # honcho + mlflow + prefect + worker + serve (and their children)
+    finally:
+        tree = [root, *root.children(recursive=True)] if root.is_running() else [root]
+        stopped = run(env, "down")
+    assert stopped.returncode == 0, stopped.stderr
+    gone, alive = psutil.wait_procs(tree, timeout=30)
+    assert alive == [], f"left running after `driftloop down`: {alive}"
+    for port in ports.values():
+        assert not procs.port_in_use(port)
+    assert not (tmp_path / "state" / "stack.json").exists()
