@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -66,6 +66,7 @@ def prepare_environment(settings: Settings) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("BENTOML_HOME", str(state / "bentoml"))
     # Flow and task logs go to the Prefect UI; the terminal shows driftloop's own
     # messages only (DRIFTLOOP_VERBOSE=1 shows Prefect's console logs too).
@@ -545,8 +546,13 @@ def demo() -> None:
     prepare_environment(settings)
     from driftloop.demo import DemoFailed, run_demo
 
+    # The libraries' own chatter goes to a log file; the terminal shows the story.
+    shown = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160)
+    log_path = settings.state_path / "logs" / "demo.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        code = run_demo(settings, console)
+        with log_path.open("a") as log, redirect_stdout(log), redirect_stderr(log):
+            code = run_demo(settings, shown)
     except DemoFailed as exc:
         err.print(f"[red]the loop did not complete:[/red] {exc}")
         err.print(f"logs: {settings.state_path / 'logs'}")

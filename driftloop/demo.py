@@ -185,23 +185,25 @@ def wait_for(probe: Callable[[], Any], timeout_s: float, what: str) -> Any:
 
 
 def _ready(base: str, version: str) -> bool:
-    try:
-        response = httpx.get(f"{base}/metadata", timeout=3)
-    except httpx.HTTPError:
-        return False
-    return response.status_code == 200 and str(response.json().get("champion_version")) == str(
-        version
-    )
+    """The running service has loaded `version` as its champion."""
+    return _loaded(base, "champion") == str(version)
 
 
 def _serves(base: str, version: str) -> bool:
+    """The running service has loaded `version` as its challenger."""
+    return _loaded(base, "challenger") == str(version)
+
+
+def _loaded(base: str, role: str) -> str | None:
+    """The version the running service has loaded for a role (GET /metadata)."""
     try:
         response = httpx.get(f"{base}/metadata", timeout=3)
     except httpx.HTTPError:
-        return False
-    return response.status_code == 200 and str(response.json().get("challenger_version")) == str(
-        version
-    )
+        return None
+    if response.status_code != 200:
+        return None
+    entry = response.json().get(role) or {}
+    return str(entry["version"]) if entry.get("version") is not None else None
 
 
 def _api_key(settings: Settings) -> str | None:

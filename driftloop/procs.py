@@ -81,10 +81,24 @@ class Server:
             self.process.wait(timeout=1)
 
     def kill(self) -> None:
-        """SIGKILL the whole process group at once (crash simulation)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
+        """SIGKILL the server and every descendant at once (crash simulation).
+
+        `bentoml serve` starts its workers in their own sessions, so killing the
+        process group alone would leave them serving as orphans.
+        """
+        import psutil
+
+        try:
+            tree = [psutil.Process(self.process.pid)]
+            tree += tree[0].children(recursive=True)
+        except psutil.NoSuchProcess:
+            tree = []
+        for process in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        psutil.wait_procs(tree, timeout=10)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
 
 
 def start_server(

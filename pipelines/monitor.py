@@ -102,8 +102,10 @@ def reference_of(version: VersionInfo, settings: Settings, schema: dict[str, Any
     cache = monitor_dir(settings) / f"v{version.version}" / "reference.parquet"
     if cache.exists():
         return pd.read_parquet(cache)
-    reference = mlflow.load_table("reference/train_sample.json", run_ids=[str(version.run_id)])
-    reference = reference.drop(columns=["run_id"], errors="ignore")
+    local = mlflow.artifacts.download_artifacts(
+        run_id=str(version.run_id), artifact_path="reference/train_sample.parquet"
+    )
+    reference = pd.read_parquet(local)
     model = mlflow.pyfunc.load_model(version.model_uri)
     features = reference[schema["features"]].astype(
         {c: "float64" for c in schema["numeric"] if c in reference.columns}

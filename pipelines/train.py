@@ -106,6 +106,19 @@ def select_rows(
     return frame.loc[keep].reset_index(drop=True)
 
 
+def log_frame(frame: pd.DataFrame, artifact_path: str) -> None:
+    """Log a DataFrame as a Parquet artifact of the active run."""
+    import tempfile
+
+    import mlflow
+
+    folder, name = artifact_path.rsplit("/", 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        frame.to_parquet(path)
+        mlflow.log_artifact(str(path), folder)
+
+
 def numeric_as_float(frame: pd.DataFrame, numeric: tuple[str, ...]) -> pd.DataFrame:
     """The frame with numeric feature columns as float64 (how the service sends them)."""
     return frame.astype({column: "float64" for column in numeric if column in frame.columns})
@@ -322,7 +335,7 @@ def log_and_register(
             mlflow.log_figure(figure, f"plots/{name}")
         # The reference sample the monitor compares live traffic with.
         reference = train.sample(min(len(train), 5000), random_state=settings.seed)
-        mlflow.log_table(reference, "reference/train_sample.json")
+        log_frame(reference, "reference/train_sample.parquet")
         # Numeric features are declared double: a served request may carry a NaN or a
         # float where training saw integers, and MLflow refuses float→long.
         served = numeric_as_float(x_holdout, snapshot.numeric)

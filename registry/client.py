@@ -119,13 +119,8 @@ class Registry:
 
     def by_alias(self, alias: str) -> VersionInfo | None:
         """The version behind an alias, or None when the alias is not set."""
-        try:
-            mv = self.client.get_model_version_by_alias(self.model_name, alias)
-        except MlflowException as exc:
-            if _is_not_found(exc) or "alias" in str(exc).lower():
-                return None
-            raise
-        return _version_info(mv)
+        version = self.aliases().get(alias)  # raises when the registry is unreachable
+        return None if version is None else self.get(version)
 
     def aliases(self) -> dict[str, str]:
         """alias -> version for every alias that is set (one registry call)."""
@@ -142,11 +137,11 @@ class Registry:
         from mlflow.artifacts import download_artifacts
 
         info = self.get(version)
+        # The concrete artifact location (not models:/...), which resolves against
+        # this registry's server rather than MLflow's global tracking URI.
+        source = self.client.get_model_version_download_uri(self.model_name, info.version)
         local = download_artifacts(
-            artifact_uri=f"models:/{self.model_name}/{info.version}",
-            dst_path=str(dst_dir),
-            tracking_uri=self.tracking_uri,
-            registry_uri=self.tracking_uri,
+            artifact_uri=source, dst_path=str(dst_dir), tracking_uri=self.tracking_uri
         )
         return Path(local)
 
@@ -161,7 +156,9 @@ class Registry:
                 description="Managed by driftloop: aliases champion / challenger / previous.",
             )
         # MLflow 3 logs models as `models:/m-<id>`; the server wants that id named too.
-        model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+        model_id = (
+            model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+        )
         mv = self.client.create_model_version(
             self.model_name,
             source=model_uri,

@@ -85,7 +85,7 @@ def test_up_serves_every_component_and_down_leaves_nothing(tmp_path: Path) -> No
         tree = [root, *root.children(recursive=True)] if root.is_running() else [root]
         stopped = run(env, "down")
     assert stopped.returncode == 0, stopped.stderr
-    gone, alive = psutil.wait_procs(tree, timeout=30)
+    _, alive = psutil.wait_procs(tree, timeout=30)
     assert alive == [], f"left running after `driftloop down`: {alive}"
     for port in ports.values():
         assert not procs.port_in_use(port)

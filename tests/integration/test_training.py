@@ -13,9 +13,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
-import mlflow
 import pytest
 from mlflow import MlflowClient
 from mlflow.models import get_model_info
@@ -29,7 +29,9 @@ CLI = str(Path(sys.executable).parent / "driftloop")
 
 @pytest.fixture(scope="module")
 def env(
-    mlflow_server: procs.Server, prefect_server: procs.Server, tmp_path_factory: pytest.TempPathFactory
+    mlflow_server: procs.Server,
+    prefect_server: procs.Server,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, str]]:
     state = tmp_path_factory.mktemp("train-state")
     yield {
@@ -41,7 +43,9 @@ def env(
     }
 
 
-def driftloop(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def driftloop(
+    env: dict[str, str], *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [CLI, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -66,8 +70,13 @@ def churn_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     churned = np.where(risk + rng.normal(0, 0.2, n) > 0.2, "yes", "no")
     path = tmp_path_factory.mktemp("user") / "churn.csv"
     pd.DataFrame(
-        {"tenure_months": tenure, "monthly_fee": fee, "support_calls": calls, "plan": plan,
-         "churned": churned}
+        {
+            "tenure_months": tenure,
+            "monthly_fee": fee,
+            "support_calls": calls,
+            "plan": plan,
+            "churned": churned,
+        }
     ).to_csv(path, index=False)
     return path
 
@@ -101,7 +110,9 @@ def test_bikeshare_sklearn_then_torch_registers_two_versions(env: dict[str, str]
         assert {"temp", "hr", "mnth", "weathersit"} <= inputs
         assert "bikers" not in inputs and "casual" not in inputs
         assert len(str(row["data_digest"])) == 16
-        run = client.get_run(client.get_model_version("bikeshare-demand", str(row["version"])).run_id)
+        run = client.get_run(
+            client.get_model_version("bikeshare-demand", str(row["version"])).run_id
+        )
         assert run.inputs.dataset_inputs, "dataset lineage logged with mlflow.data"
         assert run.data.tags["data_digest"] == row["data_digest"]
 
@@ -115,8 +126,20 @@ def test_user_csv_classification_trains_with_four_flags(
 ) -> None:
     model = f"churn-{family}"
     result = driftloop(
-        env, "train", "--data", str(churn_csv), "--target", "churned", "--task",
-        "classification", "--model-name", model, "--family", family, "--no-package", "--json",
+        env,
+        "train",
+        "--data",
+        str(churn_csv),
+        "--target",
+        "churned",
+        "--task",
+        "classification",
+        "--model-name",
+        model,
+        "--family",
+        family,
+        "--no-package",
+        "--json",
     )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
@@ -145,8 +168,9 @@ def test_bad_data_fails_clearly_and_registers_nothing(
     else:
         path.write_text(content)
     model = "bad-" + case.replace(" ", "-").lower()
-    result = driftloop(env, "train", "--data", str(path), flag, value, "--model-name", model,
-                       "--no-package")
+    result = driftloop(
+        env, "train", "--data", str(path), flag, value, "--model-name", model, "--no-package"
+    )
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert expected.lower() in result.stderr.lower()
     assert "Traceback" not in result.stderr
@@ -163,8 +187,19 @@ def test_wrong_column_types_break_the_contract_and_register_nothing(
     bikes.to_csv(path, index=False)
     before = versions(env, "bikeshare-demand")
     result = driftloop(
-        env, "train", "--data", str(path), "--target", "bikers", "--time-column", "day",
-        "--drop", "casual", "--drop", "registered", "--no-package",
+        env,
+        "train",
+        "--data",
+        str(path),
+        "--target",
+        "bikers",
+        "--time-column",
+        "day",
+        "--drop",
+        "casual",
+        "--drop",
+        "registered",
+        "--no-package",
     )
     assert result.returncode == 1
     assert "temp" in result.stderr and "hot" in result.stderr
@@ -173,18 +208,38 @@ def test_wrong_column_types_break_the_contract_and_register_nothing(
 
 
 def test_unknown_task_is_bad_usage(env: dict[str, str], churn_csv: Path) -> None:
-    result = driftloop(env, "train", "--data", str(churn_csv), "--target", "churned",
-                       "--task", "clustering", "--model-name", "churn-x")
+    result = driftloop(
+        env,
+        "train",
+        "--data",
+        str(churn_csv),
+        "--target",
+        "churned",
+        "--task",
+        "clustering",
+        "--model-name",
+        "churn-x",
+    )
     assert result.returncode == 2
     assert "unknown task 'clustering'" in result.stderr
 
 
-def test_rollback_after_two_promotions_restores_earlier_champion(env: dict[str, str],
-                                                                 churn_csv: Path) -> None:
+def test_rollback_after_two_promotions_restores_earlier_champion(
+    env: dict[str, str], churn_csv: Path
+) -> None:
     model = "churn-rollback"
     for _ in range(3):
-        trained = driftloop(env, "train", "--data", str(churn_csv), "--target", "churned",
-                            "--model-name", model, "--no-package")
+        trained = driftloop(
+            env,
+            "train",
+            "--data",
+            str(churn_csv),
+            "--target",
+            "churned",
+            "--model-name",
+            model,
+            "--no-package",
+        )
         assert trained.returncode == 0, trained.stderr
     assert driftloop(env, "promote", "2", "-m", model, "--reason", "v2 won").returncode == 0
     assert driftloop(env, "promote", "3", "-m", model, "--reason", "v3 won").returncode == 0

@@ -39,7 +39,13 @@ def test_margin_is_inclusive_and_direction_aware() -> None:
 
 def test_champion_that_cannot_score_keeps_new_version_as_challenger() -> None:
     decision = gate(
-        "rmse", 40.0, None, False, 0.02, "auto", champion_version="2",
+        "rmse",
+        40.0,
+        None,
+        False,
+        0.02,
+        "auto",
+        champion_version="2",
         champion_error="missing column 'temp'",
     )
     assert decision.alias == "challenger"

@@ -54,7 +54,11 @@ def test_rollback_after_two_promotions_restores_earlier_champion(
     assert registry.aliases() == {CHAMPION: "2", PREVIOUS: "3"}
     moves = registry.history.list()
     assert [m.action for m in moves] == [
-        "set-champion", "set-challenger", "promote", "promote", "rollback",
+        "set-champion",
+        "set-challenger",
+        "promote",
+        "promote",
+        "rollback",
     ]
     assert moves[2].moves[CHAMPION] == ("1", "2") and moves[2].reason == "won on live labels"
     assert moves[-1].moves == {CHAMPION: ("3", "2"), PREVIOUS: ("2", "3")}

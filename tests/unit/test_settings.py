@@ -27,7 +27,9 @@ def test_env_vars_override(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRIFTLOOP_FAMILY", "torch")
     settings = Settings()
     assert (settings.model_name, settings.promotion_margin, settings.family) == (
-        "churn", 0.1, "torch",
+        "churn",
+        0.1,
+        "torch",
     )
 
 

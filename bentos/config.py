@@ -1,0 +1,122 @@
+"""Settings of the serving side, read from ``DRIFTLOOP_*`` environment variables.
+
+`bentos/` may not import `driftloop`, so the fields the service needs live here;
+`driftloop.settings.Settings` can inherit them so there is still one settings
+object. Field names match the main settings where they overlap. Nothing here
+touches the disk or the network.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICE_NAME = "driftloop"  # the BentoML service name (BentoML config key services.<name>)
+
+
+class ServingSettings(BaseSettings):
+    """What `bentoml serve bentos.service:DriftloopService` can be told."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLOOP_", extra="ignore", validate_assignment=True
+    )
+
+    # -- shared with driftloop.settings.Settings ------------------------------
+    model_name: str = Field("bikeshare-demand", description="Registered model name.")
+    state_dir: Path = Field(
+        Path(".driftloop"), description="Runtime state: MLflow store, logs, prediction log."
+    )
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking/registry URI; falls back to MLFLOW_TRACKING_URI, "
+        "then a SQLite store in the state folder.",
+    )
+
+    # -- routing -----------------------------------------------------------------
+    canary_share: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of traffic the challenger answers (0 = shadow: the challenger "
+        "predicts and is logged, callers get the champion's answer).",
+    )
+    alias_poll_interval_s: float = Field(
+        2.0, gt=0, description="How often the running service re-reads the aliases."
+    )
+    registry_timeout_s: float = Field(
+        3.0, gt=0, description="Timeout of one registry call made by the running service."
+    )
+    registry_backoff_initial_s: float = Field(
+        1.0, gt=0, description="First wait after a failed registry call (circuit breaker)."
+    )
+    registry_backoff_max_s: float = Field(
+        30.0, gt=0, description="Longest wait between registry calls while it is down."
+    )
+
+    # -- HTTP ----------------------------------------------------------------------
+    api_key: SecretStr | None = Field(
+        None,
+        description="When set, /predict and /feedback need 'Authorization: Bearer <key>'. "
+        "Env only (DRIFTLOOP_API_KEY); never put it in a file.",
+    )
+    max_body_bytes: int = Field(
+        1_000_000, gt=0, description="Largest accepted request body (413 above)."
+    )
+    request_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="BentoML traffic timeout (504 above). Also bounds how long BentoML "
+        "keeps per-request timers alive, which drives garbage-collection pauses.",
+    )
+    access_log: bool = Field(
+        False, description="BentoML's per-request access log (costs ~40 % throughput)."
+    )
+
+    # -- batching --------------------------------------------------------------------
+    max_batch_size: int = Field(
+        256, gt=0, description="Most records in one model call (one adaptive batch)."
+    )
+    max_latency_ms: float = Field(
+        0.0,
+        ge=0.0,
+        description="Longest a request waits for others to join its batch when the model "
+        "is idle (0: run at once; batches still form from requests that arrive "
+        "while the model is busy).",
+    )
+
+    # -- prediction log ------------------------------------------------------------------
+    prediction_log_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the prediction log; default: SQLite (WAL) file "
+        "predictions.db in the state folder.",
+    )
+
+    # -- derived values (methods and properties only: no validators) ------------------
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir.expanduser().resolve()
+
+    def resolved_tracking_uri(self) -> str:
+        """The MLflow URI: explicit setting, then MLFLOW_TRACKING_URI, then embedded SQLite."""
+        if self.tracking_uri:
+            return self.tracking_uri
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            return env
+        return f"sqlite:///{self.state_path / 'mlflow.db'}"
+
+    def resolved_prediction_log_url(self) -> str:
+        """The prediction log URL: explicit setting, else SQLite in the state folder."""
+        return self.prediction_log_url or f"sqlite:///{self.state_path / 'predictions.db'}"
+
+    def resolved_bentoml_home(self) -> Path:
+        """BentoML's model and bento store: BENTOML_HOME, else `bentoml/` in the state folder."""
+        env = os.environ.get("BENTOML_HOME")
+        return Path(env).expanduser().resolve() if env else self.state_path / "bentoml"
+
+    def serving_state_path(self, model_name: str | None = None) -> Path:
+        """Where the service caches what it learnt from the registry (aliases)."""
+        return self.state_path / "serving" / (model_name or self.model_name)

@@ -1,0 +1,360 @@
+"""Follow the registry's aliases and keep the right models loaded, without ever failing.
+
+A background thread reads the aliases every `poll_interval_s`, loads what they
+point at (from the local BentoML store, importing from MLflow when a version is
+not there yet) and swaps an immutable `Snapshot` in one assignment, so requests
+in flight finish on the models they started with and no request waits for a load.
+The ``previous`` version is kept loaded too, so a rollback is a pointer swap.
+
+When the registry fails, a circuit breaker spaces the retries out (exponential
+backoff), the failure is logged once and shown in /readyz, and the service keeps
+serving what it has. The last aliases seen are cached on disk, so a restart
+while MLflow is down serves the same versions from the local store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from bentos.store import LoadedModel
+
+log = logging.getLogger("driftloop.serving")
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS = "previous"
+_KEPT_LOADED = (CHAMPION, CHALLENGER, PREVIOUS)
+
+
+class AliasSource(Protocol):
+    """What the follower needs from the registry (``registry.Registry`` fits)."""
+
+    def aliases(self) -> dict[str, str]: ...
+
+
+class ModelLoader(Protocol):
+    """Load a version: local store first; `allow_import` lets it fetch from MLflow."""
+
+    def __call__(self, version: str, allow_import: bool) -> LoadedModel: ...
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What serves right now. Replaced as a whole, never mutated."""
+
+    champion: LoadedModel | None = None
+    challenger: LoadedModel | None = None
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    source: str = "none"  # registry | cache | pinned | none
+
+    @property
+    def ready(self) -> bool:
+        return self.champion is not None
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+class CircuitBreaker:
+    """Closed while calls succeed; open after a failure, retried with exponential backoff."""
+
+    def __init__(
+        self,
+        initial_backoff_s: float,
+        max_backoff_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.initial_backoff_s = initial_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.clock = clock
+        self.failures = 0
+        self.last_error: str | None = None
+        self.next_attempt_at = 0.0
+        self.last_success_wall: float | None = None
+        self.opened_wall: float | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.failures > 0
+
+    def allows_call(self) -> bool:
+        return not self.is_open or self.clock() >= self.next_attempt_at
+
+    def backoff_s(self) -> float:
+        """Wait before the next attempt after `failures` failures in a row."""
+        if self.failures == 0:
+            return 0.0
+        return min(self.initial_backoff_s * 2 ** (self.failures - 1), self.max_backoff_s)
+
+    def record_success(self) -> bool:
+        """Close the breaker; True when it was open (the registry came back)."""
+        was_open = self.is_open
+        self.failures = 0
+        self.last_error = None
+        self.opened_wall = None
+        self.last_success_wall = time.time()
+        return was_open
+
+    def record_failure(self, error: BaseException) -> bool:
+        """Open (or keep open) the breaker; True on the first failure of a run."""
+        first = not self.is_open
+        self.failures += 1
+        self.last_error = f"{type(error).__name__}: {error}"[:500]
+        if first:
+            self.opened_wall = time.time()
+        self.next_attempt_at = self.clock() + self.backoff_s()
+        return first
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "reachable": not self.is_open,
+            "state": "open" if self.is_open else "closed",
+            "consecutive_failures": self.failures,
+            "last_error": self.last_error,
+            "down_since": _iso(self.opened_wall),
+            "last_success_at": _iso(self.last_success_wall),
+            "retry_in_s": round(max(0.0, self.next_attempt_at - self.clock()), 2)
+            if self.is_open
+            else None,
+        }
+
+
+class AliasCache:
+    """The last aliases read from the registry, on disk (atomic replace)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, str] | None:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        aliases = data.get("aliases") if isinstance(data, dict) else None
+        if not isinstance(aliases, dict):
+            return None
+        return {str(k): str(v) for k, v in aliases.items()}
+
+    def save(self, model_name: str, aliases: Mapping[str, str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+        payload = {
+            "model_name": model_name,
+            "aliases": dict(aliases),
+            "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        tmp.write_text(json.dumps(payload, indent=2))
+        os.replace(tmp, self.path)
+
+
+class AliasFollower:
+    """Keep `snapshot` in line with the registry's aliases from a background thread."""
+
+    def __init__(
+        self,
+        model_name: str,
+        source: AliasSource,
+        loader: ModelLoader,
+        cache: AliasCache,
+        poll_interval_s: float,
+        breaker: CircuitBreaker,
+        pinned_version: str | None = None,
+        on_change: Callable[[Snapshot], None] | None = None,
+        on_registry: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.model_name = model_name
+        self.source = source
+        self.loader = loader
+        self.cache = cache
+        self.poll_interval_s = poll_interval_s
+        self.breaker = breaker
+        self.pinned_version = pinned_version
+        self.on_change = on_change
+        self.on_registry = on_registry
+        self.snapshot = Snapshot()
+        self.load_errors: dict[str, str] = {}
+        self.swaps = 0
+        self._loaded: dict[str, LoadedModel] = {}
+        self._known: dict[str, str] | None = None  # aliases last read from the registry
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one reconcile at a time (thread vs. tests)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        """Serve from the on-disk cache at once, then follow the registry."""
+        self._thread = threading.Thread(target=self._run, name="alias-follower", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        try:
+            self.start_from_cache()
+        except Exception:  # never let the thread die
+            log.exception("serving from the alias cache failed")
+        while not self._stop.is_set():
+            try:
+                self.poll_once()
+            except Exception:
+                log.exception("alias follower iteration failed; will retry")
+            self._stop.wait(self._next_wait_s())
+
+    def _next_wait_s(self) -> float:
+        if self.breaker.is_open:
+            return max(
+                0.05, min(self.poll_interval_s, self.breaker.next_attempt_at - self.breaker.clock())
+            )
+        return self.poll_interval_s
+
+    # -- one step ------------------------------------------------------------------------
+    def start_from_cache(self) -> None:
+        """Before the registry answers: the cached aliases, else the Bento's own version."""
+        cached = self.cache.load()
+        if cached:
+            self.reconcile(cached, source="cache", allow_import=False)
+        elif self.pinned_version is not None:
+            self.reconcile({CHAMPION: self.pinned_version}, source="pinned", allow_import=False)
+
+    def poll_once(self) -> None:
+        """Read the aliases (if the breaker allows) and apply them."""
+        if not self.breaker.allows_call():
+            return
+        try:
+            aliases = dict(self.source.aliases())
+        except Exception as exc:  # any registry failure: keep serving what we have
+            self._report_registry(False)
+            if self.breaker.record_failure(exc):
+                log.warning(
+                    "registry unreachable (%s); serving %s from what is loaded; "
+                    "retrying with backoff up to %.0f s",
+                    self.breaker.last_error,
+                    self._describe(self.snapshot),
+                    self.breaker.max_backoff_s,
+                )
+            else:
+                log.debug("registry still unreachable: %s", self.breaker.last_error)
+            self._retry_missing_loads()
+            return
+        self._report_registry(True)
+        if self.breaker.record_success():
+            log.info("registry reachable again; following its aliases")
+        if aliases != self._known:
+            try:
+                self.cache.save(self.model_name, aliases)
+            except OSError as exc:
+                log.warning("could not write the alias cache %s: %s", self.cache.path, exc)
+        self._known = aliases
+        if not aliases.get(CHAMPION) and self.pinned_version is not None:
+            aliases = {**aliases, CHAMPION: self.pinned_version}
+        self.reconcile(aliases, source="registry", allow_import=True)
+
+    def _report_registry(self, up: bool) -> None:
+        if self.on_registry is not None:
+            try:
+                self.on_registry(up)
+            except Exception:
+                log.debug("on_registry callback failed", exc_info=True)
+
+    def _retry_missing_loads(self) -> None:
+        """While the registry is down, versions already imported can still be loaded."""
+        wanted = dict(self.snapshot.aliases) or (self.cache.load() or {})
+        if wanted and any(v not in self._loaded for v in self._wanted_versions(wanted)):
+            self.reconcile(wanted, source=self.snapshot.source or "cache", allow_import=False)
+
+    def reconcile(self, aliases: Mapping[str, str], source: str, allow_import: bool) -> None:
+        """Load what the aliases name, then swap the snapshot if anything changed."""
+        with self._lock:
+            for version in self._wanted_versions(aliases):
+                if version in self._loaded:
+                    continue
+                try:
+                    started = time.perf_counter()
+                    self._loaded[version] = self.loader(version, allow_import)
+                    self.load_errors.pop(version, None)
+                    log.info(
+                        "loaded %s version %s in %.2f s",
+                        self.model_name,
+                        version,
+                        time.perf_counter() - started,
+                    )
+                except Exception as exc:
+                    message = f"{type(exc).__name__}: {exc}"[:500]
+                    if self.load_errors.get(version) != message:
+                        log.warning(
+                            "cannot load %s version %s: %s", self.model_name, version, message
+                        )
+                    self.load_errors[version] = message
+            old = self.snapshot
+            champion_version = aliases.get(CHAMPION)
+            champion = self._loaded.get(champion_version) if champion_version else None
+            if champion is None:
+                champion = old.champion  # keep serving rather than serve nothing
+            challenger_version = aliases.get(CHALLENGER)
+            challenger = self._loaded.get(challenger_version) if challenger_version else None
+            if (
+                challenger is not None
+                and champion is not None
+                and challenger.version == champion.version
+            ):
+                challenger = None
+            new = Snapshot(champion, challenger, dict(aliases), source)
+            if (new.champion, new.challenger, dict(new.aliases)) != (
+                old.champion,
+                old.challenger,
+                dict(old.aliases),
+            ) or new.source != old.source:
+                self.snapshot = new  # one assignment: requests see old or new, never half
+                if (new.champion, new.challenger) != (old.champion, old.challenger):
+                    self.swaps += 1
+                    log.info("now serving %s (was %s)", self._describe(new), self._describe(old))
+                if self.on_change is not None:
+                    try:
+                        self.on_change(new)
+                    except Exception:
+                        log.warning("on_change callback failed", exc_info=True)
+            keep = set(self._wanted_versions(aliases))
+            keep.update(m.version for m in (new.champion, new.challenger) if m is not None)
+            for version in list(self._loaded):
+                if version not in keep:
+                    del self._loaded[version]
+
+    @staticmethod
+    def _wanted_versions(aliases: Mapping[str, str]) -> list[str]:
+        return list(dict.fromkeys(aliases[a] for a in _KEPT_LOADED if aliases.get(a)))
+
+    @staticmethod
+    def _describe(snapshot: Snapshot) -> str:
+        if snapshot.champion is None:
+            return "no model"
+        text = f"champion v{snapshot.champion.version}"
+        if snapshot.challenger is not None:
+            text += f" + challenger v{snapshot.challenger.version}"
+        return text
+
+    def status(self) -> dict[str, Any]:
+        snap = self.snapshot
+        return {
+            "champion": snap.champion.version if snap.champion else None,
+            "challenger": snap.challenger.version if snap.challenger else None,
+            "aliases": dict(snap.aliases),
+            "aliases_from": snap.source,
+            "loaded_versions": sorted(self._loaded, key=lambda v: (len(v), v)),
+            "load_errors": dict(self.load_errors),
+            "registry": self.breaker.status(),
+        }

@@ -1,0 +1,269 @@
+"""The HTTP front door: authentication, body limits, JSON only, and the GET endpoints.
+
+An ASGI middleware in front of BentoML's routes, because BentoML's own
+``/healthz`` and ``/readyz`` routes come first and cannot say "degraded", its
+APIs are POST only (``/metadata`` is a GET), and body checks must happen before
+BentoML reads a body:
+
+- ``POST /predict`` and ``/feedback``: ``Authorization: Bearer <key>`` when a key
+  is configured (constant-time compare; 401), any POST: JSON content type only
+  (415, so ``application/vnd.bentoml+pickle`` never reaches a model), body at most
+  ``max_body_bytes`` (413), body must be a JSON object with the expected list
+  (400 / 422 in the same ``{"detail": [...]}`` shape as field errors).
+- ``GET /healthz`` (alive), ``/readyz`` (a model is loaded; degraded when the
+  registry is unreachable), ``/metadata``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+JSON_TYPES = ("application/json",)
+GET_ENDPOINTS = {"/healthz": "healthz", "/readyz": "readyz", "/metadata": "metadata"}
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    api_key: str | None
+    max_body_bytes: int
+    # path -> the list field its JSON body must carry
+    bodies: dict[str, str] = field(
+        default_factory=lambda: {"/predict": "records", "/feedback": "labels"}
+    )
+
+
+class GatewayBackend(Protocol):
+    gateway_config: GatewayConfig
+
+    def healthz(self) -> tuple[int, dict[str, Any]]: ...
+    def readyz(self) -> tuple[int, dict[str, Any]]: ...
+    def metadata(self) -> tuple[int, dict[str, Any]]: ...
+
+
+def keys_match(given: str | None, expected: str) -> bool:
+    """Constant-time comparison of an API key (no early exit on the first difference)."""
+    if given is None:
+        return False
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, if any."""
+    for name, value in headers:
+        if name.lower() == b"authorization":
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            return None
+    return None
+
+
+def _header(headers: list[tuple[bytes, bytes]], wanted: bytes) -> str | None:
+    for name, value in headers:
+        if name.lower() == wanted:
+            return value.decode("latin-1")
+    return None
+
+
+def is_json_type(content_type: str | None) -> bool:
+    """`application/json` (any parameters) or a `+json` structured type."""
+    if not content_type:
+        return False
+    media = content_type.split(";")[0].strip().lower()
+    return media in JSON_TYPES or (media.startswith("application/") and media.endswith("+json"))
+
+
+async def send_json(
+    send: Send, status: int, body: Any, headers: dict[str, str] | None = None
+) -> None:
+    payload = json.dumps(body, default=str).encode("utf-8")
+    raw_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole request body, refusing (BodyTooLarge) as soon as it passes `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def check_envelope(body: bytes, list_field: str) -> list[dict[str, Any]] | None:
+    """Problems with the body's outer shape (`{"<list_field>": [ {...}, ... ]}`), or None."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return [
+            {"loc": ["body"], "msg": f"invalid JSON: {exc}", "input": None, "type": "json_invalid"}
+        ]
+    shape = f'{{"{list_field}": [{{...}}, ...]}}'
+    if not isinstance(data, dict):
+        return [
+            {
+                "loc": ["body"],
+                "msg": f"expected a JSON object like {shape}, got {type(data).__name__}",
+                "input": None,
+                "type": "dict_type",
+            }
+        ]
+    errors: list[dict[str, Any]] = [
+        {
+            "loc": ["body", key],
+            "msg": f"unknown field {key!r}; the body is {shape}",
+            "input": None,
+            "type": "extra_forbidden",
+        }
+        for key in data
+        if key != list_field
+    ]
+    items = data.get(list_field)
+    if list_field not in data:
+        errors.append(
+            {
+                "loc": [list_field],
+                "msg": f"missing field {list_field!r}: the body is {shape}",
+                "input": None,
+                "type": "missing",
+            }
+        )
+    elif not isinstance(items, list) or not items:
+        errors.append(
+            {
+                "loc": [list_field],
+                "msg": f"expected a non-empty list of objects, got {json.dumps(items)[:60]}",
+                "input": items if not isinstance(items, dict | list) else None,
+                "type": "list_type",
+            }
+        )
+    else:
+        errors += [
+            {
+                "loc": [list_field, i],
+                "msg": f"expected an object, got {json.dumps(item)[:60]}",
+                "input": item,
+                "type": "dict_type",
+            }
+            for i, item in enumerate(items)
+            if not isinstance(item, dict)
+        ][:50]
+    return errors or None
+
+
+class Gateway:
+    """ASGI middleware; `backend()` returns the live service (None while it starts)."""
+
+    def __init__(self, app: ASGIApp, backend: Callable[[], GatewayBackend | None]) -> None:
+        self.app = app
+        self.backend = backend
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        if method == "GET" and path in GET_ENDPOINTS:
+            await self._get(path, send)
+            return
+        if method != "POST":
+            await self.app(scope, receive, send)
+            return
+        backend = self.backend()
+        if backend is None:
+            await send_json(send, 503, {"detail": "the service is starting; retry shortly"})
+            return
+        config = backend.gateway_config
+        headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+        list_field = config.bodies.get(path)
+        key = config.api_key if list_field is not None else None
+        if key is not None and not keys_match(bearer_token(headers), key):
+            await send_json(
+                send,
+                401,
+                {"detail": "missing or wrong API key: send 'Authorization: Bearer <key>'"},
+                {"www-authenticate": "Bearer"},
+            )
+            return
+        content_type = _header(headers, b"content-type")
+        if not is_json_type(content_type):
+            await send_json(
+                send,
+                415,
+                {
+                    "detail": f"unsupported content type {content_type or '(none)'}: "
+                    "send JSON with 'Content-Type: application/json'"
+                },
+            )
+            return
+        limit = config.max_body_bytes
+        declared = _header(headers, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await send_json(send, 413, _too_large(limit))
+            return
+        try:
+            body = await read_body(receive, limit)
+        except BodyTooLarge:
+            await send_json(send, 413, _too_large(limit))
+            return
+        if list_field is not None and (problems := check_envelope(body, list_field)):
+            status = 400 if problems[0]["type"] == "json_invalid" else 422
+            await send_json(send, status, {"detail": problems})
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _get(self, path: str, send: Send) -> None:
+        backend = self.backend()
+        if backend is None:
+            status, body = (
+                (200, {"status": "alive"}) if path == "/healthz" else (503, {"status": "starting"})
+            )
+        else:
+            status, body = getattr(backend, GET_ENDPOINTS[path])()
+        await send_json(send, status, body)
+
+
+def _too_large(limit: int) -> dict[str, str]:
+    return {"detail": f"request body larger than {limit} bytes: send fewer records per request"}
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that yields the already-read body once, then defers to the real one."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -1,0 +1,439 @@
+"""Input and label schemas built from a model's MLflow signature.
+
+Each record of a request is validated against a pydantic model generated from
+the signature's columns (strict types, unknown columns refused), and every
+problem becomes one entry of a 422 body that names the field, the value and
+what was expected::
+
+    {"loc": ["records", 0, "temp"], "msg": "expected a number, got 'hot'",
+     "input": "hot", "type": "float_type"}
+
+Two reserved keys may accompany the features of a record: ``request_id`` (the
+caller's id for the prediction; generated when absent) and ``entity_id`` (the
+key that makes canary routing sticky, e.g. a customer or a station).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Strict, ValidationError, create_model
+
+REQUEST_ID = "request_id"
+ENTITY_ID = "entity_id"
+RESERVED_KEYS = (REQUEST_ID, ENTITY_ID)
+MAX_ID_CHARS = 128
+MAX_ERRORS = 50  # a 422 body lists at most this many problems
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-/]{1,128}$")
+
+Number = Annotated[float, Strict(), AllowInfNan(False)]
+Integer = Annotated[int, Strict()]
+Text = Annotated[str, Strict()]
+Flag = Annotated[bool, Strict()]
+
+
+@dataclass(frozen=True)
+class ColumnKind:
+    """How one MLflow column type is checked, described and handed to the model."""
+
+    python: Any
+    expected: str  # words for error messages: "a number", "an integer" ...
+    dtype: str | None  # pandas dtype of the column given to the model
+
+
+_KINDS: dict[str, ColumnKind] = {
+    "double": ColumnKind(Number, "a number", "float64"),
+    "float": ColumnKind(Number, "a number", "float32"),
+    "long": ColumnKind(Integer, "an integer", "int64"),
+    "integer": ColumnKind(Integer, "an integer", "int32"),
+    "boolean": ColumnKind(Flag, "true or false", "bool"),
+    "string": ColumnKind(Text, "a string", None),
+    "binary": ColumnKind(Text, "a string", None),
+    "datetime": ColumnKind(datetime, "an ISO 8601 date-time", "datetime64[ns]"),
+}
+_ANY = ColumnKind(Any, "any JSON value", None)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # MLflow type name: double, long, string ...
+    required: bool = True
+
+    @property
+    def kind(self) -> ColumnKind:
+        return _KINDS.get(self.type, _ANY)
+
+
+class SchemaError(ValueError):
+    """A request that does not match the schema; `errors` is the 422 `detail` list."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(errors)} invalid field(s): " + "; ".join(e["msg"] for e in errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class ValidRecord:
+    """One validated record: the ids and the features in schema order."""
+
+    request_id: str
+    entity_id: str | None
+    features: dict[str, Any]
+
+    @property
+    def routing_key(self) -> str:
+        """Entity key wins over the request id, so one entity always sees one model."""
+        return self.entity_id if self.entity_id is not None else self.request_id
+
+
+@dataclass(frozen=True)
+class Label:
+    request_id: str
+    label: Any
+
+
+@dataclass
+class RecordSchema:
+    """Validate request records against a model signature and build model input."""
+
+    columns: tuple[Column, ...]
+    checked: bool = True  # False when the model has no column signature
+    _model: type[BaseModel] | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def from_mlflow(cls, schema: Any | None) -> RecordSchema:
+        """From `pyfunc.metadata.get_input_schema()`; None or tensors → unchecked records."""
+        if schema is None or not getattr(schema, "inputs", None) or not schema.has_input_names():
+            return cls(columns=(), checked=False)
+        if getattr(schema, "is_tensor_spec", lambda: False)():
+            return cls(columns=(), checked=False)
+        columns = tuple(
+            Column(name=str(spec.name), type=_type_name(spec.type), required=spec.required)
+            for spec in schema.inputs
+        )
+        return cls(columns=columns)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The schema as /metadata shows it."""
+        return [
+            {"name": c.name, "type": c.type, "required": c.required, "expected": c.kind.expected}
+            for c in self.columns
+        ]
+
+    def pydantic_model(self) -> type[BaseModel]:
+        """The generated record model (strict types, unknown columns forbidden)."""
+        if self._model is None:
+            fields: dict[str, Any] = {}
+            for c in self.columns:
+                kind = c.kind.python
+                fields[c.name] = (kind, ...) if c.required else (kind | None, None)
+            config = ConfigDict(extra="forbid" if self.checked else "allow")
+            self._model = create_model("Record", __config__=config, **fields)
+        return self._model
+
+    def validate(self, records: Any, loc: str = "records") -> list[ValidRecord]:
+        """Check a request's records; raise SchemaError listing every problem found."""
+        if not isinstance(records, list):
+            raise SchemaError(
+                [
+                    _error(
+                        [loc],
+                        records,
+                        "list_type",
+                        f"expected a list of records, got {_show(records)}",
+                    )
+                ]
+            )
+        if not records:
+            raise SchemaError(
+                [
+                    _error(
+                        [loc],
+                        records,
+                        "too_short",
+                        "expected at least one record, got an empty list",
+                    )
+                ]
+            )
+        model = self.pydantic_model()
+        valid: list[ValidRecord] = []
+        errors: list[dict[str, Any]] = []
+        for i, raw in enumerate(records):
+            if not isinstance(raw, dict):
+                errors.append(
+                    _error(
+                        [loc, i],
+                        raw,
+                        "dict_type",
+                        f"expected an object of feature values, got {_show(raw)}",
+                    )
+                )
+                continue
+            features = {k: v for k, v in raw.items() if k not in RESERVED_KEYS}
+            request_id = _check_id(raw.get(REQUEST_ID), [loc, i, REQUEST_ID], errors)
+            entity_id = _check_id(raw.get(ENTITY_ID), [loc, i, ENTITY_ID], errors)
+            try:
+                parsed = model.model_validate(features)
+            except ValidationError as exc:
+                errors.extend(self._explain(exc, [loc, i]))
+                continue
+            values = parsed.model_dump() if self.checked else features
+            valid.append(ValidRecord(request_id or uuid.uuid4().hex, entity_id, values))
+            if len(errors) >= MAX_ERRORS:
+                break
+        if errors:
+            raise SchemaError(errors[:MAX_ERRORS])
+        return valid
+
+    def frame(self, records: Sequence[ValidRecord]) -> pd.DataFrame:
+        """Model input: one row per record, columns and dtypes as the signature says."""
+        if not self.checked:
+            return pd.DataFrame([r.features for r in records])
+        data: dict[str, Any] = {}
+        for c in self.columns:
+            values = [r.features.get(c.name) for r in records]
+            dtype = c.kind.dtype
+            if dtype is None or (not c.required and any(v is None for v in values)):
+                data[c.name] = pd.Series(values, dtype="object" if dtype is None else None)
+            elif dtype.startswith("datetime"):
+                data[c.name] = pd.to_datetime(values)
+            else:
+                data[c.name] = np.asarray(values, dtype=dtype)
+        return pd.DataFrame(data)
+
+    def _explain(self, exc: ValidationError, prefix: list[Any]) -> list[dict[str, Any]]:
+        by_name = {c.name: c for c in self.columns}
+        found = []
+        for err in exc.errors(include_url=False):
+            name = str(err["loc"][0]) if err["loc"] else None
+            column = by_name.get(name) if name is not None else None
+            value = None if err["type"] == "missing" else err.get("input")
+            found.append(
+                _error(
+                    [*prefix, *err["loc"]],
+                    value,
+                    err["type"],
+                    _message(err["type"], name, column, err.get("input"), self.names),
+                )
+            )
+        return found
+
+
+def _type_name(dtype: Any) -> str:
+    name = getattr(dtype, "name", None)
+    return str(name if name is not None else dtype).lower()
+
+
+def _check_id(value: Any, loc: list[Any], errors: list[dict[str, Any]]) -> str | None:
+    """Ids are strings (or integers, kept as text) of letters, digits and `_.:-/`."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not _ID_PATTERN.match(value):
+        errors.append(
+            _error(
+                loc,
+                value,
+                "id_format",
+                f"expected an id of 1-{MAX_ID_CHARS} letters, digits or '_.:-/', "
+                f"got {_show(value)}",
+            )
+        )
+        return None
+    return value
+
+
+def _message(
+    kind: str, name: str | None, column: Column | None, value: Any, names: list[str]
+) -> str:
+    expected = column.kind.expected if column else "a known feature"
+    if kind == "missing":
+        return f"missing feature {name!r} (expected {expected})"
+    if kind == "extra_forbidden":
+        return f"unknown feature {name!r}; the model expects: {', '.join(names)}"
+    if kind == "finite_number":
+        return f"expected a finite number, got {_show(value)}"
+    return f"expected {expected}, got {_show(value)}"
+
+
+def _error(loc: list[Any], value: Any, kind: str, msg: str) -> dict[str, Any]:
+    return {"loc": loc, "msg": msg, "input": _jsonable(value), "type": kind}
+
+
+def _show(value: Any) -> str:
+    """A value as the caller wrote it: strings quoted, null/true/false in JSON words."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:57] + "...")
+    text = json.dumps(_jsonable(value))
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+# -- labels (POST /feedback) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelSchema:
+    """Ground-truth labels are checked against the kind of value the model outputs."""
+
+    kind: str = "any"  # number | string | boolean | any
+
+    @classmethod
+    def from_mlflow(cls, schema: Any | None) -> LabelSchema:
+        """From `pyfunc.metadata.get_output_schema()` (column or tensor signatures)."""
+        if schema is None or not getattr(schema, "inputs", None):
+            return cls()
+        spec = schema.inputs[0]
+        dtype = getattr(spec, "type", None)
+        if dtype is None or getattr(schema, "is_tensor_spec", lambda: False)():
+            np_type = getattr(spec, "type", None)
+            name = str(getattr(np_type, "kind", "")) if np_type is not None else ""
+            return cls(
+                {"f": "number", "i": "number", "u": "number", "b": "boolean"}.get(name, "any")
+            )
+        name = _type_name(dtype)
+        if name in ("double", "float", "long", "integer"):
+            return cls("number")
+        if name == "boolean":
+            return cls("boolean")
+        if name == "string":
+            return cls("string")
+        return cls()
+
+    def validate(self, labels: Any, loc: str = "labels") -> list[Label]:
+        if not isinstance(labels, list) or not labels:
+            raise SchemaError(
+                [
+                    _error(
+                        [loc],
+                        labels,
+                        "list_type",
+                        "expected a non-empty list of {'request_id', 'label'} objects, "
+                        f"got {_show(labels)}",
+                    )
+                ]
+            )
+        valid: list[Label] = []
+        errors: list[dict[str, Any]] = []
+        for i, raw in enumerate(labels):
+            if not isinstance(raw, dict):
+                errors.append(
+                    _error(
+                        [loc, i],
+                        raw,
+                        "dict_type",
+                        f"expected an object with 'request_id' and 'label', got {_show(raw)}",
+                    )
+                )
+                continue
+            extra = sorted(set(raw) - {REQUEST_ID, "label"})
+            for key in extra:
+                errors.append(
+                    _error(
+                        [loc, i, key],
+                        raw[key],
+                        "extra_forbidden",
+                        f"unknown field {key!r}; a label has 'request_id' and 'label'",
+                    )
+                )
+            if REQUEST_ID not in raw:
+                errors.append(
+                    _error(
+                        [loc, i, REQUEST_ID],
+                        None,
+                        "missing",
+                        "missing field 'request_id' (the id the prediction answered with)",
+                    )
+                )
+            request_id = _check_id(raw.get(REQUEST_ID), [loc, i, REQUEST_ID], errors)
+            if "label" not in raw:
+                errors.append(
+                    _error(
+                        [loc, i, "label"],
+                        None,
+                        "missing",
+                        f"missing field 'label' (expected {self._expected()})",
+                    )
+                )
+            elif not self._ok(raw["label"]):
+                errors.append(
+                    _error(
+                        [loc, i, "label"],
+                        raw["label"],
+                        f"{self.kind}_type",
+                        f"expected {self._expected()}, got {_show(raw['label'])}",
+                    )
+                )
+            elif request_id is not None:
+                valid.append(Label(request_id, raw["label"]))
+        if errors:
+            raise SchemaError(errors[:MAX_ERRORS])
+        return valid
+
+    def _ok(self, value: Any) -> bool:
+        if self.kind == "number":
+            return (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and np.isfinite(value)
+            )
+        if self.kind == "string":
+            return isinstance(value, str)
+        if self.kind == "boolean":
+            return isinstance(value, bool)
+        return value is not None
+
+    def _expected(self) -> str:
+        return {"number": "a number", "string": "a string", "boolean": "true or false"}.get(
+            self.kind, "a non-null value"
+        )
+
+
+def jsonable_predictions(raw: Any, n: int) -> list[Any]:
+    """Model output (array, Series, DataFrame, list) as one JSON value per record."""
+    if isinstance(raw, pd.DataFrame):
+        one = raw.shape[1] == 1
+        values = raw.iloc[:, 0].tolist() if one else raw.to_dict(orient="records")
+    elif isinstance(raw, pd.Series):
+        values = raw.tolist()
+    elif isinstance(raw, np.ndarray):
+        wide = raw.ndim > 1 and raw.shape[-1] != 1  # e.g. class probabilities
+        values = raw.reshape(len(raw), -1).tolist() if wide else raw.reshape(-1).tolist()
+    else:
+        values = list(raw)
+    if len(values) != n:
+        raise ValueError(f"the model returned {len(values)} predictions for {n} records")
+    return [_plain(v) for v in values]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,101 @@
+"""The BentoML service: ``bentoml serve bentos.service:DriftloopService``.
+
+Serves one registered MLflow model (``DRIFTLOOP_MODEL_NAME``): the ``champion``
+alias answers, a ``challenger`` gets ``DRIFTLOOP_CANARY_SHARE`` of the traffic
+(0 = shadow), and the aliases are re-read every ``DRIFTLOOP_ALIAS_POLL_INTERVAL_S``
+so promotions and rollbacks apply without a restart. Built into a Bento
+(``<model>-service:v<N>``), it serves the same way, and falls back to its own
+version N when it knows no aliases at all.
+
+Endpoints: ``POST /predict``, ``POST /feedback`` (BentoML APIs), ``GET /healthz``,
+``/readyz``, ``/metadata`` (gateway middleware), BentoML's ``/metrics``.
+
+Two BentoML settings below are deliberate (measurements in bentos/README.md):
+the per-request access log is off (it costs ~40 % of throughput; turn it on with
+``DRIFTLOOP_ACCESS_LOG=true`` via ``driftloop serve``), and the traffic timeout
+is 10 s, not 60: BentoML's timeout middleware keeps one timer per request alive
+for the whole timeout, holding the request's context, and the garbage collector
+then pauses the event loop for hundreds of milliseconds; `gc.freeze()` after
+start-up keeps the import-time objects out of those collections.
+"""
+
+import gc
+import logging
+import os
+from typing import Any
+
+import bentoml
+from bentoml.exceptions import BentoMLException
+
+from bentos.config import SERVICE_NAME
+from bentos.gateway import Gateway
+
+
+@bentoml.service(
+    name=SERVICE_NAME,
+    description="driftloop: a registered MLflow model served with canary/shadow routing, "
+    "alias following and a durable prediction log.",
+    workers=1,
+    logging={"access": {"enabled": False}},
+    traffic={"timeout": 10},
+)
+class DriftloopService:
+    """Thin BentoML shell around `bentos.app.ServingApp`."""
+
+    def __init__(self) -> None:
+        from bentos.app import ServingApp
+        from bentos.config import ServingSettings
+        from bentos.store import LABEL_MODEL_NAME, LABEL_VERSION
+
+        settings = ServingSettings()
+        _prepare_process(settings.registry_timeout_s)
+        bento = DriftloopService.bento
+        labels: dict[str, str] = dict(bento.info.labels) if bento is not None else {}
+        model_name = settings.model_name
+        if "model_name" not in settings.model_fields_set and labels.get(LABEL_MODEL_NAME):
+            model_name = labels[LABEL_MODEL_NAME]  # a Bento serves its own model by default
+        pinned = labels.get(LABEL_VERSION) if labels.get(LABEL_MODEL_NAME) == model_name else None
+        self.app = ServingApp(
+            settings,
+            model_name=model_name,
+            pinned_version=pinned,
+            bento_tag=str(bento.tag) if bento is not None else None,
+        )
+        self.app.start()
+        gc.collect()
+        gc.freeze()
+
+    @bentoml.api(route="/predict")
+    async def predict(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Predict for records of features (+ optional `request_id`, `entity_id`)."""
+        return await self.app.predict(records)  # type: ignore[return-value]
+
+    @bentoml.api(route="/feedback")
+    async def feedback(self, labels: list[dict[str, Any]]) -> dict[str, Any]:
+        """Ground-truth labels: `[{"request_id": ..., "label": ...}]`."""
+        return await self.app.feedback(labels)  # type: ignore[return-value]
+
+    @bentoml.on_shutdown
+    async def shutdown(self) -> None:
+        await self.app.close()
+
+
+def _prepare_process(registry_timeout_s: float) -> None:
+    """Process settings of the serving worker: our log level, fail-fast MLflow calls."""
+    logging.getLogger("driftloop").setLevel(logging.INFO)
+    # MLflow retries a dead server for minutes by default; the follower has its own backoff.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, round(registry_timeout_s))))
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def _live_app() -> Any:
+    """The running ServingApp, or None while the service starts."""
+    try:
+        service = bentoml.get_current_service()
+    except BentoMLException:
+        return None
+    return getattr(service, "app", None)
+
+
+DriftloopService.add_asgi_middleware(Gateway, backend=_live_app)

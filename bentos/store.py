@@ -1,0 +1,165 @@
+"""Registered MLflow versions in the local BentoML model store, and loading them.
+
+A version N of model ``bikeshare-demand`` is stored as the BentoML model
+``bikeshare-demand:vN`` (labels: MLflow name, version, run id, data digest) and
+packaged as the Bento ``bikeshare-demand-service:vN``. Once imported, a version
+loads from the local store without MLflow, so the service survives the registry
+being down, even across restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bentoml
+from bentoml.exceptions import BentoMLException, NotFound
+
+from bentos.schema import LabelSchema, RecordSchema, ValidRecord, jsonable_predictions
+from registry import Registry, VersionInfo
+
+log = logging.getLogger("driftloop.serving")
+
+LABEL_MODEL_NAME = "mlflow_model_name"
+LABEL_VERSION = "mlflow_model_version"
+LABEL_RUN_ID = "mlflow_run_id"
+LABEL_DATA_DIGEST = "data_digest"
+_COPIED_TAGS = ("family", "task")
+
+
+def model_tag(model_name: str, version: str | int) -> str:
+    """BentoML model tag of a registered version: ``<name>:v<N>`` (lowercase)."""
+    return f"{model_name.lower()}:v{version}"
+
+
+def service_tag(model_name: str, version: str | int) -> str:
+    """Bento tag of a registered version: ``<name>-service:v<N>`` (lowercase)."""
+    return f"{model_name.lower()}-service:v{version}"
+
+
+def version_labels(info: VersionInfo) -> dict[str, str]:
+    """Labels that tie a BentoML model or Bento back to its MLflow version."""
+    labels = {
+        LABEL_MODEL_NAME: info.name,
+        LABEL_VERSION: info.version,
+        LABEL_RUN_ID: info.run_id or "",
+        LABEL_DATA_DIGEST: info.tags.get("data_digest", ""),
+    }
+    labels.update({key: info.tags[key] for key in _COPIED_TAGS if key in info.tags})
+    return labels
+
+
+@contextmanager
+def bentoml_home(path: Path | None) -> Iterator[None]:
+    """Point this process's BentoML model and bento stores at `path` for a while.
+
+    BentoML resolves BENTOML_HOME once per process; packaging from a training
+    flow must write to the state folder's store whatever the process started with.
+    """
+    if path is None:
+        yield
+        return
+    from bentoml._internal.bento import BentoStore
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+
+    home = Path(path).expanduser().resolve()
+    for sub in ("bentos", "models", "envs", "tmp"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    providers = {
+        BentoMLContainer.bentoml_home: str(home),
+        BentoMLContainer.bento_store_dir: str(home / "bentos"),
+        BentoMLContainer.model_store_dir: str(home / "models"),
+        BentoMLContainer.env_store_dir: str(home / "envs"),
+        BentoMLContainer.tmp_bento_store_dir: str(home / "tmp"),
+        BentoMLContainer.bento_store: BentoStore(str(home / "bentos")),
+        BentoMLContainer.tmp_bento_store: BentoStore(str(home / "tmp")),
+        BentoMLContainer.model_store: ModelStore(str(home / "models")),
+    }
+    previous = {provider: provider.get() for provider in providers}
+    env_before = os.environ.get("BENTOML_HOME")
+    try:
+        for provider, value in providers.items():
+            provider.set(value)
+        os.environ["BENTOML_HOME"] = str(home)
+        yield
+    finally:
+        for provider, value in previous.items():
+            provider.set(value)
+        if env_before is None:
+            os.environ.pop("BENTOML_HOME", None)
+        else:
+            os.environ["BENTOML_HOME"] = env_before
+
+
+def local_model(model_name: str, version: str | int) -> bentoml.Model | None:
+    """The version's model in the local BentoML store, or None."""
+    try:
+        return bentoml.models.get(model_tag(model_name, version))
+    except NotFound:
+        return None
+
+
+def import_version(registry: Registry, version: str | int) -> bentoml.Model:
+    """Copy a registered version into the local BentoML store (no-op when already there)."""
+    existing = local_model(registry.model_name, version)
+    if existing is not None:
+        return existing
+    info = registry.get(version)
+    tag = model_tag(info.name, info.version)
+    with tempfile.TemporaryDirectory(prefix="driftloop-import-") as tmp:
+        source = registry.download_model(info.version, Path(tmp) / "download")
+        try:
+            return bentoml.mlflow.import_model(
+                tag,
+                str(source),
+                labels=version_labels(info),
+                metadata={"mlflow_source": info.source, "tracking_uri": registry.tracking_uri},
+            )
+        except BentoMLException:
+            # Another process imported the same version meanwhile: use theirs.
+            found = local_model(info.name, info.version)
+            if found is None:
+                raise
+            return found
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One version ready to predict, with the schemas its signature implies."""
+
+    version: str
+    tag: str
+    pyfunc: Any
+    schema: RecordSchema
+    label_schema: LabelSchema
+    labels: dict[str, str] = field(default_factory=dict)
+    loaded_at: float = field(default_factory=time.time)
+
+    def predict(self, records: list[ValidRecord]) -> list[Any]:
+        """One model call for a whole batch; one JSON value per record."""
+        frame = self.schema.frame(records)
+        return jsonable_predictions(self.pyfunc.predict(frame), len(records))
+
+
+def load_model(model: bentoml.Model) -> LoadedModel:
+    """Load a stored version as an MLflow pyfunc (no network)."""
+    pyfunc = bentoml.mlflow.load_model(model)
+    meta = pyfunc.metadata
+    labels = dict(model.info.labels)
+    version = labels.get(LABEL_VERSION) or str(model.tag.version).removeprefix("v")
+    return LoadedModel(
+        version=version,
+        tag=str(model.tag),
+        pyfunc=pyfunc,
+        schema=RecordSchema.from_mlflow(meta.get_input_schema()),
+        label_schema=LabelSchema.from_mlflow(meta.get_output_schema()),
+        labels=labels,
+    )

@@ -1,0 +1,56 @@
+"""Packaging: registered version N → Bento ``<model>-service:v<N>`` (see bentos/packaging.py).
+
+`package_version_plain` is the plain function (the training flow's `package`
+task and `driftloop package` call it); `package_version` is the same as a
+Prefect task with retries and a timeout; `package_flow` packages one version
+by hand or from a deployment in prefect.yaml.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from bentos.packaging import package_version as _package
+
+
+def package_version_plain(settings: Any, version: str | int) -> str:
+    """Package `version` of `settings.model_name` into the state folder's BentoML store.
+
+    `settings` is duck-typed: `model_name`, `resolved_tracking_uri()` and
+    `resolved_bentoml_home()` (driftloop's `Settings` and `ServingSettings` fit).
+    Returns the Bento tag, which is also written on the MLflow version.
+    """
+    packaged = _package(
+        settings.model_name,
+        version,
+        settings.resolved_tracking_uri(),
+        home=settings.resolved_bentoml_home(),
+    )
+    return packaged.bento_tag
+
+
+@task(
+    name="package-version",
+    retries=3,
+    retry_delay_seconds=[2, 5, 15],
+    retry_jitter_factor=0.2,
+    timeout_seconds=600,
+    cache_policy=NO_CACHE,
+)
+def package_version(settings: Any, version: str | int) -> str:
+    """Prefect task around `package_version_plain` (registry and store I/O: retried)."""
+    tag = package_version_plain(settings, version)
+    get_run_logger().info("version %s packaged as %s", version, tag)
+    return tag
+
+
+@flow(name="package")
+def package_flow(version: str, model_name: str | None = None) -> str:
+    """Package one registered version as a Bento; returns the Bento tag."""
+    from driftloop.settings import load_settings
+
+    settings = load_settings(model_name=model_name)
+    return package_version(settings, version)

@@ -1,0 +1,180 @@
+"""The service's behaviour in process (no BentoML server): answers, routing, shadow, log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from mlflow.types import ColSpec, Schema
+
+from bentos.app import ServingApp
+from bentos.config import ServingSettings
+from bentos.schema import LabelSchema, RecordSchema
+from bentos.store import LoadedModel
+
+SCHEMA = RecordSchema.from_mlflow(Schema([ColSpec("double", "temp"), ColSpec("string", "city")]))
+
+
+class Model:
+    """A pyfunc stand-in: prediction = temp * factor."""
+
+    def __init__(self, factor: float, broken: bool = False) -> None:
+        self.factor, self.broken, self.calls = factor, broken, 0
+
+    def predict(self, frame: pd.DataFrame) -> Any:
+        self.calls += 1
+        if self.broken:
+            raise RuntimeError("challenger exploded")
+        return (frame["temp"] * self.factor).to_numpy()
+
+
+class Registry:
+    def __init__(self, aliases: dict[str, str]) -> None:
+        self.current, self.down = aliases, False
+
+    def aliases(self) -> dict[str, str]:
+        if self.down:
+            raise ConnectionError("refused")
+        return dict(self.current)
+
+
+_OPEN: list[ServingApp] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_apps() -> Any:
+    yield
+    while _OPEN:
+        app = _OPEN.pop()
+        app.writer.close()
+        app.log.close()
+
+
+def make_app(
+    tmp_path: Path, aliases: dict[str, str], share: float = 0.0, broken: set[str] = frozenset()
+) -> tuple[ServingApp, dict[str, Model], Registry]:
+    models = {v: Model(float(v), broken=v in broken) for v in ("1", "2")}
+
+    def loader(version: str, allow_import: bool) -> LoadedModel:
+        return LoadedModel(version, f"m:v{version}", models[version], SCHEMA, LabelSchema("number"))
+
+    registry = Registry(aliases)
+    settings = ServingSettings(
+        state_dir=tmp_path, tracking_uri="http://127.0.0.1:9", canary_share=share
+    )
+    app = ServingApp(settings, model_name="m", source=registry, loader=loader)
+    _OPEN.append(app)
+    app.follower.poll_once()
+    return app, models, registry
+
+
+def run(app: ServingApp, coro: Any) -> tuple[int, dict[str, Any]]:
+    async def go() -> tuple[int, dict[str, Any]]:
+        response = await coro
+        return response.status_code, json.loads(response.body)
+
+    return asyncio.run(go())
+
+
+def records(n: int, **extra: Any) -> list[dict[str, Any]]:
+    return [{"temp": float(i), "city": "dc", "request_id": f"r{i}", **extra} for i in range(n)]
+
+
+def test_champion_answers_and_every_prediction_is_logged(tmp_path: Path) -> None:
+    app, models, _ = make_app(tmp_path, {"champion": "1"})
+    status, body = run(app, app.predict(records(3)))
+    assert status == 200
+    assert body == {
+        "predictions": [0.0, 1.0, 2.0],
+        "request_ids": ["r0", "r1", "r2"],
+        "model_version": "1",
+        "model_versions": ["1", "1", "1"],
+    }
+    logged = app.log.predictions()
+    assert [(r.request_id, r.role, r.prediction) for r in logged] == [
+        ("r0", "champion", 0.0),
+        ("r1", "champion", 1.0),
+        ("r2", "champion", 2.0),
+    ]
+    assert logged[0].features == {"temp": 0.0, "city": "dc"}
+    assert models["1"].calls == 1  # one model call for the request's three records
+
+
+def test_shadow_mode_logs_both_and_answers_with_the_champion(tmp_path: Path) -> None:
+    app, _, _ = make_app(tmp_path, {"champion": "1", "challenger": "2"}, share=0.0)
+    status, body = run(app, app.predict(records(2)))
+    assert status == 200 and body["model_versions"] == ["1", "1"]
+    roles = sorted((r.request_id, r.role, r.model_version) for r in app.log.predictions())
+    assert roles == [
+        ("r0", "champion", "1"),
+        ("r0", "shadow", "2"),
+        ("r1", "champion", "1"),
+        ("r1", "shadow", "2"),
+    ]
+
+
+def test_a_failing_challenger_falls_back_to_the_champion(tmp_path: Path) -> None:
+    app, _, _ = make_app(tmp_path, {"champion": "1", "challenger": "2"}, share=1.0, broken={"2"})
+    status, body = run(app, app.predict(records(2)))
+    assert status == 200 and body["model_versions"] == ["1", "1"]
+
+
+def test_canary_routes_by_entity_so_an_entity_sees_one_model(tmp_path: Path) -> None:
+    app, _, _ = make_app(tmp_path, {"champion": "1", "challenger": "2"}, share=0.5)
+    entities = [f"e{i}" for i in range(40)]
+    batch = [{"temp": 1.0, "city": "dc", "entity_id": e} for e in entities]
+    _, first = run(app, app.predict(batch))
+    _, again = run(app, app.predict(batch))  # new request ids, same entities
+    assert first["model_versions"] == again["model_versions"]
+    assert set(first["model_versions"]) == {"1", "2"} and first["model_version"] is None
+
+
+def test_invalid_records_get_422_and_nothing_is_logged(tmp_path: Path) -> None:
+    app, _, _ = make_app(tmp_path, {"champion": "1"})
+    status, body = run(app, app.predict([{"temp": "hot", "city": "dc"}]))
+    assert status == 422
+    assert body["detail"][0]["loc"] == ["records", 0, "temp"]
+    assert app.log.count() == 0
+
+
+def test_no_champion_means_503_with_the_fix(tmp_path: Path) -> None:
+    app, _, _ = make_app(tmp_path, {})
+    status, body = run(app, app.predict(records(1)))
+    assert status == 503 and "run `driftloop train` first" in body["detail"]
+    assert app.readyz()[0] == 503
+
+
+def test_readyz_is_degraded_while_the_registry_is_down(tmp_path: Path) -> None:
+    app, _, registry = make_app(tmp_path, {"champion": "1"})
+    assert app.readyz()[1]["status"] == "ready"
+    registry.down = True
+    app.follower.poll_once()
+    status, body = app.readyz()
+    assert status == 200 and body["status"] == "degraded" and body["champion"] == "1"
+    status, _ = run(app, app.predict(records(1)))
+    assert status == 200
+
+
+def test_feedback_is_stored_and_unknown_ids_are_reported(tmp_path: Path) -> None:
+    app, _, _ = make_app(tmp_path, {"champion": "1"})
+    run(app, app.predict(records(1)))
+    status, body = run(
+        app, app.feedback([{"request_id": "r0", "label": 3}, {"request_id": "nope", "label": 1}])
+    )
+    assert status == 200 and body == {"accepted": 2, "unknown_request_ids": ["nope"]}
+    assert app.log.frame()["label"].tolist() == [3]
+    status, body = run(app, app.feedback([{"request_id": "r0", "label": "x"}]))
+    assert status == 422 and body["detail"][0]["msg"] == "expected a number, got 'x'"
+
+
+@pytest.mark.parametrize(("share", "mode"), [(0.0, "shadow"), (0.3, "canary")])
+def test_metadata_describes_routing_and_schema(tmp_path: Path, share: float, mode: str) -> None:
+    app, _, _ = make_app(tmp_path, {"champion": "1", "challenger": "2"}, share=share)
+    _, meta = app.metadata()
+    assert meta["champion"]["version"] == "1" and meta["challenger"]["version"] == "2"
+    assert meta["routing"]["mode"] == mode and meta["routing"]["canary_share"] == share
+    assert [f["name"] for f in meta["schema"]["features"]] == ["temp", "city"]

@@ -1,0 +1,93 @@
+"""Serving settings: DRIFTLOOP_* variables, defaults in the state folder, the serve env."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bentos.config import ServingSettings
+from driftloop.serving import service_env
+
+
+def test_env_vars_configure_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTLOOP_CANARY_SHARE", "0.25")
+    monkeypatch.setenv("DRIFTLOOP_API_KEY", "s3cret")
+    monkeypatch.setenv("DRIFTLOOP_MAX_BODY_BYTES", "5000")
+    settings = ServingSettings()
+    assert settings.canary_share == 0.25 and settings.max_body_bytes == 5000
+    assert settings.api_key is not None and settings.api_key.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings)
+
+
+def test_defaults_live_in_the_state_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("BENTOML_HOME", raising=False)
+    settings = ServingSettings(state_dir=tmp_path)
+    assert settings.resolved_tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert settings.resolved_prediction_log_url() == f"sqlite:///{tmp_path / 'predictions.db'}"
+    assert settings.resolved_bentoml_home() == tmp_path / "bentoml"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    assert settings.resolved_tracking_uri() == "http://mlflow:5000"
+
+
+def test_out_of_range_share_is_refused() -> None:
+    with pytest.raises(ValueError, match="canary_share"):
+        ServingSettings(canary_share=1.5)
+
+
+def test_serve_env_carries_every_setting_to_the_child(tmp_path: Path) -> None:
+    settings = ServingSettings(
+        state_dir=tmp_path,
+        tracking_uri="http://m:5000",
+        canary_share=0.3,
+        api_key="k",
+        access_log=True,
+        request_timeout_s=7,
+    )
+    env = service_env(settings)
+    assert env["DRIFTLOOP_CANARY_SHARE"] == "0.3"
+    assert env["DRIFTLOOP_API_KEY"] == "k"
+    assert env["MLFLOW_TRACKING_URI"] == env["DRIFTLOOP_TRACKING_URI"] == "http://m:5000"
+    assert env["BENTOML_HOME"] == str(tmp_path / "bentoml")
+    overrides = json.loads(env["BENTOML_CONFIG_OVERRIDES"])["services"]["driftloop"]
+    assert overrides == {"logging": {"access": {"enabled": True}}, "traffic": {"timeout": 7.0}}
+    assert (
+        ServingSettings(
+            **{k[10:].lower(): v for k, v in env.items() if k.startswith("DRIFTLOOP_")}
+        ).canary_share
+        == 0.3
+    )
+
+
+def test_serving_without_a_champion_says_what_to_do(tmp_path: Path) -> None:
+    from driftloop.serving import ServingError, check_champion
+
+    settings = ServingSettings(
+        model_name="nothing-yet",
+        state_dir=tmp_path,
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )
+    with pytest.raises(
+        ServingError, match=r"no champion for model nothing-yet: run `driftloop train` first"
+    ):
+        check_champion(settings)
+
+
+def test_an_unreachable_registry_is_fatal_only_without_cached_aliases(tmp_path: Path) -> None:
+    from driftloop.procs import free_port
+    from driftloop.serving import ServingError, check_champion
+
+    settings = ServingSettings(
+        model_name="m",
+        state_dir=tmp_path,
+        tracking_uri=f"http://127.0.0.1:{free_port()}",
+        registry_timeout_s=1,
+    )
+    with pytest.raises(ServingError, match="cannot reach the MLflow registry"):
+        check_champion(settings)
+    cache = settings.serving_state_path() / "aliases.json"
+    cache.parent.mkdir(parents=True)
+    cache.write_text(json.dumps({"aliases": {"champion": "3"}}))
+    assert check_champion(settings) == (None, None)  # the service starts from the cache

@@ -1,0 +1,171 @@
+"""Following the aliases: swaps, circuit breaker, cache and pinned fallback (no servers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bentos.follower import AliasCache, AliasFollower, CircuitBreaker
+from bentos.schema import LabelSchema, RecordSchema
+from bentos.store import LoadedModel
+
+
+class Registry:
+    def __init__(self, aliases: dict[str, str]) -> None:
+        self.current = aliases
+        self.down = False
+
+    def aliases(self) -> dict[str, str]:
+        if self.down:
+            raise ConnectionError("connection refused")
+        return dict(self.current)
+
+
+class Loader:
+    """Versions in `local` load offline; others need the registry (allow_import)."""
+
+    def __init__(self, local: set[str] | None = None, broken: set[str] | None = None) -> None:
+        self.local = local if local is not None else {"1", "2", "3"}
+        self.broken = broken or set()
+        self.calls: list[tuple[str, bool]] = []
+
+    def __call__(self, version: str, allow_import: bool) -> LoadedModel:
+        self.calls.append((version, allow_import))
+        if version in self.broken or (version not in self.local and not allow_import):
+            raise LookupError(f"version {version} unavailable")
+        self.local.add(version)
+        return LoadedModel(version, f"m:v{version}", object(), RecordSchema(()), LabelSchema())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def follower(
+    tmp_path: Path,
+    registry: Registry,
+    loader: Loader,
+    clock: Clock | None = None,
+    pinned: str | None = None,
+) -> AliasFollower:
+    return AliasFollower(
+        model_name="m",
+        source=registry,
+        loader=loader,
+        cache=AliasCache(tmp_path / "serving" / "m" / "aliases.json"),
+        poll_interval_s=0.1,
+        breaker=CircuitBreaker(1.0, 8.0, clock=clock or Clock()),
+        pinned_version=pinned,
+    )
+
+
+def versions(f: AliasFollower) -> tuple[str | None, str | None]:
+    snap = f.snapshot
+    return (
+        snap.champion.version if snap.champion else None,
+        snap.challenger.version if snap.challenger else None,
+    )
+
+
+def test_breaker_backoff_doubles_up_to_the_cap() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(1.0, 8.0, clock=clock)
+    waits = []
+    for _ in range(6):
+        breaker.record_failure(ConnectionError("down"))
+        waits.append(breaker.backoff_s())
+    assert waits == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    assert not breaker.allows_call()
+    clock.now += 8.0
+    assert breaker.allows_call()
+    assert breaker.record_success() is True and breaker.status()["reachable"]
+
+
+def test_aliases_are_loaded_and_swapped(tmp_path: Path) -> None:
+    registry = Registry({"champion": "1", "challenger": "2", "previous": "3"})
+    f = follower(tmp_path, registry, Loader())
+    f.poll_once()
+    assert versions(f) == ("1", "2")
+    assert f.status()["loaded_versions"] == ["1", "2", "3"]  # previous kept for rollback
+    old_champion = f.snapshot.champion
+    registry.current = {"champion": "3", "previous": "1"}  # rollback, challenger cleared
+    f.poll_once()
+    assert versions(f) == ("3", None)
+    assert f.swaps == 2
+    assert old_champion is not None and old_champion.version == "1"  # in-flight users keep it
+
+
+def test_registry_down_keeps_serving_and_reports_it(tmp_path: Path) -> None:
+    clock = Clock()
+    registry = Registry({"champion": "1"})
+    f = follower(tmp_path, registry, Loader(), clock)
+    f.poll_once()
+    registry.down = True
+    f.poll_once()
+    status = f.status()
+    assert versions(f) == ("1", None)
+    assert status["registry"]["reachable"] is False
+    assert "connection refused" in status["registry"]["last_error"]
+    f.poll_once()  # inside the backoff: no call, no change
+    assert f.breaker.failures == 1
+    registry.down = False
+    registry.current = {"champion": "2"}
+    clock.now += 1.0
+    f.poll_once()
+    assert versions(f) == ("2", None) and f.status()["registry"]["reachable"] is True
+
+
+def test_a_restart_while_the_registry_is_down_serves_the_cached_aliases(tmp_path: Path) -> None:
+    registry = Registry({"champion": "2", "challenger": "1"})
+    follower(tmp_path, registry, Loader()).poll_once()  # writes the cache
+    registry.down = True
+    loader = Loader()
+    restarted = follower(tmp_path, registry, loader)
+    restarted.start_from_cache()
+    restarted.poll_once()
+    assert versions(restarted) == ("2", "1")
+    assert restarted.snapshot.source == "cache"
+    assert all(allow is False for _, allow in loader.calls)  # nothing fetched from MLflow
+
+
+def test_without_cache_or_registry_a_bento_serves_its_own_version(tmp_path: Path) -> None:
+    registry = Registry({})
+    registry.down = True
+    f = follower(tmp_path, registry, Loader(), pinned="3")
+    f.start_from_cache()
+    assert versions(f) == ("3", None) and f.snapshot.source == "pinned"
+
+
+def test_a_version_that_fails_to_load_does_not_replace_the_champion(tmp_path: Path) -> None:
+    registry = Registry({"champion": "1"})
+    loader = Loader(broken={"2"})
+    f = follower(tmp_path, registry, loader)
+    f.poll_once()
+    registry.current = {"champion": "2"}
+    f.poll_once()
+    assert versions(f) == ("1", None)
+    assert "unavailable" in f.status()["load_errors"]["2"]
+    loader.broken.clear()
+    f.poll_once()  # retried at the next poll
+    assert versions(f) == ("2", None)
+
+
+def test_versions_missing_locally_are_imported_only_when_the_registry_answers(
+    tmp_path: Path,
+) -> None:
+    loader = Loader(local={"1"})
+    f = follower(tmp_path, Registry({"champion": "1", "challenger": "4"}), loader)
+    f.poll_once()
+    assert ("4", True) in loader.calls and versions(f) == ("1", "4")
+
+
+@pytest.mark.parametrize("content", ["", "not json", '{"aliases": 3}'])
+def test_a_damaged_cache_is_ignored(tmp_path: Path, content: str) -> None:
+    cache = AliasCache(tmp_path / "aliases.json")
+    cache.path.write_text(content)
+    assert cache.load() is None
