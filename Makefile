@@ -38,7 +38,7 @@ format: setup
 	$(VENV)/bin/ruff format .
 
 demo: setup  ## the whole loop on the bundled data
-	$(VENV)/bin/driftloop demo
+	$(VENV)/bin/driftloop demo --fresh
 
 up: setup
 	$(VENV)/bin/driftloop up

@@ -67,6 +67,10 @@ def prepare_environment(settings: Settings) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow retries a dead server for minutes by default; fail within seconds instead
+    # (flows retry on their own schedule, the service has its circuit breaker).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     os.environ.setdefault("BENTOML_HOME", str(state / "bentoml"))
     # Flow and task logs go to the Prefect UI; the terminal shows driftloop's own
     # messages only (DRIFTLOOP_VERBOSE=1 shows Prefect's console logs too).
@@ -407,8 +411,10 @@ def monitor(
             )
         if as_json:
             print(json.dumps(result, indent=2, default=str))
-            return
-        print_check(result)
+        else:
+            print_check(result)
+        if result.get("error"):
+            raise typer.Exit(EXIT_CHECK_FAILED)
 
     run_command(body)
 
@@ -540,9 +546,25 @@ def down() -> None:
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh", help="Stop the stack and delete this state folder first (start clean)."
+        ),
+    ] = False,
+) -> None:
     """The whole loop on the bundled data: drift → retrain → promote → bad version → rollback."""
     settings = settings_from()
+    if fresh:
+        import shutil
+
+        from driftloop import stack
+
+        stack.down(settings)
+        if settings.state_path.exists():
+            err.print(f"removing the state folder {settings.state_path} (--fresh)")
+            shutil.rmtree(settings.state_path)
     prepare_environment(settings)
     from driftloop.demo import DemoFailed, run_demo
 

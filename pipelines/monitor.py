@@ -45,6 +45,7 @@ class CheckResult:
     report_html: str | None = None
     messages: list[str] = field(default_factory=list)
     acted: str | None = None
+    error: str | None = None  # the check could not run (registry unreachable...)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -207,7 +208,8 @@ def read_window(settings: Settings, window_rows: int) -> pd.DataFrame:
     return frame
 
 
-@task(name="read-registry", **SERVER)
+@task(name="read-registry", retries=1, retry_delay_seconds=3, cache_policy=NO_CACHE,
+      timeout_seconds=120)
 def read_registry(settings: Settings) -> dict[str, Any]:
     registry = make_registry(settings)
     aliases = registry.aliases()
@@ -521,7 +523,12 @@ def monitor_flow(
         logger.error(message)
         now = datetime.now(UTC).isoformat(timespec="seconds")
         return CheckResult(
-            settings.model_name, now, {"action": "none", "reason": message}, {}, messages=[message]
+            settings.model_name,
+            now,
+            {"action": "none", "reason": message},
+            {},
+            messages=[message],
+            error=message,
         ).to_dict()
     window = read_window(settings, rows)
     figures, result = measure(settings, window, state)

@@ -363,7 +363,9 @@ def score_champion(
         return None, None, None
     try:
         model = mlflow.pyfunc.load_model(champion.model_uri)
-        predictions = model.predict(holdout[list(snapshot.features)])
+        predictions = model.predict(
+            numeric_as_float(holdout[list(snapshot.features)], snapshot.numeric)
+        )
     except Exception as exc:  # a different schema, a missing dependency...
         message = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         get_run_logger().warning("champion v%s cannot score: %s", champion.version, message)
