@@ -43,6 +43,7 @@ class CheckResult:
     ood: dict[str, Any] | None = None
     performance: dict[str, Any] = field(default_factory=dict)
     report_html: str | None = None
+    report_json: str | None = None
     messages: list[str] = field(default_factory=list)
     acted: str | None = None
     error: str | None = None  # the check could not run (registry unreachable...)
@@ -208,8 +209,13 @@ def read_window(settings: Settings, window_rows: int) -> pd.DataFrame:
     return frame
 
 
-@task(name="read-registry", retries=1, retry_delay_seconds=3, cache_policy=NO_CACHE,
-      timeout_seconds=120)
+@task(
+    name="read-registry",
+    retries=1,
+    retry_delay_seconds=3,
+    cache_policy=NO_CACHE,
+    timeout_seconds=120,
+)
 def read_registry(settings: Settings) -> dict[str, Any]:
     registry = make_registry(settings)
     aliases = registry.aliases()
@@ -271,8 +277,9 @@ def measure(
                     drift_share=settings.drift_share_threshold,
                 )
                 folder = monitor_dir(settings) / "reports" / now.strftime("%Y%m%dT%H%M%S")
-                html, _ = save_report(snapshot, folder)
+                html, report_json = save_report(snapshot, folder)
                 result.report_html = str(html)
+                result.report_json = str(report_json)
                 result.drift = drift.to_dict()
             except ValueError as exc:
                 messages.append(f"drift not measured: {exc}")
@@ -397,6 +404,9 @@ def act(
                 figures=figures,
             )
         )
+        registry.set_tags(
+            champion.version, {"last_monitor_decision": f"retrain: {decision.reason}"[:4900]}
+        )
         return f"retraining: {run_name} with {len(recent)} recent labelled rows"
     return None
 
@@ -465,8 +475,9 @@ def record(settings: Settings, result: CheckResult) -> None:
         )
         mlflow.log_metrics(numeric_figures(result.figures))
         mlflow.log_dict(result.to_dict(), "check.json")
-        if result.report_html:
-            mlflow.log_artifact(result.report_html, "evidently")
+        for report in (result.report_html, result.report_json):
+            if report:
+                mlflow.log_artifact(report, "evidently")
     path = last_check_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result.to_dict(), indent=2, default=str))

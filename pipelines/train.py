@@ -382,6 +382,28 @@ def package(settings: Settings, version: str) -> str | None:
     return package_version_plain(settings, version)
 
 
+@task(name="index-reference", **LOCAL)
+def index_reference(
+    settings: Settings, version: str, snapshot: Snapshot, train: pd.DataFrame
+) -> None:
+    """Index a bounded sample of the version's training rows for the OOD check (Qdrant)."""
+    from pipelines.monitor import ensure_ood_reference
+
+    schema = {
+        "features": list(snapshot.features),
+        "numeric": list(snapshot.numeric),
+        "categorical": list(snapshot.categorical),
+    }
+    index, reference, _ = ensure_ood_reference(settings, version, train, schema)
+    index.close()
+    get_run_logger().info(
+        "OOD index %s: %s reference rows, threshold %.3f",
+        reference.collection,
+        reference.n_points,
+        reference.threshold,
+    )
+
+
 @task(name="apply-gate", **SERVER_RETRIES, timeout_seconds=120)
 def apply_gate(
     settings: Settings, version: str, decision: GateDecision, figures: dict[str, float]
@@ -484,6 +506,8 @@ def train_flow(
         },
     )
     bento_tag = package(settings, version) if package_bento else None
+    if package_bento:
+        index_reference(settings, version, snapshot, train)
     decision = gate(
         main_metric.name,
         metrics[main_metric.name],
