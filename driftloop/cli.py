@@ -54,6 +54,13 @@ def settings_from(**overrides: Any) -> Settings:
         raise CliError(f"bad settings: {problems}", EXIT_USAGE) from exc
 
 
+def environment_for(model_name: str | None) -> Settings:
+    """Settings for one model, with the environment prepared for MLflow/Prefect."""
+    settings = settings_from(model_name=model_name)
+    prepare_environment(settings)
+    return settings
+
+
 def prepare_environment(settings: Settings) -> None:
     """Point MLflow/Prefect at the local stack when it runs, keep tool homes in the state dir.
 
@@ -222,8 +229,7 @@ def models(
     """List versions with their aliases and key metrics."""
 
     def body() -> None:
-        settings = settings_from(model_name=model_name)
-        prepare_environment(settings)
+        settings = environment_for(model_name)
         versions = registry_for(settings).versions()
         rows = [
             {
@@ -287,8 +293,7 @@ def promote(
     """Make VERSION the champion; the old champion becomes `previous`."""
 
     def body() -> None:
-        settings = settings_from(model_name=model_name)
-        prepare_environment(settings)
+        settings = environment_for(model_name)
         move = registry_for(settings).promote(version, reason, actor=_actor())
         console.print(f"promoted: {move.describe_moves()}")
 
@@ -303,8 +308,7 @@ def rollback(
     """Swap champion and previous: the previous champion serves again."""
 
     def body() -> None:
-        settings = settings_from(model_name=model_name)
-        prepare_environment(settings)
+        settings = environment_for(model_name)
         move = registry_for(settings).rollback(reason, actor=_actor())
         console.print(f"rolled back: {move.describe_moves()}")
 
@@ -319,8 +323,7 @@ def history(
     """Every alias move: when, who, which versions, why, and the figures."""
 
     def body() -> None:
-        settings = settings_from(model_name=model_name)
-        prepare_environment(settings)
+        settings = environment_for(model_name)
         moves = registry_for(settings).history.list()
         if as_json:
             print(json.dumps([m.to_dict() for m in moves], indent=2))
@@ -346,8 +349,7 @@ def package(
     """Build the Bento `<model>-service:v<VERSION>` (the tag is written back to MLflow)."""
 
     def body() -> None:
-        settings = settings_from(model_name=model_name)
-        prepare_environment(settings)
+        settings = environment_for(model_name)
         from driftloop import serving
 
         with redirect_stdout(sys.stderr), err.status(f"packaging v{version}…"):
@@ -374,8 +376,7 @@ def serve(
 
     def body() -> None:
         nonlocal code
-        settings = settings_from(model_name=model_name)
-        prepare_environment(settings)
+        settings = environment_for(model_name)
         from driftloop import serving
 
         try:
@@ -401,8 +402,7 @@ def monitor(
     """Run one monitor check now: drift, OOD, live metrics, the decision (and act on it)."""
 
     def body() -> None:
-        settings = settings_from(model_name=model_name)
-        prepare_environment(settings)
+        settings = environment_for(model_name)
         from pipelines.monitor import monitor_flow
 
         with redirect_stdout(sys.stderr), err.status("checking the latest traffic…"):
@@ -460,8 +460,7 @@ def status(model_name: ModelName = None) -> None:
     """The stack's health, the aliases, the last check's figures and the last action."""
 
     def body() -> None:
-        settings = settings_from(model_name=model_name)
-        prepare_environment(settings)
+        settings = environment_for(model_name)
         from driftloop import stack
         from pipelines.monitor import read_last_check
 

@@ -235,16 +235,7 @@ class Registry:
                 plan[PREVIOUS] = old_champion
             if before.get(CHALLENGER) == target.version:
                 plan[CHALLENGER] = None
-            self._apply(plan, before)
-            move = AliasMove.now(
-                action="promote",
-                moves={alias: (before.get(alias), new) for alias, new in plan.items()},
-                reason=reason,
-                actor=actor,
-                figures=figures or {},
-            )
-            self._record(move)
-        return move
+            return self._move("promote", plan, before, reason, actor, figures)
 
     def rollback(
         self, reason: str, actor: str = "user", figures: dict[str, float] | None = None
@@ -259,18 +250,30 @@ class Registry:
                     f"(champion: {champion or 'none'}); promote a version first"
                 )
             plan: dict[str, str | None] = {CHAMPION: previous, PREVIOUS: champion}
-            self._apply(plan, before)
-            move = AliasMove.now(
-                action="rollback",
-                moves={alias: (before.get(alias), new) for alias, new in plan.items()},
-                reason=reason,
-                actor=actor,
-                figures=figures or {},
-            )
-            self._record(move)
-        return move
+            return self._move("rollback", plan, before, reason, actor, figures)
 
     # -- internals ------------------------------------------------------------
+    def _move(
+        self,
+        action: str,
+        plan: dict[str, str | None],
+        before: dict[str, str],
+        reason: str,
+        actor: str,
+        figures: dict[str, float] | None,
+    ) -> AliasMove:
+        """Apply an alias plan and record it as one decision (caller holds the lock)."""
+        self._apply(plan, before)
+        move = AliasMove.now(
+            action=action,
+            moves={alias: (before.get(alias), new) for alias, new in plan.items()},
+            reason=reason,
+            actor=actor,
+            figures=figures or {},
+        )
+        self._record(move)
+        return move
+
     def _apply(self, plan: dict[str, str | None], before: dict[str, str]) -> None:
         """Set several aliases; on failure put back the ones already changed.
 
