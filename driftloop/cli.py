@@ -165,6 +165,12 @@ def train(
     no_package: Annotated[
         bool, typer.Option("--no-package", help="Register without building a Bento.")
     ] = False,
+    rebuild_contract: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild-contract", help="Rebuild the data contract from this data (schema changed)."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Validate data, train a model, register it and let the gate set its alias."""
@@ -205,6 +211,7 @@ def train(
                 time_from=time_from,
                 time_until=time_until,
                 package_bento=not no_package,
+                rebuild_contract=rebuild_contract,
             )
         if as_json:
             print(json.dumps(result, indent=2, default=str))

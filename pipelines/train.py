@@ -63,17 +63,23 @@ class TrainResult:
 
 
 def contract_path(settings: Settings) -> Path:
-    """The committed contract for this model if the repo has one, else the state folder's."""
+    """The model's contract: a local one in the state folder (built or rebuilt from data)
+    wins over one committed in `data/contracts/`; a new one goes to the state folder."""
+    local = settings.state_path / "contracts" / f"{settings.model_name}.json"
     committed = REPO_ROOT / "data" / "contracts" / f"{settings.model_name}.json"
-    if committed.exists():
+    if not local.exists() and committed.exists():
         return committed
-    return settings.state_path / "contracts" / f"{settings.model_name}.json"
+    return local
 
 
-def load_or_build_contract(settings: Settings, snapshot: Snapshot) -> tuple[Contract, bool]:
-    """The model's data contract; built from this snapshot the first time (then saved)."""
+def load_or_build_contract(
+    settings: Settings, snapshot: Snapshot, rebuild: bool = False
+) -> tuple[Contract, bool]:
+    """The model's data contract; built from this snapshot the first time or on `rebuild`."""
     path = contract_path(settings)
-    if path.exists():
+    if rebuild:
+        path = settings.state_path / "contracts" / f"{settings.model_name}.json"
+    elif path.exists():
         return Contract.load(path), False
     contract = build_contract(
         snapshot.frame,
@@ -183,12 +189,14 @@ def load_snapshot_from_frame(snapshot: Snapshot, frame: pd.DataFrame) -> Snapsho
 
 
 @task(name="validate-data", **LOCAL)
-def validate_data(settings: Settings, snapshot: Snapshot, experiment_id: str) -> ValidationReport:
+def validate_data(
+    settings: Settings, snapshot: Snapshot, experiment_id: str, rebuild_contract: bool = False
+) -> ValidationReport:
     """Run the data contract; on failure log a FAILED run with the report, then stop."""
     import mlflow
 
     logger = get_run_logger()
-    contract, built = load_or_build_contract(settings, snapshot)
+    contract, built = load_or_build_contract(settings, snapshot, rebuild_contract)
     if built:
         logger.info("built a new data contract at %s", contract_path(settings))
     report = validate(snapshot.frame, contract, source=snapshot.source)
@@ -446,13 +454,15 @@ def train_flow(
     extra_data: str | None = None,
     package_bento: bool = True,
     shuffle_labels: bool = False,
+    rebuild_contract: bool = False,
 ) -> dict[str, Any]:
     """Train one model version on validated data and register it behind the gate.
 
     `time_from`/`time_until` restrict training to a time range (e.g. the demo's
     January–March); `extra_data` appends recent labelled traffic (retraining).
     `shuffle_labels` trains on permuted labels: a deliberately bad model for rollback
-    drills and the demo; never use it otherwise.
+    drills and the demo; never use it otherwise. `rebuild_contract` rebuilds the data
+    contract from this data (when the schema changed on purpose).
     """
     settings = load_settings(
         model_name=model_name,
@@ -469,7 +479,7 @@ def train_flow(
     snapshot = load_data(settings, time_from, time_until)
     if extra_data:
         snapshot = append_recent(snapshot, Path(extra_data))
-    report = validate_data(settings, snapshot, experiment_id)
+    report = validate_data(settings, snapshot, experiment_id, rebuild_contract)
     if shuffle_labels:
         snapshot = shuffled(snapshot, settings.seed)
     train, holdout = time_split(
