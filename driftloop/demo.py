@@ -32,12 +32,18 @@ class DemoFailed(RuntimeError):
 
 @dataclass
 class Timeline:
+    """What happened, printed as it happens and as a table at the end."""
+
+    console: Console | None = None
     started: float = field(default_factory=time.monotonic)
     rows: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def add(self, event: str, versions: str, figures: str) -> None:
         elapsed = f"{time.monotonic() - self.started:6.1f} s"
         self.rows.append((elapsed, event, versions, figures))
+        if self.console is not None:
+            detail = " — ".join(part for part in (versions, figures) if part)
+            self.console.print(f"[dim]{elapsed}[/dim]  [bold]{event}[/bold]  {detail}")
 
 
 def run_demo(settings: Settings, console: Console) -> int:
@@ -46,7 +52,7 @@ def run_demo(settings: Settings, console: Console) -> int:
     from driftloop import stack
     from registry import Registry
 
-    timeline = Timeline()
+    timeline = Timeline(console)
     demo_env = {
         "DRIFTLOOP_CANARY_SHARE": os.environ.get("DRIFTLOOP_CANARY_SHARE", "0.3"),
         "DRIFTLOOP_ALIAS_POLL_INTERVAL_S": os.environ.get("DRIFTLOOP_ALIAS_POLL_INTERVAL_S", "2"),
