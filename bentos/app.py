@@ -12,12 +12,13 @@ import asyncio
 import gc
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
+from bentos import jsonio
 from bentos.batching import MicroBatcher
 from bentos.config import ServingSettings
 from bentos.follower import (
@@ -33,31 +34,43 @@ from bentos.follower import (
 )
 from bentos.gateway import GatewayConfig
 from bentos.metrics import ServingMetrics
-from bentos.predlog import FeedbackRecord, GroupCommitWriter, PredictionLog, PredictionRecord
-from bentos.routing import SHADOW, Route, route
-from bentos.schema import ENTITY_ID, REQUEST_ID, LabelSchema, SchemaError, ValidRecord
+from bentos.predlog import FeedbackRecord, GroupCommitWriter, LogRow, PredictionLog
+from bentos.routing import SHADOW, route
+from bentos.schema import ENTITY_ID, REQUEST_ID, LabelSchema, SchemaError, ValidBatch
 from bentos.store import LoadedModel, import_version, load_model, local_model
 from registry import Registry
 
 log = logging.getLogger("driftloop.serving")
 
 
-@dataclass(frozen=True)
-class WorkItem:
-    """One record on its way through a batch, with the models it was validated against."""
+@dataclass(frozen=True, eq=False)
+class RequestItem:
+    """One request on its way through a batch, with the models it was validated against."""
 
-    record: ValidRecord
-    route: Route
+    batch: ValidBatch
+    answer_by: list[str] | None  # per record: champion | challenger (canary); None: champion
+    shadow: bool  # the challenger also predicts every record, for the log only
     champion: LoadedModel
     challenger: LoadedModel | None
     received: float  # time.perf_counter() at request arrival
 
 
-@dataclass(frozen=True)
-class Answer:
-    prediction: Any
-    version: str
-    role: str
+@dataclass(frozen=True, eq=False)
+class Answered:
+    """A request's answers, and the log commit that holds its records."""
+
+    predictions: list[Any]
+    versions: list[str]
+    commit: asyncio.Future[None]
+
+
+@dataclass
+class _Part:
+    """The records of one request that one model call answers (`indices` None: all)."""
+
+    item: int
+    indices: list[int] | None
+    batch: ValidBatch
 
 
 class ServingApp:
@@ -93,11 +106,12 @@ class ServingApp:
             on_change=self._on_change,
             on_registry=self._on_registry,
         )
-        self.batcher: MicroBatcher[WorkItem, tuple[Answer, Future[None]]] = MicroBatcher(
+        self.batcher: MicroBatcher[RequestItem, Answered] = MicroBatcher(
             self._process,
             max_batch_size=settings.max_batch_size,
             max_latency_ms=settings.max_latency_ms,
             on_batch=self.metrics.batch_records.labels(self.model_name).observe,
+            weight=lambda item: len(item.batch),
         )
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
         api_key = settings.api_key.get_secret_value() if settings.api_key else None
@@ -127,171 +141,220 @@ class ServingApp:
         return load_model(model)
 
     # -- POST /predict ----------------------------------------------------------------------
-    async def predict(self, records: list[dict[str, Any]]) -> JSONResponse:
+    async def predict(self, records: list[dict[str, Any]]) -> Response:
         received = time.perf_counter()
         snap = self.follower.snapshot
         if snap.champion is None:
-            return JSONResponse({"detail": self._not_ready_reason()}, status_code=503)
+            return _json({"detail": self._not_ready_reason()}, 503)
         try:
-            valid = snap.champion.schema.validate(records)
+            batch = snap.champion.schema.validate_batch(records)
         except SchemaError as exc:
-            return JSONResponse({"detail": exc.errors}, status_code=422)
+            return _json({"detail": exc.errors}, 422)
         share = self.settings.canary_share
-        has_challenger = snap.challenger is not None
-        items = [
-            WorkItem(
-                record,
-                route(record.routing_key, share, has_challenger, salt=self.model_name),
-                snap.champion,
-                snap.challenger,
-                received,
-            )
-            for record in valid
-        ]
+        challenger = snap.challenger
+        answer_by = None
+        if challenger is not None and share > 0:
+            salt = self.model_name
+            answer_by = [route(key, share, True, salt).answer for key in batch.routing_keys()]
+        item = RequestItem(
+            batch,
+            answer_by,
+            challenger is not None and share <= 0,
+            snap.champion,
+            challenger,
+            received,
+        )
         try:
-            results = await self.batcher.submit(items)
+            [answered] = await self.batcher.submit([item])
         except Exception as exc:
             log.exception("prediction failed")
-            return JSONResponse(
-                {"detail": f"the model failed on this request ({type(exc).__name__}: {exc})"},
-                status_code=500,
+            return _json(
+                {"detail": f"the model failed on this request ({type(exc).__name__}: {exc})"}, 500
             )
-        commits = {id(commit): commit for _, commit in results}
         try:
-            await asyncio.gather(*(asyncio.wrap_future(c) for c in commits.values()))
+            # shield: one commit is shared by a whole batch; a caller going away must not
+            # cancel it for the others.
+            await asyncio.shield(answered.commit)
         except Exception as exc:
-            return JSONResponse(
-                {"detail": f"prediction log unavailable, so no answer was given: {exc}"},
-                status_code=503,
+            return _json(
+                {"detail": f"prediction log unavailable, so no answer was given: {exc}"}, 503
             )
-        answers = [answer for answer, _ in results]
-        versions = [a.version for a in answers]
-        single = versions[0] if len(set(versions)) == 1 else None
+        versions = answered.versions
+        single = versions[0] if versions.count(versions[0]) == len(versions) else None
         body = {
-            "predictions": [a.prediction for a in answers],
-            "request_ids": [item.record.request_id for item in items],
+            "predictions": answered.predictions,
+            "request_ids": batch.request_ids,
             "model_version": single,
             "model_versions": versions,
         }
-        return JSONResponse(body, headers={"x-model-version": single or ",".join(versions)})
+        return _json(body, 200, {"x-model-version": single or ",".join(versions)})
 
-    async def _process(self, items: list[WorkItem]) -> list[tuple[Answer, Future[None]]]:
-        """One batch: model calls in the model thread, then hand the records to the log."""
+    async def _process(self, items: list[RequestItem]) -> list[Answered]:
+        """One batch: model calls in the model thread, then one log commit for all of it."""
         loop = asyncio.get_running_loop()
-        answers, records = await loop.run_in_executor(self._model_thread, self._infer, items)
-        commit = self.writer.submit(records)
-        return [(answer, commit) for answer in answers]
+        answers, rows = await loop.run_in_executor(self._model_thread, self._infer, items)
+        commit = asyncio.wrap_future(self.writer.submit(rows=rows))
+        return [Answered(preds, versions, commit) for preds, versions in answers]
 
-    def _infer(self, items: list[WorkItem]) -> tuple[list[Answer], list[PredictionRecord]]:
-        """Answer every item (one call per model and role) and shadow-predict where asked."""
-        answers: list[Answer | None] = [None] * len(items)
-        ready_at: list[float] = [0.0] * len(items)
-        groups: dict[tuple[int, str], tuple[LoadedModel, list[int]]] = {}
-        for i, item in enumerate(items):
-            if item.route.answer == CHALLENGER and item.challenger is not None:
-                model, role = item.challenger, CHALLENGER
-            else:
-                model, role = item.champion, CHAMPION
-            groups.setdefault((id(model), role), (model, []))[1].append(i)
-        fallback: list[int] = []
-        for (_, role), (model, idxs) in groups.items():
+    def _infer(
+        self, items: list[RequestItem]
+    ) -> tuple[list[tuple[list[Any], list[str]]], list[LogRow]]:
+        """Answer every request (one model call per model and role), shadow where asked.
+
+        Returns each request's (predictions, versions) and the log rows of the batch.
+        """
+        groups: dict[tuple[int, str], tuple[LoadedModel, list[_Part]]] = {}
+
+        def add(model: LoadedModel, role: str, part: _Part) -> None:
+            groups.setdefault((id(model), role), (model, []))[1].append(part)
+
+        for k, item in enumerate(items):
+            if item.answer_by is None or item.challenger is None:
+                add(item.champion, CHAMPION, _Part(k, None, item.batch))
+                continue
+            to_challenger = [i for i, who in enumerate(item.answer_by) if who == CHALLENGER]
+            if len(to_challenger) < len(item.batch):
+                keep = [i for i, who in enumerate(item.answer_by) if who != CHALLENGER]
+                part = _Part(k, keep, item.batch.take(keep)) if to_challenger else None
+                add(item.champion, CHAMPION, part or _Part(k, None, item.batch))
+            if to_challenger:
+                add(
+                    item.challenger,
+                    CHALLENGER,
+                    _Part(k, to_challenger, item.batch.take(to_challenger)),
+                )
+
+        predictions: list[list[Any]] = [[None] * len(item.batch) for item in items]
+        versions: list[list[str]] = [[""] * len(item.batch) for item in items]
+        answered: list[list[tuple[LoadedModel, str, _Part, float]]] = [[] for _ in items]
+        fallback: list[_Part] = []
+        for (_, role), (model, parts) in groups.items():
             try:
-                preds = self._call(model, role, [items[i].record for i in idxs])
+                preds = self._call(model, role, [part.batch for part in parts])
             except Exception:
                 if role == CHALLENGER:  # a failing challenger must not fail callers
-                    fallback += idxs
+                    fallback += parts
                     continue
                 raise
-            done = time.perf_counter()
-            for i, pred in zip(idxs, preds, strict=True):
-                answers[i], ready_at[i] = Answer(pred, model.version, role), done
+            self._place(preds, parts, model, role, predictions, versions, answered)
         if fallback:
-            by_champion: dict[int, tuple[LoadedModel, list[int]]] = {}
-            for i in fallback:
-                by_champion.setdefault(id(items[i].champion), (items[i].champion, []))[1].append(i)
-            for model, idxs in by_champion.values():
-                preds = self._call(model, CHAMPION, [items[i].record for i in idxs])
-                done = time.perf_counter()
-                for i, pred in zip(idxs, preds, strict=True):
-                    answers[i], ready_at[i] = Answer(pred, model.version, CHAMPION), done
+            by_champion: dict[int, tuple[LoadedModel, list[_Part]]] = {}
+            for part in fallback:
+                champion = items[part.item].champion
+                by_champion.setdefault(id(champion), (champion, []))[1].append(part)
+            for model, parts in by_champion.values():
+                preds = self._call(model, CHAMPION, [part.batch for part in parts])
+                self._place(preds, parts, model, CHAMPION, predictions, versions, answered)
+
         now = time.time()
-        seen: set[tuple[float, str, str]] = set()
-        records = [
-            self._record(item, answer.prediction, answer.version, answer.role, ready, now, seen)
-            for item, answer, ready in zip(items, answers, ready_at, strict=True)
-            if answer is not None
+        rows: list[LogRow] = []
+        features = [item.batch.features() for item in items]
+        for k, item in enumerate(items):
+            for model, role, part, ready in answered[k]:
+                rows += self._rows(item, part, features[k], predictions[k], model, role, ready, now)
+        rows += self._shadow(items, features, now)
+        return list(zip(predictions, versions, strict=True)), rows
+
+    def _place(
+        self,
+        preds: list[Any],
+        parts: list[_Part],
+        model: LoadedModel,
+        role: str,
+        predictions: list[list[Any]],
+        versions: list[list[str]],
+        answered: list[list[tuple[LoadedModel, str, _Part, float]]],
+    ) -> None:
+        """Hand one model call's predictions back to the requests they belong to."""
+        done = time.perf_counter()
+        start = 0
+        for part in parts:
+            n = len(part.batch)
+            chunk = preds[start : start + n]
+            start += n
+            if part.indices is None:
+                predictions[part.item] = chunk
+                versions[part.item] = [model.version] * n
+            else:
+                for i, pred in zip(part.indices, chunk, strict=True):
+                    predictions[part.item][i] = pred
+                    versions[part.item][i] = model.version
+            answered[part.item].append((model, role, part, done))
+
+    def _rows(
+        self,
+        item: RequestItem,
+        part: _Part,
+        features: list[dict[str, Any]],
+        predictions: list[Any],
+        model: LoadedModel,
+        role: str,
+        ready: float,
+        now: float,
+    ) -> list[LogRow]:
+        """Log rows of the records one model call answered, and one latency observation."""
+        latency_s = ready - item.received
+        self.metrics.prediction_latency_seconds.labels(
+            self.model_name, model.version, role
+        ).observe(latency_s)
+        latency_ms = latency_s * 1000.0
+        batch, name, version = item.batch, self.model_name, model.version
+        indices = range(len(batch)) if part.indices is None else part.indices
+        return [
+            (
+                batch.request_ids[i],
+                batch.entity_ids[i],
+                now,
+                name,
+                version,
+                role,
+                features[i],
+                predictions[i],
+                latency_ms,
+            )
+            for i in indices
         ]
-        records += self._shadow(items, now, seen)
-        return [a for a in answers if a is not None], records
 
     def _shadow(
-        self, items: list[WorkItem], now: float, seen: set[tuple[float, str, str]]
-    ) -> list[PredictionRecord]:
-        """The challenger predicts shadowed records for the log only; failures are logged."""
-        groups: dict[int, tuple[LoadedModel, list[WorkItem]]] = {}
-        for item in items:
-            if item.route.shadow and item.challenger is not None:
-                groups.setdefault(id(item.challenger), (item.challenger, []))[1].append(item)
-        records: list[PredictionRecord] = []
-        for model, group in groups.values():
+        self, items: list[RequestItem], features: list[list[dict[str, Any]]], now: float
+    ) -> list[LogRow]:
+        """The challenger predicts shadowed requests for the log only; failures are logged."""
+        groups: dict[int, tuple[LoadedModel, list[int]]] = {}
+        for k, item in enumerate(items):
+            if item.shadow and item.challenger is not None:
+                groups.setdefault(id(item.challenger), (item.challenger, []))[1].append(k)
+        rows: list[LogRow] = []
+        for model, ks in groups.values():
             try:
-                preds = self._call(model, SHADOW, [item.record for item in group])
+                preds = self._call(model, SHADOW, [items[k].batch for k in ks])
             except Exception:
                 continue
             done = time.perf_counter()
-            records += [
-                self._record(item, pred, model.version, SHADOW, done, now, seen)
-                for item, pred in zip(group, preds, strict=True)
-            ]
-        return records
+            start = 0
+            for k in ks:
+                item = items[k]
+                n = len(item.batch)
+                part = _Part(k, None, item.batch)
+                chunk = preds[start : start + n]
+                start += n
+                rows += self._rows(item, part, features[k], chunk, model, SHADOW, done, now)
+        return rows
 
-    def _call(self, model: LoadedModel, role: str, records: list[ValidRecord]) -> list[Any]:
+    def _call(self, model: LoadedModel, role: str, batches: list[ValidBatch]) -> list[Any]:
         started = time.perf_counter()
+        n = sum(len(b) for b in batches)
         try:
-            preds = model.predict(records)
+            preds = model.predict_batches(batches)
         except Exception as exc:
             self.metrics.model_errors.labels(self.model_name, model.version, role).inc()
             log.warning(
-                "model version %s (%s) failed on %d records: %s",
-                model.version,
-                role,
-                len(records),
-                exc,
+                "model version %s (%s) failed on %d records: %s", model.version, role, n, exc
             )
             raise
         elapsed = time.perf_counter() - started
         self.metrics.model_call_seconds.labels(self.model_name, model.version).observe(elapsed)
-        self.metrics.predictions.labels(self.model_name, model.version, role).inc(len(records))
+        self.metrics.predictions.labels(self.model_name, model.version, role).inc(n)
         return preds
-
-    def _record(
-        self,
-        item: WorkItem,
-        prediction: Any,
-        version: str,
-        role: str,
-        ready: float,
-        now: float,
-        seen: set[tuple[float, str, str]],
-    ) -> PredictionRecord:
-        latency_s = ready - item.received
-        key = (item.received, version, role)
-        if key not in seen:  # one observation per request and model, not per record
-            seen.add(key)
-            self.metrics.prediction_latency_seconds.labels(self.model_name, version, role).observe(
-                latency_s
-            )
-        return PredictionRecord(
-            request_id=item.record.request_id,
-            entity_id=item.record.entity_id,
-            model_name=self.model_name,
-            model_version=version,
-            role=role,
-            features=item.record.features,
-            prediction=prediction,
-            latency_ms=latency_s * 1000.0,
-            ts=now,
-        )
 
     # -- POST /feedback ----------------------------------------------------------------------
     async def feedback(self, labels: list[dict[str, Any]]) -> JSONResponse:
@@ -395,6 +458,10 @@ class ServingApp:
     def _observe_commit(self, records: int, seconds: float) -> None:
         self.metrics.log_commit_seconds.observe(seconds)
         self.metrics.log_commit_records.observe(records)
+
+
+def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
+    return Response(jsonio.dumps(body), status, headers, media_type="application/json")
 
 
 def _describe(model: LoadedModel | None) -> dict[str, Any] | None:

@@ -38,11 +38,14 @@ class MicroBatcher(Generic[T, R]):
         max_batch_size: int,
         max_latency_ms: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
+        weight: Callable[[T], int] | None = None,
     ) -> None:
         self.process = process
         self.max_batch_size = max_batch_size
         self.max_latency_s = max_latency_ms / 1000.0
         self.on_batch = on_batch
+        # What one item counts for against max_batch_size (e.g. the records of a request).
+        self.weight = weight
         self.batches = 0
         self._queue: collections.deque[_Job[T, R]] = collections.deque()
         self._wake: asyncio.Event | None = None
@@ -98,7 +101,12 @@ class MicroBatcher(Generic[T, R]):
                 return
 
     def _size(self) -> int:
-        return sum(len(job.items) for job in self._queue)
+        return sum(self._weight(job) for job in self._queue)
+
+    def _weight(self, job: _Job[T, R]) -> int:
+        if self.weight is None:
+            return len(job.items)
+        return sum(self.weight(item) for item in job.items)
 
     def _take(self) -> list[_Job[T, R]]:
         """Whole jobs, oldest first, up to max_batch_size items (a big job goes alone)."""
@@ -109,17 +117,18 @@ class MicroBatcher(Generic[T, R]):
             if job.future.done():  # the caller went away
                 self._queue.popleft()
                 continue
-            if jobs and size + len(job.items) > self.max_batch_size:
+            weight = self._weight(job)
+            if jobs and size + weight > self.max_batch_size:
                 break
             jobs.append(self._queue.popleft())
-            size += len(job.items)
+            size += weight
         return jobs
 
     async def _run_batch(self, jobs: list[_Job[T, R]]) -> None:
         flat = [item for job in jobs for item in job.items]
         self.batches += 1
         if self.on_batch is not None:
-            self.on_batch(len(flat))
+            self.on_batch(sum(self._weight(job) for job in jobs))
         try:
             results = await self.process(flat)
         except Exception as exc:

@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bentos import jsonio
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -86,7 +88,7 @@ def is_json_type(content_type: str | None) -> bool:
 async def send_json(
     send: Send, status: int, body: Any, headers: dict[str, str] | None = None
 ) -> None:
-    payload = json.dumps(body, default=str).encode("utf-8")
+    payload = jsonio.dumps(body)
     raw_headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(payload)).encode()),
@@ -121,10 +123,20 @@ async def read_body(receive: Receive, limit: int) -> bytes:
 def check_envelope(body: bytes, list_field: str) -> list[dict[str, Any]] | None:
     """Problems with the body's outer shape (`{"<list_field>": [ {...}, ... ]}`), or None."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = jsonio.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        try:  # json's message names line and column the way people expect
+            json.loads(body)
+            message = "not parseable"
+        except (ValueError, UnicodeDecodeError) as exc:
+            message = str(exc)
         return [
-            {"loc": ["body"], "msg": f"invalid JSON: {exc}", "input": None, "type": "json_invalid"}
+            {
+                "loc": ["body"],
+                "msg": f"invalid JSON: {message}",
+                "input": None,
+                "type": "json_invalid",
+            }
         ]
     shape = f'{{"{list_field}": [{{...}}, ...]}}'
     if not isinstance(data, dict):

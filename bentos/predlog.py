@@ -7,18 +7,25 @@ transaction, and only then completes the futures the requests wait on, so a
 record acknowledged to a client is on disk while the cost of a commit is shared
 by all the requests of a batch.
 
+On SQLite a commit's predictions go in as ONE statement (``INSERT ... SELECT ...
+FROM json_each(?)`` over one JSON array): the sqlite3 module releases the GIL
+around every statement it steps, and under load each re-acquisition waits for the
+serving thread's switch interval, so a row-by-row ``executemany`` of a few hundred
+rows took hundreds of milliseconds (measured; bench/RESULTS.md). One row per record
+is kept, so reading and the monitor are unchanged.
+
 Monitoring reads it back by time window and model version (`PredictionLog.frame`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import logging
 import queue
+import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +33,8 @@ from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
+
+from bentos import jsonio
 
 log = logging.getLogger("driftloop.predlog")
 
@@ -77,6 +86,49 @@ class PredictionRecord:
         return pd.Timestamp(self.ts, unit="s", tz="UTC").to_pydatetime()
 
 
+LogRow = tuple[str, str | None, float, str, str, str, dict[str, Any], Any, float]
+"""A prediction as written: request_id, entity_id, ts, model_name, model_version, role,
+features, prediction, latency_ms (the service builds these without a record object)."""
+
+
+def as_row(p: PredictionRecord) -> LogRow:
+    return (
+        p.request_id,
+        p.entity_id,
+        p.ts,
+        p.model_name,
+        p.model_version,
+        p.role,
+        p.features,
+        p.prediction,
+        p.latency_ms,
+    )
+
+
+_ROW_COLUMNS = (
+    "request_id",
+    "entity_id",
+    "ts",
+    "model_name",
+    "model_version",
+    "role",
+    "features",
+    "prediction",
+    "latency_ms",
+)
+_JSON_COLUMNS = {"features", "prediction"}
+# JSON values stay JSON text (`->`), the others become SQL values (`->>`); ORDER BY key
+# keeps the ids in the array's order. The JSON columns hold the same text (and the same
+# NUMERIC-affinity conversions) as SQLAlchemy's JSON type writes.
+_SQLITE_INSERT = "INSERT INTO predictions ({}) SELECT {} FROM json_each(?) ORDER BY key".format(
+    ", ".join(_ROW_COLUMNS),
+    ", ".join(
+        f"value {'->' if name in _JSON_COLUMNS else '->>'} '$[{i}]'"
+        for i, name in enumerate(_ROW_COLUMNS)
+    ),
+)
+
+
 @dataclass(frozen=True)
 class FeedbackRecord:
     """A ground-truth label for an earlier prediction, joined by request id."""
@@ -99,7 +151,7 @@ def _epoch(value: TimeBound) -> float | None:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, default=str)
+    return jsonio.dumps_text(value)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -127,6 +179,8 @@ class PredictionLog:
         if self.is_sqlite:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         _metadata.create_all(self.engine)
+        # `->`/`->>` need SQLite 3.38; older ones take the row-by-row insert.
+        self._single_statement = self.is_sqlite and sqlite3.sqlite_version_info >= (3, 38)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -136,27 +190,13 @@ class PredictionLog:
         self,
         predictions: Sequence[PredictionRecord] = (),
         feedback: Sequence[FeedbackRecord] = (),
+        rows: Sequence[LogRow] = (),
     ) -> None:
-        """Write records in one transaction; returns once it is committed."""
+        """Write records (and prebuilt `rows`) in one transaction; returns once committed."""
+        all_rows = [*map(as_row, predictions), *rows] if predictions else rows
         with self.engine.begin() as conn:
-            if predictions:
-                conn.execute(
-                    predictions_table.insert(),
-                    [
-                        {
-                            "request_id": p.request_id,
-                            "entity_id": p.entity_id,
-                            "ts": p.ts,
-                            "model_name": p.model_name,
-                            "model_version": p.model_version,
-                            "role": p.role,
-                            "features": p.features,
-                            "prediction": p.prediction,
-                            "latency_ms": p.latency_ms,
-                        }
-                        for p in predictions
-                    ],
-                )
+            if all_rows:
+                self._insert_rows(conn, all_rows)
             if feedback:
                 conn.execute(
                     feedback_table.insert(),
@@ -170,6 +210,14 @@ class PredictionLog:
                         for f in feedback
                     ],
                 )
+
+    def _insert_rows(self, conn: sa.Connection, rows: Sequence[LogRow]) -> None:
+        if self._single_statement:
+            conn.exec_driver_sql(_SQLITE_INSERT, (jsonio.dumps_text(rows),))
+            return
+        conn.execute(
+            predictions_table.insert(), [dict(zip(_ROW_COLUMNS, r, strict=True)) for r in rows]
+        )
 
     # -- reading -------------------------------------------------------------------------
     def predictions(
@@ -247,50 +295,73 @@ class PredictionLog:
 
         Extra columns: request_id, entity_id, timestamp (UTC), model_version, role,
         latency_ms. By default only answers callers got (no shadow rows).
-        """
-        records = self.predictions(start, end, model_version, roles, latest=latest)
-        if not records:
-            return pd.DataFrame(
-                columns=[
-                    "request_id",
-                    "entity_id",
-                    "timestamp",
-                    "model_version",
-                    "role",
-                    "latency_ms",
-                    "prediction",
-                    "label",
-                ]
-            )
-        features = pd.DataFrame([r.features for r in records])
-        meta = pd.DataFrame(
-            {
-                "request_id": [r.request_id for r in records],
-                "entity_id": [r.entity_id for r in records],
-                "timestamp": pd.to_datetime([r.ts for r in records], unit="s", utc=True),
-                "model_version": [r.model_version for r in records],
-                "role": [r.role for r in records],
-                "latency_ms": [r.latency_ms for r in records],
-                "prediction": [r.prediction for r in records],
-            }
-        )
-        labels = self._labels_for(meta["request_id"].unique().tolist())
-        meta["label"] = meta["request_id"].map(labels)
-        return pd.concat([features, meta], axis=1)
 
-    def _labels_for(self, request_ids: list[str]) -> dict[str, Any]:
-        """Latest label per request id."""
-        labels: dict[str, Any] = {}
+        Built column by column from chunks of raw rows (JSON decoded once, labels joined in
+        SQL), never one object per row: a million-row window reads in seconds.
+        """
+        c = predictions_table.c
+        window = self._where(sa.select(predictions_table), start, end, model_version, roles, None)
+        parts: list[pd.DataFrame] = []
         with self.engine.connect() as conn:
-            for i in range(0, len(request_ids), 500):
-                chunk = request_ids[i : i + 500]
-                query = (
-                    sa.select(feedback_table.c.request_id, feedback_table.c.label)
-                    .where(feedback_table.c.request_id.in_(chunk))
-                    .order_by(feedback_table.c.id)
+            if latest is not None:
+                # The id where the latest N rows begin: the window is then an id-ordered
+                # range scan, not a sort of N wide rows.
+                first = window.with_only_columns(c.id).order_by(c.id.desc())
+                first_id = conn.execute(first.offset(max(latest - 1, 0)).limit(1)).scalar()
+                if latest <= 0:
+                    window = window.where(sa.false())
+                elif first_id is not None:
+                    window = window.where(c.id >= first_id)
+            rows = window.subquery()
+            f = feedback_table.c
+            newest = sa.select(sa.func.max(f.id)).group_by(f.request_id).scalar_subquery()
+            labels = sa.select(f.request_id, f.label).where(f.id.in_(newest)).subquery()
+            text = sa.String()
+            query = (
+                sa.select(
+                    rows.c.request_id,
+                    rows.c.entity_id,
+                    rows.c.ts,
+                    rows.c.model_version,
+                    rows.c.role,
+                    rows.c.latency_ms,
+                    sa.type_coerce(rows.c.features, text),
+                    sa.type_coerce(rows.c.prediction, text),
+                    sa.type_coerce(labels.c.label, text),
                 )
-                labels.update({rid: label for rid, label in conn.execute(query)})
-        return labels
+                .select_from(rows.outerjoin(labels, labels.c.request_id == rows.c.request_id))
+                .order_by(rows.c.id)
+            )
+            for chunk in self._chunks(conn, query):
+                parts.append(_chunk_frame(chunk))
+        if not parts:
+            return pd.DataFrame(columns=_META_COLUMNS)
+        frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        features = [col for col in frame.columns if col not in _META_COLUMNS]
+        return frame[[*features, *_META_COLUMNS]]
+
+    def _chunks(self, conn: sa.Connection, query: sa.Select[Any]) -> Iterator[Sequence[Any]]:
+        """The query's rows as plain tuples, `_CHUNK_ROWS` at a time.
+
+        On SQLite straight from the driver's cursor: SQLAlchemy's row objects cost more
+        than everything else of a million-row read together.
+        """
+        if not self.is_sqlite:
+            result = conn.execution_options(yield_per=_CHUNK_ROWS).execute(query)
+            yield from result.partitions()
+            return
+        compiled = query.compile(
+            dialect=self.engine.dialect, compile_kwargs={"render_postcompile": True}
+        )
+        values = compiled.params
+        params = [values[name] for name in compiled.positiontup or ()]
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(str(compiled), params)
+            while chunk := cursor.fetchmany(_CHUNK_ROWS):
+                yield chunk
+        finally:
+            cursor.close()
 
     def count(self) -> int:
         with self.engine.connect() as conn:
@@ -321,11 +392,52 @@ class PredictionLog:
         return query
 
 
+_CHUNK_ROWS = 50_000
+_META_COLUMNS = [
+    "request_id",
+    "entity_id",
+    "timestamp",
+    "model_version",
+    "role",
+    "latency_ms",
+    "prediction",
+    "label",
+]
+_MISSING = float("nan")
+
+
+def _json_value(value: Any) -> Any:
+    """A JSON column as SQLite hands it back: numbers as numbers, the rest as JSON text."""
+    return jsonio.loads(value) if isinstance(value, str) else value
+
+
+def _chunk_frame(chunk: Sequence[Any]) -> pd.DataFrame:
+    """Rows of `PredictionLog.frame`'s query → the frame's columns (features first)."""
+    request_ids, entity_ids, ts, versions, roles, latency, features, preds, labels = zip(
+        *chunk, strict=True
+    )
+    frame = pd.DataFrame([jsonio.loads(text) for text in features])
+    frame["request_id"] = request_ids
+    frame["entity_id"] = entity_ids
+    frame["timestamp"] = pd.to_datetime(list(ts), unit="s", utc=True)
+    frame["model_version"] = versions
+    frame["role"] = roles
+    frame["latency_ms"] = latency
+    frame["prediction"] = [_json_value(v) for v in preds]
+    frame["label"] = [_MISSING if v is None else _json_value(v) for v in labels]
+    return frame
+
+
 @dataclass
 class _Pending:
     predictions: Sequence[PredictionRecord]
     feedback: Sequence[FeedbackRecord]
+    rows: Sequence[LogRow]
     future: concurrent.futures.Future[None]
+
+    @property
+    def size(self) -> int:
+        return len(self.predictions) + len(self.feedback) + len(self.rows)
 
 
 _STOP = object()
@@ -359,12 +471,13 @@ class GroupCommitWriter:
         self,
         predictions: Sequence[PredictionRecord] = (),
         feedback: Sequence[FeedbackRecord] = (),
+        rows: Sequence[LogRow] = (),
     ) -> concurrent.futures.Future[None]:
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
         if self._closed:
             future.set_exception(RuntimeError("the prediction log is closed"))
             return future
-        self._queue.put(_Pending(predictions, feedback, future))
+        self._queue.put(_Pending(predictions, feedback, rows, future))
         return future
 
     def close(self, timeout_s: float = 10.0) -> None:
@@ -382,7 +495,7 @@ class GroupCommitWriter:
             if first is _STOP:
                 break
             group: list[_Pending] = [first]
-            size = len(first.predictions) + len(first.feedback)
+            size = first.size
             while size < self.max_records_per_commit:
                 try:
                     item = self._queue.get_nowait()
@@ -392,17 +505,18 @@ class GroupCommitWriter:
                     stop = True
                     break
                 group.append(item)
-                size += len(item.predictions) + len(item.feedback)
+                size += item.size
             self._commit(group, size)
 
     def _commit(self, group: list[_Pending], size: int) -> None:
         predictions = [p for item in group for p in item.predictions]
         feedback = [f for item in group for f in item.feedback]
+        rows = [r for item in group for r in item.rows]
         error: BaseException | None = None
         started = time.perf_counter()
         for attempt in range(self.retries + 1):
             try:
-                self.log.append(predictions, feedback)
+                self.log.append(predictions, feedback, rows)
                 error = None
                 break
             except sa.exc.OperationalError as exc:  # e.g. database is locked: retry

@@ -16,6 +16,8 @@ key that makes canary routing sticky, e.g. a customer or a station).
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 import uuid
 from collections.abc import Sequence
@@ -47,16 +49,20 @@ class ColumnKind:
     python: Any
     expected: str  # words for error messages: "a number", "an integer" ...
     dtype: str | None  # pandas dtype of the column given to the model
+    # Exact Python types a JSON value of this kind arrives as, for the columnar fast path
+    # (None: always checked by pydantic). bool is not int here: `type(True) is bool`.
+    accepts: frozenset[type] | None = None
 
 
+_NUMBER_TYPES = frozenset({float, int})
 _KINDS: dict[str, ColumnKind] = {
-    "double": ColumnKind(Number, "a number", "float64"),
-    "float": ColumnKind(Number, "a number", "float32"),
-    "long": ColumnKind(Integer, "an integer", "int64"),
-    "integer": ColumnKind(Integer, "an integer", "int32"),
-    "boolean": ColumnKind(Flag, "true or false", "bool"),
-    "string": ColumnKind(Text, "a string", None),
-    "binary": ColumnKind(Text, "a string", None),
+    "double": ColumnKind(Number, "a number", "float64", _NUMBER_TYPES),
+    "float": ColumnKind(Number, "a number", "float32", _NUMBER_TYPES),
+    "long": ColumnKind(Integer, "an integer", "int64", frozenset({int})),
+    "integer": ColumnKind(Integer, "an integer", "int32", frozenset({int})),
+    "boolean": ColumnKind(Flag, "true or false", "bool", frozenset({bool})),
+    "string": ColumnKind(Text, "a string", None, frozenset({str})),
+    "binary": ColumnKind(Text, "a string", None, frozenset({str})),
     "datetime": ColumnKind(datetime, "an ISO 8601 date-time", "datetime64[ns]"),
 }
 _ANY = ColumnKind(Any, "any JSON value", None)
@@ -95,6 +101,72 @@ class ValidRecord:
         return self.entity_id if self.entity_id is not None else self.request_id
 
 
+@dataclass(frozen=True, eq=False)
+class ValidBatch:
+    """One request's validated records, held column by column.
+
+    The model gets columns and the log gets one features dict per record, so a
+    100-record request costs a handful of list operations rather than 100 objects.
+    ``columns`` is in schema order (checked schemas); an unchecked schema keeps each
+    record's features as received in ``rows``.
+    """
+
+    request_ids: list[str]
+    entity_ids: list[str | None]
+    columns: dict[str, list[Any]]
+    rows: list[dict[str, Any]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.request_ids)
+
+    def features(self) -> list[dict[str, Any]]:
+        """One features dict per record (schema order), as the log stores them."""
+        if self.rows is not None:
+            return self.rows
+        if not self.columns:
+            return [{} for _ in self.request_ids]
+        names = list(self.columns)
+        rows = zip(*self.columns.values(), strict=True)
+        return [dict(zip(names, values, strict=True)) for values in rows]
+
+    def take(self, indices: Sequence[int]) -> ValidBatch:
+        """The records at `indices` (e.g. the ones the canary sends to the challenger)."""
+        return ValidBatch(
+            [self.request_ids[i] for i in indices],
+            [self.entity_ids[i] for i in indices],
+            {name: [values[i] for i in indices] for name, values in self.columns.items()},
+            None if self.rows is None else [self.rows[i] for i in indices],
+        )
+
+    def routing_keys(self) -> list[str]:
+        """Entity id, else request id, per record (see `ValidRecord.routing_key`)."""
+        return [
+            entity if entity is not None else request
+            for request, entity in zip(self.request_ids, self.entity_ids, strict=True)
+        ]
+
+    def records(self) -> list[ValidRecord]:
+        return [
+            ValidRecord(request_id, entity_id, features)
+            for request_id, entity_id, features in zip(
+                self.request_ids, self.entity_ids, self.features(), strict=True
+            )
+        ]
+
+    @classmethod
+    def from_records(cls, records: Sequence[ValidRecord], names: Sequence[str]) -> ValidBatch:
+        """The columnar form of records validated one by one."""
+        columns = {name: [r.features.get(name) for r in records] for name in names}
+        rows = None if names else [r.features for r in records]
+        return cls([r.request_id for r in records], [r.entity_id for r in records], columns, rows)
+
+
+def new_request_ids(n: int) -> list[str]:
+    """n fresh ids of 32 hex digits, like `uuid4().hex`, from one random draw per request."""
+    base = os.urandom(12).hex()
+    return [f"{base}{i:08x}" for i in range(n)]
+
+
 @dataclass(frozen=True)
 class Label:
     request_id: str
@@ -108,6 +180,8 @@ class RecordSchema:
     columns: tuple[Column, ...]
     checked: bool = True  # False when the model has no column signature
     _model: type[BaseModel] | None = field(default=None, init=False, repr=False)
+    _fast_ok: bool | None = field(default=None, init=False, repr=False)
+    _name_set: frozenset[str] = field(default=frozenset(), init=False, repr=False)
 
     @classmethod
     def from_mlflow(cls, schema: Any | None) -> RecordSchema:
@@ -146,6 +220,80 @@ class RecordSchema:
 
     def validate(self, records: Any, loc: str = "records") -> list[ValidRecord]:
         """Check a request's records; raise SchemaError listing every problem found."""
+        return self.validate_batch(records, loc).records()
+
+    def validate_batch(self, records: Any, loc: str = "records") -> ValidBatch:
+        """Check a request's records into a `ValidBatch`; SchemaError lists every problem.
+
+        Well-formed requests take a columnar fast path (one type check per column);
+        anything it does not vouch for goes through the pydantic model record by record,
+        which also writes the error messages, so both paths accept and refuse the same.
+        """
+        if isinstance(records, list) and records and self.checked:
+            fast = self._validate_columns(records)
+            if fast is not None:
+                return fast
+        return ValidBatch.from_records(self._validate_records(records, loc), self.names)
+
+    def _validate_columns(self, records: list[Any]) -> ValidBatch | None:
+        """The fast path, or None when a record needs the slow path (to pass or to fail)."""
+        if not self._fast_path_applies():
+            return None
+        expected = self._name_set
+        with_ids = False
+        for raw in records:
+            if type(raw) is not dict:
+                return None
+            keys = raw.keys()
+            if keys != expected:
+                if keys - RESERVED_KEYS != expected:
+                    return None
+                with_ids = True
+        columns: dict[str, list[Any]] = {}
+        for column in self.columns:
+            name = column.name
+            values = [raw[name] for raw in records]
+            kind = column.kind
+            accepts = kind.accepts
+            assert accepts is not None
+            types = set(map(type, values))
+            if not column.required:
+                types.discard(type(None))
+            if not types <= accepts:
+                return None
+            if accepts is _NUMBER_TYPES:
+                if int in types:  # pydantic hands strict ints to a float field as floats
+                    try:
+                        values = [v if v is None else float(v) for v in values]
+                    except OverflowError:
+                        return None
+                if not all(v is None or math.isfinite(v) for v in values):
+                    return None
+            columns[name] = values
+        n = len(records)
+        if not with_ids:
+            return ValidBatch(new_request_ids(n), [None] * n, columns)
+        errors: list[dict[str, Any]] = []
+        generated = new_request_ids(n)
+        request_ids = []
+        entity_ids = []
+        for i, raw in enumerate(records):
+            request_id = _check_id(raw.get(REQUEST_ID), [], errors)
+            entity_ids.append(_check_id(raw.get(ENTITY_ID), [], errors))
+            request_ids.append(request_id or generated[i])
+        if errors:
+            return None  # the slow path names the record and the field
+        return ValidBatch(request_ids, entity_ids, columns)
+
+    def _fast_path_applies(self) -> bool:
+        """Whether every column's kind has a columnar check (datetimes have none)."""
+        if self._fast_ok is None:
+            self._name_set = frozenset(self.names)
+            self._fast_ok = all(c.kind.accepts is not None for c in self.columns)
+        return self._fast_ok
+
+    def _validate_records(self, records: Any, loc: str) -> list[ValidRecord]:
+        """Record by record through the pydantic model (the reference behaviour)."""
         if not isinstance(records, list):
             raise SchemaError(
                 [
@@ -202,9 +350,25 @@ class RecordSchema:
         """Model input: one row per record, columns and dtypes as the signature says."""
         if not self.checked:
             return pd.DataFrame([r.features for r in records])
+        return self.frame_of_columns(
+            {c.name: [r.features.get(c.name) for r in records] for c in self.columns}
+        )
+
+    def frame_of_batches(self, batches: Sequence[ValidBatch]) -> pd.DataFrame:
+        """Model input for whole validated requests, in order (one model call)."""
+        if not self.checked:
+            return pd.DataFrame([row for b in batches for row in b.features()])
+        if len(batches) == 1:
+            return self.frame_of_columns(batches[0].columns)
+        return self.frame_of_columns(
+            {c.name: [v for b in batches for v in b.columns[c.name]] for c in self.columns}
+        )
+
+    def frame_of_columns(self, columns: dict[str, list[Any]]) -> pd.DataFrame:
+        """Model input from validated columns, dtypes as the signature says."""
         data: dict[str, Any] = {}
         for c in self.columns:
-            values = [r.features.get(c.name) for r in records]
+            values = columns[c.name]
             dtype = c.kind.dtype
             if dtype is None or (not c.required and any(v is None for v in values)):
                 data[c.name] = pd.Series(values, dtype="object" if dtype is None else None)

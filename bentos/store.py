@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,13 @@ from typing import Any
 import bentoml
 from bentoml.exceptions import BentoMLException, NotFound
 
-from bentos.schema import LabelSchema, RecordSchema, ValidRecord, jsonable_predictions
+from bentos.schema import (
+    LabelSchema,
+    RecordSchema,
+    ValidBatch,
+    ValidRecord,
+    jsonable_predictions,
+)
 from registry import Registry, VersionInfo
 
 log = logging.getLogger("driftloop.serving")
@@ -147,6 +153,11 @@ class LoadedModel:
         """One model call for a whole batch; one JSON value per record."""
         frame = self.schema.frame(records)
         return jsonable_predictions(self.pyfunc.predict(frame), len(records))
+
+    def predict_batches(self, batches: Sequence[ValidBatch]) -> list[Any]:
+        """One model call for several validated requests; one JSON value per record, in order."""
+        frame = self.schema.frame_of_batches(batches)
+        return jsonable_predictions(self.pyfunc.predict(frame), sum(len(b) for b in batches))
 
 
 def load_model(model: bentoml.Model) -> LoadedModel:

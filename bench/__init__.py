@@ -1,0 +1,1 @@
+"""driftloop benchmarks: `python -m bench` (or `make bench`) writes bench/RESULTS.md."""

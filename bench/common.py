@@ -1,0 +1,175 @@
+"""What every benchmark section shares: the machine, temp folders, the model, tables.
+
+Every figure in RESULTS.md is a ratio against a baseline measured in the same run on the
+same machine, so a section returns both absolute numbers and the baseline it divides by.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLED = REPO / "data" / "bundled" / "bikeshare_2011.csv"
+# Single-threaded numeric libraries everywhere: the machine has 2 cores, and a BLAS/OpenMP
+# pool per process would fight the server, the load generator and the model thread.
+QUIET_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "GX_ANALYTICS_ENABLED": "False",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+def quiet_env() -> dict[str, str]:
+    """The environment of every child process a benchmark starts."""
+    return {**os.environ, **QUIET_ENV, "PYTHONPATH": str(REPO)}
+
+
+def machine() -> dict[str, str]:
+    """What the results were measured on."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return {
+        "nproc": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "load_before": f"{load[0]:.2f}",
+    }
+
+
+@contextlib.contextmanager
+def workdir(prefix: str) -> Iterator[Path]:
+    """A temporary folder removed afterwards, whatever happens."""
+    path = Path(tempfile.mkdtemp(prefix=f"driftloop-bench-{prefix}-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class Clock:
+    """`with Clock() as c: ...; c.s` — wall seconds of a block."""
+
+    def __enter__(self) -> Clock:
+        self.started = time.perf_counter()
+        self.s = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.s = time.perf_counter() - self.started
+
+
+def log(message: str) -> None:
+    """Progress on stderr (stdout of child processes carries their JSON result)."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run_json(argv: Sequence[str], timeout_s: float, env: dict[str, str] | None = None) -> Any:
+    """Run a child Python benchmark; its last stdout line is its JSON result."""
+    import json
+
+    done = subprocess.run(
+        list(argv),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=REPO,
+        env=env or quiet_env(),
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(argv[:4])}… exited {done.returncode}:\n{done.stderr[-3000:]}"
+        )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# -- results ------------------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    """One Markdown table of a section."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    note: str = ""
+
+    def add(self, *cells: Any) -> None:
+        self.rows.append([fmt(c) for c in cells])
+
+    def markdown(self) -> str:
+        lines = [f"#### {self.title}", ""] if self.title else []
+        lines.append("| " + " | ".join(self.columns) + " |")
+        lines.append("|" + "|".join("---" for _ in self.columns) + "|")
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        if self.note:
+            lines += ["", self.note]
+        return "\n".join(lines)
+
+
+@dataclass
+class Section:
+    """A section of RESULTS.md: tables, targets and notes, plus its own wall time."""
+
+    name: str
+    title: str
+    tables: list[Table] = field(default_factory=list)
+    targets: list[tuple[str, str, str, bool | None]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None
+
+    def target(self, what: str, wanted: str, got: str, met: bool | None) -> None:
+        self.targets.append((what, wanted, got, met))
+
+    def markdown(self) -> str:
+        lines = [f"## {self.title}", "", f"_Section wall time: {self.seconds:.0f} s._", ""]
+        if self.error:
+            lines += [f"**This section failed:** `{self.error}`", ""]
+        for table in self.tables:
+            lines += [table.markdown(), ""]
+        if self.notes:
+            lines += [f"- {note}" for note in self.notes] + [""]
+        return "\n".join(lines)
+
+
+def fmt(value: Any) -> str:
+    """Numbers the way a table wants them: 3 significant figures, thousands separated."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value != value:
+            return "–"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.2f}"
+    return str(value)
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    """`a / b` as "2.3×" (– when either is missing or b is 0)."""
+    if a is None or b is None or b == 0 or a != a or b != b:
+        return "–"
+    return f"{a / b:.2f}×"

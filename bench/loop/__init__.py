@@ -1,0 +1,1 @@
+"""The loop: drift onset → detection → retrained challenger → promotion; rollback → clients."""

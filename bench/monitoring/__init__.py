@@ -1,0 +1,1 @@
+"""Monitoring cost benchmark: one drift + OOD check against window size and sampling bounds."""

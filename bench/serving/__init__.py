@@ -1,0 +1,1 @@
+"""Serving benchmark: in-process floor, FastAPI wrapper, `driftloop serve` (plain, tuned)."""

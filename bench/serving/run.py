@@ -1,0 +1,219 @@
+"""Serving: requests/s and latency of four ways to serve the same MLflow pyfunc.
+
+(a) the floor: the pyfunc's own `predict` in process (no HTTP);
+(b) a minimal FastAPI + uvicorn wrapper (what a user would write instead);
+(c) `driftloop serve` with the prediction log (fsynced before answering) and an API key;
+(d) the same with adaptive batching tuned (`DRIFTLOOP_MAX_BATCH_SIZE`);
+plus (c) as it was before this benchmark's fixes (`bentos/` of BEFORE_COMMIT), when git
+history is there. Every server runs alone on one uvicorn/BentoML worker with OMP=1, loaded
+from a separate process (wrk -t1, else the bundled asyncio client) at concurrency 1, 8, 64
+with 1- and 100-record bodies. All servers stay up and the points are measured in
+alternation (server after server for each point), so a burst of load from another process
+on this shared machine hits them alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import Section, Table, log, ratio, run_json, workdir
+from bench.model import PreparedModel, prepare_model
+from bench.servers import checkout_bentos, driftloop_server, fastapi_server, mlflow_server
+from bench.serving.loadgen import LoadResult, have_wrk, run_load
+
+API_KEY = "bench-api-key"
+# The last commit of bentos/ before the fixes this benchmark led to (see RESULTS.md).
+BEFORE_COMMIT = "0a78756e8e978665abcec5a1393fe67c300308a6"
+TUNED = {"max_batch_size": 2048}
+SIZES = (1, 100)
+CONCURRENCY = (1, 8, 64)
+
+
+@dataclass(frozen=True)
+class Target:
+    key: str
+    label: str
+    url: str
+    headers: dict[str, str]
+
+
+def _settings(model: PreparedModel, state: Path, **overrides: Any) -> Any:
+    from bentos.config import ServingSettings
+
+    state.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(model.state / "bentoml", state / "bentoml", dirs_exist_ok=True)
+    return ServingSettings(
+        model_name=model.model_name,
+        state_dir=state,
+        tracking_uri=model.tracking_uri,
+        api_key=API_KEY,
+        **overrides,
+    )
+
+
+def run(section: Section, quick: bool) -> None:
+    seconds = 3.0 if quick else 6.0
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    with workdir("serving") as tmp, contextlib.ExitStack() as stack:
+        log("serving: starting an MLflow server, fitting and registering the model")
+        # A real registry server, as `driftloop up` runs it: the services poll its aliases.
+        registry = stack.enter_context(mlflow_server(tmp / "mlflow"))
+        model = prepare_model(tmp / "model", tracking_uri=registry.base_url)
+        records_file = tmp / "records.json"
+        records_file.write_text(json.dumps(model.records))
+        log("serving: the floor (pyfunc.predict in process)")
+        floor = run_json(
+            [
+                sys.executable,
+                "-m",
+                "bench.serving.floor",
+                str(model.local_model),
+                str(records_file),
+                "--seconds",
+                "1.5" if quick else "3",
+            ],
+            timeout_s=300,
+        )
+        log("serving: starting the servers")
+        targets: list[Target] = []
+        fastapi = stack.enter_context(fastapi_server("fastapi", tmp, model.local_model))
+        targets.append(Target("fastapi", "FastAPI wrapper", fastapi.base_url + "/predict", {}))
+        plain = stack.enter_context(
+            driftloop_server("driftloop", tmp, _settings(model, tmp / "s-default"))
+        )
+        targets.append(Target("driftloop", "driftloop serve", plain.base_url + "/predict", auth))
+        tuned = stack.enter_context(
+            driftloop_server("tuned", tmp, _settings(model, tmp / "s-tuned", **TUNED))
+        )
+        targets.append(
+            Target("tuned", "driftloop serve, batching tuned", tuned.base_url + "/predict", auth)
+        )
+        before_code = None if quick else checkout_bentos(BEFORE_COMMIT, tmp / "before-code")
+        if before_code is not None:
+            before = stack.enter_context(
+                driftloop_server(
+                    "before", tmp, _settings(model, tmp / "s-before"), code=before_code
+                )
+            )
+            targets.append(
+                Target(
+                    "before", "driftloop serve before the fixes", before.base_url + "/predict", auth
+                )
+            )
+        results: dict[tuple[str, int, int], LoadResult] = {}
+        for size in SIZES:
+            body = model.body(size)
+            for concurrency in CONCURRENCY:
+                log(f"serving: {size}-record bodies at concurrency {concurrency}")
+                for target in targets:
+                    run_load(target.url, body, concurrency, 1.0, target.headers)  # warm-up
+                    results[(target.key, size, concurrency)] = run_load(
+                        target.url, body, concurrency, seconds, target.headers
+                    )
+    report(section, floor, targets, results, seconds, model)
+
+
+def report(
+    section: Section,
+    floor: dict[str, Any],
+    targets: list[Target],
+    results: dict[tuple[str, int, int], LoadResult],
+    seconds: float,
+    model: PreparedModel,
+) -> None:
+    tool = next(iter(results.values())).tool
+    for size in SIZES:
+        table = Table(
+            f"{size}-record bodies",
+            [
+                "server",
+                "concurrency",
+                "req/s",
+                "records/s",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "failed",
+                "req/s × FastAPI",
+            ],
+        )
+        f = floor[str(size)]
+        table.add(
+            "(a) floor: pyfunc.predict in process",
+            "–",
+            f["rps"],
+            f["rps"] * size,
+            f["p50_ms"],
+            f["p95_ms"],
+            f["p99_ms"],
+            0,
+            "",
+        )
+        for target in targets:
+            for concurrency in CONCURRENCY:
+                r = results[(target.key, size, concurrency)]
+                base = results[("fastapi", size, concurrency)].rps
+                table.add(
+                    target.label,
+                    concurrency,
+                    r.rps,
+                    r.rps * size,
+                    r.p50_ms,
+                    r.p95_ms,
+                    r.p99_ms,
+                    r.failed,
+                    ratio(r.rps, base),
+                )
+        section.tables.append(table)
+
+    def rps(key: str, size: int, concurrency: int) -> float:
+        return results[(key, size, concurrency)].rps
+
+    best = max(("driftloop", "tuned"), key=lambda k: rps(k, 1, 8))
+    got = rps(best, 1, 8) / rps("fastapi", 1, 8)
+    section.target(
+        "driftloop (log + auth) vs FastAPI, 1 record, c=8",
+        "≥ 3×",
+        f"{got:.2f}× ({rps(best, 1, 8):,.0f} vs {rps('fastapi', 1, 8):,.0f} req/s)",
+        got >= 3,
+    )
+    best = max(("driftloop", "tuned"), key=lambda k: rps(k, 100, 64))
+    got = rps(best, 100, 64) / rps("fastapi", 100, 64)
+    section.target(
+        "driftloop (log + auth) vs FastAPI, 100 records, c=64",
+        "≥ 3×",
+        f"{got:.2f}× ({rps(best, 100, 64):,.0f} vs {rps('fastapi', 100, 64):,.0f} req/s, "
+        f"{'tuned' if best == 'tuned' else 'defaults'})",
+        got >= 3,
+    )
+    p99 = results[("driftloop", 1, 1)].p99_ms
+    section.target(
+        "driftloop p99 at c=1, 1 record",
+        "≤ 10 ms",
+        f"{p99:.1f} ms (FastAPI {results[('fastapi', 1, 1)].p99_ms:.1f} ms)",
+        p99 <= 10,
+    )
+    failed = sum(r.failed for r in results.values())
+    section.target("failed requests, all runs", "0", str(failed), failed == 0)
+    section.notes.append(
+        f"Load: {tool} with 1 thread, {seconds:.0f} s per point after a 1 s warm-up, "
+        "closed loop (each connection sends its next request when answered). driftloop runs "
+        "`bentoml serve bentos.service:DriftloopService` exactly as `driftloop serve` starts it, "
+        f"with `DRIFTLOOP_API_KEY` set (every request authenticated) and the prediction log on "
+        "(SQLite WAL, synchronous=FULL: a request is answered only after the commit holding its "
+        "records). Tuned batching: "
+        + ", ".join(f"`DRIFTLOOP_{k.upper()}={v}`" for k, v in TUNED.items())
+        + f". Model: the product's sklearn family on the bundled data ({len(model.features)} "
+        "features), registered in a real `mlflow server` (whose aliases the services poll) and "
+        "imported into BentoML's store."
+    )
+    if not have_wrk():
+        section.notes.append(
+            "wrk was not installed: the bundled asyncio client generated the load."
+        )

@@ -1,0 +1,61 @@
+"""The baseline: a plain script that fits and evaluates the same model, nothing else.
+
+    python -m bench.training.plain
+
+Same data (the bundled year), same split, same model family and seed as the training
+flow; no validation, no tracking, no registry, no packaging. Prints JSON timings.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+
+def main() -> None:
+    process_started = time.perf_counter()
+    from data.sources import load_snapshot
+    from data.split import time_split
+    from driftloop.settings import Settings
+    from pipelines.evaluate import holdout_metrics
+    from pipelines.families import FitConfig, fit_model
+
+    imported = time.perf_counter()
+    settings = Settings()
+    spec = settings.dataset_spec()
+    snapshot = load_snapshot(
+        spec.path,
+        target=spec.target,
+        time_column=spec.time_column,
+        drop_columns=spec.drop_columns,
+        task=settings.task,
+    )
+    train, holdout = time_split(
+        snapshot.frame, snapshot.time_column, settings.holdout_fraction, seed=settings.seed
+    )
+    features = list(snapshot.features)
+    config = FitConfig(
+        task=snapshot.task,
+        categorical=snapshot.categorical,
+        numeric=snapshot.numeric,
+        seed=settings.seed,
+    )
+    fitted = fit_model(settings.family, config, train[features], train[snapshot.target])
+    metrics = holdout_metrics(
+        snapshot.task, holdout[snapshot.target], fitted.predict(holdout[features])
+    )
+    done = time.perf_counter()
+    print(
+        json.dumps(
+            {
+                "import_s": imported - process_started,
+                "work_s": done - imported,
+                "metrics": metrics,
+                "rows": {"train": len(train), "holdout": len(holdout)},
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
