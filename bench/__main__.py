@@ -20,7 +20,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import QUIET_ENV, REPO, Section, log, machine
+from bench.common import QUIET_ENV, REPO, Section, log, machine, preserved_environ
 
 SECTIONS = {
     "serving": "1. Serving",
@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"section {section.title}")
         t0 = time.perf_counter()
         try:
-            importlib.import_module(f"bench.{name}.run").run(section, args.quick)
+            # A section's servers are gone afterwards: no URL of theirs may outlive it.
+            with preserved_environ():
+                importlib.import_module(f"bench.{name}.run").run(section, args.quick)
         except Exception as exc:  # report and go on: the other sections still mean something
             traceback.print_exc()
             section.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300]}"

@@ -36,9 +36,15 @@ QUIET_ENV = {
 }
 
 
+# Where MLflow and Prefect are: each child is told explicitly, never by inheritance (MLflow's
+# set_tracking_uri/set_registry_uri write them into os.environ of whoever called them).
+LOCATIONS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_API_URL", "PREFECT_HOME")
+
+
 def quiet_env() -> dict[str, str]:
     """The environment of every child process a benchmark starts."""
-    return {**os.environ, **QUIET_ENV, "PYTHONPATH": str(REPO)}
+    env = {k: v for k, v in os.environ.items() if k not in LOCATIONS}
+    return {**env, **QUIET_ENV, "PYTHONPATH": str(REPO)}
 
 
 def machine() -> dict[str, str]:
@@ -50,6 +56,17 @@ def machine() -> dict[str, str]:
         "platform": platform.platform(terse=True),
         "load_before": f"{load[0]:.2f}",
     }
+
+
+@contextlib.contextmanager
+def preserved_environ() -> Iterator[None]:
+    """Undo what a block writes into os.environ (MLflow writes its URIs there)."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @contextlib.contextmanager

@@ -38,6 +38,13 @@ class PreparedModel:
 
 def prepare_model(state: Path, tracking_uri: str | None = None) -> PreparedModel:
     """Fit, log, register (champion) and import into BentoML under `state`."""
+    from bench.common import preserved_environ
+
+    with preserved_environ():
+        return _prepare(state, tracking_uri)
+
+
+def _prepare(state: Path, tracking_uri: str | None) -> PreparedModel:
     started = time.perf_counter()
     import mlflow
     from mlflow.models import infer_signature

@@ -25,11 +25,7 @@ def run(section: Section, quick: bool) -> None:
     with workdir("loop") as tmp:
         state = tmp / "state"
         ports = {name: procs.free_port() for name in ("MLFLOW", "PREFECT", "SERVE")}
-        env = {
-            k: v
-            for k, v in quiet_env().items()
-            if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")
-        }
+        env = quiet_env()  # the stack's own servers only: no MLflow/Prefect URL inherited
         env.update(
             {
                 "DRIFTLOOP_STATE_DIR": str(state),
