@@ -49,7 +49,7 @@ down:
 status: setup
 	$(VENV)/bin/driftloop status
 
-bench: setup  ## benchmarks (~13 min on 2 cores); writes bench/RESULTS.md
+bench: setup  ## benchmarks (~9 min on 2 cores); writes bench/RESULTS.md
 	@$(PY) -c "import pyinstrument" 2>/dev/null || $(PIP) install --quiet -e ".[bench]" -c constraints.txt
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } >/dev/null 2>&1 \
 		|| echo "wrk unavailable: the bundled asyncio load generator (bench/serving/loadgen.py) is used"

@@ -1,6 +1,6 @@
 """`python -m bench` (what `make bench` runs): every benchmark, then bench/RESULTS.md.
 
-    python -m bench                      # all sections (~12 min on 2 cores)
+    python -m bench                      # all sections (~9 min on 2 cores)
     python -m bench --quick              # shorter runs, fewer sizes (a smoke test)
     python -m bench --only serving       # one section: serving | monitoring | loop | training
     python -m bench --output out.md      # write the table somewhere else

@@ -209,20 +209,15 @@ class ServingApp:
             groups.setdefault((id(model), role), (model, []))[1].append(part)
 
         for k, item in enumerate(items):
-            if item.answer_by is None or item.challenger is None:
-                add(item.champion, CHAMPION, _Part(k, None, item.batch))
+            batch, by = item.batch, item.answer_by
+            to_challenger = [i for i, who in enumerate(by or ()) if who == CHALLENGER]
+            if not to_challenger or item.challenger is None:
+                add(item.champion, CHAMPION, _Part(k, None, batch))
                 continue
-            to_challenger = [i for i, who in enumerate(item.answer_by) if who == CHALLENGER]
-            if len(to_challenger) < len(item.batch):
-                keep = [i for i, who in enumerate(item.answer_by) if who != CHALLENGER]
-                part = _Part(k, keep, item.batch.take(keep)) if to_challenger else None
-                add(item.champion, CHAMPION, part or _Part(k, None, item.batch))
-            if to_challenger:
-                add(
-                    item.challenger,
-                    CHALLENGER,
-                    _Part(k, to_challenger, item.batch.take(to_challenger)),
-                )
+            keep = [i for i, who in enumerate(by or ()) if who != CHALLENGER]
+            if keep:
+                add(item.champion, CHAMPION, _Part(k, keep, batch.take(keep)))
+            add(item.challenger, CHALLENGER, _Part(k, to_challenger, batch.take(to_challenger)))
 
         predictions: list[list[Any]] = [[None] * len(item.batch) for item in items]
         versions: list[list[str]] = [[""] * len(item.batch) for item in items]

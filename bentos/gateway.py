@@ -125,19 +125,17 @@ def check_envelope(body: bytes, list_field: str) -> list[dict[str, Any]] | None:
     try:
         data = jsonio.loads(body)
     except (ValueError, UnicodeDecodeError):
-        try:  # json's message names line and column the way people expect
-            json.loads(body)
-            message = "not parseable"
+        try:  # orjson refuses NaN and huge integers, which json (and BentoML) take
+            data = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
-            message = str(exc)
-        return [
-            {
-                "loc": ["body"],
-                "msg": f"invalid JSON: {message}",
-                "input": None,
-                "type": "json_invalid",
-            }
-        ]
+            return [
+                {
+                    "loc": ["body"],
+                    "msg": f"invalid JSON: {exc}",
+                    "input": None,
+                    "type": "json_invalid",
+                }
+            ]
     shape = f'{{"{list_field}": [{{...}}, ...]}}'
     if not isinstance(data, dict):
         return [

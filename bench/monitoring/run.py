@@ -155,9 +155,10 @@ def report(section: Section, results: dict[int, dict[str, Any]]) -> None:
                 entry["write_s"],
             )
     reads.note = (
-        "Before the fix = `PredictionLog.frame` of `bentos/predlog.py` at the commit before "
-        "this benchmark's fixes, reading the same file in the same process (not run at 1M "
-        "rows: it needs ~3 GB). Peak RSS is the whole process's, window already in memory. "
+        "Median of 3 reads up to 100k rows. Before the fix = `PredictionLog.frame` of "
+        "`bentos/predlog.py` at the commit before this benchmark's fixes, reading the same "
+        "file in the same process (not run at 1M rows: it needs ~3 GB). Peak RSS is the whole "
+        "process's, window already in memory. "
         "No target: the monitor reads `monitor_window_rows` (default 2,000) rows."
     )
     section.tables.append(reads)
