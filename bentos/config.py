@@ -44,7 +44,7 @@ class ServingSettings(BaseSettings):
         "predicts and is logged, callers get the champion's answer).",
     )
     alias_poll_interval_s: float = Field(
-        2.0, gt=0, description="How often the running service re-reads the aliases."
+        1.0, gt=0, description="How often the running service re-reads the aliases."
     )
     registry_timeout_s: float = Field(
         3.0, gt=0, description="Timeout of one registry call made by the running service."
@@ -77,7 +77,7 @@ class ServingSettings(BaseSettings):
 
     # -- batching --------------------------------------------------------------------
     max_batch_size: int = Field(
-        256, gt=0, description="Most records in one model call (one adaptive batch)."
+        2048, gt=0, description="Most records in one model call (one adaptive batch)."
     )
     max_latency_ms: float = Field(
         0.0,

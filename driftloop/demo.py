@@ -55,7 +55,6 @@ def run_demo(settings: Settings, console: Console) -> int:
     timeline = Timeline(console)
     demo_env = {
         "DRIFTLOOP_CANARY_SHARE": os.environ.get("DRIFTLOOP_CANARY_SHARE", "0.3"),
-        "DRIFTLOOP_ALIAS_POLL_INTERVAL_S": os.environ.get("DRIFTLOOP_ALIAS_POLL_INTERVAL_S", "2"),
         # One demo run takes minutes, so the guards are scaled down from hours.
         "DRIFTLOOP_RETRAIN_COOLDOWN_S": os.environ.get("DRIFTLOOP_RETRAIN_COOLDOWN_S", "600"),
         "DRIFTLOOP_WATCH_PERIOD_S": os.environ.get("DRIFTLOOP_WATCH_PERIOD_S", "900"),

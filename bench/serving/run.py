@@ -31,7 +31,7 @@ from bench.serving.loadgen import LoadResult, have_wrk, run_load
 API_KEY = "bench-api-key"
 # The last commit of bentos/ before the fixes this benchmark led to (see RESULTS.md).
 BEFORE_COMMIT = "0a78756e8e978665abcec5a1393fe67c300308a6"
-TUNED = {"max_batch_size": 2048}
+TUNED = {"max_latency_ms": 1.0}
 SIZES = (1, 100)
 CONCURRENCY = (1, 8, 64)
 
@@ -204,23 +204,20 @@ def report(
     def rps(key: str, size: int, concurrency: int) -> float:
         return results[(key, size, concurrency)].rps
 
-    best = max(("driftloop", "tuned"), key=lambda k: rps(k, 1, 8))
-    got = rps(best, 1, 8) / rps("fastapi", 1, 8)
-    section.target(
-        "driftloop (log + auth) vs FastAPI, 1 record, c=8",
-        "≥ 3×",
-        f"{got:.2f}× ({rps(best, 1, 8):,.0f} vs {rps('fastapi', 1, 8):,.0f} req/s)",
-        got >= 3,
-    )
-    best = max(("driftloop", "tuned"), key=lambda k: rps(k, 100, 64))
-    got = rps(best, 100, 64) / rps("fastapi", 100, 64)
-    section.target(
-        "driftloop (log + auth) vs FastAPI, 100 records, c=64",
-        "≥ 3×",
-        f"{got:.2f}× ({rps(best, 100, 64):,.0f} vs {rps('fastapi', 100, 64):,.0f} req/s, "
-        f"{'tuned' if best == 'tuned' else 'defaults'})",
-        got >= 3,
-    )
+    # The targets are judged on the defaults (what `driftloop serve` does out of the box);
+    # the tuned server's figure is shown beside them.
+    for size, concurrency in ((1, 8), (100, 64)):
+        base = rps("fastapi", size, concurrency)
+        got = rps("driftloop", size, concurrency) / base
+        tuned = rps("tuned", size, concurrency) / base
+        section.target(
+            f"driftloop (log + auth, defaults) vs FastAPI, {size} record"
+            f"{'s' if size > 1 else ''}, c={concurrency}",
+            "≥ 3×",
+            f"{got:.2f}× ({rps('driftloop', size, concurrency):,.0f} vs {base:,.0f} req/s; "
+            f"batching tuned: {tuned:.2f}×)",
+            got >= 3,
+        )
     p99 = results[("driftloop", 1, 1)].p99_ms
     section.target(
         "driftloop p99 at c=1, 1 record",
