@@ -34,7 +34,7 @@ ENTITY_ID = "entity_id"
 RESERVED_KEYS = (REQUEST_ID, ENTITY_ID)
 MAX_ID_CHARS = 128
 MAX_ERRORS = 50  # a 422 body lists at most this many problems
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-/]{1,128}$")
+_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-/]{1,128}")
 
 Number = Annotated[float, Strict(), AllowInfNan(False)]
 Integer = Annotated[int, Strict()]
@@ -407,7 +407,7 @@ def _check_id(value: Any, loc: list[Any], errors: list[dict[str, Any]]) -> str |
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if not isinstance(value, str) or not _ID_PATTERN.match(value):
+    if not isinstance(value, str) or not _ID_PATTERN.fullmatch(value):
         errors.append(
             _error(
                 loc,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bentos.predlog import FeedbackRecord, GroupCommitWriter, PredictionLog, PredictionRecord
 
@@ -112,3 +116,124 @@ def test_frame_joins_the_latest_label_and_leaves_out_shadow_rows(log: Prediction
     assert str(frame["timestamp"].dt.tz) == "UTC"
     assert log.known_request_ids(["a", "zz"]) == {"a"}
     assert len(log.feedback()) == 2
+
+
+# -- the fast paths agree with the plain ones ------------------------------------------------
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**53), max_value=2**53),
+    st.floats(allow_nan=True, allow_infinity=False, width=64),
+    st.text(max_size=8),  # includes quotes, backslashes, non-ASCII
+)
+_values = st.one_of(
+    _scalars,
+    st.lists(_scalars, max_size=3),
+    st.dictionaries(st.text(max_size=3), _scalars, max_size=2),
+)
+# Ids as the service accepts them (`bentos.schema._check_id`); versions and roles are ours.
+_log_ids = st.from_regex(r"[A-Za-z0-9_.:\-/]{1,20}", fullmatch=True)
+_rows = st.tuples(
+    _log_ids,
+    st.none() | _log_ids,
+    st.floats(0, 2e9),
+    st.just("m"),
+    st.sampled_from(["1", "2", "10"]),
+    st.sampled_from(["champion", "challenger", "shadow"]),
+    st.dictionaries(st.sampled_from(["temp", "hr", "w", 'ü "q"']), _scalars, max_size=4),
+    _values,
+    st.floats(0, 1e4),
+)
+
+
+def _stored(log: PredictionLog) -> list[tuple[object, ...]]:
+    """Every stored prediction as SQLite holds it: each column's value and storage type."""
+    raw = sqlite3.connect(log.engine.url.database)
+    try:
+        return raw.execute(
+            "SELECT request_id, typeof(request_id), entity_id, typeof(entity_id), ts, typeof(ts),"
+            " model_name, model_version, typeof(model_version), role, latency_ms,"
+            " typeof(latency_ms), json(features), typeof(features), json(prediction),"
+            " typeof(prediction) FROM predictions ORDER BY id"
+        ).fetchall()
+    finally:
+        raw.close()
+
+
+@given(st.lists(st.lists(_rows, min_size=1, max_size=5), min_size=1, max_size=3))
+@settings(max_examples=60, deadline=None)
+def test_the_one_statement_insert_stores_what_the_row_by_row_insert_stores(
+    commits: list[list[tuple[object, ...]]],
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        fast = PredictionLog(f"sqlite:///{tmp}/fast.db")
+        plain = PredictionLog(f"sqlite:///{tmp}/plain.db")
+        plain._single_statement = False
+        try:
+            assert fast._single_statement  # this SQLite has -> and ->>
+            for rows in commits:
+                fast.append(rows=rows)
+                plain.append(rows=rows)
+            assert _stored(fast) == _stored(plain)
+            assert fast.predictions() == plain.predictions()
+        finally:
+            fast.close()
+            plain.close()
+
+
+def _reference_frame(
+    log: PredictionLog, roles: tuple[str, ...], latest: int | None
+) -> pd.DataFrame:
+    """What `frame()` must return, built the slow, obvious way: record objects, Python join."""
+    records = [p for p in log.predictions() if p.role in roles]
+    if latest is not None:
+        records = records[-latest:] if latest > 0 else []
+    labels = {f.request_id: f.label for f in log.feedback()}  # oldest first: the latest wins
+    frame = pd.DataFrame([p.features for p in records])
+    frame["request_id"] = [p.request_id for p in records]
+    frame["entity_id"] = [p.entity_id for p in records]
+    frame["timestamp"] = pd.to_datetime([p.ts for p in records], unit="s", utc=True)
+    frame["model_version"] = [p.model_version for p in records]
+    frame["role"] = [p.role for p in records]
+    frame["latency_ms"] = [p.latency_ms for p in records]
+    frame["prediction"] = [p.prediction for p in records]
+    frame["label"] = [labels.get(p.request_id, float("nan")) for p in records]
+    return frame
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c", "d", "e"]),
+            st.sampled_from(["champion", "challenger", "shadow"]),
+            st.floats(-5, 5),
+            st.one_of(st.none(), st.floats(0, 100), st.integers(0, 9)),
+        ),
+        min_size=1,
+        max_size=25,
+    ),
+    st.one_of(st.none(), st.integers(0, 30)),
+    st.sampled_from([("champion", "challenger"), ("champion", "challenger", "shadow")]),
+)
+@settings(max_examples=60, deadline=None)
+def test_frame_matches_a_row_by_row_reference(
+    events: list[tuple[str, str, float, object]],
+    latest: int | None,
+    roles: tuple[str, ...],
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        log = PredictionLog(f"sqlite:///{tmp}/p.db")
+        try:
+            for i, (request_id, role, temp, label) in enumerate(events):
+                log.append([rec(request_id, role=role, ts=1_000.0 + i, temp=temp)])
+                if label is not None:
+                    log.append(feedback=[FeedbackRecord(request_id, "m", label, 1_000.0 + i)])
+            got = log.frame(roles=roles, latest=latest)
+            want = _reference_frame(log, roles, latest)
+            assert list(got["request_id"]) == list(want["request_id"])
+            if len(want):
+                pd.testing.assert_frame_equal(
+                    got.reset_index(drop=True), want[list(got.columns)], check_dtype=False
+                )
+        finally:
+            log.close()

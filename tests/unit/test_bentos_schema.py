@@ -5,9 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mlflow.types import ColSpec, Schema, TensorSpec
 
-from bentos.schema import LabelSchema, RecordSchema, SchemaError, jsonable_predictions
+from bentos.schema import (
+    LabelSchema,
+    RecordSchema,
+    SchemaError,
+    ValidBatch,
+    jsonable_predictions,
+)
 
 
 @pytest.fixture
@@ -103,6 +111,8 @@ def test_malformed_ids_are_refused(schema: RecordSchema) -> None:
     [error] = errors_of(schema, [good(request_id="has space")])
     assert error["loc"] == ["records", 0, "request_id"]
     assert "got 'has space'" in error["msg"]
+    [error] = errors_of(schema, [good(entity_id="user-1\n")])  # `$` alone would let it in
+    assert error["loc"] == ["records", 0, "entity_id"]
 
 
 def test_envelope_problems(schema: RecordSchema) -> None:
@@ -169,3 +179,115 @@ def test_predictions_become_one_json_value_per_record(raw: object, expected: lis
 def test_a_model_returning_the_wrong_number_of_rows_is_an_error() -> None:
     with pytest.raises(ValueError, match="returned 1 predictions for 2 records"):
         jsonable_predictions(np.array([1.0]), 2)
+
+
+# -- the columnar fast path agrees with the pydantic path ------------------------------------
+# Values of every JSON type a body can carry, including the awkward ones: bools where numbers
+# are expected, non-finite floats, integers beyond float range, nested values.
+_json_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.just(10**400),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+_ids = st.one_of(
+    st.text(max_size=8), st.integers(), st.none(), st.just("x" * 300), st.just("ok-id\n")
+)
+
+
+@st.composite
+def _record(draw: st.DrawFn, noise: int) -> object:
+    """One record; `noise` (0-10) is how likely each part is to be something unexpected."""
+
+    def odd() -> bool:
+        return draw(st.integers(0, 99)) < noise * 3
+
+    if odd() and odd():
+        return draw(_json_values)  # not an object at all
+    typical = {
+        "temp": st.floats(-1e6, 1e6) | st.integers(-100, 100),
+        "hr": st.integers(0, 23),
+        "weathersit": st.text(max_size=6),
+        "holiday": st.booleans(),
+        "hum": st.floats(0, 1) | st.none(),
+    }
+    record = {}
+    for name, values in typical.items():
+        if odd() and odd():
+            continue  # missing (hum is optional)
+        record[name] = draw(_json_values if odd() else values)
+    if odd() and odd():
+        record["unknown"] = 1
+    for key in ("request_id", "entity_id"):
+        if draw(st.booleans()):
+            record[key] = draw(_ids if odd() else st.from_regex(r"[a-z0-9-]{1,12}", fullmatch=True))
+    return record
+
+
+@st.composite
+def _records(draw: st.DrawFn) -> list[object]:
+    noise = draw(st.integers(0, 10))
+    return draw(st.lists(_record(noise), min_size=1, max_size=6))
+
+
+def _slow(schema: RecordSchema, records: list[object]) -> object:
+    try:
+        return ValidBatch.from_records(schema._validate_records(records, "records"), schema.names)
+    except SchemaError:
+        return "refused"
+
+
+@given(_records())
+@settings(max_examples=500, deadline=None)
+def test_fast_path_accepts_exactly_what_pydantic_accepts_with_the_same_values(
+    records: list[object],
+) -> None:
+    schema = RecordSchema.from_mlflow(
+        Schema(
+            [
+                ColSpec("double", "temp"),
+                ColSpec("long", "hr"),
+                ColSpec("string", "weathersit"),
+                ColSpec("boolean", "holiday"),
+                ColSpec("double", "hum", required=False),
+            ]
+        )
+    )
+    slow = _slow(schema, records)
+    fast = schema._validate_columns(records)
+    if fast is None:  # not vouched for: the request takes the pydantic path, whatever it says
+        return
+    assert slow != "refused", f"fast path accepted what pydantic refuses: {records!r}"
+    assert isinstance(slow, ValidBatch)
+    assert fast.entity_ids == slow.entity_ids
+    given_ids = [r.get("request_id") for r in records if isinstance(r, dict)]
+    for got, want, explicit in zip(fast.request_ids, slow.request_ids, given_ids, strict=True):
+        assert got == want if explicit else len(got) == 32
+    for name in schema.names:
+        a, b = fast.columns[name], slow.columns[name]
+        assert [type(v) for v in a] == [type(v) for v in b], name
+        assert a == b, name
+    fast_input, slow_input = _model_input(schema, fast), _model_input(schema, slow)
+    if isinstance(fast_input, pd.DataFrame) and isinstance(slow_input, pd.DataFrame):
+        pd.testing.assert_frame_equal(fast_input, slow_input)
+    else:
+        assert fast_input == slow_input
+
+
+def _model_input(schema: RecordSchema, batch: ValidBatch) -> object:
+    try:
+        return schema.frame_of_batches([batch])
+    except (OverflowError, ValueError) as exc:  # e.g. an integer beyond int64
+        return type(exc)
+
+
+def test_well_formed_requests_take_the_fast_path(schema: RecordSchema) -> None:
+    records = [good(hum=0.5), good(temp=1, hum=None, request_id="r-1", entity_id="u-9")]
+    fast = schema._validate_columns(records)
+    assert fast is not None
+    assert fast.columns["temp"] == [0.3, 1.0] and type(fast.columns["temp"][1]) is float
+    assert fast.request_ids[1] == "r-1" and fast.entity_ids == [None, "u-9"]
