@@ -1,5 +1,8 @@
 """`python -m bench` (what `make bench` runs): every benchmark, then bench/RESULTS.md.
 
+A full run (no `--quick`, no `--only`) also copies RESULTS.md's targets table into the
+README (`bench/readme.py`).
+
     python -m bench                      # all sections (~9 min on 2 cores)
     python -m bench --quick              # shorter runs, fewer sizes (a smoke test)
     python -m bench --only serving       # one section: serving | monitoring | loop | training
@@ -61,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     command += "".join(f" --only {n}" for n in args.only or [])
     write(args.output, sections, command, before, machine(), total)
     log(f"wrote {args.output} ({total:.0f} s in all)")
+    if not args.quick and not args.only and args.output.resolve() == DEFAULT_OUTPUT.resolve():
+        from bench import readme
+
+        readme.update()
+        log("copied its targets table into README.md")
     return 1 if any(s.error for s in sections) else 0
 
 
