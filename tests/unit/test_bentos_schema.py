@@ -18,8 +18,7 @@ from bentos.schema import (
 )
 
 
-@pytest.fixture
-def schema() -> RecordSchema:
+def bikeshare_like() -> RecordSchema:
     return RecordSchema.from_mlflow(
         Schema(
             [
@@ -31,6 +30,11 @@ def schema() -> RecordSchema:
             ]
         )
     )
+
+
+@pytest.fixture
+def schema() -> RecordSchema:
+    return bikeshare_like()
 
 
 def good(**overrides: object) -> dict[str, object]:
@@ -246,17 +250,7 @@ def _slow(schema: RecordSchema, records: list[object]) -> object:
 def test_fast_path_accepts_exactly_what_pydantic_accepts_with_the_same_values(
     records: list[object],
 ) -> None:
-    schema = RecordSchema.from_mlflow(
-        Schema(
-            [
-                ColSpec("double", "temp"),
-                ColSpec("long", "hr"),
-                ColSpec("string", "weathersit"),
-                ColSpec("boolean", "holiday"),
-                ColSpec("double", "hum", required=False),
-            ]
-        )
-    )
+    schema = bikeshare_like()  # not the fixture: hypothesis calls this test many times
     slow = _slow(schema, records)
     fast = schema._validate_columns(records)
     if fast is None:  # not vouched for: the request takes the pydantic path, whatever it says
