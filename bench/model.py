@@ -50,7 +50,6 @@ def _prepare(state: Path, tracking_uri: str | None) -> PreparedModel:
     from mlflow.models import infer_signature
 
     from bentos.store import bentoml_home, import_version
-    from data.sources import load_snapshot
     from data.split import time_split
     from driftloop.settings import Settings
     from pipelines.families import FitConfig, fit_model
@@ -61,13 +60,7 @@ def _prepare(state: Path, tracking_uri: str | None) -> PreparedModel:
     state.mkdir(parents=True, exist_ok=True)
     uri = tracking_uri or f"sqlite:///{state / 'mlflow.db'}"
     settings = Settings(state_dir=state, model_name=MODEL_NAME, tracking_uri=uri)
-    spec = settings.dataset_spec()
-    snapshot = load_snapshot(
-        spec.path,
-        target=spec.target,
-        time_column=spec.time_column,
-        drop_columns=spec.drop_columns,
-    )
+    snapshot = settings.dataset_spec().load(settings.task)
     train, holdout = time_split(snapshot.frame, snapshot.time_column, 0.2, seed=42)
     features = list(snapshot.features)
     config = FitConfig(

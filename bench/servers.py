@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,40 @@ def wait_ready(server: procs.Server, timeout_s: float, path_ok: str = "/readyz")
         raise procs.ServerError(f"{exc}; log:\n{procs.tail(server.log_path)}") from exc
 
 
+def _start(
+    name: str,
+    argv: list[str],
+    port: int,
+    state: Path,
+    health: str,
+    api: str = "",
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> procs.Server:
+    """Start one server on 127.0.0.1:`port`, logging to `state`/`name`.log (not waiting)."""
+    return procs.start_server(
+        name,
+        argv,
+        health_url=f"http://127.0.0.1:{port}{health}",
+        base_url=f"http://127.0.0.1:{port}{api}",
+        log_path=state / f"{name}.log",
+        env={**QUIET_ENV, **(env or {})},
+        cwd=cwd,
+    )
+
+
+@contextlib.contextmanager
+def _stopped_after(
+    server: procs.Server, ready: Callable[[procs.Server], object]
+) -> Iterator[procs.Server]:
+    """Wait with `ready(server)`, hand the server out, and stop its tree however it ends."""
+    try:
+        ready(server)
+        yield server
+    finally:
+        stop_tree(server)
+
+
 def checkout_bentos(commit: str, dest: Path) -> Path | None:
     """`bentos/` as it was at `commit`, extracted under `dest` (None without git history)."""
     import io
@@ -98,20 +132,9 @@ def driftloop_server(
     if code is not None:
         cwd = code
         serve_env["PYTHONPATH"] = f"{code}:{REPO}"
-    server = procs.start_server(
-        name,
-        argv,
-        health_url=f"http://127.0.0.1:{port}/healthz",
-        base_url=f"http://127.0.0.1:{port}",
-        log_path=state / f"{name}.log",
-        env={**QUIET_ENV, **serve_env, **(env or {})},
-        cwd=cwd,
-    )
-    try:
-        wait_ready(server, timeout_s)
+    server = _start(name, argv, port, state, "/healthz", env={**serve_env, **(env or {})}, cwd=cwd)
+    with _stopped_after(server, lambda s: wait_ready(s, timeout_s)):
         yield server
-    finally:
-        stop_tree(server)
 
 
 @contextlib.contextmanager
@@ -135,39 +158,21 @@ def fastapi_server(
         "--log-level",
         "warning",
     ]
-    server = procs.start_server(
-        name,
-        argv,
-        health_url=f"http://127.0.0.1:{port}/healthz",
-        base_url=f"http://127.0.0.1:{port}",
-        log_path=state / f"{name}.log",
-        env={**QUIET_ENV, "BENCH_MODEL_PATH": str(model_path), "PYTHONPATH": str(REPO)},
-        cwd=REPO,
-    )
-    try:
-        wait_ready(server, timeout_s, "/healthz")
+    env = {"BENCH_MODEL_PATH": str(model_path), "PYTHONPATH": str(REPO)}
+    server = _start(name, argv, port, state, "/healthz", env=env, cwd=REPO)
+    with _stopped_after(server, lambda s: wait_ready(s, timeout_s, "/healthz")):
         yield server
-    finally:
-        stop_tree(server)
 
 
 @contextlib.contextmanager
 def mlflow_server(state: Path, timeout_s: float = 120.0) -> Iterator[procs.Server]:
     port = procs.free_port()
     (state / "mlflow").mkdir(parents=True, exist_ok=True)
-    server = procs.start_server(
-        "mlflow",
-        procs.mlflow_server_argv(port, state / "mlflow"),
-        health_url=f"http://127.0.0.1:{port}/health",
-        base_url=f"http://127.0.0.1:{port}",
-        log_path=state / "mlflow.log",
-        env=QUIET_ENV,
+    server = _start(
+        "mlflow", procs.mlflow_server_argv(port, state / "mlflow"), port, state, "/health"
     )
-    try:
-        server.wait_healthy(timeout_s)
+    with _stopped_after(server, lambda s: s.wait_healthy(timeout_s)):
         yield server
-    finally:
-        stop_tree(server)
 
 
 @contextlib.contextmanager
@@ -178,25 +183,12 @@ def tracking_servers(state: Path, timeout_s: float = 150.0) -> Iterator[dict[str
     (state / "prefect-server" / "prefect").mkdir(parents=True, exist_ok=True)
     started: list[procs.Server] = []
     try:
+        mlflow_argv = procs.mlflow_server_argv(mlflow_port, state / "mlflow")
+        started.append(_start("mlflow", mlflow_argv, mlflow_port, state, "/health"))
+        prefect_argv = procs.prefect_server_argv(prefect_port)
+        prefect_env = procs.prefect_server_env(state / "prefect-server")
         started.append(
-            procs.start_server(
-                "mlflow",
-                procs.mlflow_server_argv(mlflow_port, state / "mlflow"),
-                health_url=f"http://127.0.0.1:{mlflow_port}/health",
-                base_url=f"http://127.0.0.1:{mlflow_port}",
-                log_path=state / "mlflow.log",
-                env=QUIET_ENV,
-            )
-        )
-        started.append(
-            procs.start_server(
-                "prefect",
-                procs.prefect_server_argv(prefect_port),
-                health_url=f"http://127.0.0.1:{prefect_port}/api/health",
-                base_url=f"http://127.0.0.1:{prefect_port}/api",
-                log_path=state / "prefect.log",
-                env={**QUIET_ENV, **procs.prefect_server_env(state / "prefect-server")},
-            )
+            _start("prefect", prefect_argv, prefect_port, state, "/api/health", "/api", prefect_env)
         )
         for server in started:
             server.wait_healthy(timeout_s)

@@ -13,12 +13,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from bentos.config import ServingSettings
+
+if TYPE_CHECKING:
+    from data.sources import Snapshot
 
 Task = Literal["auto", "regression", "classification"]
 Family = Literal["sklearn", "torch"]
@@ -42,6 +45,19 @@ class DatasetSpec:
     drop_columns: tuple[str, ...] = ()
     bundled: bool = False
     categorical_columns: tuple[str, ...] = field(default=())
+
+    def load(self, task: str = "auto") -> Snapshot:
+        """Read and check the data as this spec says (see `data.sources.load_snapshot`)."""
+        from data.sources import load_snapshot
+
+        return load_snapshot(
+            self.path,
+            target=self.target,
+            time_column=self.time_column,
+            drop_columns=self.drop_columns,
+            categorical_columns=self.categorical_columns,
+            task=task,
+        )
 
 
 class Settings(ServingSettings):

@@ -21,7 +21,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from data.contract import Contract, ContractViolation, ValidationReport, build_contract, validate
-from data.sources import Snapshot, load_snapshot
+from data.sources import Snapshot
 from data.split import time_split, train_validation_split
 from driftloop.settings import REPO_ROOT, Settings, load_settings
 from pipelines.evaluate import evaluation_plots, holdout_metrics, primary_metric
@@ -157,14 +157,7 @@ def version_tags(
 
 @task(name="load-data", **LOCAL)
 def load_data(settings: Settings, time_from: float | None, time_until: float | None) -> Snapshot:
-    spec = settings.dataset_spec()
-    snapshot = load_snapshot(
-        spec.path,
-        target=spec.target,
-        time_column=spec.time_column,
-        drop_columns=spec.drop_columns,
-        task=settings.task,
-    )
+    snapshot = settings.dataset_spec().load(settings.task)
     if time_from is not None or time_until is not None:
         frame = select_rows(snapshot.frame, snapshot.time_column, time_from, time_until)
         snapshot = load_snapshot_from_frame(snapshot, frame)

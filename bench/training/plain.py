@@ -14,7 +14,6 @@ import time
 
 def main() -> None:
     process_started = time.perf_counter()
-    from data.sources import load_snapshot
     from data.split import time_split
     from driftloop.settings import Settings
     from pipelines.evaluate import holdout_metrics
@@ -22,14 +21,7 @@ def main() -> None:
 
     imported = time.perf_counter()
     settings = Settings()
-    spec = settings.dataset_spec()
-    snapshot = load_snapshot(
-        spec.path,
-        target=spec.target,
-        time_column=spec.time_column,
-        drop_columns=spec.drop_columns,
-        task=settings.task,
-    )
+    snapshot = settings.dataset_spec().load(settings.task)
     train, holdout = time_split(
         snapshot.frame, snapshot.time_column, settings.holdout_fraction, seed=settings.seed
     )

@@ -74,3 +74,16 @@ def test_bad_values_are_named(field: str, value: object, message: str) -> None:
     with pytest.raises(ValidationError) as info:
         Settings(**{field: value})
     assert field in str(info.value) and message in str(info.value)
+
+
+def test_the_dataset_spec_loads_what_it_describes(tmp_path: Path) -> None:
+    (tmp_path / "d.csv").write_text("when,code,x,y,noise\n2,1,0.5,3,9\n1,2,0.7,4,8\n3,1,0.1,5,7\n")
+    spec = Settings(data=tmp_path / "d.csv", target="y", time_column="when").dataset_spec()
+    spec = type(spec)(
+        spec.path, spec.target, spec.time_column, ("noise",), categorical_columns=("code",)
+    )
+    snapshot = spec.load("regression")
+    assert snapshot.target == "y" and snapshot.task == "regression"
+    assert list(snapshot.frame["when"]) == [1, 2, 3]  # sorted by the time column
+    assert "noise" not in snapshot.frame.columns
+    assert "code" in snapshot.categorical and "x" in snapshot.numeric
