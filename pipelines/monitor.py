@@ -11,6 +11,7 @@ act      = retrain (the `train` deployment, recent labelled rows added), promote
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -91,10 +92,14 @@ def schema_of(version: VersionInfo, settings: Settings) -> dict[str, Any]:
     cache = monitor_dir(settings) / f"v{version.version}" / "schema.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    schema = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/schema.json")
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(schema))
-    return schema
+    local = mlflow.artifacts.download_artifacts(
+        run_id=str(version.run_id),
+        artifact_path="schema.json",
+        dst_path=str(cache.parent),
+        tracking_uri=settings.resolved_tracking_uri(),
+    )
+    return json.loads(Path(local).read_text())
 
 
 def reference_of(version: VersionInfo, settings: Settings, schema: dict[str, Any]) -> pd.DataFrame:
@@ -104,15 +109,21 @@ def reference_of(version: VersionInfo, settings: Settings, schema: dict[str, Any
     cache = monitor_dir(settings) / f"v{version.version}" / "reference.parquet"
     if cache.exists():
         return pd.read_parquet(cache)
+    # Every MLflow read names the resolved tracking URI: MLflow's global default would
+    # be ./mlflow.db in the working folder (embedded mode has no MLFLOW_TRACKING_URI).
     local = mlflow.artifacts.download_artifacts(
-        run_id=str(version.run_id), artifact_path="reference/train_sample.parquet"
+        run_id=str(version.run_id),
+        artifact_path="reference/train_sample.parquet",
+        tracking_uri=settings.resolved_tracking_uri(),
     )
     reference = pd.read_parquet(local)
-    model = mlflow.pyfunc.load_model(version.model_uri)
-    features = reference[schema["features"]].astype(
-        {c: "float64" for c in schema["numeric"] if c in reference.columns}
-    )
-    reference["prediction"] = model.predict(features)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = make_registry(settings).download_model(version.version, Path(tmp))
+        model = mlflow.pyfunc.load_model(str(model_dir))
+        features = reference[schema["features"]].astype(
+            {c: "float64" for c in schema["numeric"] if c in reference.columns}
+        )
+        reference["prediction"] = model.predict(features)
     cache.parent.mkdir(parents=True, exist_ok=True)
     reference.to_parquet(cache)
     return reference
