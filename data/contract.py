@@ -63,10 +63,11 @@ _FIXES = {
     TYPE: "wrong kinds: fix the values or the export so each column parses as the "
     "contract says; if a column changed meaning, rebuild the contract",
     NOT_NULL: "empty values: fill them or drop those rows",
-    BETWEEN: "out-of-range values: check units and encodings; if the new range is real, "
-    "rebuild the contract from data that covers it (or raise range_tolerance)",
-    IN_SET: "unseen categories: fix typos and encodings, or rebuild the contract from "
-    "data that contains them",
+    BETWEEN: "out-of-range values: check units and encodings; if the new range is real "
+    "(drift), admit it with `driftloop contract widen --data FILE` (a drift-triggered "
+    "retrain widens ranges by itself and records the diff)",
+    IN_SET: "unseen categories: fix typos and encodings; if they are real, admit them with "
+    "`driftloop contract widen --data FILE`",
     ROW_COUNT: "too few rows: add data or lower min_rows",
 }
 
@@ -98,6 +99,8 @@ class Contract:
     min_rows: int = 20
     created_from_digest: str = ""
     range_tolerance: float = 0.5
+    revision: int = 1
+    """1 when built from data; +1 each time `widen` admits legitimately drifted data."""
 
     def rule(self, name: str) -> ColumnRule:
         """The rule of column ``name``."""
@@ -387,11 +390,18 @@ class ExpectationFailure:
     unexpected_percent: float | None = None
     example_rows: list[Any] = field(default_factory=list)
     why: str = ""
+    soft: bool = False
+    """A range or category rule: legitimate drift may break it (`widen` can admit it)."""
+    origins: dict[str, int] = field(default_factory=dict)
+    """Offending rows per source (the file, the live window) when the data has several."""
 
     def line(self) -> str:
         """``column 'temp': 12 values (0.14%) outside [...], e.g. 7.3 (expect_...)``."""
         where = f"column '{self.column}'" if self.column is not None else "table"
-        return f"{where}: {self.message} ({self.expectation})"
+        came = ""
+        if self.origins:
+            came = "; from " + ", ".join(f"{src}: {n}" for src, n in self.origins.items())
+        return f"{where}: {self.message}{came} ({self.expectation})"
 
 
 @dataclass
@@ -403,6 +413,16 @@ class ValidationReport:
     evaluated: int
     statistics: dict[str, Any]
     source: str = ""
+
+    @property
+    def hard_failures(self) -> list[ExpectationFailure]:
+        """Failures no drift explains: missing columns, wrong kinds, empties, classes."""
+        return [f for f in self.failures if not f.soft]
+
+    @property
+    def soft_failures(self) -> list[ExpectationFailure]:
+        """Range and category failures: `widen` can admit them when the drift is real."""
+        return [f for f in self.failures if f.soft]
 
     def failure(self, column: str | None, expectation: str | None = None) -> ExpectationFailure:
         """The failure of ``column`` (and ``expectation`` type, if given)."""
@@ -599,8 +619,19 @@ def _failure_from_result(
     )
 
 
-def validate(df: pd.DataFrame, contract: Contract, *, source: str = "") -> ValidationReport:
-    """Check ``df`` against ``contract``; ``source`` (a path) is named in the summary."""
+def validate(
+    df: pd.DataFrame,
+    contract: Contract,
+    *,
+    source: str = "",
+    provenance: pd.Series | None = None,
+) -> ValidationReport:
+    """Check ``df`` against ``contract``; ``source`` (a path) is named in the summary.
+
+    ``provenance`` (aligned with ``df``'s index) names where each row came from, e.g.
+    the training file or the live window a retrain appended; failures then count their
+    offending rows per source.
+    """
     started = time.perf_counter()
     failures: list[ExpectationFailure] = []
     skip: set[str] = set()  # columns whose value checks would only repeat an earlier failure
@@ -631,6 +662,10 @@ def validate(df: pd.DataFrame, contract: Contract, *, source: str = "") -> Valid
                 failure.message += f" (did you rename it to '{hint[0]}'?)"
         if failure is not None:
             failures.append(failure)
+    for failure in failures:
+        failure.soft = _is_soft(failure, contract)
+        if provenance is not None and provenance.nunique() > 1:
+            failure.origins = _origins(failure, contract, df, provenance)
     order = {rule.name: i for i, rule in enumerate(contract.columns)}
     failures.sort(key=lambda f: -1 if f.column is None else order.get(f.column, len(order)))
     evaluated = len(specs) + sum(f.expectation == TYPE and f.column in skip for f in failures)
@@ -660,3 +695,163 @@ def enforce(df: pd.DataFrame, contract: Contract, *, source: str = "") -> Valida
     if not report.success:
         raise ContractViolation(report)
     return report
+
+
+def _is_soft(failure: ExpectationFailure, contract: Contract) -> bool:
+    """Ranges and feature categories move with legitimate drift; the rest is hard."""
+    if failure.expectation == BETWEEN:
+        return True
+    return failure.expectation == IN_SET and failure.column != contract.target
+
+
+def _offending(rule: ColumnRule, expectation: str, values: pd.Series) -> pd.Series | None:
+    """The rows that break ``expectation`` of ``rule`` (None: not a per-row rule)."""
+    if expectation == NOT_NULL:
+        return values.isna()
+    if expectation == BETWEEN and rule.min is not None and rule.max is not None:
+        numbers = pd.to_numeric(values, errors="coerce")
+        return (numbers < rule.min) | (numbers > rule.max)
+    if expectation == IN_SET and rule.allowed is not None:
+        return values.notna() & ~values.isin(rule.allowed)
+    return None
+
+
+def _origins(
+    failure: ExpectationFailure, contract: Contract, df: pd.DataFrame, provenance: pd.Series
+) -> dict[str, int]:
+    if failure.column is None or failure.column not in df.columns:
+        return {}
+    try:
+        rule = contract.rule(failure.column)
+    except KeyError:
+        return {}
+    mask = _offending(rule, failure.expectation, df[failure.column])
+    if mask is None:
+        return {}
+    counts = provenance[mask.fillna(False).astype(bool)].value_counts(sort=False)
+    return {str(src): int(counts.get(src, 0)) for src in dict.fromkeys(provenance.tolist())}
+
+
+# -- contracts that follow legitimate drift -------------------------------------------
+
+
+@dataclass
+class RuleChange:
+    """How one column's rule differs between two contracts."""
+
+    column: str
+    what: str  # range | categories | added | removed | kind | nullable
+    before: Any
+    after: Any
+
+    def line(self) -> str:
+        return f"{self.column}: {self.what} {_brief(self.before)} → {_brief(self.after)}"
+
+
+@dataclass
+class ContractDiff:
+    """What changed from one contract revision to another (logged with each widening)."""
+
+    before_revision: int
+    after_revision: int
+    changes: list[RuleChange]
+
+    @property
+    def hard(self) -> list[RuleChange]:
+        """Changes a widening never makes (columns, kinds, nullability)."""
+        return [c for c in self.changes if c.what not in ("range", "categories")]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "before_revision": self.before_revision,
+            "after_revision": self.after_revision,
+            "changes": [asdict(c) for c in self.changes],
+        }
+
+    def summary(self) -> str:
+        head = f"contract revision {self.before_revision} → {self.after_revision}"
+        if not self.changes:
+            return f"{head}: no changes"
+        return "\n".join(
+            [
+                f"{head}: {len(self.changes)} change{'' if len(self.changes) == 1 else 's'}",
+                *(f"  {c.line()}" for c in self.changes),
+            ]
+        )
+
+
+def _brief(value: Any) -> str:
+    if isinstance(value, list) and len(value) > 8:
+        return "[" + ", ".join(_show(v) for v in value[:8]) + f", … {len(value)} in all]"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return "none" if value is None else _show(value)
+
+
+def diff(before: Contract, after: Contract) -> ContractDiff:
+    """Every rule difference between two contracts, column by column."""
+    changes: list[RuleChange] = []
+    old = {r.name: r for r in before.columns}
+    new = {r.name: r for r in after.columns}
+    for name in [*old, *(n for n in new if n not in old)]:
+        a, b = old.get(name), new.get(name)
+        if a is None or b is None:
+            what = "added" if a is None else "removed"
+            changes.append(RuleChange(name, what, a and a.kind, b and b.kind))
+            continue
+        if a.kind != b.kind:
+            changes.append(RuleChange(name, "kind", a.kind, b.kind))
+        if a.nullable != b.nullable:
+            changes.append(RuleChange(name, "nullable", a.nullable, b.nullable))
+        if (a.min, a.max) != (b.min, b.max):
+            changes.append(RuleChange(name, "range", [a.min, a.max], [b.min, b.max]))
+        if a.allowed != b.allowed:
+            changes.append(RuleChange(name, "categories", a.allowed, b.allowed))
+    return ContractDiff(before.revision, after.revision, changes)
+
+
+def widen(contract: Contract, df: pd.DataFrame, reason: str = "") -> Contract:
+    """A new revision whose soft rules (ranges, feature categories) admit ``df``.
+
+    Only rules ``df`` breaks change: a range grows to cover the new values plus the
+    contract's tolerance of their span (as `build_contract` pads a reference), unseen
+    feature categories join the allowed set (past MAX_CATEGORIES the set is dropped).
+    Hard rules never change here: a missing column, a wrong kind, empties or an unknown
+    target class still fail `validate` on the widened contract.
+    """
+    import copy
+
+    widened = copy.deepcopy(contract)
+    widened.revision = contract.revision + 1
+    note = f" Widened in revision {widened.revision}" + (f" ({reason})" if reason else "")
+    for rule in widened.columns:
+        if rule.name not in df.columns or rule.role == "time":
+            continue
+        values = df[rule.name]
+        if rule.kind == "numeric" and rule.min is not None and rule.max is not None:
+            present = pd.to_numeric(values, errors="coerce").dropna()
+            if present.empty or (present.min() >= rule.min and present.max() <= rule.max):
+                continue
+            low, high = float(present.min()), float(present.max())
+            span = high - low
+            pad = contract.range_tolerance * (span if span > 0 else max(abs(low), 1.0))
+            if low < rule.min:  # only the side the data broke moves
+                rule.min = _round(low - pad)
+            if high > rule.max:
+                rule.max = _round(high + pad)
+            rule.why[BETWEEN] = (
+                rule.why.get(BETWEEN, "") + f"{note}: new data spans {low:g}..{high:g}."
+            )
+        elif rule.kind == "categorical" and rule.allowed is not None and rule.role != "target":
+            unseen = [_plain(v) for v in values.dropna().unique() if v not in rule.allowed]
+            if not unseen:
+                continue
+            merged = rule.allowed + sorted(unseen, key=lambda v: (str(type(v)), str(v)))
+            if len(merged) > MAX_CATEGORIES:
+                rule.allowed = None
+                rule.why.pop(IN_SET, None)
+            else:
+                rule.allowed = merged
+                shown = ", ".join(_show(v) for v in unseen[:EXAMPLES])
+                rule.why[IN_SET] = rule.why.get(IN_SET, "") + f"{note}: admitted {shown}."
+    return widened

@@ -303,6 +303,9 @@ class Snapshot:
     task: str
     categorical: tuple[str, ...]
     numeric: tuple[str, ...]
+    provenance: pd.Series | None = None
+    """Where each row came from (index as ``frame``), when rows were appended from
+    another source such as a retrain's live window; None: every row is from ``source``."""
 
     @property
     def X(self) -> pd.DataFrame:

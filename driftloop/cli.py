@@ -171,6 +171,14 @@ def train(
             "--rebuild-contract", help="Rebuild the data contract from this data (schema changed)."
         ),
     ] = False,
+    widen_contract: Annotated[
+        bool,
+        typer.Option(
+            "--widen-contract",
+            help="Let ranges and categories grow to admit drifted data (new contract revision); "
+            "hard rules still apply.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Validate data, train a model, register it and let the gate set its alias."""
@@ -212,6 +220,7 @@ def train(
                 time_until=time_until,
                 package_bento=not no_package,
                 rebuild_contract=rebuild_contract,
+                widen_contract=widen_contract,
             )
         if as_json:
             print(json.dumps(result, indent=2, default=str))
@@ -608,6 +617,151 @@ def wait_for_url(
     except TimeoutError as exc:
         err.print(str(exc))
         raise typer.Exit(EXIT_CHECK_FAILED) from None
+
+
+contract_app = typer.Typer(
+    help="The data contract: show it, compare revisions, widen it to admit real drift.",
+    no_args_is_help=True,
+)
+app.add_typer(contract_app, name="contract")
+
+
+def _contract_file(settings: Settings) -> Path:
+    from pipelines.train import contract_path
+
+    path = contract_path(settings)
+    if not path.exists():
+        raise CliError(
+            f"no data contract for {settings.model_name} at {path}: `driftloop train` builds one",
+            EXIT_USAGE,
+        )
+    return path
+
+
+@contract_app.command("show")
+def contract_show(
+    model_name: ModelName = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the contract JSON.")] = False,
+) -> None:
+    """The rules data must meet: hard ones stop training, soft ones can be widened."""
+
+    def body() -> None:
+        from data.contract import Contract
+
+        settings = settings_from(model_name=model_name)
+        path = _contract_file(settings)
+        contract = Contract.load(path)
+        if as_json:
+            print(contract.to_json(), end="")
+            return
+        table = Table(
+            title=f"{settings.model_name} data contract r{contract.revision} — {path}",
+            caption=f"target {contract.target}; at least {contract.min_rows} rows; "
+            f"built from data {contract.created_from_digest}",
+        )
+        for header in ("column", "role", "kind", "empties", "values (soft: widen admits drift)"):
+            table.add_column(header)
+        for rule in contract.columns:
+            if rule.min is not None and rule.max is not None:
+                values = f"soft: {rule.min:g} … {rule.max:g}"
+            elif rule.allowed is not None:
+                shown = ", ".join(map(str, rule.allowed[:6]))
+                more = f", … ({len(rule.allowed)})" if len(rule.allowed) > 6 else ""
+                hard = rule.role == "target"
+                values = f"{'hard' if hard else 'soft'}: {shown}{more}"
+            else:
+                values = "any"
+            table.add_row(
+                rule.name,
+                rule.role,
+                rule.kind,
+                "allowed" if rule.nullable else "hard: none",
+                values,
+            )
+        console.print(table)
+
+    run_command(body)
+
+
+@contract_app.command("diff")
+def contract_diff(
+    old: Annotated[
+        Path | None, typer.Argument(help="Older contract JSON (default: the previous revision).")
+    ] = None,
+    new: Annotated[
+        Path | None, typer.Argument(help="Newer contract JSON (default: the current one).")
+    ] = None,
+    model_name: ModelName = None,
+) -> None:
+    """What changed between two contract revisions."""
+
+    def body() -> None:
+        from data.contract import Contract, diff
+
+        settings = settings_from(model_name=model_name)
+        newer = Contract.load(new or _contract_file(settings))
+        if old is None:
+            before = (new or _contract_file(settings)).with_name(
+                f"{settings.model_name}.r{newer.revision - 1}.json"
+            )
+            if not before.exists():
+                raise CliError(
+                    f"revision {newer.revision} has no earlier revision beside it ({before})",
+                    EXIT_USAGE,
+                )
+        else:
+            before = old
+        console.print(diff(Contract.load(before), newer).summary())
+
+    run_command(body)
+
+
+@contract_app.command("widen")
+def contract_widen(
+    data: Annotated[Path, typer.Option(help="CSV or Parquet file holding the drifted data.")],
+    target: Annotated[str | None, typer.Option(help="Column to predict.")] = None,
+    time_column: Annotated[str | None, typer.Option(help="Column that orders rows.")] = None,
+    model_name: ModelName = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the new revision's diff, write nothing.")
+    ] = False,
+) -> None:
+    """Admit real drift: widen ranges/categories to cover DATA; hard failures still stop it."""
+
+    def body() -> None:
+        from data.contract import Contract, diff, validate, widen
+
+        settings = settings_from(
+            data=data, target=target, time_column=time_column, model_name=model_name
+        )
+        path = _contract_file(settings)
+        contract = Contract.load(path)
+        snapshot = settings.dataset_spec().load(settings.task)
+        report = validate(snapshot.frame, contract, source=str(data))
+        if report.success:
+            console.print(f"{data} already meets contract r{contract.revision}: nothing to widen")
+            return
+        if report.hard_failures:
+            lines = "\n".join(f"  {f.line()}" for f in report.hard_failures)
+            raise CliError(
+                f"{data} breaks hard rules that widening never relaxes:\n{lines}\n"
+                "fix the data, or rebuild the contract (`driftloop train --rebuild-contract`) "
+                "if the schema changed on purpose"
+            )
+        widened = widen(contract, snapshot.frame, reason=f"admit {data}")
+        change = diff(contract, widened)
+        console.print(change.summary())
+        if dry_run:
+            console.print("dry run: nothing written")
+            return
+        local = settings.state_path / "contracts" / f"{settings.model_name}.json"
+        kept = contract.save(local.with_name(f"{settings.model_name}.r{contract.revision}.json"))
+        widened.save(local)
+        console.print(
+            f"wrote revision {widened.revision} to {local} (r{contract.revision}: {kept})"
+        )
+
+    run_command(body)
 
 
 def _actor() -> str:

@@ -430,6 +430,9 @@ def trigger_retrain(settings: Settings, champion: VersionInfo, recent: Path) -> 
         "target": champion.tags.get("target") or None,
         "family": champion.tags.get("family") or None,
         "extra_data": str(recent),
+        # Drift is why this retrain runs: the window may hold values beyond the contract's
+        # ranges; they are admitted in a new contract revision (hard rules still apply).
+        "widen_contract": True,
     }
     for bound in ("time_from", "time_until"):
         if champion.tags.get(bound):

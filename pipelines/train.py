@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,16 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from data.contract import Contract, ContractViolation, ValidationReport, build_contract, validate
+from data.contract import (
+    Contract,
+    ContractDiff,
+    ContractViolation,
+    ValidationReport,
+    build_contract,
+    diff,
+    validate,
+    widen,
+)
 from data.sources import Snapshot
 from data.split import time_split, train_validation_split
 from driftloop.settings import REPO_ROOT, Settings, load_settings
@@ -173,26 +182,88 @@ def load_data(settings: Settings, time_from: float | None, time_until: float | N
 
 
 def load_snapshot_from_frame(snapshot: Snapshot, frame: pd.DataFrame) -> Snapshot:
-    """The same snapshot restricted to `frame` (digest recomputed)."""
-    from dataclasses import replace
-
+    """The same snapshot restricted to `frame` (digest recomputed, provenance dropped)."""
     from data.sources import dataset_digest
 
-    return replace(snapshot, frame=frame, digest=dataset_digest(frame))
+    return replace(snapshot, frame=frame, digest=dataset_digest(frame), provenance=None)
+
+
+@dataclass
+class ContractCheck:
+    """The data contract's verdict on a snapshot, and the revision that gave it."""
+
+    report: ValidationReport
+    contract: Contract
+    path: Path
+    built: bool = False
+    widened: ContractDiff | None = None  # set when soft rules were widened to admit drift
+    first: ValidationReport | None = None  # the verdict before widening
+
+
+def check_contract(
+    settings: Settings, snapshot: Snapshot, rebuild: bool = False, allow_widen: bool = False
+) -> ContractCheck:
+    """Validate `snapshot`; with `allow_widen`, admit range/category drift in a new revision.
+
+    Only soft failures (ranges, feature categories) are widened; any hard failure
+    (missing column, wrong kind, empties, unknown target class) leaves the verdict as
+    it is. The widened contract replaces the local one; the old revision is kept
+    beside it as `<model>.r<N>.json`.
+    """
+    contract, built = load_or_build_contract(settings, snapshot, rebuild)
+    path = contract_path(settings)
+    kwargs = {"source": snapshot.source, "provenance": snapshot.provenance}
+    report = validate(snapshot.frame, contract, **kwargs)
+    if report.success or not allow_widen or report.hard_failures:
+        return ContractCheck(report, contract, path, built)
+    reason = f"admit {snapshot.source}"
+    widened = widen(contract, snapshot.frame, reason=reason)
+    second = validate(snapshot.frame, widened, **kwargs)
+    if not second.success:
+        return ContractCheck(report, contract, path, built)
+    local = settings.state_path / "contracts" / f"{settings.model_name}.json"
+    contract.save(local.with_name(f"{settings.model_name}.r{contract.revision}.json"))
+    widened.save(local)
+    return ContractCheck(second, widened, local, built, diff(contract, widened), report)
 
 
 @task(name="validate-data", **LOCAL)
 def validate_data(
-    settings: Settings, snapshot: Snapshot, experiment_id: str, rebuild_contract: bool = False
-) -> ValidationReport:
-    """Run the data contract; on failure log a FAILED run with the report, then stop."""
+    settings: Settings,
+    snapshot: Snapshot,
+    experiment_id: str,
+    rebuild_contract: bool = False,
+    widen_contract: bool = False,
+) -> ContractCheck:
+    """Run the data contract; on failure log a FAILED run with the report, then stop.
+
+    A widened contract (drift-triggered retrains) is logged as its own MLflow run with
+    the new revision and the diff, so the registry shows why the rules moved.
+    """
     import mlflow
 
     logger = get_run_logger()
-    contract, built = load_or_build_contract(settings, snapshot, rebuild_contract)
-    if built:
-        logger.info("built a new data contract at %s", contract_path(settings))
-    report = validate(snapshot.frame, contract, source=snapshot.source)
+    check = check_contract(settings, snapshot, rebuild_contract, widen_contract)
+    report = check.report
+    if check.built:
+        logger.info("built a new data contract at %s", check.path)
+    if check.widened is not None:
+        with mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=f"contract r{check.contract.revision} widened",
+        ):
+            mlflow.set_tags(
+                {
+                    "driftloop.stage": "contract",
+                    "data_digest": snapshot.digest,
+                    "contract_revision": str(check.contract.revision),
+                }
+            )
+            mlflow.log_dict(check.contract.to_dict(), "contract.json")
+            mlflow.log_dict(check.widened.to_dict(), "contract_diff.json")
+            if check.first is not None:
+                mlflow.log_dict(check.first.to_dict(), "validation_before_widening.json")
+        logger.info("data contract widened to admit drift: %s", check.widened.summary())
     if not report.success:
         with mlflow.start_run(
             experiment_id=experiment_id, run_name=f"rejected data {snapshot.digest[:8]}"
@@ -202,12 +273,12 @@ def validate_data(
             mlflow.end_run(status="FAILED")
         violation = ContractViolation(report)
         violation.args = (
-            f"{snapshot.source} breaks the data contract {contract_path(settings)}; "
+            f"{snapshot.source} breaks the data contract {check.path}; "
             f"nothing was registered.\n{report.summary()}",
         )
         raise violation
     logger.info("data contract passed: %s checks", report.evaluated)
-    return report
+    return check
 
 
 @task(name="fit", **LOCAL)
@@ -448,6 +519,7 @@ def train_flow(
     package_bento: bool = True,
     shuffle_labels: bool = False,
     rebuild_contract: bool = False,
+    widen_contract: bool = False,
 ) -> dict[str, Any]:
     """Train one model version on validated data and register it behind the gate.
 
@@ -455,7 +527,9 @@ def train_flow(
     January–March); `extra_data` appends recent labelled traffic (retraining).
     `shuffle_labels` trains on permuted labels: a deliberately bad model for rollback
     drills and the demo; never use it otherwise. `rebuild_contract` rebuilds the data
-    contract from this data (when the schema changed on purpose).
+    contract from this data (when the schema changed on purpose); `widen_contract`
+    lets ranges and feature categories grow to admit drifted data (a new contract
+    revision, logged with its diff) while hard rules still stop the flow.
     """
     settings = load_settings(
         model_name=model_name,
@@ -472,7 +546,8 @@ def train_flow(
     snapshot = load_data(settings, time_from, time_until)
     if extra_data:
         snapshot = append_recent(snapshot, Path(extra_data))
-    report = validate_data(settings, snapshot, experiment_id, rebuild_contract)
+    check = validate_data(settings, snapshot, experiment_id, rebuild_contract, widen_contract)
+    report = check.report
     if shuffle_labels:
         snapshot = shuffled(snapshot, settings.seed)
     train, holdout = time_split(
@@ -506,6 +581,8 @@ def train_flow(
             "time_until": "" if time_until is None else str(time_until),
             "recent_rows_added": extra_data or "",
             "shuffled_labels": str(shuffle_labels).lower(),
+            "contract_revision": str(check.contract.revision),
+            "contract_widened": check.widened.summary() if check.widened else "",
         },
     )
     bento_tag = package(settings, version) if package_bento else None
@@ -565,10 +642,21 @@ def append_recent(snapshot: Snapshot, path: Path) -> Snapshot:
         # recent than every training row, so it goes after them, in log order.
         last = float(snapshot.frame[time_column].max())
         recent[time_column] = last + (1 + pd.RangeIndex(len(recent)).to_numpy()) / (len(recent) + 1)
+    before = (
+        snapshot.provenance
+        if snapshot.provenance is not None
+        else pd.Series(snapshot.source, index=snapshot.frame.index)
+    )
+    origin = pd.concat(
+        [before, pd.Series(f"live window {path}", index=recent.index)], ignore_index=True
+    )
     frame = pd.concat([snapshot.frame, recent], ignore_index=True)
     if snapshot.time_column:
-        frame = frame.sort_values(snapshot.time_column, kind="stable").reset_index(drop=True)
-    return load_snapshot_from_frame(snapshot, frame)
+        order = frame[snapshot.time_column].argsort(kind="stable").to_numpy()
+        frame = frame.iloc[order].reset_index(drop=True)
+        origin = origin.iloc[order].reset_index(drop=True)
+    appended = load_snapshot_from_frame(snapshot, frame)
+    return replace(appended, provenance=origin, source=f"{snapshot.source} + live window {path}")
 
 
 def shuffled(snapshot: Snapshot, seed: int) -> Snapshot:

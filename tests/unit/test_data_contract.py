@@ -215,7 +215,7 @@ def test_enforce_raises_a_violation_a_human_can_act_on(
     message = str(err.value)
     assert message.startswith("data contract failed for new_rides.csv: 1 of ")
     assert "column 'temp': 1 value (0.012%) outside [-0.45, 1.43], e.g. 7.3" in message
-    assert "rebuild the contract" in message  # the fix
+    assert "driftloop contract widen --data FILE" in message  # the fix
     assert isinstance(err.value, DataError)
     assert err.value.report.failure("temp").examples == [7.3]
     json.dumps(err.value.report.to_dict())  # loggable as validation.json
