@@ -333,7 +333,7 @@ class PredictionLog:
                 .order_by(rows.c.id)
             )
             for chunk in self._chunks(conn, query):
-                parts.append(_chunk_frame(chunk))
+                parts.append(_chunk_frame(chunk, decoded=not self.is_sqlite))
         if not parts:
             return pd.DataFrame(columns=_META_COLUMNS)
         frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
@@ -411,21 +411,30 @@ def _json_value(value: Any) -> Any:
     return jsonio.loads(value) if isinstance(value, str) else value
 
 
-def _chunk_frame(chunk: Sequence[Any]) -> pd.DataFrame:
-    """Rows of `PredictionLog.frame`'s query → the frame's columns (features first)."""
+def _chunk_frame(chunk: Sequence[Any], decoded: bool = False) -> pd.DataFrame:
+    """Rows of `PredictionLog.frame`'s query → the frame's columns (features first).
+
+    `decoded`: the driver already parsed the JSON columns (psycopg on PostgreSQL does);
+    SQLite hands back JSON text.
+    """
     request_ids, entity_ids, ts, versions, roles, latency, features, preds, labels = zip(
         *chunk, strict=True
     )
-    frame = pd.DataFrame([jsonio.loads(text) for text in features])
+    value = _as_is if decoded else _json_value
+    frame = pd.DataFrame(list(features) if decoded else [jsonio.loads(t) for t in features])
     frame["request_id"] = request_ids
     frame["entity_id"] = entity_ids
     frame["timestamp"] = pd.to_datetime(list(ts), unit="s", utc=True)
     frame["model_version"] = versions
     frame["role"] = roles
     frame["latency_ms"] = latency
-    frame["prediction"] = [_json_value(v) for v in preds]
-    frame["label"] = [_MISSING if v is None else _json_value(v) for v in labels]
+    frame["prediction"] = [value(v) for v in preds]
+    frame["label"] = [_MISSING if v is None else value(v) for v in labels]
     return frame
+
+
+def _as_is(value: Any) -> Any:
+    return value
 
 
 @dataclass

@@ -173,8 +173,11 @@ def tail(path: Path, lines: int = 25) -> str:
         return "(no log)"
 
 
-def mlflow_server_argv(port: int, state: Path) -> list[str]:
-    """`mlflow server` on SQLite + a local artifact folder, artifacts proxied."""
+def mlflow_server_argv(port: int, state: Path, backend_uri: str | None = None) -> list[str]:
+    """`mlflow server` on SQLite (or `backend_uri`) + a local artifact folder, proxied.
+
+    Clients reach artifacts through the server (`mlflow-artifacts:`), never its disk.
+    """
     return [
         venv_bin("mlflow"),
         "server",
@@ -183,7 +186,7 @@ def mlflow_server_argv(port: int, state: Path) -> list[str]:
         "--port",
         str(port),
         "--backend-store-uri",
-        f"sqlite:///{state / 'mlflow.db'}",
+        backend_uri or f"sqlite:///{state / 'mlflow.db'}",
         "--artifacts-destination",
         str(state / "mlartifacts"),
         "--workers",
@@ -191,13 +194,14 @@ def mlflow_server_argv(port: int, state: Path) -> list[str]:
     ]
 
 
-def prefect_server_env(state: Path) -> dict[str, str]:
+def prefect_server_env(state: Path, database_url: str | None = None) -> dict[str, str]:
+    """Prefect server settings: SQLite in `state`, or `database_url` (postgresql+asyncpg)."""
     return {
         "PREFECT_HOME": str(state / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "true",
         "PREFECT_API_DATABASE_CONNECTION_URL": (
-            f"sqlite+aiosqlite:///{state / 'prefect' / 'prefect.db'}"
+            database_url or f"sqlite+aiosqlite:///{state / 'prefect' / 'prefect.db'}"
         ),
     }
 
@@ -216,3 +220,113 @@ def wait_until(
             return
         time.sleep(interval_s)
     raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what or predicate}")
+
+
+# -- PostgreSQL (a throwaway cluster for tests and for trying the scaled-out setup) ------
+
+
+@dataclass
+class PostgresCluster:
+    """A PostgreSQL server started from its own data folder on a free port."""
+
+    folder: Path
+    port: int
+    user: str
+    run_as: str | None  # the OS account the server runs as (initdb refuses root)
+
+    def url(self, database: str, driver: str = "psycopg") -> str:
+        """A SQLAlchemy URL: driver `psycopg` (MLflow, prediction log) or `asyncpg` (Prefect)."""
+        return f"postgresql+{driver}://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        _pg_run(self.run_as, [_pg_bin("createdb"), *self._conn(), name])
+        return name
+
+    def stop(self) -> None:
+        data = self.folder / "data"
+        _pg_run(self.run_as, [_pg_bin("pg_ctl"), "stop", "-D", str(data), "-m", "fast", "-w"])
+
+    def _conn(self) -> list[str]:
+        return ["-h", "127.0.0.1", "-p", str(self.port), "-U", self.user]
+
+
+def _pg_bin(name: str) -> str:
+    """A PostgreSQL program: `pg_config --bindir` holds them all (initdb is not on PATH)."""
+    import shutil
+
+    config = shutil.which("pg_config")
+    if config is not None:
+        bindir = subprocess.run(
+            [config, "--bindir"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        if (Path(bindir) / name).exists():
+            return str(Path(bindir) / name)
+    found = shutil.which(name)
+    if found is None:
+        raise ServerError(
+            f"PostgreSQL's {name} was not found: install the PostgreSQL server "
+            "(Debian: apt-get install postgresql) or put its bin folder on PATH"
+        )
+    return found
+
+
+def _pg_run(run_as: str | None, argv: list[str]) -> None:
+    full = ["runuser", "-u", run_as, "--", *argv] if run_as else argv
+    done = subprocess.run(full, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise ServerError(f"{' '.join(argv[:2])} failed: {(done.stderr or done.stdout)[-2000:]}")
+
+
+def start_postgres(folder: Path, user: str = "driftloop") -> PostgresCluster:
+    """initdb + start a cluster under `folder` on a free loopback port (trust auth).
+
+    As root (CI, these machines) the server runs as the `postgres` account, which
+    the Debian package creates; the folder is handed to it.
+    """
+    import pwd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    run_as = None
+    if os.geteuid() == 0:
+        try:
+            account = pwd.getpwnam("postgres")
+        except KeyError:
+            account = pwd.getpwnam("nobody")
+        run_as = account.pw_name
+        for path in (folder, *folder.parents):
+            if path == Path("/") or path.stat().st_mode & 0o001:
+                continue
+            os.chmod(path, path.stat().st_mode | 0o001)  # let it traverse to its folder
+        os.chown(folder, account.pw_uid, account.pw_gid)
+    data = folder / "data"
+    _pg_run(
+        run_as,
+        [
+            _pg_bin("initdb"),
+            "-D",
+            str(data),
+            "-U",
+            user,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+        ],
+    )
+    port = free_port()
+    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {folder} -c fsync=off"
+    _pg_run(
+        run_as,
+        [
+            _pg_bin("pg_ctl"),
+            "start",
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(folder / "pg.log"),
+            "-w",
+        ],
+    )
+    return PostgresCluster(folder, port, user, run_as)

@@ -1,0 +1,169 @@
+"""The scaled-out parts on a real PostgreSQL: a throwaway cluster (initdb in a temp folder,
+a free port) holds the MLflow backend store, the Prefect server's database and the
+prediction log; MLflow serves its artifacts, so clients never touch the server's disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from driftloop import procs
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[procs.PostgresCluster]:
+    # Not under pytest's basetemp: pytest resets that folder to 0700 whenever a session
+    # starts, and the server runs as the `postgres` account when we are root.
+    folder = Path(tempfile.mkdtemp(prefix="driftloop-pg-"))
+    cluster = procs.start_postgres(folder / "cluster")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_mlflow_registry_and_history_on_postgres(
+    postgres: procs.PostgresCluster, tmp_path: Path
+) -> None:
+    import mlflow
+
+    from registry import Registry
+
+    database = postgres.create_database("mlflow")
+    port = procs.free_port()
+    server = procs.start_server(
+        "mlflow-pg",
+        procs.mlflow_server_argv(port, tmp_path, backend_uri=postgres.url(database)),
+        health_url=f"http://127.0.0.1:{port}/health",
+        base_url=f"http://127.0.0.1:{port}",
+        log_path=tmp_path / "mlflow.log",
+    )
+    try:
+        server.wait_healthy(timeout_s=120)
+        uri = server.base_url
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        experiment = client.create_experiment("pg")
+        run = client.create_run(experiment)
+        source = tmp_path / "note.json"
+        source.write_text(json.dumps({"stored": "through the server"}))
+        client.log_artifact(run.info.run_id, str(source))
+        client.set_terminated(run.info.run_id)
+
+        registry = Registry("pg-model", uri)
+        first = registry.register(f"runs:/{run.info.run_id}/note.json", run.info.run_id)
+        second = registry.register(f"runs:/{run.info.run_id}/note.json", run.info.run_id)
+        registry.set_alias("champion", first.version, "first", "test")
+        registry.promote(second.version, "better", "test", {"rmse": 1.0})
+        assert registry.aliases() == {"champion": second.version, "previous": first.version}
+        moves = registry.history.list()
+        assert [m.reason for m in moves][:2] in (["first", "better"], ["better", "first"])
+
+        fetched = mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id,
+            artifact_path="note.json",
+            dst_path=str(tmp_path / "fetched"),
+            tracking_uri=uri,
+        )
+        assert json.loads(Path(fetched).read_text()) == {"stored": "through the server"}
+    finally:
+        server.stop()
+
+
+def test_prefect_server_on_postgres_runs_a_flow(
+    postgres: procs.PostgresCluster, tmp_path: Path
+) -> None:
+    database = postgres.create_database("prefect")
+    port = procs.free_port()
+    env = procs.prefect_server_env(tmp_path, database_url=postgres.url(database, "asyncpg"))
+    server = procs.start_server(
+        "prefect-pg",
+        procs.prefect_server_argv(port),
+        health_url=f"http://127.0.0.1:{port}/api/health",
+        base_url=f"http://127.0.0.1:{port}/api",
+        log_path=tmp_path / "prefect.log",
+        env=env,
+    )
+    try:
+        server.wait_healthy(timeout_s=120)
+        script = """
+from prefect import flow, task
+
+@task
+def double(x: int) -> int:
+    return 2 * x
+
+@flow(name="pg-check")
+def check() -> int:
+    return double(21)
+
+print(check())
+"""
+        client_env = {
+            **os.environ,
+            "PREFECT_API_URL": server.base_url,
+            "PREFECT_HOME": str(tmp_path / "client"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            env=client_env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.strip().splitlines()[-1] == "42"
+        import httpx
+
+        runs = httpx.post(f"{server.base_url}/flow_runs/filter", json={}, timeout=10).json()
+        assert [(r["name"] != "", r["state_type"]) for r in runs] == [(True, "COMPLETED")]
+    finally:
+        server.stop()
+
+
+def test_prediction_log_on_postgres_reads_back_what_sqlite_reads(
+    postgres: procs.PostgresCluster, tmp_path: Path
+) -> None:
+    from bentos.predlog import FeedbackRecord, PredictionLog, PredictionRecord
+
+    records = [
+        PredictionRecord(
+            request_id=f"r{i}",
+            model_name="pg-model",
+            model_version="1" if i % 3 else "2",
+            role="champion" if i % 3 else "challenger",
+            features={"temp": 0.1 * i, "weathersit": "clear" if i % 2 else "misty", "hr": i},
+            prediction=float(i) * 1.5,
+            latency_ms=2.0,
+            ts=1_700_000_000.0 + i,
+        )
+        for i in range(30)
+    ]
+    labels = [FeedbackRecord(f"r{i}", "pg-model", float(i)) for i in range(0, 30, 4)]
+    logs = {
+        "postgres": PredictionLog(postgres.url(postgres.create_database("predlog"))),
+        "sqlite": PredictionLog(f"sqlite:///{tmp_path / 'predictions.db'}"),
+    }
+    frames = {}
+    for name, log in logs.items():
+        log.append(predictions=records)
+        log.append(feedback=labels)
+        frames[name] = log.frame(latest=20)
+        assert log.count() == 30
+        log.close()
+    pg, lite = frames["postgres"], frames["sqlite"]
+    assert len(pg) == 20 and list(pg.columns) == list(lite.columns)
+    assert pg["request_id"].tolist() == lite["request_id"].tolist()
+    for column in ("temp", "hr", "weathersit", "prediction", "label", "model_version", "role"):
+        assert pg[column].astype(str).tolist() == lite[column].astype(str).tolist(), column
