@@ -4,8 +4,9 @@
 (b) a minimal FastAPI + uvicorn wrapper (what a user would write instead);
 (c) `driftloop serve` with the prediction log (fsynced before answering) and an API key;
 (d) the same with adaptive batching tuned (`DRIFTLOOP_MAX_BATCH_SIZE`);
-plus (c) as it was before this benchmark's fixes (`bentos/` of BEFORE_COMMIT), when git
-history is there. Every server runs alone on one uvicorn/BentoML worker with OMP=1, loaded
+plus (c) as it was before this round's hardening (`bentos/` of BEFORE_COMMIT), when git
+history is there: the hardening must not cost speed (≥ 0.95× in every cell). Every
+server runs alone on one uvicorn/BentoML worker with OMP=1, loaded
 from a separate process (wrk -t1, else the bundled asyncio client) at concurrency 1, 8, 64
 with 1- and 100-record bodies. All servers stay up and the points are measured in
 alternation (server after server for each point), so a burst of load from another process
@@ -29,8 +30,9 @@ from bench.servers import checkout_bentos, driftloop_server, fastapi_server, mlf
 from bench.serving.loadgen import LoadResult, have_wrk, run_load
 
 API_KEY = "bench-api-key"
-# The last commit of bentos/ before the fixes this benchmark led to (see RESULTS.md).
-BEFORE_COMMIT = "0a78756e8e978665abcec5a1393fe67c300308a6"
+# main before the hardening of issue #13 (timeouts, bounded requests, label scope, ...);
+# the benchmark's earlier fixes were judged against 0a78756 (see git history of RESULTS.md).
+BEFORE_COMMIT = "3e8347a"
 TUNED = {"max_latency_ms": 1.0}
 SIZES = (1, 100)
 CONCURRENCY = (1, 8, 64)
@@ -104,7 +106,10 @@ def run(section: Section, quick: bool) -> None:
             )
             targets.append(
                 Target(
-                    "before", "driftloop serve before the fixes", before.base_url + "/predict", auth
+                    "before",
+                    f"driftloop serve before the hardening ({BEFORE_COMMIT})",
+                    before.base_url + "/predict",
+                    auth,
                 )
             )
         results: dict[tuple[str, int, int], LoadResult] = {}
@@ -225,6 +230,20 @@ def report(
         f"{p99:.1f} ms (FastAPI {results[('fastapi', 1, 1)].p99_ms:.1f} ms)",
         p99 <= 10,
     )
+    if any(t.key == "before" for t in targets):
+        cells = {
+            (size, c): rps("driftloop", size, c) / rps("before", size, c)
+            for size in SIZES
+            for c in CONCURRENCY
+        }
+        (worst_size, worst_c), worst = min(cells.items(), key=lambda kv: kv[1])
+        section.target(
+            f"driftloop now vs before the hardening ({BEFORE_COMMIT}), every cell",
+            "≥ 0.95×",
+            f"worst {worst:.2f}× ({worst_size} record{'s' if worst_size > 1 else ''}, "
+            f"c={worst_c}); median {statistics.median(cells.values()):.2f}×",
+            worst >= 0.95,
+        )
     failed = sum(r.failed for r in results.values())
     section.target("failed requests, all runs", "0", str(failed), failed == 0)
     section.notes.append(
