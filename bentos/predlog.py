@@ -154,36 +154,51 @@ def _dumps(value: Any) -> str:
     return jsonio.dumps_text(value)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")  # the WAL is fsynced at every commit
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
+def _sqlite_pragmas(busy_timeout_s: float) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")  # the WAL is fsynced at every commit
+        # How long one statement waits for another process's lock before "database is
+        # locked"; the writer retries up to its commit timeout on top.
+        cursor.execute(f"PRAGMA busy_timeout={max(1, round(busy_timeout_s * 1000))}")
+        cursor.close()
+
+    return on_connect
 
 
 class PredictionLog:
     """Append and query predictions and feedback in one SQL database."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, busy_timeout_s: float = 10.0) -> None:
         self.url = url
         parsed = sa.engine.make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         # Features may hold datetimes: store them as ISO text rather than fail.
-        kwargs: dict[str, Any] = {"json_serializer": _dumps}
+        # hide_parameters: an error message never carries other callers' rows.
+        kwargs: dict[str, Any] = {"json_serializer": _dumps, "hide_parameters": True}
         if self.is_sqlite:
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout_s}
         self.engine = sa.create_engine(url, **kwargs)
         if self.is_sqlite:
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout_s))
         _metadata.create_all(self.engine)
         # `->`/`->>` need SQLite 3.38; older ones take the row-by-row insert.
         self._single_statement = self.is_sqlite and sqlite3.sqlite_version_info >= (3, 38)
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def probe_writable(self) -> None:
+        """Raise unless a write transaction can start now (SQLite: takes the write lock)."""
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                conn.rollback()
+            else:
+                conn.execute(sa.select(sa.literal(1)))
 
     # -- writing -----------------------------------------------------------------------
     def append(
@@ -450,13 +465,45 @@ class _Pending:
 
 
 _STOP = object()
+_TRANSIENT = (sa.exc.OperationalError, sa.exc.InterfaceError, sqlite3.OperationalError, OSError)
+"""Errors of the log itself (locked, disk full, I/O, connection): retried, then 503."""
+
+
+class LogUnavailable(RuntimeError):
+    """The prediction log did not commit a request's records, so nothing may be acknowledged.
+
+    The message names the condition (``prediction log locked: database is locked``) and
+    never carries SQL text or row values: it is shown to callers.
+    """
+
+
+def describe_error(exc: BaseException) -> str:
+    """A caller-safe description of a write error: the condition, never SQL or values."""
+    if isinstance(exc, LogUnavailable):
+        return str(exc)
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    if not isinstance(exc, _TRANSIENT):
+        # Integrity/data errors may quote values (e.g. a duplicate key): the type only.
+        return f"prediction log rejected the records ({type(orig).__name__})"
+    text = (str(orig).strip().splitlines() or [""])[0][:200]
+    lowered = text.lower()
+    condition = "locked" if "locked" in lowered or "busy" in lowered else "unwritable"
+    return f"prediction log {condition}: {text or type(orig).__name__}"
 
 
 class GroupCommitWriter:
     """One writer thread; each commit carries everything queued since the last one.
 
-    `submit` returns a future that completes when the records are committed (or
-    fails with the database error, in which case the caller must not acknowledge).
+    `submit` returns a future that completes when the records are committed, or fails
+    with `LogUnavailable` (the caller must not acknowledge). Faults never stop it:
+
+    - a waiter that was cancelled (its caller went away) is skipped, never completed;
+    - a locked or failing database is retried for up to `commit_timeout_s`, then the
+      waiting requests fail and `healthy` turns False; while unhealthy the thread probes
+      the database every `probe_interval_s` and turns healthy again by itself;
+    - an error no retry fixes (a bad record) fails only the request that carries it;
+    - the thread catches everything; should it still end, `submit`/`ensure_running`
+      start a new one (`restarts` counts them).
     """
 
     def __init__(
@@ -464,17 +511,49 @@ class GroupCommitWriter:
         log: PredictionLog,
         max_records_per_commit: int = 5_000,
         on_commit: Callable[[int, float], None] | None = None,
-        retries: int = 3,
+        commit_timeout_s: float = 5.0,
+        probe_interval_s: float = 0.5,
     ) -> None:
         self.log = log
         self.max_records_per_commit = max_records_per_commit
         self.on_commit = on_commit
-        self.retries = retries
+        self.commit_timeout_s = commit_timeout_s
+        self.probe_interval_s = probe_interval_s
         self.commits = 0
+        self.failed_commits = 0
+        self.restarts = 0
+        self.healthy = True  # False from a failed commit until a commit or probe succeeds
+        self.last_error: str | None = None
+        self.unhealthy_since: float | None = None
+        self.last_death: str | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._closed = False
-        self._thread.start()
+        self._start_lock = threading.Lock()
+        self._thread = self._new_thread()
+
+    def _new_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        thread.start()
+        return thread
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def ensure_running(self) -> bool:
+        """Start a new writer thread if the last one ended; True when one was started."""
+        if self._closed or self._thread.is_alive():
+            return False
+        with self._start_lock:
+            if self._thread.is_alive():
+                return False
+            log.error(
+                "the prediction log writer thread had stopped (%s); starting a new one",
+                self.last_death or "unknown cause",
+            )
+            self.restarts += 1
+            self._thread = self._new_thread()
+            return True
 
     def submit(
         self,
@@ -484,10 +563,33 @@ class GroupCommitWriter:
     ) -> concurrent.futures.Future[None]:
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
         if self._closed:
-            future.set_exception(RuntimeError("the prediction log is closed"))
+            future.set_exception(LogUnavailable("the prediction log is closed"))
             return future
+        if not self._thread.is_alive():
+            self.ensure_running()
         self._queue.put(_Pending(predictions, feedback, rows, future))
         return future
+
+    def unavailable_reason(self) -> str | None:
+        """Why commits cannot succeed right now, or None when they can."""
+        if self._closed:
+            return "the prediction log is closed"
+        if not self._thread.is_alive():
+            return f"the prediction log writer thread stopped ({self.last_death or 'unknown'})"
+        if not self.healthy:
+            return self.last_error or "prediction log unwritable"
+        return None
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "writable": self.healthy,
+            "writer_alive": self._thread.is_alive(),
+            "last_error": self.last_error,
+            "unwritable_since": _iso_utc(self.unhealthy_since),
+            "commits": self.commits,
+            "failed_commits": self.failed_commits,
+            "writer_restarts": self.restarts,
+        }
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Write what is queued, then stop the thread."""
@@ -497,55 +599,157 @@ class GroupCommitWriter:
         self._queue.put(_STOP)
         self._thread.join(timeout_s)
 
+    # -- the writer thread -------------------------------------------------------------
     def _run(self) -> None:
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is _STOP:
-                break
-            group: list[_Pending] = [first]
-            size = first.size
-            while size < self.max_records_per_commit:
+        try:
+            while True:
                 try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
+                    if self._step():
+                        return
+                except Exception:  # never let the writer thread die
+                    log.exception("prediction log writer iteration failed; continuing")
+        except BaseException as exc:
+            self.last_death = f"{type(exc).__name__}: {exc}"[:300]
+            raise
+
+    def _step(self) -> bool:
+        """Commit one group (or probe while unhealthy); True when asked to stop."""
+        try:
+            first = self._queue.get(timeout=None if self.healthy else self.probe_interval_s)
+        except queue.Empty:
+            self._probe()
+            return False
+        if first is _STOP:
+            return True
+        group: list[_Pending] = []
+        size = 0
+        stop = False
+        item = first
+        while True:
+            if _claim(item):
                 group.append(item)
                 size += item.size
-            self._commit(group, size)
+            if size >= self.max_records_per_commit:
+                break
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                stop = True
+                break
+        if group:
+            try:
+                self._commit(group, size)
+            finally:  # whatever happened, no waiter is left hanging
+                for pending in group:
+                    _complete(pending.future, LogUnavailable("the prediction log writer failed"))
+        return stop
 
     def _commit(self, group: list[_Pending], size: int) -> None:
+        started = time.perf_counter()
+        error = self._write(group)
+        if error is not None and not isinstance(error, _TRANSIENT) and len(group) > 1:
+            # A bad record must not fail the requests it shares a commit with.
+            for pending in group:
+                one = self._write([pending])
+                if one is None:
+                    self._committed(pending.size, time.perf_counter() - started)
+                _complete(pending.future, one)
+            return
+        if error is None:
+            self._committed(size, time.perf_counter() - started)
+        for pending in group:
+            _complete(pending.future, error)
+
+    def _write(self, group: Sequence[_Pending]) -> BaseException | None:
+        """Append a group, retrying log errors until `commit_timeout_s`; the error or None."""
         predictions = [p for item in group for p in item.predictions]
         feedback = [f for item in group for f in item.feedback]
         rows = [r for item in group for r in item.rows]
-        error: BaseException | None = None
-        started = time.perf_counter()
-        for attempt in range(self.retries + 1):
+        deadline = time.monotonic() + self.commit_timeout_s
+        backoff = 0.05
+        while True:
             try:
                 self.log.append(predictions, feedback, rows)
-                error = None
-                break
-            except sa.exc.OperationalError as exc:  # e.g. database is locked: retry
-                error = exc
-                time.sleep(0.05 * (attempt + 1))
-            except Exception as exc:  # never let the writer thread die
-                error = exc
-                break
-        elapsed = time.perf_counter() - started
+            except _TRANSIENT as exc:  # locked, I/O, disk full: retry until the deadline
+                if time.monotonic() + backoff < deadline:
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 0.5)
+                    continue
+                return self._failed(exc, len(predictions) + len(feedback) + len(rows))
+            except Exception as exc:
+                log.warning("prediction log rejected a write: %s", describe_error(exc))
+                return exc
+            self._recovered()
+            return None
+
+    def _committed(self, size: int, elapsed: float) -> None:
+        self.commits += 1
+        if self.on_commit is not None:
+            try:
+                self.on_commit(size, elapsed)
+            except Exception:  # metrics must never break logging
+                log.debug("on_commit callback failed", exc_info=True)
+
+    def _failed(self, exc: BaseException, size: int) -> BaseException:
+        reason = describe_error(exc)
+        self.failed_commits += 1
+        if self.healthy or reason != self.last_error:
+            log.error("prediction log write of %d records failed: %s", size, reason)
+        if self.healthy:
+            self.unhealthy_since = time.time()
+        self.last_error = reason
+        self.healthy = False
+        return exc
+
+    def _recovered(self) -> None:
+        if not self.healthy:
+            log.warning(
+                "prediction log writable again (it was not since %s: %s)",
+                _iso_utc(self.unhealthy_since),
+                self.last_error,
+            )
+        self.healthy = True
+        self.last_error = None
+        self.unhealthy_since = None
+
+    def _probe(self) -> None:
+        try:
+            self.log.probe_writable()
+        except Exception as exc:
+            reason = describe_error(exc)
+            if reason != self.last_error:
+                log.warning("prediction log still unwritable: %s", reason)
+            self.last_error = reason
+            return
+        self._recovered()
+
+
+def _claim(item: _Pending) -> bool:
+    """Mark a waiter running; False when its caller cancelled it (then it is skipped)."""
+    try:
+        return item.future.set_running_or_notify_cancel()
+    except RuntimeError:  # already running or done: not ours to complete again
+        return False
+
+
+def _complete(future: concurrent.futures.Future[None], error: BaseException | None) -> None:
+    """Complete a waiter once; a cancelled or completed one is left alone."""
+    if future.done():
+        return
+    try:
         if error is None:
-            self.commits += 1
-            if self.on_commit is not None:
-                try:
-                    self.on_commit(size, elapsed)
-                except Exception:  # metrics must never break logging
-                    log.debug("on_commit callback failed", exc_info=True)
+            future.set_result(None)
         else:
-            log.error("prediction log write of %d records failed: %s", size, error)
-        for item in group:
-            if error is None:
-                item.future.set_result(None)
-            else:
-                item.future.set_exception(error)
+            wrapped = LogUnavailable(describe_error(error))
+            wrapped.__cause__ = error
+            future.set_exception(wrapped)
+    except concurrent.futures.InvalidStateError:
+        pass
+
+
+def _iso_utc(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return pd.Timestamp(ts, unit="s", tz="UTC").isoformat(timespec="seconds")

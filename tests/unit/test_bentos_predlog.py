@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import tempfile
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bentos.predlog import FeedbackRecord, GroupCommitWriter, PredictionLog, PredictionRecord
+from bentos.predlog import (
+    FeedbackRecord,
+    GroupCommitWriter,
+    LogUnavailable,
+    PredictionLog,
+    PredictionRecord,
+    describe_error,
+)
 
 
 def rec(
@@ -79,11 +88,172 @@ def test_a_failed_write_fails_the_waiting_requests(log: PredictionLog) -> None:
         raise OSError("disk full")
 
     log.append = broken  # type: ignore[method-assign]
-    writer = GroupCommitWriter(log, retries=0)
+    writer = GroupCommitWriter(log, commit_timeout_s=0.2)
     future = writer.submit([rec("lost")])
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(LogUnavailable, match="prediction log unwritable: disk full"):
         future.result(timeout=5)
+    assert writer.healthy is False and writer.alive
     writer.close()
+
+
+def _held(log: PredictionLog, first: threading.Event) -> threading.Event:
+    """Hold the writer's next append until the returned event is set."""
+    gate = threading.Event()
+    original = log.append
+
+    def held_append(*args: object, **kwargs: object) -> None:
+        first.set()
+        gate.wait(5)
+        log.append = original  # type: ignore[method-assign]
+        original(*args, **kwargs)
+
+    log.append = held_append  # type: ignore[method-assign]
+    return gate
+
+
+def test_a_cancelled_waiter_is_skipped_and_the_writer_keeps_going(
+    log: PredictionLog,
+) -> None:
+    """A caller that went away (504) cancels its waiter: the writer must not die on it."""
+    writer = GroupCommitWriter(log)
+    started = threading.Event()
+    gate = _held(log, started)
+    first = writer.submit([rec("first")])
+    assert started.wait(5)  # the writer holds "first"; the next ones queue
+    cancelled = writer.submit([rec("gone")])
+    kept = writer.submit([rec("kept")])
+    assert cancelled.cancel()
+    gate.set()
+    first.result(timeout=5)
+    kept.result(timeout=5)
+    assert writer.alive
+    writer.submit([rec("after")]).result(timeout=5)
+    assert {r.request_id for r in log.predictions()} == {"first", "kept", "after"}
+    writer.close()
+
+
+def test_cancelling_through_asyncio_wrap_future_does_not_kill_the_writer(
+    log: PredictionLog,
+) -> None:
+    """The observed failure: a feedback request timed out while the log was locked."""
+    writer = GroupCommitWriter(log)
+    started = threading.Event()
+    gate = _held(log, started)
+
+    async def scenario() -> None:
+        blocker = asyncio.wrap_future(writer.submit([rec("held")]))
+        assert await asyncio.to_thread(started.wait, 5)
+        waiter = asyncio.wrap_future(writer.submit([rec("timed-out")]))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(waiter, 0.05)  # cancels the concurrent future too
+        gate.set()
+        await blocker
+        await asyncio.wrap_future(writer.submit([rec("next")]))
+
+    asyncio.run(scenario())
+    assert writer.alive and writer.restarts == 0
+    assert {r.request_id for r in log.predictions()} == {"held", "next"}
+    writer.close()
+
+
+def test_a_locked_log_fails_cleanly_then_recovers_by_itself(tmp_path: Path) -> None:
+    path = tmp_path / "predictions.db"
+    log = PredictionLog(f"sqlite:///{path}", busy_timeout_s=0.2)
+    writer = GroupCommitWriter(log, commit_timeout_s=0.3, probe_interval_s=0.05)
+    writer.submit([rec("before")]).result(timeout=5)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+    try:
+        future = writer.submit([rec("secret-id", temp=0.123456)])
+        with pytest.raises(LogUnavailable) as failure:
+            future.result(timeout=5)
+        message = str(failure.value)
+        assert message == "prediction log locked: database is locked"
+        assert "INSERT" not in message and "secret-id" not in message
+        assert writer.healthy is False
+        assert writer.unavailable_reason() == message
+        assert writer.status()["writable"] is False and writer.status()["unwritable_since"]
+        time.sleep(0.3)  # several probes while the lock is held: still unhealthy
+        assert writer.healthy is False and writer.alive
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    deadline = time.monotonic() + 5
+    while not writer.healthy and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert writer.healthy, "the writer did not notice the lock was released"
+    writer.submit([rec("after")]).result(timeout=5)
+    assert {r.request_id for r in log.predictions()} == {"before", "after"}
+    assert writer.alive and writer.restarts == 0
+    writer.close()
+    log.close()
+
+
+def test_a_bad_record_fails_only_its_own_request(log: PredictionLog) -> None:
+    writer = GroupCommitWriter(log)
+    started = threading.Event()
+    gate = _held(log, started)
+    first = writer.submit([rec("first")])
+    assert started.wait(5)
+    bad_row = (None, None, 1.0, "m", "1", "champion", {"x": 1}, 1.0, 1.0)
+    bad = writer.submit(rows=[bad_row])  # type: ignore[list-item]  # NOT NULL request_id
+    good = writer.submit([rec("good")])
+    gate.set()
+    first.result(timeout=5)
+    good.result(timeout=5)
+    with pytest.raises(LogUnavailable, match=r"rejected the records \(IntegrityError\)"):
+        bad.result(timeout=5)
+    assert writer.healthy  # a bad record is not a log condition
+    assert {r.request_id for r in log.predictions()} == {"first", "good"}
+    writer.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_writer_thread_is_restarted_and_no_waiter_hangs(log: PredictionLog) -> None:
+    original = log.append
+
+    def dies(*args: object, **kwargs: object) -> None:
+        log.append = original  # type: ignore[method-assign]
+        raise SystemExit("simulated thread death")
+
+    log.append = dies  # type: ignore[method-assign]
+    writer = GroupCommitWriter(log)
+    lost = writer.submit([rec("lost")])
+    with pytest.raises(LogUnavailable, match="writer failed"):
+        lost.result(timeout=5)
+    deadline = time.monotonic() + 5
+    while writer.alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not writer.alive
+    assert "simulated thread death" in (writer.unavailable_reason() or "")
+    writer.submit([rec("next")]).result(timeout=5)  # submit starts a new thread
+    assert writer.alive and writer.restarts == 1
+    assert [r.request_id for r in log.predictions()] == ["next"]
+    writer.close()
+
+
+def test_a_failing_commit_callback_does_not_stop_the_writer(log: PredictionLog) -> None:
+    def explode(records: int, seconds: float) -> None:
+        raise RuntimeError("metrics broke")
+
+    writer = GroupCommitWriter(log, on_commit=explode)
+    for i in range(3):
+        writer.submit([rec(f"r{i}")]).result(timeout=5)
+    assert writer.alive and writer.commits == 3
+    writer.close()
+
+
+def test_error_text_never_carries_sql_or_values(tmp_path: Path) -> None:
+    log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}")
+    with log.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE predictions")
+    with pytest.raises(Exception) as raised:
+        log.append([rec("private-id")])
+    assert "private-id" not in str(raised.value)  # hide_parameters
+    text = describe_error(raised.value)
+    assert "INSERT" not in text and "private-id" not in text
+    assert text == "prediction log unwritable: no such table: predictions"
+    log.close()
 
 
 def test_query_by_time_window_version_and_role(log: PredictionLog) -> None:
