@@ -8,6 +8,7 @@ touches the disk or the network.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -93,6 +94,13 @@ class ServingSettings(BaseSettings):
         description="SQLAlchemy URL of the prediction log; default: SQLite (WAL) file "
         "predictions.db in the state folder.",
     )
+    prediction_log_commit_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Longest a commit waits on a locked or failing prediction log before its "
+        "requests get 503 (keep it below request_timeout_s); meanwhile /readyz is 503 and "
+        "the service retries by itself.",
+    )
 
     # -- derived values (methods and properties only: no validators) ------------------
     @property
@@ -120,3 +128,16 @@ class ServingSettings(BaseSettings):
     def serving_state_path(self, model_name: str | None = None) -> Path:
         """Where the service caches what it learnt from the registry (aliases)."""
         return self.state_path / "serving" / (model_name or self.model_name)
+
+
+def registry_http_env(timeout_s: float) -> dict[str, str]:
+    """MLflow client environment of the serving process: one attempt of `timeout_s` at most.
+
+    The one place that decides it (``driftloop serve``'s child environment, the serving
+    worker and the pre-flight check use it): MLflow's defaults retry a dead server for
+    minutes, and the service's follower has its own backoff.
+    """
+    return {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(timeout_s))),
+    }

@@ -81,11 +81,16 @@ class DriftloopService:
 
 
 def _prepare_process(registry_timeout_s: float) -> None:
-    """Process settings of the serving worker: our log level, fail-fast MLflow calls."""
+    """Process settings of the serving worker: our log level, fail-fast MLflow calls.
+
+    The MLflow timeout/retries always come from `registry_timeout_s`, whatever the
+    parent process left in the environment (the CLI and the stack set slower ones for
+    flows): a registry call must never hold the follower longer than that.
+    """
+    from bentos.config import registry_http_env
+
     logging.getLogger("driftloop").setLevel(logging.INFO)
-    # MLflow retries a dead server for minutes by default; the follower has its own backoff.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, round(registry_timeout_s))))
+    os.environ.update(registry_http_env(registry_timeout_s))
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bentos.config import SERVICE_NAME, ServingSettings
+from bentos.config import SERVICE_NAME, ServingSettings, registry_http_env
 from driftloop.procs import venv_bin
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +47,8 @@ def service_env(settings: Any) -> dict[str, str]:
         "DRIFTLOOP_TRACKING_URI": tracking_uri,
         "DRIFTLOOP_PREDICTION_LOG_URL": settings.resolved_prediction_log_url(),
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        # Overrides the CLI's/stack's MLflow retries (15 s x 2, meant for flows).
+        **registry_http_env(settings.registry_timeout_s),
         # BentoML settings that the service decorator fixes at import time.
         "BENTOML_CONFIG_OVERRIDES": json.dumps(
             {
@@ -84,10 +86,7 @@ def serve_command(
 @contextmanager
 def _fail_fast_mlflow(timeout_s: float) -> Iterator[None]:
     """MLflow retries an unreachable server for minutes by default; not for a pre-flight check."""
-    wanted = {
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, round(timeout_s))),
-    }
+    wanted = registry_http_env(timeout_s)
     before = {key: os.environ.get(key) for key in wanted}
     os.environ.update(wanted)
     try:

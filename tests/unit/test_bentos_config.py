@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,20 @@ def test_an_unreachable_registry_is_fatal_only_without_cached_aliases(tmp_path: 
     cache.parent.mkdir(parents=True)
     cache.write_text(json.dumps({"aliases": {"champion": "3"}}))
     assert check_champion(settings) == (None, None)  # the service starts from the cache
+
+
+def test_serving_mlflow_timeouts_come_from_registry_timeout_s_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI/stack set 15 s x 2 retries for flows; the service must not inherit them."""
+    from bentos.service import _prepare_process
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+    settings = ServingSettings(state_dir=tmp_path, registry_timeout_s=2.5)
+    env = service_env(settings)
+    assert env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
+    assert env["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "3"  # whole seconds, rounded up
+    _prepare_process(2.5)  # in the worker, whatever the parent left in the environment
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "3"
