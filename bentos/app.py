@@ -4,6 +4,12 @@
 record (champion / canary challenger / shadow), batches concurrent requests
 into one model call per model, appends every prediction to the prediction log
 and answers only after the log commit that holds its records.
+
+Faults (README "Reliability"): a prediction log that cannot commit gives 503s
+naming the condition and /readyz 503 until the writer's own probe finds it
+writable again; a champion that raises or returns NaN/inf is answered for by the
+loaded ``previous`` version (log role ``fallback``, counted, shown in /readyz and
+/metadata); the service never moves an alias itself.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
@@ -34,13 +41,23 @@ from bentos.follower import (
 )
 from bentos.gateway import GatewayConfig
 from bentos.metrics import ServingMetrics
-from bentos.predlog import FeedbackRecord, GroupCommitWriter, LogRow, PredictionLog
+from bentos.predlog import (
+    FeedbackRecord,
+    GroupCommitWriter,
+    LogRow,
+    LogUnavailable,
+    PredictionLog,
+)
 from bentos.routing import SHADOW, route
 from bentos.schema import ENTITY_ID, REQUEST_ID, LabelSchema, SchemaError, ValidBatch
-from bentos.store import LoadedModel, import_version, load_model, local_model
+from bentos.store import LoadedModel, NonFinitePredictions, import_version, load_model, local_model
 from registry import Registry
 
 log = logging.getLogger("driftloop.serving")
+
+FALLBACK = "fallback"  # log role: `previous` answered for a champion that failed
+FALLBACK_RECENT_S = 60.0  # /readyz says "degraded" this long after a fallback
+_RETRY_AFTER = {"retry-after": "1"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,8 +108,15 @@ class ServingApp:
         self.pinned_version = pinned_version
         self.metrics = ServingMetrics()
         self.registry = Registry(self.model_name, settings.resolved_tracking_uri())
-        self.log = PredictionLog(settings.resolved_prediction_log_url())
-        self.writer = GroupCommitWriter(self.log, on_commit=self._observe_commit)
+        commit_timeout_s = settings.prediction_log_commit_timeout_s
+        self.log = PredictionLog(
+            settings.resolved_prediction_log_url(), busy_timeout_s=commit_timeout_s
+        )
+        self.writer = GroupCommitWriter(
+            self.log, on_commit=self._observe_commit, commit_timeout_s=commit_timeout_s
+        )
+        self.fallbacks = 0  # records `previous` answered for a failing champion
+        self.last_fallback: dict[str, Any] | None = None
         self.follower = AliasFollower(
             model_name=self.model_name,
             source=source or self.registry,
@@ -146,6 +170,8 @@ class ServingApp:
         snap = self.follower.snapshot
         if snap.champion is None:
             return _json({"detail": self._not_ready_reason()}, 503)
+        if not self.writer.healthy:  # one flag read; the writer's probe clears it
+            return _json({"detail": self._log_unavailable()}, 503, _RETRY_AFTER)
         try:
             batch = snap.champion.schema.validate_batch(records)
         except SchemaError as exc:
@@ -175,9 +201,14 @@ class ServingApp:
             # shield: one commit is shared by a whole batch; a caller going away must not
             # cancel it for the others.
             await asyncio.shield(answered.commit)
+        except LogUnavailable as exc:  # the message names the condition, never SQL or rows
+            return _json({"detail": f"{exc}; no answer was given, retry"}, 503, _RETRY_AFTER)
         except Exception as exc:
+            log.error("prediction log commit failed: %s", type(exc).__name__)
             return _json(
-                {"detail": f"prediction log unavailable, so no answer was given: {exc}"}, 503
+                {"detail": f"prediction log unavailable ({type(exc).__name__}); retry"},
+                503,
+                _RETRY_AFTER,
             )
         versions = answered.versions
         single = versions[0] if versions.count(versions[0]) == len(versions) else None
@@ -226,11 +257,11 @@ class ServingApp:
         for (_, role), (model, parts) in groups.items():
             try:
                 preds = self._call(model, role, [part.batch for part in parts])
-            except Exception:
+            except Exception as exc:
                 if role == CHALLENGER:  # a failing challenger must not fail callers
                     fallback += parts
                     continue
-                raise
+                model, role, preds = self._fall_back(model, parts, exc)
             self._place(preds, parts, model, role, predictions, versions, answered)
         if fallback:
             by_champion: dict[int, tuple[LoadedModel, list[_Part]]] = {}
@@ -238,8 +269,12 @@ class ServingApp:
                 champion = items[part.item].champion
                 by_champion.setdefault(id(champion), (champion, []))[1].append(part)
             for model, parts in by_champion.values():
-                preds = self._call(model, CHAMPION, [part.batch for part in parts])
-                self._place(preds, parts, model, CHAMPION, predictions, versions, answered)
+                role = CHAMPION
+                try:
+                    preds = self._call(model, role, [part.batch for part in parts])
+                except Exception as exc:
+                    model, role, preds = self._fall_back(model, parts, exc)
+                self._place(preds, parts, model, role, predictions, versions, answered)
 
         now = time.time()
         rows: list[LogRow] = []
@@ -335,6 +370,45 @@ class ServingApp:
                 rows += self._rows(item, part, features[k], chunk, model, SHADOW, done, now)
         return rows
 
+    def _fall_back(
+        self, failed: LoadedModel, parts: list[_Part], error: Exception
+    ) -> tuple[LoadedModel, str, list[Any]]:
+        """`previous` answers what the champion failed on; re-raises `error` without one.
+
+        Counted and remembered for /readyz and /metadata; the log rows get role
+        ``fallback``. Moving aliases stays the monitor's decision.
+        """
+        previous = self.follower.snapshot.previous
+        if previous is None or previous.version == failed.version:
+            raise error
+        preds = self._call(previous, FALLBACK, [part.batch for part in parts])
+        n = len(preds)
+        reason = "non_finite" if isinstance(error, NonFinitePredictions) else "error"
+        self.metrics.fallbacks.labels(
+            self.model_name, failed.version, previous.version, reason
+        ).inc(n)
+        self.fallbacks += n
+        first = self.last_fallback is None or self.last_fallback["failed_version"] != (
+            failed.version
+        )
+        self.last_fallback = {
+            "at": time.time(),
+            "failed_version": failed.version,
+            "answered_by": previous.version,
+            "reason": reason,
+            "error": f"{type(error).__name__}: {error}"[:300],
+            "records": n,
+        }
+        if first:
+            log.error(
+                "champion v%s failed (%s: %s); previous v%s answers for it",
+                failed.version,
+                type(error).__name__,
+                error,
+                previous.version,
+            )
+        return previous, FALLBACK, preds
+
     def _call(self, model: LoadedModel, role: str, batches: list[ValidBatch]) -> list[Any]:
         started = time.perf_counter()
         n = sum(len(b) for b in batches)
@@ -379,17 +453,55 @@ class ServingApp:
         return 200, {"status": "alive", "model_name": self.model_name}
 
     def readyz(self) -> tuple[int, dict[str, Any]]:
+        """200 while /predict can answer (``ready`` or ``degraded``, with the reason), else 503.
+
+        Cheap (flags and the follower's state; no database call): the writer's own probe
+        keeps the log's state current.
+        """
         status = self.follower.status()
-        body: dict[str, Any] = {"model_name": self.model_name, **status}
+        restarted = self.writer.ensure_running()
+        body: dict[str, Any] = {
+            "model_name": self.model_name,
+            **status,
+            "prediction_log": self.writer.status(),
+            "fallback": self._fallback_status(),
+        }
         if self.follower.snapshot.champion is None:
             return 503, {"status": "not_ready", "reason": self._not_ready_reason(), **body}
-        degraded = not status["registry"]["reachable"]
-        body["status"] = "degraded" if degraded else "ready"
-        if degraded:
-            body["reason"] = (
+        if restarted or not self.writer.healthy:
+            reason = self._log_unavailable()
+            if restarted:
+                reason = f"the prediction log writer had stopped and was restarted: {reason}"
+            return 503, {"status": "not_ready", "reason": reason, **body}
+        reasons = []
+        if not status["registry"]["reachable"]:
+            reasons.append(
                 "registry unreachable: serving the loaded versions, aliases are not followed"
             )
-        return 200, {"status": body.pop("status"), **body}
+        wanted = status["aliases"].get(CHAMPION)
+        if wanted and wanted != status["champion"] and wanted in status["load_errors"]:
+            reasons.append(
+                f"champion v{wanted} cannot be loaded ({status['load_errors'][wanted]}); "
+                f"serving v{status['champion']}"
+            )
+        recent = self.last_fallback
+        if recent is not None and time.time() - recent["at"] < FALLBACK_RECENT_S:
+            reasons.append(
+                f"champion v{recent['failed_version']} failed ({recent['error']}); "
+                f"previous v{recent['answered_by']} answered for it"
+            )
+        if not reasons:
+            return 200, {"status": "ready", **body}
+        return 200, {"status": "degraded", "reason": "; ".join(reasons), **body}
+
+    def _log_unavailable(self) -> str:
+        return self.writer.unavailable_reason() or "prediction log unavailable"
+
+    def _fallback_status(self) -> dict[str, Any]:
+        last = self.last_fallback
+        if last is not None:
+            last = {**last, "at": _iso(last["at"])}
+        return {"records": self.fallbacks, "last": last}
 
     def metadata(self) -> tuple[int, dict[str, Any]]:
         snap = self.follower.snapshot
@@ -420,6 +532,8 @@ class ServingApp:
                 "max_batch_size": self.settings.max_batch_size,
                 "max_latency_ms": self.settings.max_latency_ms,
             },
+            "fallback": self._fallback_status(),
+            "prediction_log": {"writable": self.writer.healthy},
             "auth_required": self.gateway_config.api_key is not None,
             "max_body_bytes": self.gateway_config.max_body_bytes,
         }
@@ -457,6 +571,10 @@ class ServingApp:
 
 def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
     return Response(jsonio.dumps(body), status, headers, media_type="application/json")
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
 def _describe(model: LoadedModel | None) -> dict[str, Any] | None:

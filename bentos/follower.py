@@ -4,7 +4,11 @@ A background thread reads the aliases every `poll_interval_s`, loads what they
 point at (from the local BentoML store, importing from MLflow when a version is
 not there yet) and swaps an immutable `Snapshot` in one assignment, so requests
 in flight finish on the models they started with and no request waits for a load.
-The ``previous`` version is kept loaded too, so a rollback is a pointer swap.
+The ``previous`` version is kept loaded too, so a rollback is a pointer swap and
+it can answer for a champion that fails (see `bentos.app`).
+
+A version that fails to load is retried with its own exponential backoff (the
+registry breaker's bounds), not at every poll, and shows in /readyz with its error.
 
 When the registry fails, a circuit breaker spaces the retries out (exponential
 backoff), the failure is logged once and shown in /readyz, and the service keeps
@@ -55,6 +59,7 @@ class Snapshot:
     challenger: LoadedModel | None = None
     aliases: Mapping[str, str] = field(default_factory=dict)
     source: str = "none"  # registry | cache | pinned | none
+    previous: LoadedModel | None = None  # answers for a champion that fails
 
     @property
     def ready(self) -> bool:
@@ -185,6 +190,7 @@ class AliasFollower:
         self.on_registry = on_registry
         self.snapshot = Snapshot()
         self.load_errors: dict[str, str] = {}
+        self._load_failures: dict[str, tuple[int, float]] = {}  # version: (failures, retry at)
         self.swaps = 0
         self._loaded: dict[str, LoadedModel] = {}
         self._known: dict[str, str] | None = None  # aliases last read from the registry
@@ -281,12 +287,13 @@ class AliasFollower:
         """Load what the aliases name, then swap the snapshot if anything changed."""
         with self._lock:
             for version in self._wanted_versions(aliases):
-                if version in self._loaded:
+                if version in self._loaded or not self._load_due(version):
                     continue
                 try:
                     started = time.perf_counter()
                     self._loaded[version] = self.loader(version, allow_import)
                     self.load_errors.pop(version, None)
+                    self._load_failures.pop(version, None)
                     log.info(
                         "loaded %s version %s in %.2f s",
                         self.model_name,
@@ -295,9 +302,14 @@ class AliasFollower:
                     )
                 except Exception as exc:
                     message = f"{type(exc).__name__}: {exc}"[:500]
+                    wait_s = self._load_failed(version, allow_import)
                     if self.load_errors.get(version) != message:
                         log.warning(
-                            "cannot load %s version %s: %s", self.model_name, version, message
+                            "cannot load %s version %s: %s (retrying in %.1f s)",
+                            self.model_name,
+                            version,
+                            message,
+                            wait_s,
                         )
                     self.load_errors[version] = message
             old = self.snapshot
@@ -313,10 +325,13 @@ class AliasFollower:
                 and challenger.version == champion.version
             ):
                 challenger = None
-            new = Snapshot(champion, challenger, dict(aliases), source)
-            if (new.champion, new.challenger, dict(new.aliases)) != (
+            previous_version = aliases.get(PREVIOUS)
+            previous = self._loaded.get(previous_version) if previous_version else None
+            new = Snapshot(champion, challenger, dict(aliases), source, previous)
+            if (new.champion, new.challenger, new.previous, dict(new.aliases)) != (
                 old.champion,
                 old.challenger,
+                old.previous,
                 dict(old.aliases),
             ) or new.source != old.source:
                 self.snapshot = new  # one assignment: requests see old or new, never half
@@ -333,6 +348,29 @@ class AliasFollower:
             for version in list(self._loaded):
                 if version not in keep:
                     del self._loaded[version]
+            for version in list(self._load_failures):
+                if version not in keep:
+                    self._load_failures.pop(version, None)
+                    self.load_errors.pop(version, None)
+
+    def _load_due(self, version: str) -> bool:
+        failures = self._load_failures.get(version)
+        return failures is None or self.breaker.clock() >= failures[1]
+
+    def _load_failed(self, version: str, allow_import: bool) -> float:
+        """Space out the next load of `version` (exponential, bounded); the wait in s.
+
+        An attempt made without the registry (`allow_import` False) failing is expected
+        while it is down, so it does not grow the backoff of a version.
+        """
+        failures = self._load_failures.get(version, (0, 0.0))[0] + (1 if allow_import else 0)
+        wait_s = 0.0
+        if failures:
+            wait_s = min(
+                self.breaker.initial_backoff_s * 2 ** (failures - 1), self.breaker.max_backoff_s
+            )
+        self._load_failures[version] = (failures, self.breaker.clock() + wait_s)
+        return wait_s
 
     @staticmethod
     def _wanted_versions(aliases: Mapping[str, str]) -> list[str]:
@@ -355,6 +393,15 @@ class AliasFollower:
             "aliases": dict(snap.aliases),
             "aliases_from": snap.source,
             "loaded_versions": sorted(self._loaded, key=lambda v: (len(v), v)),
+            "previous": snap.previous.version if snap.previous else None,
             "load_errors": dict(self.load_errors),
+            "failed_loads": {
+                version: {
+                    "error": self.load_errors.get(version),
+                    "attempts": failures,
+                    "retry_in_s": round(max(0.0, retry_at - self.breaker.clock()), 2),
+                }
+                for version, (failures, retry_at) in self._load_failures.items()
+            },
             "registry": self.breaker.status(),
         }

@@ -32,6 +32,13 @@ class ServingMetrics:
             ["model_name", "model_version", "role"],
             registry=reg,
         )
+        self.fallbacks = Counter(
+            "driftloop_fallback_predictions",
+            "Records the previous version answered because the champion failed on them "
+            "(reason: error | non_finite).",
+            ["model_name", "failed_version", "answered_by", "reason"],
+            registry=reg,
+        )
         self.model_call_seconds = Histogram(
             "driftloop_model_call_seconds",
             "Duration of one model call (one adaptive batch), by model version.",

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
+import numpy as np
+import pandas as pd
 from bentoml.exceptions import BentoMLException, NotFound
 
 from bentos.schema import (
@@ -152,12 +154,40 @@ class LoadedModel:
     def predict(self, records: list[ValidRecord]) -> list[Any]:
         """One model call for a whole batch; one JSON value per record."""
         frame = self.schema.frame(records)
-        return jsonable_predictions(self.pyfunc.predict(frame), len(records))
+        return jsonable_predictions(_finite(self.pyfunc.predict(frame)), len(records))
 
     def predict_batches(self, batches: Sequence[ValidBatch]) -> list[Any]:
-        """One model call for several validated requests; one JSON value per record, in order."""
+        """One model call for several validated requests; one JSON value per record, in order.
+
+        Raises `NonFinitePredictions` when a numeric output holds NaN or infinity: that is
+        a broken model, not an answer to give a caller.
+        """
         frame = self.schema.frame_of_batches(batches)
-        return jsonable_predictions(self.pyfunc.predict(frame), sum(len(b) for b in batches))
+        raw = _finite(self.pyfunc.predict(frame))
+        return jsonable_predictions(raw, sum(len(b) for b in batches))
+
+
+class NonFinitePredictions(ValueError):
+    """The model returned NaN or infinite predictions."""
+
+
+def _finite(raw: Any) -> Any:
+    """`raw` unchanged when its numeric values are all finite (one vectorised check)."""
+    if isinstance(raw, pd.DataFrame | pd.Series):
+        values = raw.select_dtypes("number") if isinstance(raw, pd.DataFrame) else raw
+        if isinstance(raw, pd.Series) and not pd.api.types.is_numeric_dtype(raw.dtype):
+            return raw
+        array = values.to_numpy()
+    elif isinstance(raw, np.ndarray):
+        array = raw
+    else:
+        return raw
+    if array.dtype.kind not in "fc":
+        return raw
+    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise NonFinitePredictions(f"the model returned {bad} non-finite value(s) (NaN/inf)")
+    return raw
 
 
 def load_model(model: bentoml.Model) -> LoadedModel:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +25,16 @@ class Model:
     """A pyfunc stand-in: prediction = temp * factor."""
 
     def __init__(self, factor: float, broken: bool = False) -> None:
-        self.factor, self.broken, self.calls = factor, broken, 0
+        self.factor, self.broken, self.calls, self.nan = factor, broken, 0, False
 
     def predict(self, frame: pd.DataFrame) -> Any:
         self.calls += 1
         if self.broken:
             raise RuntimeError("challenger exploded")
-        return (frame["temp"] * self.factor).to_numpy()
+        out = (frame["temp"] * self.factor).to_numpy()
+        if self.nan:
+            out[0] = float("nan")
+        return out
 
 
 class Registry:
@@ -55,7 +60,11 @@ def _close_apps() -> Any:
 
 
 def make_app(
-    tmp_path: Path, aliases: dict[str, str], share: float = 0.0, broken: set[str] = frozenset()
+    tmp_path: Path,
+    aliases: dict[str, str],
+    share: float = 0.0,
+    broken: set[str] = frozenset(),
+    **settings: Any,
 ) -> tuple[ServingApp, dict[str, Model], Registry]:
     models = {v: Model(float(v), broken=v in broken) for v in ("1", "2")}
 
@@ -63,10 +72,10 @@ def make_app(
         return LoadedModel(version, f"m:v{version}", models[version], SCHEMA, LabelSchema("number"))
 
     registry = Registry(aliases)
-    settings = ServingSettings(
-        state_dir=tmp_path, tracking_uri="http://127.0.0.1:9", canary_share=share
+    config = ServingSettings(
+        state_dir=tmp_path, tracking_uri="http://127.0.0.1:9", canary_share=share, **settings
     )
-    app = ServingApp(settings, model_name="m", source=registry, loader=loader)
+    app = ServingApp(config, model_name="m", source=registry, loader=loader)
     _OPEN.append(app)
     app.follower.poll_once()
     return app, models, registry
@@ -178,3 +187,97 @@ def test_metadata_describes_routing_and_schema(tmp_path: Path, share: float, mod
     assert meta["champion"]["version"] == "1" and meta["challenger"]["version"] == "2"
     assert meta["routing"]["mode"] == mode and meta["routing"]["canary_share"] == share
     assert [f["name"] for f in meta["schema"]["features"]] == ["temp", "city"]
+
+
+def test_a_locked_log_gives_503_and_not_ready_then_recovers_without_restart(
+    tmp_path: Path,
+) -> None:
+    app, _, _ = make_app(tmp_path, {"champion": "1"}, prediction_log_commit_timeout_s=0.3)
+    app.writer.probe_interval_s = 0.05
+    assert run(app, app.predict(records(1)))[0] == 200
+    holder = sqlite3.connect(tmp_path / "predictions.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        status, body = run(app, app.predict(records(2, entity_id="private")))
+        assert status == 503
+        assert body["detail"].startswith("prediction log locked: database is locked")
+        assert "INSERT" not in body["detail"] and "private" not in body["detail"]
+        status, body = run(app, app.predict(records(1)))  # fails fast while unwritable
+        assert status == 503 and "locked" in body["detail"]
+        status, ready = app.readyz()
+        assert status == 503 and ready["status"] == "not_ready"
+        assert ready["reason"] == "prediction log locked: database is locked"
+        assert ready["prediction_log"]["writable"] is False
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    deadline = time.monotonic() + 5
+    while app.readyz()[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert app.readyz()[1]["status"] == "ready"
+    assert run(app, app.predict(records(1)))[0] == 200
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_readyz_restarts_a_dead_writer_and_says_so(tmp_path: Path) -> None:
+    app, _, _ = make_app(tmp_path, {"champion": "1"})
+    original = app.log.append
+
+    def dies(*args: object, **kwargs: object) -> None:
+        app.log.append = original  # type: ignore[method-assign]
+        raise SystemExit("simulated thread death")
+
+    app.log.append = dies  # type: ignore[method-assign]
+    status, body = run(app, app.predict(records(1)))
+    assert status == 503 and "writer failed" in body["detail"]
+    deadline = time.monotonic() + 5
+    while app.writer.alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+    status, body = app.readyz()
+    assert status == 503 and "writer had stopped and was restarted" in body["reason"]
+    assert app.readyz()[0] == 200 and app.writer.restarts == 1
+    assert run(app, app.predict(records(1)))[0] == 200
+
+
+@pytest.mark.parametrize("fault", ["raises", "nan"])
+def test_previous_answers_for_a_failing_champion(tmp_path: Path, fault: str) -> None:
+    app, models, _ = make_app(tmp_path, {"champion": "2", "previous": "1"})
+    if fault == "raises":
+        models["2"].broken = True
+    else:
+        models["2"].nan = True
+    status, body = run(app, app.predict(records(3)))
+    assert status == 200
+    assert body["model_versions"] == ["1", "1", "1"] and body["predictions"] == [0.0, 1.0, 2.0]
+    logged = [(r.request_id, r.role, r.model_version) for r in app.log.predictions()]
+    assert logged == [("r0", "fallback", "1"), ("r1", "fallback", "1"), ("r2", "fallback", "1")]
+    reason = "error" if fault == "raises" else "non_finite"
+    counted = app.metrics.registry.get_sample_value(
+        "driftloop_fallback_predictions_total",
+        {"model_name": "m", "failed_version": "2", "answered_by": "1", "reason": reason},
+    )
+    assert counted == 3.0
+    status, ready = app.readyz()
+    assert status == 200 and ready["status"] == "degraded"
+    assert "champion v2 failed" in ready["reason"] and "previous v1" in ready["reason"]
+    assert ready["fallback"]["last"]["reason"] == reason
+    assert app.metadata()[1]["fallback"]["records"] == 3
+    assert app.follower.snapshot.aliases["champion"] == "2"  # no alias moved by the service
+
+
+def test_a_failing_champion_without_previous_is_a_500_naming_the_error(tmp_path: Path) -> None:
+    app, models, _ = make_app(tmp_path, {"champion": "2"})
+    models["2"].nan = True
+    status, body = run(app, app.predict(records(2)))
+    assert status == 500 and "non-finite" in body["detail"]
+    assert app.log.count() == 0
+
+
+def test_a_champion_that_cannot_be_loaded_is_shown_in_readyz(tmp_path: Path) -> None:
+    app, _, registry = make_app(tmp_path, {"champion": "1"})
+    registry.current = {"champion": "7"}  # no such model: the loader fails
+    app.follower.poll_once()
+    status, body = app.readyz()
+    assert status == 200 and body["status"] == "degraded"
+    assert "champion v7 cannot be loaded (KeyError: '7'); serving v1" in body["reason"]
+    assert body["failed_loads"]["7"]["attempts"] == 1

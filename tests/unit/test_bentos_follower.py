@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -142,17 +143,47 @@ def test_without_cache_or_registry_a_bento_serves_its_own_version(tmp_path: Path
 
 
 def test_a_version_that_fails_to_load_does_not_replace_the_champion(tmp_path: Path) -> None:
+    clock = Clock()
     registry = Registry({"champion": "1"})
     loader = Loader(broken={"2"})
-    f = follower(tmp_path, registry, loader)
+    f = follower(tmp_path, registry, loader, clock)
     f.poll_once()
     registry.current = {"champion": "2"}
     f.poll_once()
     assert versions(f) == ("1", None)
     assert "unavailable" in f.status()["load_errors"]["2"]
     loader.broken.clear()
-    f.poll_once()  # retried at the next poll
+    clock.now += 1.0  # the first backoff
+    f.poll_once()
     assert versions(f) == ("2", None)
+    assert f.status()["failed_loads"] == {} and f.status()["load_errors"] == {}
+
+
+def test_failed_loads_back_off_per_version_up_to_the_cap(tmp_path: Path) -> None:
+    clock = Clock()
+    registry = Registry({"champion": "1", "challenger": "2"})
+    loader = Loader(broken={"2"})
+    f = follower(tmp_path, registry, loader, clock)
+    attempts_at = []
+    for step in range(400):  # 40 s of polls every 0.1 s
+        clock.now = 100.0 + step / 10
+        before = len(loader.calls)
+        f.poll_once()
+        if any(v == "2" for v, _ in loader.calls[before:]):
+            attempts_at.append(round(clock.now - 100.0, 1))
+    gaps = [round(b - a, 1) for a, b in itertools.pairwise(attempts_at)]
+    assert gaps[:4] == [1.0, 2.0, 4.0, 8.0] and set(gaps[4:]) == {8.0}  # capped at 8 s
+    assert sum(v == "1" for v, _ in loader.calls) == 1  # the good version loaded once
+    failed = f.status()["failed_loads"]["2"]
+    assert failed["attempts"] == len(attempts_at) and "unavailable" in failed["error"]
+    assert 0 < failed["retry_in_s"] <= 8.0
+
+
+def test_previous_is_loaded_and_in_the_snapshot(tmp_path: Path) -> None:
+    f = follower(tmp_path, Registry({"champion": "2", "previous": "1"}), Loader())
+    f.poll_once()
+    assert f.snapshot.previous is not None and f.snapshot.previous.version == "1"
+    assert f.status()["previous"] == "1"
 
 
 def test_versions_missing_locally_are_imported_only_when_the_registry_answers(
