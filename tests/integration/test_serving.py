@@ -4,8 +4,9 @@ Three served model set-ups, each one `bentoml serve` process shared by its tests
 
 - canary: champion v1 + challenger v2 at share 0.3, API key, small body limit;
 - main: shadow mode, then promotion/rollback under load, the built Bento, and a
-  kill -9 during a stream of requests;
-- outage: a dedicated MLflow server that is stopped and restarted under the service.
+  kill -9 during a stream of requests.
+
+Faults (a killed worker, a locked log, MLflow down and back) are in test_faults.py.
 """
 
 from __future__ import annotations
@@ -552,73 +553,3 @@ def test_every_acknowledged_prediction_survives_kill_9(
     logged = log.known_request_ids(answered)
     log.close()
     assert answered and answered <= logged, f"{len(answered - logged)} answered ids not logged"
-
-
-# ==========================================================================================
-# registry outage
-# ==========================================================================================
-
-
-@pytest.fixture(scope="module")
-def own_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """An MLflow server this module may stop and restart (on the same port and store)."""
-    state = tmp_path_factory.mktemp("own-mlflow")
-    port = procs.free_port()
-    holder: dict[str, Any] = {"port": port, "state": state, "url": f"http://127.0.0.1:{port}"}
-
-    def launch() -> procs.Server:
-        server = procs.start_server(
-            "mlflow-own",
-            procs.mlflow_server_argv(port, state),
-            health_url=f"http://127.0.0.1:{port}/health",
-            base_url=f"http://127.0.0.1:{port}",
-            log_path=state / "mlflow.log",
-        )
-        server.wait_healthy(timeout_s=120)
-        return server
-
-    holder["launch"] = launch
-    holder["server"] = launch()
-    yield holder
-    holder["server"].stop()
-
-
-@pytest.mark.slow
-def test_registry_outage_keeps_serving_degrades_and_recovers(
-    own_mlflow: dict[str, Any], models: Models, home: Path, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    uri = own_mlflow["url"]
-    name = f"serve-outage-{uuid.uuid4().hex[:6]}"
-    v1, _ = register(uri, name, models)
-    package_version(name, v1.version, uri, home=home)
-    Registry(name, uri).set_alias("champion", v1.version, reason="outage test")
-    settings = settings_for(tmp_path_factory.mktemp("outage"), name, uri)
-    served = start("serve-outage", settings, home)
-    body = {"records": records(models, 1)}
-    try:
-        assert served.get("/readyz")["status"] == "ready"
-        own_mlflow["server"].stop()  # the registry goes away
-        procs.wait_until(
-            lambda: served.get("/readyz")["status"] == "degraded", 15, what="degraded /readyz"
-        )
-        readiness = httpx.get(f"{served.url}/readyz")
-        assert readiness.status_code == 200  # still ready for traffic
-        assert readiness.json()["registry"]["reachable"] is False
-        for _ in range(20):
-            response = served.predict(body)
-            assert response.status_code == 200 and response.json()["model_version"] == "1"
-
-        # A restart while MLflow is down serves from the alias cache + local store.
-        served.server.stop()
-        served = start("serve-outage-restarted", settings, home)
-        assert served.get("/readyz")["status"] == "degraded"
-        assert served.get("/readyz")["aliases_from"] == "cache"
-        assert served.predict(body).json()["model_version"] == "1"
-
-        own_mlflow["server"] = own_mlflow["launch"]()  # the registry comes back
-        procs.wait_until(
-            lambda: served.get("/readyz")["status"] == "ready", 20, what="recovered /readyz"
-        )
-        assert served.get("/readyz")["aliases_from"] == "registry"
-    finally:
-        served.server.stop()
