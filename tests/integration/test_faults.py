@@ -346,8 +346,8 @@ def test_mlflow_down_and_back_mid_traffic_fails_no_prediction_and_follows_aliase
             own_mlflow["server"] = own_mlflow["launch"]()  # the registry comes back
             wait(lambda: readyz(served)[1]["status"] == "ready", 60, "recovered /readyz")
             assert readyz(served)[1]["aliases_from"] == "registry"
+            moved_at = time.monotonic()  # set_alias also logs a decision run: time from here
             Registry(name, uri).set_alias("champion", v2.version, reason="after the outage")
-            moved_at = time.monotonic()
             wait(
                 lambda: any(v == "2" and s > moved_at for s, _, _, v in traffic.answers),
                 WORKER_RESTART_S,  # v2 is downloaded from MLflow and loaded meanwhile
