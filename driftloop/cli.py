@@ -402,7 +402,10 @@ def history(
         if page.next_page_token:
             err.print(
                 f"older decisions: driftloop history --limit {limit} "
-                f"--page-token {page.next_page_token}"
+                f"--page-token {page.next_page_token}",
+                soft_wrap=True,
+                highlight=False,
+                markup=False,
             )
 
     run_command(body)
