@@ -270,9 +270,11 @@ def test_one_monitor_check_per_model_at_a_time(
 
         def second_check() -> None:
             # Prefect's settings context does not follow a new thread: point it again.
-            with temporary_settings(updates={PREFECT_API_URL: prefect_api}):
-                with monitor_guard(settings):
-                    times["entered"] = time.monotonic()
+            with (
+                temporary_settings(updates={PREFECT_API_URL: prefect_api}),
+                monitor_guard(settings),
+            ):
+                times["entered"] = time.monotonic()
 
         waiter = threading.Thread(target=second_check)
         waiter.start()
