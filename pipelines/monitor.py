@@ -470,7 +470,7 @@ def act(
             return move_aliases(settings, registry, decision, state, figures, decision_id)
     except AliasesMoved as exc:
         get_run_logger().warning("%s", exc)
-        return f"nothing moved: {exc}"
+        return f"not carried out: {exc}"
     if decision.action == Action.RETRAIN:
         return request_retrain(settings, registry, decision, window, state, figures, decision_id)
     return None
