@@ -129,7 +129,7 @@ def registry_for(settings: Settings) -> Any:
     return Registry(
         settings.model_name,
         settings.resolved_tracking_uri(),
-        lock_dir=settings.state_path / "locks",
+        move_wait_s=settings.alias_move_wait_s,
     )
 
 
@@ -305,12 +305,31 @@ def promote(
     version: Annotated[str, typer.Argument(help="Version to make champion.")],
     model_name: ModelName = None,
     reason: Annotated[str, typer.Option(help="Why; recorded in the history.")] = "manual promotion",
+    expect_champion: Annotated[
+        str | None,
+        typer.Option(help="Refuse unless this version is the champion ('none' = no champion)."),
+    ] = None,
 ) -> None:
-    """Make VERSION the champion; the old champion becomes `previous`."""
+    """Make VERSION the champion; the old champion becomes `previous`.
+
+    Compare-and-swap: the aliases read here are shown and passed as the expected
+    state; if they moved before the swap, nothing changes and the exit code is 1.
+    """
 
     def body() -> None:
+        from registry import CHALLENGER, CHAMPION, PREVIOUS, AliasesMoved
+
         settings = environment_for(model_name)
-        move = registry_for(settings).promote(version, reason, actor=_actor())
+        registry = registry_for(settings)
+        seen = registry.aliases()
+        console.print(f"{settings.model_name} now: {_describe_aliases(seen)}")
+        expected = {alias: seen.get(alias) for alias in (CHAMPION, PREVIOUS, CHALLENGER)}
+        if expect_champion is not None:
+            expected[CHAMPION] = None if expect_champion.lower() == "none" else expect_champion
+        try:
+            move = registry.promote(version, reason, actor=_actor(), expected=expected)
+        except AliasesMoved as exc:
+            raise CliError(str(exc), EXIT_CHECK_FAILED) from exc
         console.print(f"promoted: {move.describe_moves()}")
 
     run_command(body)
@@ -320,39 +339,74 @@ def promote(
 def rollback(
     model_name: ModelName = None,
     reason: Annotated[str, typer.Option(help="Why; recorded in the history.")] = "manual rollback",
+    expect_champion: Annotated[
+        str | None, typer.Option(help="Refuse unless this version is the champion.")
+    ] = None,
 ) -> None:
-    """Swap champion and previous: the previous champion serves again."""
+    """Swap champion and previous: the previous champion serves again.
+
+    Compare-and-swap: the aliases read here are shown and passed as the expected
+    state, so two concurrent rollbacks make one move; the other exits 1 with
+    "refused: the aliases moved (already rolled back?)".
+    """
 
     def body() -> None:
+        from registry import CHAMPION, PREVIOUS, AliasesMoved
+
         settings = environment_for(model_name)
-        move = registry_for(settings).rollback(reason, actor=_actor())
+        registry = registry_for(settings)
+        seen = registry.aliases()
+        console.print(f"{settings.model_name} now: {_describe_aliases(seen)}")
+        expected = {alias: seen.get(alias) for alias in (CHAMPION, PREVIOUS)}
+        if expect_champion is not None:
+            expected[CHAMPION] = expect_champion
+        try:
+            move = registry.rollback(reason, actor=_actor(), expected=expected)
+        except AliasesMoved as exc:
+            raise CliError(str(exc), EXIT_CHECK_FAILED) from exc
         console.print(f"rolled back: {move.describe_moves()}")
 
     run_command(body)
 
 
+def _describe_aliases(aliases: dict[str, str]) -> str:
+    return ", ".join(f"{a} v{v}" for a, v in sorted(aliases.items())) or "no aliases set"
+
+
 @app.command()
 def history(
     model_name: ModelName = None,
+    limit: Annotated[int, typer.Option(min=1, help="Decisions per page, newest first.")] = 20,
+    page_token: Annotated[
+        str | None, typer.Option(help="Show older decisions: the token the last page printed.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """Every alias move: when, who, which versions, why, and the figures."""
+    """Every alias move and retrain, newest first: when, who, which versions, why, figures."""
 
     def body() -> None:
         settings = environment_for(model_name)
-        moves = registry_for(settings).history.list()
+        page = registry_for(settings).history.page(limit, page_token)
+        moves = page.moves
         if as_json:
             print(json.dumps([m.to_dict() for m in moves], indent=2))
-            return
-        if not moves:
+        elif not moves:
             console.print(f"no decisions recorded for {settings.model_name!r} yet")
-            return
-        table = Table(title=f"{settings.model_name} — promotion history")
-        for column in ("time (UTC)", "action", "by", "aliases", "reason"):
-            table.add_column(column, overflow="fold")
-        for move in moves:
-            table.add_row(move.at, move.action, move.actor, move.describe_moves(), move.reason)
-        console.print(table)
+        else:
+            table = Table(title=f"{settings.model_name} — promotion history (newest first)")
+            for column in ("time (UTC)", "action", "by", "aliases", "reason"):
+                table.add_column(column, overflow="fold")
+            for move in moves:
+                table.add_row(move.at, move.action, move.actor, move.describe_moves(), move.reason)
+            console.print(table)
+        if page.next_page_token:
+            err.print(
+                f"older decisions: driftloop history --limit {limit} "
+                f"--page-token {page.next_page_token}",
+                soft_wrap=True,
+                highlight=False,
+                markup=False,
+            )
 
     run_command(body)
 
@@ -495,7 +549,7 @@ def status(model_name: ModelName = None) -> None:
         try:
             registry = registry_for(settings)
             aliases = registry.aliases()
-            moves = registry.history.list()
+            moves = registry.history.list(limit=1)
         except Exception as exc:  # registry down: say so, show the rest
             console.print(f"[yellow]registry unreachable:[/yellow] {exc}")
             aliases, moves = {}, []
@@ -507,7 +561,7 @@ def status(model_name: ModelName = None) -> None:
         if check:
             print_check(check)
         if moves:
-            last = moves[-1]
+            last = moves[0]
             console.print(
                 f"last action: {last.at} {last.action} by {last.actor}: "
                 f"{last.describe_moves()} — {last.reason}"

@@ -68,7 +68,7 @@ def run_demo(settings: Settings, console: Console) -> int:
     os.environ["PREFECT_API_URL"] = info["prefect_api_url"]
     timeline.add("stack up", "", f"MLflow {info['mlflow_tracking_uri']}")
     registry = Registry(
-        settings.model_name, info["mlflow_tracking_uri"], lock_dir=settings.state_path / "locks"
+        settings.model_name, info["mlflow_tracking_uri"], move_wait_s=settings.alias_move_wait_s
     )
     if registry.versions():
         raise DemoFailed(

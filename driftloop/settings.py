@@ -155,6 +155,18 @@ class Settings(ServingSettings):
     challenger_patience_s: float = Field(
         86400, ge=0, description="Seconds a challenger may wait for labels before a new retrain."
     )
+    monitor_guard_wait_s: float = Field(
+        120,
+        ge=0,
+        description="Seconds a monitor check waits while another check of the same model "
+        "runs (a Prefect global concurrency limit); 0 = refuse at once.",
+    )
+    alias_move_wait_s: float = Field(
+        30,
+        gt=0,
+        description="Seconds an alias move waits for another move in progress before taking "
+        "it as abandoned; also the longest one move may spend writing aliases.",
+    )
     drift_max_rows: int = Field(
         20_000, gt=0, description="Sampling bound per side for the Evidently drift check."
     )

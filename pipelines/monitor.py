@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,16 @@ from prefect.cache_policies import NO_CACHE
 from driftloop.settings import Settings, load_settings
 from monitoring.policy import Action, Decision, Figures, Thresholds, decide
 from pipelines.evaluate import primary_metric
-from registry import CHALLENGER, CHAMPION, PREVIOUS, AliasMove, Registry, VersionInfo
+from registry import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS,
+    AliasesMoved,
+    AliasMove,
+    Registry,
+    VersionInfo,
+    new_decision_id,
+)
 
 LOCAL = dict(cache_policy=NO_CACHE)
 SERVER = dict(retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE, timeout_seconds=300)
@@ -169,15 +179,71 @@ def ensure_ood_reference(
 
 
 def decision_times(moves: list[AliasMove]) -> tuple[datetime | None, datetime | None]:
-    """(last promotion, last retrain) from the history; a rollback counts as neither."""
+    """(last promotion, last retrain) from decisions given newest first (as the history
+    reads them); a rollback counts as neither."""
     last_promotion = last_retrain = None
     for move in moves:
         at = datetime.fromisoformat(move.at) if move.at else None
-        if move.action == "promote":
+        if move.action == "promote" and last_promotion is None:
             last_promotion = at
-        elif move.action == "retrain":
+        elif move.action == "retrain" and last_retrain is None:
             last_retrain = at
     return last_promotion, last_retrain
+
+
+def expected_aliases(versions: dict[str, VersionInfo]) -> dict[str, str | None]:
+    """The aliases a check saw: the expectation its move is compared with."""
+    return {
+        alias: versions[alias].version if alias in versions else None
+        for alias in (CHAMPION, CHALLENGER, PREVIOUS)
+    }
+
+
+def guard_name(model_name: str) -> str:
+    """The Prefect global concurrency limit that lets one check per model run at a time."""
+    return f"driftloop-monitor-{model_name}"
+
+
+class MonitorBusy(RuntimeError):
+    """Another monitor check of the same model holds the guard."""
+
+
+@contextmanager
+def monitor_guard(settings: Settings) -> Iterator[None]:
+    """Hold the model's one-check-at-a-time slot (a Prefect global concurrency limit).
+
+    The scheduled deployment, `driftloop monitor` and any other caller of the flow
+    share it through the Prefect server, so two checks of one model never decide
+    on the same state. Waits `monitor_guard_wait_s` (0 = refuse at once), then
+    raises `MonitorBusy`. A holder that dies frees its slot when its lease ends.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+
+    name = guard_name(settings.model_name)
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(name, 1)
+    wait = settings.monitor_guard_wait_s
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(
+                concurrency(
+                    name,
+                    occupy=1,
+                    timeout_seconds=wait if wait > 0 else None,
+                    max_retries=0 if wait == 0 else None,
+                    strict=True,
+                    lease_duration=120,
+                )
+            )
+        except Exception as exc:  # 423 Locked at once, or the wait ran out
+            waited = "refused at once" if wait == 0 else f"waited {wait:g} s"
+            raise MonitorBusy(
+                f"another monitor check of {settings.model_name!r} is running "
+                f"(Prefect concurrency limit {name!r}); {waited}: try again when it ends, "
+                "or raise DRIFTLOOP_MONITOR_GUARD_WAIT_S"
+            ) from exc
+        yield
 
 
 def live_metric(
@@ -231,7 +297,10 @@ def read_registry(settings: Settings) -> dict[str, Any]:
     registry = make_registry(settings)
     aliases = registry.aliases()
     versions = {alias: registry.get(v) for alias, v in aliases.items()}
-    return {"versions": versions, "history": registry.history.list()}
+    # The newest of each kind, however long the history: cool-down and watch period.
+    latest = [registry.history.latest(action) for action in ("promote", "retrain")]
+    history = sorted((m for m in latest if m is not None), key=lambda m: m.at, reverse=True)
+    return {"versions": versions, "history": history}
 
 
 @task(name="measure", **LOCAL)
@@ -380,50 +449,119 @@ def measure(
 
 @task(name="act", **SERVER)
 def act(
-    settings: Settings, decision: Decision, window: pd.DataFrame, state: dict[str, Any]
+    settings: Settings,
+    decision: Decision,
+    window: pd.DataFrame,
+    state: dict[str, Any],
+    decision_id: str,
 ) -> str | None:
-    """Carry out the decision; returns what was done (None for no action)."""
-    from prefect.events import emit_event
+    """Carry out the decision; returns what was done (None for no action).
 
+    Idempotent under retries: a move carries `decision_id` and the aliases this
+    check saw. A retry after a move that went through finds its decision in the
+    ledger and returns the earlier result; if someone else moved the aliases
+    meanwhile, nothing moves and the result says so (the next check decides
+    anew). A retrain is requested once per `decision_id`.
+    """
     registry = make_registry(settings)
     figures = {k: float(v) for k, v in numeric_figures(decision.figures).items()}
-    resource = {"prefect.resource.id": f"driftloop.model.{settings.model_name}"}
-    if decision.action == Action.ROLLBACK:
-        move = registry.rollback(decision.reason, actor="monitor", figures=figures)
-        emit_event("driftloop.rollback", resource=resource, payload=move.to_dict())
-        return f"rolled back: {move.describe_moves()}"
-    if decision.action == Action.PROMOTE:
-        challenger = state["versions"][CHALLENGER]
-        move = registry.promote(challenger.version, decision.reason, "monitor", figures)
-        emit_event("driftloop.promotion", resource=resource, payload=move.to_dict())
-        return f"promoted: {move.describe_moves()}"
+    try:
+        if decision.action in (Action.ROLLBACK, Action.PROMOTE):
+            return move_aliases(settings, registry, decision, state, figures, decision_id)
+    except AliasesMoved as exc:
+        get_run_logger().warning("%s", exc)
+        return f"not carried out: {exc}"
     if decision.action == Action.RETRAIN:
-        emit_event("driftloop.drift.detected", resource=resource, payload=decision.to_dict())
-        champion = state["versions"][CHAMPION]
-        schema = schema_of(champion, settings)
-        recent = labelled_window(window, schema)
-        path = monitor_dir(settings) / "retrain" / f"{int(time.time())}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        recent.to_parquet(path)
-        run_name = trigger_retrain(settings, champion, path)
-        registry.history.append(
-            AliasMove.now(
-                action="retrain",
-                moves={},
-                reason=f"{decision.reason}; {len(recent)} labelled recent rows added; {run_name}",
-                actor="monitor",
-                figures=figures,
-            )
-        )
-        registry.set_tags(
-            champion.version, {"last_monitor_decision": f"retrain: {decision.reason}"[:4900]}
-        )
-        return f"retraining: {run_name} with {len(recent)} recent labelled rows"
+        return request_retrain(settings, registry, decision, window, state, figures, decision_id)
     return None
 
 
-def trigger_retrain(settings: Settings, champion: VersionInfo, recent: Path) -> str:
-    """Run the `train` deployment (the worker picks it up); in-process when none exists."""
+def move_aliases(
+    settings: Settings,
+    registry: Registry,
+    decision: Decision,
+    state: dict[str, Any],
+    figures: dict[str, float],
+    decision_id: str,
+) -> str:
+    """Roll back or promote as decided: compare-and-swap on the aliases the check saw."""
+    from prefect.events import emit_event
+
+    expected = expected_aliases(state["versions"])
+    resource = {"prefect.resource.id": f"driftloop.model.{settings.model_name}"}
+    if decision.action == Action.ROLLBACK:
+        move = registry.rollback(
+            decision.reason,
+            actor="monitor",
+            figures=figures,
+            expected={a: expected[a] for a in (CHAMPION, PREVIOUS)},
+            decision_id=decision_id,
+        )
+        if not move.replayed:
+            emit_event("driftloop.rollback", resource=resource, payload=move.to_dict())
+        return f"rolled back: {move.describe_moves()}"
+    challenger = state["versions"][CHALLENGER]
+    move = registry.promote(
+        challenger.version,
+        decision.reason,
+        "monitor",
+        figures,
+        expected={a: expected[a] for a in (CHAMPION, CHALLENGER)},
+        decision_id=decision_id,
+    )
+    if not move.replayed:
+        emit_event("driftloop.promotion", resource=resource, payload=move.to_dict())
+    return f"promoted: {move.describe_moves()}"
+
+
+def request_retrain(
+    settings: Settings,
+    registry: Registry,
+    decision: Decision,
+    window: pd.DataFrame,
+    state: dict[str, Any],
+    figures: dict[str, float],
+    decision_id: str,
+) -> str:
+    """Run the train deployment on recent labelled rows, once per decision id."""
+    from prefect.events import emit_event
+
+    earlier = registry.history.find(decision_id)
+    if earlier is not None:  # a retry after the retrain was requested and recorded
+        return f"retraining (requested earlier): {earlier.reason}"
+    resource = {"prefect.resource.id": f"driftloop.model.{settings.model_name}"}
+    emit_event("driftloop.drift.detected", resource=resource, payload=decision.to_dict())
+    champion = state["versions"][CHAMPION]
+    schema = schema_of(champion, settings)
+    recent = labelled_window(window, schema)
+    path = monitor_dir(settings) / "retrain" / f"{decision_id}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    recent.to_parquet(path)
+    run_name = trigger_retrain(settings, champion, path, idempotency_key=decision_id)
+    registry.history.append(
+        AliasMove.now(
+            action="retrain",
+            moves={},
+            reason=f"{decision.reason}; {len(recent)} labelled recent rows added; {run_name}",
+            actor="monitor",
+            figures=figures,
+            decision_id=decision_id,
+        )
+    )
+    registry.set_tags(
+        champion.version, {"last_monitor_decision": f"retrain: {decision.reason}"[:4900]}
+    )
+    return f"retraining: {run_name} with {len(recent)} recent labelled rows"
+
+
+def trigger_retrain(
+    settings: Settings, champion: VersionInfo, recent: Path, idempotency_key: str | None = None
+) -> str:
+    """Run the `train` deployment (the worker picks it up); in-process when none exists.
+
+    The deployment run carries `idempotency_key`: a retry gets the same flow run back
+    instead of a second training. The in-process fallback has no such key.
+    """
     parameters: dict[str, Any] = {
         "model_name": settings.model_name,
         "data": champion.tags.get("data_source_arg") or None,
@@ -441,7 +579,9 @@ def trigger_retrain(settings: Settings, champion: VersionInfo, recent: Path) -> 
     try:
         from prefect.deployments import run_deployment
 
-        run = run_deployment("train/train", parameters=parameters, timeout=0)
+        run = run_deployment(
+            "train/train", parameters=parameters, timeout=0, idempotency_key=idempotency_key
+        )
         return f"flow run {run.name} of deployment train/train"
     except Exception as exc:  # no deployment (no `driftloop up`): train right here
         get_run_logger().info("no train deployment (%s); training in this process", exc)
@@ -463,13 +603,17 @@ def make_registry(settings: Settings) -> Registry:
     return Registry(
         settings.model_name,
         settings.resolved_tracking_uri(),
-        lock_dir=settings.state_path / "locks",
+        move_wait_s=settings.alias_move_wait_s,
     )
 
 
 @task(name="record", **SERVER)
-def record(settings: Settings, result: CheckResult) -> None:
-    """MLflow monitoring run + Prefect artifact + the last-check file for `driftloop status`."""
+def record(settings: Settings, result: CheckResult, check_id: str) -> None:
+    """MLflow monitoring run + Prefect artifact + the last-check file for `driftloop status`.
+
+    Idempotent under retries: the run is tagged with `check_id`, and a retry that
+    finds a finished run with it does not log a second one.
+    """
     import mlflow
 
     from pipelines.tracking import configure_mlflow
@@ -479,19 +623,29 @@ def record(settings: Settings, result: CheckResult) -> None:
         f"{settings.model_name}-monitoring",
         settings.artifact_root(),
     )
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"check {result.at}"):
-        mlflow.set_tags(
-            {
-                "driftloop.action": result.decision.get("action", "none"),
-                "driftloop.reason": str(result.decision.get("reason", ""))[:4900],
-                "champion_version": str(result.figures.get("champion_version") or ""),
-            }
-        )
-        mlflow.log_metrics(numeric_figures(result.figures))
-        mlflow.log_dict(result.to_dict(), "check.json")
-        for report in (result.report_html, result.report_json):
-            if report:
-                mlflow.log_artifact(report, "evidently")
+    logged = mlflow.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`driftloop.check_id` = '{check_id}' and attributes.status = 'FINISHED'"
+        ),
+        max_results=1,
+        output_format="list",
+    )
+    if not logged:
+        with mlflow.start_run(experiment_id=experiment_id, run_name=f"check {result.at}"):
+            mlflow.set_tags(
+                {
+                    "driftloop.check_id": check_id,
+                    "driftloop.action": result.decision.get("action", "none"),
+                    "driftloop.reason": str(result.decision.get("reason", ""))[:4900],
+                    "champion_version": str(result.figures.get("champion_version") or ""),
+                }
+            )
+            mlflow.log_metrics(numeric_figures(result.figures))
+            mlflow.log_dict(result.to_dict(), "check.json")
+            for report in (result.report_html, result.report_json):
+                if report:
+                    mlflow.log_artifact(report, "evidently")
     path = last_check_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result.to_dict(), indent=2, default=str))
@@ -537,24 +691,45 @@ def check_markdown(result: CheckResult) -> str:
 def monitor_flow(
     model_name: str | None = None, window_rows: int | None = None, act_on_decision: bool = True
 ) -> dict[str, Any]:
-    """One check: measure the latest window, decide, and (unless told not to) act."""
+    """One check: measure the latest window, decide, and (unless told not to) act.
+
+    One check per model runs at a time (`monitor_guard`): a second one waits for
+    the first, then reads the registry the first one left, so both never act on
+    the same state.
+    """
     settings = load_settings(model_name=model_name)
-    rows = window_rows or settings.monitor_window_rows
     logger = get_run_logger()
+    try:
+        with monitor_guard(settings):
+            return check(settings, window_rows or settings.monitor_window_rows, act_on_decision)
+    except MonitorBusy as exc:
+        logger.error(str(exc))
+        return failed_check(settings, str(exc))
+
+
+def failed_check(settings: Settings, message: str) -> dict[str, Any]:
+    """The result of a check that could not run, for the CLI and the flow run."""
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    return CheckResult(
+        settings.model_name,
+        now,
+        {"action": "none", "reason": message},
+        {},
+        messages=[message],
+        error=message,
+    ).to_dict()
+
+
+def check(settings: Settings, rows: int, act_on_decision: bool) -> dict[str, Any]:
+    """The check itself (inside the guard): read, measure, decide, act, record."""
+    logger = get_run_logger()
+    check_id = new_decision_id("monitor")  # created once: task retries reuse it
     try:
         state = read_registry(settings)
     except Exception as exc:  # registry unreachable: report, never crash the schedule
         message = f"registry unreachable at {settings.resolved_tracking_uri()}: {exc}"
         logger.error(message)
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        return CheckResult(
-            settings.model_name,
-            now,
-            {"action": "none", "reason": message},
-            {},
-            messages=[message],
-            error=message,
-        ).to_dict()
+        return failed_check(settings, message)
     window = read_window(settings, rows)
     figures, result = measure(settings, window, state)
     decision = decide(figures, thresholds_from(settings))
@@ -562,6 +737,6 @@ def monitor_flow(
     result.figures = figures.to_dict()
     logger.info("%s: %s", decision.action, decision.reason)
     if act_on_decision and decision.action != Action.NONE:
-        result.acted = act(settings, decision, window, state)
-    record(settings, result)
+        result.acted = act(settings, decision, window, state, check_id)
+    record(settings, result, check_id)
     return result.to_dict()

@@ -36,7 +36,10 @@ from driftloop.settings import REPO_ROOT, Settings, load_settings
 from pipelines.evaluate import evaluation_plots, holdout_metrics, primary_metric
 from pipelines.gate import GateDecision, gate
 from pipelines.tracking import configure_mlflow
-from registry import CHAMPION, Registry
+from registry import CHALLENGER, CHAMPION, AliasesMoved, Registry, new_decision_id
+
+REGISTRATION_KEY_TAG = "driftloop.registration_key"
+MODEL_URI_TAG = "driftloop.model_uri"
 
 # Tasks take frames and fitted models: never hash them into cache keys.
 LOCAL = dict(cache_policy=NO_CACHE)
@@ -331,11 +334,25 @@ def log_and_register(
     metrics: dict[str, float],
     parent_version: str | None,
     extra_tags: dict[str, str],
+    registration_key: str,
 ) -> tuple[str, str]:
-    """One MLflow run with everything a reviewer needs, then a new registry version."""
+    """One MLflow run with everything a reviewer needs, then a new registry version.
+
+    Idempotent under retries: the flow creates `registration_key` once; the run and
+    the version carry it. A retry returns the version already registered under it,
+    or registers the model a finished earlier attempt logged, instead of logging
+    and registering a duplicate.
+    """
     import mlflow
     from mlflow.models import infer_signature
 
+    registry = make_registry(settings)
+    tags = version_tags(snapshot, report, settings.family, metrics, parent_version)
+    tags.update(extra_tags)
+    earlier = earlier_registration(registry, experiment_id, registration_key, tags)
+    if earlier is not None:
+        get_run_logger().info("retry: v%s was already registered from run %s", *earlier)
+        return earlier
     features = list(snapshot.features)
     x_holdout = holdout[features]
     predictions = fitted.predict(x_holdout)
@@ -348,6 +365,7 @@ def log_and_register(
             {
                 "driftloop.stage": "training",
                 "driftloop.model_name": settings.model_name,
+                REGISTRATION_KEY_TAG: registration_key,
                 "family": settings.family,
                 "task": snapshot.task,
                 "data_digest": snapshot.digest,
@@ -413,13 +431,42 @@ def log_and_register(
         served = numeric_as_float(x_holdout, snapshot.numeric)
         signature = infer_signature(served.head(200), predictions[:200])
         info = fitted.log_model("model", input_example=served.head(5), signature=signature)
+        mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
         run_id = run.info.run_id
-    registry = make_registry(settings)
-    tags = version_tags(snapshot, report, settings.family, metrics, parent_version)
-    tags.update(extra_tags)
-    version = registry.register(info.model_uri, run_id, tags)
+    version = registry.register(info.model_uri, run_id, tags, registration_key=registration_key)
     get_run_logger().info("registered %s version %s", settings.model_name, version.version)
     return version.version, run_id
+
+
+def earlier_registration(
+    registry: Registry, experiment_id: str, registration_key: str, tags: dict[str, str]
+) -> tuple[str, str] | None:
+    """(version, run id) an earlier attempt with this key got to, or None to start afresh.
+
+    A version registered under the key is returned as is; a finished run that
+    logged its model but lost the registration answer is registered now (once).
+    """
+    import mlflow
+
+    found = registry.find_registered(registration_key)
+    if found is not None:
+        return found.version, str(found.run_id)
+    runs = mlflow.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`{REGISTRATION_KEY_TAG}` = '{registration_key}' "
+            "and attributes.status = 'FINISHED'"
+        ),
+        max_results=1,
+        output_format="list",
+    )
+    if not runs or not runs[0].data.tags.get(MODEL_URI_TAG):
+        return None
+    run = runs[0]
+    version = registry.register(
+        run.data.tags[MODEL_URI_TAG], run.info.run_id, tags, registration_key=registration_key
+    )
+    return version.version, run.info.run_id
 
 
 @task(name="score-champion", **SERVER_RETRIES, timeout_seconds=300)
@@ -478,26 +525,67 @@ def index_reference(
 
 @task(name="apply-gate", **SERVER_RETRIES, timeout_seconds=120)
 def apply_gate(
-    settings: Settings, version: str, decision: GateDecision, figures: dict[str, float]
-) -> None:
+    settings: Settings,
+    version: str,
+    decision: GateDecision,
+    figures: dict[str, float],
+    champion_version: str | None,
+    decision_id: str,
+) -> tuple[str, str]:
+    """Move the aliases the gate chose; returns (alias, reason) as carried out.
+
+    The champion move expects the champion the gate compared with
+    (`champion_version`): if another move changed it meanwhile, the comparison is
+    stale, so the new version becomes challenger instead and the monitor compares
+    them on live traffic. Idempotent under retries through `decision_id`.
+    """
     registry = make_registry(settings)
     registry.set_tags(version, {"gate_decision": f"{decision.alias}: {decision.reason}"})
-    if decision.alias == CHAMPION:
-        current = registry.by_alias(CHAMPION)
-        if current is None:
-            registry.set_alias(CHAMPION, version, decision.reason, "train-flow", figures)
-        else:
-            registry.promote(version, decision.reason, "train-flow", figures)
-    else:
-        registry.set_alias("challenger", version, decision.reason, "train-flow", figures)
-    get_run_logger().info("v%s → %s: %s", version, decision.alias, decision.reason)
+    alias, reason = decision.alias, decision.reason
+    if alias == CHAMPION:
+        try:
+            if champion_version is None:
+                registry.set_alias(
+                    CHAMPION,
+                    version,
+                    reason,
+                    "train-flow",
+                    figures,
+                    expected={CHAMPION: None},
+                    decision_id=decision_id,
+                )
+            else:
+                registry.promote(
+                    version,
+                    reason,
+                    "train-flow",
+                    figures,
+                    expected={CHAMPION: champion_version},
+                    decision_id=decision_id,
+                )
+        except AliasesMoved as exc:
+            alias = CHALLENGER
+            reason = f"{reason}; but the champion moved during training ({exc}): challenger"
+    if alias != CHAMPION:
+        # The newest candidate replaces any waiting challenger: nothing to compare.
+        registry.set_alias(
+            CHALLENGER,
+            version,
+            reason,
+            "train-flow",
+            figures,
+            expected={},
+            decision_id=f"{decision_id}.{CHALLENGER}",
+        )
+    get_run_logger().info("v%s → %s: %s", version, alias, reason)
+    return alias, reason
 
 
 def make_registry(settings: Settings) -> Registry:
     return Registry(
         settings.model_name,
         settings.resolved_tracking_uri(),
-        lock_dir=settings.state_path / "locks",
+        move_wait_s=settings.alias_move_wait_s,
     )
 
 
@@ -565,6 +653,7 @@ def train_flow(
     )
     main_metric = primary_metric(snapshot.task)
     champion_version, champion_metrics, champion_error = score_champion(settings, snapshot, holdout)
+    registration_key = new_decision_id("train")  # created once: task retries reuse it
     version, run_id = log_and_register(
         settings,
         experiment_id,
@@ -584,6 +673,7 @@ def train_flow(
             "contract_revision": str(check.contract.revision),
             "contract_widened": check.widened.summary() if check.widened else "",
         },
+        registration_key,
     )
     bento_tag = package(settings, version) if package_bento else None
     if package_bento:
@@ -601,12 +691,14 @@ def train_flow(
     figures = {f"new_{k}": v for k, v in metrics.items()}
     if champion_metrics:
         figures.update({f"champion_{k}": v for k, v in champion_metrics.items()})
-    apply_gate(settings, version, decision, figures)
+    alias, reason = apply_gate(
+        settings, version, decision, figures, champion_version, f"gate-{registration_key}"
+    )
     result = TrainResult(
         model_name=settings.model_name,
         version=version,
-        alias=decision.alias,
-        reason=decision.reason,
+        alias=alias,
+        reason=reason,
         family=settings.family,
         task=snapshot.task,
         metric=main_metric.name,

@@ -5,11 +5,13 @@ from registry.client import (
     CHALLENGER,
     CHAMPION,
     PREVIOUS,
+    AliasesMoved,
     Registry,
     RegistryError,
     VersionInfo,
 )
-from registry.history import AliasMove, PromotionHistory
+from registry.history import AliasMove, HistoryPage, PromotionHistory
+from registry.ledger import new_decision_id
 
 __all__ = [
     "ALIASES",
@@ -17,8 +19,11 @@ __all__ = [
     "CHAMPION",
     "PREVIOUS",
     "AliasMove",
+    "AliasesMoved",
+    "HistoryPage",
     "PromotionHistory",
     "Registry",
     "RegistryError",
     "VersionInfo",
+    "new_decision_id",
 ]

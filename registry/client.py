@@ -8,8 +8,7 @@ alias move is recorded in the promotion history (see ``registry.history``).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from registry.history import AliasMove, PromotionHistory
+from registry.ledger import OK, Claim, MoveLedger, check_decision_id, new_decision_id
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -27,8 +27,89 @@ PREVIOUS = "previous"
 ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
 
 
+DEFAULT_MOVE_WAIT_S = 30.0
+REGISTRATION_KEY_TAG = "driftloop.registration_key"
+
+
 class RegistryError(Exception):
     """A registry operation that cannot be carried out as asked (bad version, no alias...)."""
+
+
+class AliasesMoved(RegistryError):
+    """The aliases are not what the caller expected: someone else moved them first.
+
+    `expected` and `actual` map alias -> version (None = unset); nothing was moved.
+    With `during=True` the aliases changed while this move was writing them (a
+    writer outside driftloop's ledger, e.g. the MLflow UI).
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        action: str,
+        expected: Mapping[str, str | None],
+        actual: Mapping[str, str | None],
+        during: bool = False,
+    ) -> None:
+        self.model_name = model_name
+        self.action = action
+        self.expected = dict(expected)
+        self.actual = {alias: actual.get(alias) for alias in ALIASES if actual.get(alias)}
+        self.during = during
+        differing = alias_differences(expected, actual)
+        want = ", ".join(f"{a} {_v(expected.get(a))}" for a in sorted(differing))
+        have = ", ".join(f"{a} {_v(actual.get(a))}" for a in sorted(differing))
+        if during:
+            message = (
+                f"{action} of {model_name!r} was overwritten while it ran: wrote {want}, "
+                f"found {have}; check `driftloop models` and move again if needed"
+            )
+        else:
+            hint = " (already rolled back?)" if action == "rollback" else ""
+            message = (
+                f"{action} of {model_name!r} refused: the aliases moved{hint}; "
+                f"expected {want}; found {have}; nothing was changed"
+            )
+        super().__init__(message)
+
+
+def _v(version: str | None) -> str:
+    return "unset" if version is None else f"v{version}"
+
+
+def alias_differences(
+    expected: Mapping[str, str | None], actual: Mapping[str, str | None]
+) -> dict[str, tuple[str | None, str | None]]:
+    """alias -> (expected, actual) for every expected alias that is not as expected."""
+    return {
+        alias: (want, actual.get(alias))
+        for alias, want in expected.items()
+        if (None if want in (None, "") else str(want)) != actual.get(alias)
+    }
+
+
+def plan_promote(model_name: str, live: Mapping[str, str], version: str) -> dict[str, str | None]:
+    """The alias writes that make `version` champion (old champion → previous)."""
+    old_champion = live.get(CHAMPION)
+    if old_champion == version:
+        raise RegistryError(f"version {version} is already the champion of {model_name!r}")
+    plan: dict[str, str | None] = {CHAMPION: version}
+    if old_champion is not None:
+        plan[PREVIOUS] = old_champion
+    if live.get(CHALLENGER) == version:
+        plan[CHALLENGER] = None
+    return plan
+
+
+def plan_rollback(model_name: str, live: Mapping[str, str]) -> dict[str, str | None]:
+    """The alias writes that swap champion and previous."""
+    previous, champion = live.get(PREVIOUS), live.get(CHAMPION)
+    if previous is None:
+        raise RegistryError(
+            f"model {model_name!r} has no 'previous' version to roll back to "
+            f"(champion: {champion or 'none'}); promote a version first"
+        )
+    return {CHAMPION: previous, PREVIOUS: champion}
 
 
 @dataclass(frozen=True)
@@ -70,16 +151,22 @@ def _version_info(mv: ModelVersion) -> VersionInfo:
 class Registry:
     """Register versions, read and move aliases, promote and roll back one model.
 
-    One instance per registered model. Methods that move aliases record an
-    `AliasMove` in the promotion history with the reason and figures given.
+    One instance per registered model. Methods that move aliases are
+    compare-and-swap moves through the model's ledger (`registry.ledger`) and
+    record an `AliasMove` in the promotion history with the reason and figures
+    given. `move_wait_s` is how long a move waits for another one in progress
+    (and the longest a move may take before it stops writing).
     """
 
-    def __init__(self, model_name: str, tracking_uri: str, lock_dir: Path | None = None) -> None:
+    def __init__(
+        self, model_name: str, tracking_uri: str, move_wait_s: float = DEFAULT_MOVE_WAIT_S
+    ) -> None:
         self.model_name = model_name
         self.tracking_uri = tracking_uri
+        self.move_wait_s = move_wait_s
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self.history = PromotionHistory(self.client, model_name)
-        self._lock_dir = lock_dir
+        self.ledger = MoveLedger(self.client, self.history, model_name, move_wait_s)
 
     # -- reading ------------------------------------------------------------
     def exists(self) -> bool:
@@ -147,26 +234,55 @@ class Registry:
 
     # -- writing ------------------------------------------------------------
     def register(
-        self, model_uri: str, run_id: str | None, tags: dict[str, Any] | None = None
+        self,
+        model_uri: str,
+        run_id: str | None,
+        tags: dict[str, Any] | None = None,
+        registration_key: str | None = None,
     ) -> VersionInfo:
-        """Create a new version from a logged model and wait until it is READY."""
+        """Create a new version from a logged model and wait until it is READY.
+
+        With a `registration_key` the call is idempotent: a version already
+        registered under that key (an earlier attempt whose answer was lost) is
+        returned instead of a duplicate.
+        """
+        if registration_key is not None:
+            existing = self.find_registered(registration_key)
+            if existing is not None:
+                return self._wait_ready(
+                    self.client.get_model_version(self.model_name, existing.version)
+                )
         if not self.exists():
-            self.client.create_registered_model(
-                self.model_name,
-                description="Managed by driftloop: aliases champion / challenger / previous.",
-            )
+            try:
+                self.client.create_registered_model(
+                    self.model_name,
+                    description="Managed by driftloop: aliases champion / challenger / previous.",
+                )
+            except MlflowException as exc:  # created concurrently by another process
+                if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                    raise
         # MLflow 3 logs models as `models:/m-<id>`; the server wants that id named too.
         model_id = (
             model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
         )
+        all_tags = {k: str(v) for k, v in (tags or {}).items()}
+        if registration_key is not None:
+            all_tags[REGISTRATION_KEY_TAG] = check_decision_id(registration_key)
         mv = self.client.create_model_version(
-            self.model_name,
-            source=model_uri,
-            run_id=run_id,
-            tags={k: str(v) for k, v in (tags or {}).items()},
-            model_id=model_id,
+            self.model_name, source=model_uri, run_id=run_id, tags=all_tags, model_id=model_id
         )
         return self._wait_ready(mv)
+
+    def find_registered(self, registration_key: str) -> VersionInfo | None:
+        """The version registered under `registration_key`, if any (oldest wins)."""
+        if not self.exists():
+            return None
+        found = self.client.search_model_versions(
+            f"name = '{self.model_name}' and "
+            f"tags.`{REGISTRATION_KEY_TAG}` = '{check_decision_id(registration_key)}'"
+        )
+        infos = sorted((_version_info(mv) for mv in found), key=lambda v: int(v.version))
+        return infos[0] if infos else None
 
     def set_tags(self, version: str | int, tags: dict[str, Any]) -> None:
         for key, value in tags.items():
@@ -179,39 +295,40 @@ class Registry:
         reason: str,
         actor: str = "user",
         figures: dict[str, float] | None = None,
+        expected: Mapping[str, str | None] | None = None,
+        decision_id: str | None = None,
     ) -> AliasMove:
-        """Point one alias at a version and record the move."""
+        """Point one alias at a version and record the move.
+
+        `expected` (alias -> version, None = unset) is compared with the live aliases
+        first; None compares `alias` with what this call reads first; `{}` compares
+        nothing (last writer wins, as the gate wants for `challenger`).
+        """
         self._check_alias(alias)
         target = self.get(version)
-        with self._locked():
-            before = self.aliases()
-            self.client.set_registered_model_alias(self.model_name, alias, target.version)
-            move = AliasMove.now(
-                action=f"set-{alias}",
-                moves={alias: (before.get(alias), target.version)},
-                reason=reason,
-                actor=actor,
-                figures=figures or {},
-            )
-            self._record(move)
-        return move
 
-    def clear_alias(self, alias: str, reason: str, actor: str = "user") -> AliasMove | None:
+        def plan(live: dict[str, str]) -> dict[str, str | None]:
+            return {alias: target.version}
+
+        return self._move(f"set-{alias}", plan, expected, reason, actor, figures, decision_id)
+
+    def clear_alias(
+        self,
+        alias: str,
+        reason: str,
+        actor: str = "user",
+        expected: Mapping[str, str | None] | None = None,
+        decision_id: str | None = None,
+    ) -> AliasMove | None:
+        """Unset one alias and record it; None when it was not set."""
         self._check_alias(alias)
-        with self._locked():
-            before = self.aliases().get(alias)
-            if before is None:
-                return None
-            self.client.delete_registered_model_alias(self.model_name, alias)
-            move = AliasMove.now(
-                action=f"clear-{alias}",
-                moves={alias: (before, None)},
-                reason=reason,
-                actor=actor,
-                figures={},
-            )
-            self._record(move)
-        return move
+        if self.aliases().get(alias) is None:
+            return None
+
+        def plan(live: dict[str, str]) -> dict[str, str | None]:
+            return {alias: None}
+
+        return self._move(f"clear-{alias}", plan, expected, reason, actor, {}, decision_id)
 
     def promote(
         self,
@@ -219,74 +336,157 @@ class Registry:
         reason: str,
         actor: str = "user",
         figures: dict[str, float] | None = None,
+        expected: Mapping[str, str | None] | None = None,
+        decision_id: str | None = None,
     ) -> AliasMove:
         """Make `version` the champion; the old champion becomes `previous`.
 
-        If `version` was the challenger, the challenger alias is cleared.
+        If `version` was the challenger, the challenger alias is cleared. `expected`
+        is the caller's view of the aliases (e.g. ``{"champion": "2", "challenger":
+        "3"}``): when the live aliases differ the move is refused with
+        `AliasesMoved`. Without it, the aliases this call reads first are expected.
         """
         target = self.get(version)
-        with self._locked():
-            before = self.aliases()
-            old_champion = before.get(CHAMPION)
-            if old_champion == target.version:
-                raise RegistryError(f"version {target.version} is already the champion")
-            plan: dict[str, str | None] = {CHAMPION: target.version}
-            if old_champion is not None:
-                plan[PREVIOUS] = old_champion
-            if before.get(CHALLENGER) == target.version:
-                plan[CHALLENGER] = None
-            return self._move("promote", plan, before, reason, actor, figures)
+
+        def plan(live: dict[str, str]) -> dict[str, str | None]:
+            return plan_promote(self.model_name, live, target.version)
+
+        return self._move("promote", plan, expected, reason, actor, figures, decision_id)
 
     def rollback(
-        self, reason: str, actor: str = "user", figures: dict[str, float] | None = None
+        self,
+        reason: str,
+        actor: str = "user",
+        figures: dict[str, float] | None = None,
+        expected: Mapping[str, str | None] | None = None,
+        decision_id: str | None = None,
     ) -> AliasMove:
-        """Swap champion and previous: the previous champion serves again."""
-        with self._locked():
-            before = self.aliases()
-            previous, champion = before.get(PREVIOUS), before.get(CHAMPION)
-            if previous is None:
-                raise RegistryError(
-                    f"model {self.model_name!r} has no 'previous' version to roll back to "
-                    f"(champion: {champion or 'none'}); promote a version first"
-                )
-            plan: dict[str, str | None] = {CHAMPION: previous, PREVIOUS: champion}
-            return self._move("rollback", plan, before, reason, actor, figures)
+        """Swap champion and previous: the previous champion serves again.
+
+        Two concurrent rollbacks that saw the same aliases make one move: the other
+        is refused with `AliasesMoved` instead of swapping back.
+        """
+
+        def plan(live: dict[str, str]) -> dict[str, str | None]:
+            return plan_rollback(self.model_name, live)
+
+        return self._move("rollback", plan, expected, reason, actor, figures, decision_id)
 
     # -- internals ------------------------------------------------------------
     def _move(
         self,
         action: str,
-        plan: dict[str, str | None],
-        before: dict[str, str],
+        plan_for: Callable[[dict[str, str]], dict[str, str | None]],
+        expected: Mapping[str, str | None] | None,
         reason: str,
         actor: str,
         figures: dict[str, float] | None,
+        decision_id: str | None,
     ) -> AliasMove:
-        """Apply an alias plan and record it as one decision (caller holds the lock)."""
-        self._apply(plan, before)
-        move = AliasMove.now(
-            action=action,
-            moves={alias: (before.get(alias), new) for alias, new in plan.items()},
-            reason=reason,
-            actor=actor,
-            figures=figures or {},
-        )
-        self._record(move)
+        """Compare, claim the next ledger generation, apply, verify, record.
+
+        A retry with a `decision_id` already carried out returns the earlier move
+        (`replayed=True`) and moves nothing.
+        """
+        decision_id = check_decision_id(decision_id) if decision_id else new_decision_id()
+        want: dict[str, str | None] | None = None if expected is None else dict(expected)
+        while True:
+            state = self.ledger.read_settled(own_decision=decision_id)
+            mine = state.find(decision_id)
+            if mine is not None:
+                generation, claim = mine
+                outcome = state.outcomes.get(generation)
+                if outcome == OK:
+                    return self._replay(claim)
+                if outcome is None and generation == state.generation:
+                    # Our own earlier attempt claimed it and stopped half-way: finish it.
+                    return self._carry_out(generation, claim, reason, figures)
+            live = self.aliases()
+            plan = plan_for(live)
+            if want is None:  # expect what we saw first, for the aliases the move touches
+                want = {alias: live.get(alias) for alias in plan}
+            moved = alias_differences(want, live)
+            if moved:
+                raise AliasesMoved(self.model_name, action, want, live)
+            claim = Claim(
+                decision_id=decision_id,
+                action=action,
+                actor=actor,
+                before={alias: live.get(alias) for alias in ALIASES},
+                plan=plan,
+                at=datetime.now(UTC).isoformat(timespec="seconds"),
+            )
+            generation = state.generation + 1
+            held = self.ledger.claim(generation, claim)
+            if held.decision_id == decision_id:
+                return self._carry_out(generation, held, reason, figures)
+            # Another decision took this generation first: read again (and most
+            # likely refuse, because it moved what we expected).
+
+    def _carry_out(
+        self, generation: int, claim: Claim, reason: str, figures: dict[str, float] | None
+    ) -> AliasMove:
+        """Write a claimed plan, check it landed, record it once, mark it done."""
+        deadline = time.monotonic() + self.move_wait_s
+        try:
+            self._apply(claim.plan, claim.before, deadline)
+            after = self.aliases()
+            wrong = {a: v for a, v in claim.plan.items() if after.get(a) != v}
+            if wrong:
+                raise AliasesMoved(self.model_name, claim.action, claim.plan, after, during=True)
+        except Exception as exc:
+            self.ledger.finish(generation, f"failed: {type(exc).__name__}: {exc}")
+            raise
+        move = self.history.find(claim.decision_id)
+        if move is None:
+            move = AliasMove(
+                at=claim.at,
+                action=claim.action,
+                moves={alias: (claim.before.get(alias), new) for alias, new in claim.plan.items()},
+                reason=reason,
+                actor=claim.actor,
+                figures=figures or {},
+                decision_id=claim.decision_id,
+            )
+            self._record(move)
+        self.ledger.finish(generation, OK)
         return move
 
-    def _apply(self, plan: dict[str, str | None], before: dict[str, str]) -> None:
+    def _replay(self, claim: Claim) -> AliasMove:
+        """The earlier result of a decision already carried out."""
+        recorded = self.history.find(claim.decision_id)
+        if recorded is None:  # done but its history run is missing: rebuild from the claim
+            recorded = AliasMove(
+                at=claim.at,
+                action=claim.action,
+                moves={alias: (claim.before.get(alias), new) for alias, new in claim.plan.items()},
+                reason="",
+                actor=claim.actor,
+                decision_id=claim.decision_id,
+            )
+        return replace(recorded, replayed=True)
+
+    def _apply(
+        self, plan: dict[str, str | None], before: dict[str, str | None], deadline: float
+    ) -> None:
         """Set several aliases; on failure put back the ones already changed.
 
         MLflow has no multi-alias transaction. `champion` is written after
-        `previous` so a reader never sees a champion without its fallback.
+        `previous` so a reader never sees a champion without its fallback. Past
+        `deadline` (the lease other movers wait for) no further alias is written.
         """
         order = sorted(plan, key=lambda alias: alias == CHAMPION)
         done: list[str] = []
         try:
             for alias in order:
+                if time.monotonic() > deadline:
+                    raise RegistryError(
+                        f"moving {self.model_name}'s aliases took over {self.move_wait_s:.0f} s; "
+                        "stopped so that other movers may go on (nothing more was written)"
+                    )
                 new = plan[alias]
                 if new is None:
-                    self.client.delete_registered_model_alias(self.model_name, alias)
+                    self._delete_alias(alias)
                 else:
                     self.client.set_registered_model_alias(self.model_name, alias, new)
                 done.append(alias)
@@ -295,12 +495,19 @@ class Registry:
                 old = before.get(alias)
                 try:
                     if old is None:
-                        self.client.delete_registered_model_alias(self.model_name, alias)
+                        self._delete_alias(alias)
                     else:
                         self.client.set_registered_model_alias(self.model_name, alias, old)
                 except MlflowException:
                     pass  # best effort; the original error is what the user needs
             raise
+
+    def _delete_alias(self, alias: str) -> None:
+        try:
+            self.client.delete_registered_model_alias(self.model_name, alias)
+        except MlflowException as exc:
+            if not _is_not_found(exc):  # already unset: a roll-forward repeats deletes
+                raise
 
     def _record(self, move: AliasMove) -> None:
         self.history.append(move)
@@ -326,19 +533,6 @@ class Registry:
     def _check_alias(alias: str) -> None:
         if alias not in ALIASES:
             raise RegistryError(f"unknown alias {alias!r}: driftloop uses {', '.join(ALIASES)}")
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Serialise alias moves made from this machine (CLI, flows, monitor)."""
-        if self._lock_dir is None:
-            yield
-            return
-        import portalocker
-
-        self._lock_dir.mkdir(parents=True, exist_ok=True)
-        lock_file = self._lock_dir / f"registry-{self.model_name}.lock"
-        with portalocker.Lock(str(lock_file), timeout=30):
-            yield
 
 
 def _is_not_found(exc: MlflowException) -> bool:

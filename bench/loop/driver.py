@@ -162,7 +162,7 @@ def main() -> None:
     _pause_schedules()
     base = info["serve_url"]
     registry = Registry(
-        settings.model_name, info["mlflow_tracking_uri"], lock_dir=settings.state_path / "locks"
+        settings.model_name, info["mlflow_tracking_uri"], move_wait_s=settings.alias_move_wait_s
     )
 
     first = train_flow(model_name=settings.model_name, time_until=APRIL)

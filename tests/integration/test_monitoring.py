@@ -52,7 +52,8 @@ def test_the_loop_retrains_promotes_and_rolls_back(tmp_path: Path) -> None:
     try:
         demo = run(env, "demo", timeout=1200)
         assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
-        history = json.loads(run(env, "history", "--json").stdout)
+        # Newest first, one page: read it oldest first, as the story happened.
+        history = json.loads(run(env, "history", "--limit", "200", "--json").stdout)[::-1]
     finally:
         run(env, "down")
     by_monitor = [(h["action"], h) for h in history if h["actor"] == "monitor"]

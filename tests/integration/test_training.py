@@ -251,9 +251,9 @@ def test_rollback_after_two_promotions_restores_earlier_champion(
     history = json.loads(driftloop(env, "history", "-m", model, "--json").stdout)
     promotions = [h for h in history if h["action"] in ("promote", "rollback")]
     assert [(h["action"], h["moves"]["champion"], h["reason"]) for h in promotions] == [
-        ("promote", ["1", "2"], "v2 won"),
+        ("rollback", ["3", "2"], "v3 degraded"),  # newest first
         ("promote", ["2", "3"], "v3 won"),
-        ("rollback", ["3", "2"], "v3 degraded"),
+        ("promote", ["1", "2"], "v2 won"),
     ]
     shown = driftloop(env, "history", "-m", model)
     assert "v3 degraded" in shown.stdout and "rollback" in shown.stdout

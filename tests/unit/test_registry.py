@@ -25,7 +25,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]
 
 def make(store: tuple[str, str], name: str, versions: int, tmp_path: Path) -> Registry:
     uri, run_id = store
-    registry = Registry(name, uri, lock_dir=tmp_path / "locks")
+    registry = Registry(name, uri)
     for _ in range(versions):
         registry.register(f"runs:/{run_id}/model", run_id, {"family": "sklearn"})
     return registry
@@ -52,16 +52,16 @@ def test_rollback_after_two_promotions_restores_earlier_champion(
     assert registry.aliases() == {CHAMPION: "3", PREVIOUS: "2"}
     registry.rollback("v3 degraded")
     assert registry.aliases() == {CHAMPION: "2", PREVIOUS: "3"}
-    moves = registry.history.list()
+    moves = registry.history.list()  # newest first
     assert [m.action for m in moves] == [
-        "set-champion",
-        "set-challenger",
-        "promote",
-        "promote",
         "rollback",
+        "promote",
+        "promote",
+        "set-challenger",
+        "set-champion",
     ]
     assert moves[2].moves[CHAMPION] == ("1", "2") and moves[2].reason == "won on live labels"
-    assert moves[-1].moves == {CHAMPION: ("3", "2"), PREVIOUS: ("2", "3")}
+    assert moves[0].moves == {CHAMPION: ("3", "2"), PREVIOUS: ("2", "3")}
     assert registry.get(2).tags["last_decision"] == "rollback: v3 degraded"
 
 
@@ -69,7 +69,7 @@ def test_history_keeps_figures(store: tuple[str, str], tmp_path: Path) -> None:
     registry = make(store, "reg-c", 2, tmp_path)
     registry.set_alias(CHAMPION, 1, "first")
     registry.promote(2, "better", actor="monitor", figures={"challenger_rmse": 41.5})
-    last = registry.history.list()[-1]
+    last = registry.history.list()[0]
     assert last.actor == "monitor" and last.figures == {"challenger_rmse": 41.5}
 
 
