@@ -545,6 +545,55 @@ def up(
 
 
 @app.command()
+def deploy(
+    git: Annotated[
+        str | None,
+        typer.Option(
+            "--git", help="Workers clone this repository URL instead of using DRIFTLOOP_REPO."
+        ),
+    ] = None,
+    branch: Annotated[str | None, typer.Option("--branch", help="Branch to clone.")] = None,
+    prefect_file: Annotated[
+        Path | None,
+        typer.Option("--prefect-file", help="prefect.yaml to deploy (default: the checkout's)."),
+    ] = None,
+) -> None:
+    """Deploy prefect.yaml: work pool, monitor schedule and train family from the settings."""
+
+    def body() -> None:
+        settings = settings_from()
+        prepare_environment(settings)
+        if not os.environ.get("PREFECT_API_URL"):
+            raise CliError(
+                "no Prefect server to deploy to: start the stack (`driftloop up`) or set "
+                "PREFECT_API_URL (or DRIFTLOOP_PREFECT_API_URL)",
+                EXIT_USAGE,
+            )
+        if branch and not git:
+            raise CliError("--branch needs --git URL", EXIT_USAGE)
+        from driftloop import stack
+
+        try:
+            log = stack.deploy_flows(
+                settings,
+                dict(os.environ),
+                (prefect_file or stack.PREFECT_FILE).resolve(),
+                git_url=git,
+                git_branch=branch,
+            )
+        except stack.StackError as exc:
+            raise CliError(str(exc), EXIT_CHECK_FAILED) from exc
+        code = f"cloned from {git}" if git else "from DRIFTLOOP_REPO on the worker"
+        console.print(
+            f"deployed to {os.environ['PREFECT_API_URL']}: work pool {settings.work_pool!r}, "
+            f"monitor every {settings.monitor_interval_s} s, train family {settings.family}, "
+            f"code {code} (log: {log})"
+        )
+
+    run_command(body)
+
+
+@app.command()
 def down() -> None:
     """Stop exactly the processes `driftloop up` started."""
 
