@@ -70,9 +70,16 @@ $(VENV)/bin/uv:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet uv==$(UV_VERSION)
 
+UV_COMPILE = $(VENV)/bin/uv pip compile --python-version 3.11 --custom-compile-command "make lock" \
+	$(UV_INDEX_ARGS)
+
+# requirements.lock: everything, with hashes. The Bento's sets (bentos/requirements*.txt,
+# what `bentoml containerize` installs) are pinned at the same versions.
 lock: $(VENV)/bin/uv  ## re-resolve requirements.lock from pyproject.toml (keeps pins that still fit)
-	$(VENV)/bin/uv pip compile pyproject.toml --all-extras --generate-hashes \
-		--python-version 3.11 $(UV_INDEX_ARGS) -o $(LOCK) $(LOCK_ARGS)
+	$(UV_COMPILE) pyproject.toml --all-extras --generate-hashes -o $(LOCK) $(LOCK_ARGS)
+	$(UV_COMPILE) bentos/requirements.in -c $(LOCK) --no-annotate -o bentos/requirements.txt
+	$(UV_COMPILE) bentos/requirements-torch.in -c $(LOCK) --no-annotate \
+		-o bentos/requirements-torch.txt
 
 lock-upgrade:  ## re-resolve with the newest versions pyproject.toml allows
 	$(MAKE) lock LOCK_ARGS=--upgrade
