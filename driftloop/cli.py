@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from driftloop.settings import Settings, load_settings
@@ -97,29 +98,32 @@ def prepare_environment(settings: Settings) -> None:
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn known failures into one clear message and the right exit code."""
+    """Turn known failures into one clear message and the right exit code.
+
+    Messages are printed verbatim: `pip install 'driftloop[torch]'` is not Rich markup.
+    """
     from data.errors import DataError
     from registry import RegistryError
 
     try:
         yield
     except CliError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(exc.code) from None
     except DataError as exc:
-        err.print(f"[red]data check failed:[/red] {exc}")
+        err.print(f"[red]data check failed:[/red] {escape(str(exc))}")
         raise typer.Exit(EXIT_CHECK_FAILED) from None
     except RegistryError as exc:
-        err.print(f"[red]registry:[/red] {exc}")
+        err.print(f"[red]registry:[/red] {escape(str(exc))}")
         raise typer.Exit(EXIT_USAGE) from None
     except ValidationError as exc:
-        err.print(f"[red]bad settings:[/red] {exc}")
+        err.print(f"[red]bad settings:[/red] {escape(str(exc))}")
         raise typer.Exit(EXIT_USAGE) from None
     except ValueError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(EXIT_USAGE) from None
     except ConnectionError as exc:
-        err.print(f"[red]cannot reach a server:[/red] {exc}")
+        err.print(f"[red]cannot reach a server:[/red] {escape(str(exc))}")
         raise typer.Exit(EXIT_CHECK_FAILED) from None
 
 
@@ -199,6 +203,9 @@ def train(
             time_column=time_column,
             drop_columns=drop,
         )
+        from pipelines.families import require_family
+
+        require_family(settings.family)  # before Prefect starts: a missing extra, in one line
         prepare_environment(settings)
         from pipelines.train import train_flow
 

@@ -361,3 +361,21 @@ assert "torch" not in sys.modules, "torch imported"
     assert result.stdout.strip().splitlines()[-1] == (
         "the torch family needs torch, which is not installed: pip install 'driftloop[torch]'"
     )
+
+
+def test_cli_names_the_extra_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`driftloop train --family torch` without torch: exit 2 and the pip command, verbatim
+    (not eaten as Rich markup), before Prefect or MLflow start."""
+    from typer.testing import CliRunner
+
+    import pipelines.families
+    from driftloop.cli import app
+
+    monkeypatch.setenv("DRIFTLOOP_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr(pipelines.families, "_installed", lambda module: module != "torch")
+    result = CliRunner().invoke(app, ["train", "--family", "torch", "--no-package"])
+    assert result.exit_code == 2, result.output
+    assert "pip install 'driftloop[torch]'" in result.output
+    assert not (tmp_path / "state").exists()  # nothing started, nothing written
