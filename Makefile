@@ -5,19 +5,31 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.driftloop-installed
-TORCH := torch==2.13.0
+# The pinned set with hashes: every distribution of `pip install .[dev,torch,bench]`.
+LOCK := requirements.lock
+UV_VERSION := 0.13.8
+# Where the CPU build of torch comes from. Empty: the indexes pip is configured with
+# (PyPI, plus this machine's pip config, which already holds the CPU wheel). Elsewhere
+# on Linux: make setup TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# (PyPI's own torch wheel for Linux is the CUDA build, several GB).
+TORCH_INDEX_URL ?=
+PIP_INDEX_ARGS := $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL))
+# uv does not read pip's configuration: pass the torch index and pip's find-links on.
+UV_INDEX_ARGS := $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL) \
+	--index-strategy unsafe-best-match) $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS))
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup test test-unit test-integration lint format demo up down status bench clean lock
+.PHONY: setup test test-unit test-integration lint format demo up down status bench clean lock \
+	lock-upgrade
 
-setup: $(STAMP)  ## venv in .venv: torch (CPU wheel) first, then the project with the lock
+setup: $(STAMP)  ## venv in .venv: exactly the lock (hash-checked), then the project editable
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install --quiet $(TORCH)
-	$(PIP) install --quiet -e ".[dev]" -c constraints.txt
+	$(PIP) install --quiet --require-hashes --no-deps -r $(LOCK) $(PIP_INDEX_ARGS)
+	$(PIP) install --quiet --no-deps -e .
 	@touch $(STAMP)
 
 test: setup  ## all tests: unit (seconds) then integration (real servers)
@@ -50,13 +62,27 @@ status: setup
 	$(VENV)/bin/driftloop status
 
 bench: setup  ## benchmarks (~9 min on 2 cores); writes bench/RESULTS.md
-	@$(PY) -c "import pyinstrument" 2>/dev/null || $(PIP) install --quiet -e ".[bench]" -c constraints.txt
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } >/dev/null 2>&1 \
 		|| echo "wrk unavailable: the bundled asyncio load generator (bench/serving/loadgen.py) is used"
 	$(PY) -m bench $(BENCH_ARGS)
 
-lock:  ## re-resolve the pinned set from pyproject.toml into constraints.txt
-	$(PIP) freeze --exclude-editable | grep -v '^-e' > constraints.txt
+$(VENV)/bin/uv:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet uv==$(UV_VERSION)
+
+UV_COMPILE = $(VENV)/bin/uv pip compile --python-version 3.11 --custom-compile-command "make lock" \
+	$(UV_INDEX_ARGS)
+
+# requirements.lock: everything, with hashes. The Bento's sets (bentos/requirements*.txt,
+# what `bentoml containerize` installs) are pinned at the same versions.
+lock: $(VENV)/bin/uv  ## re-resolve requirements.lock from pyproject.toml (keeps pins that still fit)
+	$(UV_COMPILE) pyproject.toml --all-extras --generate-hashes -o $(LOCK) $(LOCK_ARGS)
+	$(UV_COMPILE) bentos/requirements.in -c $(LOCK) --no-annotate -o bentos/requirements.txt
+	$(UV_COMPILE) bentos/requirements-torch.in -c $(LOCK) --no-annotate \
+		-o bentos/requirements-torch.txt
+
+lock-upgrade:  ## re-resolve with the newest versions pyproject.toml allows
+	$(MAKE) lock LOCK_ARGS=--upgrade
 
 clean:  ## remove runtime state (not the venv)
 	rm -rf .driftloop

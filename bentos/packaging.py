@@ -8,7 +8,10 @@
 
 Each step is idempotent: an existing model or Bento is reused, never rebuilt, so
 ``v<N>`` always means the same thing. Nothing is downloaded besides the model
-from MLflow (no package resolution: ``lock_packages: false``).
+from MLflow (no package resolution: ``lock_packages: false``): the Bento's Python
+requirements are the pinned sets `make lock` writes, ``bentos/requirements.txt`` or,
+for a torch-family version, ``bentos/requirements-torch.txt`` (with the CPU build of
+torch), so ``bentoml containerize`` installs the versions driftloop was tested with.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ log = logging.getLogger("driftloop.packaging")
 
 BENTOFILE = Path(__file__).with_name("bentofile.yaml")
 BUILD_CONTEXT = Path(__file__).resolve().parent.parent  # holds bentos/, registry/, data/
+# Requirements of a torch-family Bento (relative to the build context) and the index its
+# image takes torch from: PyPI's Linux torch wheel is the CUDA build, several GB.
+TORCH_REQUIREMENTS = "bentos/requirements-torch.txt"
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,35 @@ def bento_config(path: Path = BENTOFILE) -> dict[str, Any]:
     return config
 
 
+def python_options(config: dict[str, Any], family: str) -> dict[str, Any]:
+    """The bentofile's ``python`` section for a version of `family`.
+
+    A torch-family Bento installs ``bentos/requirements-torch.txt`` (torch's CPU build
+    from the PyTorch index); every other Bento the bentofile's set, which has no torch.
+    """
+    python = {"lock_packages": False, **(config.get("python") or {})}
+    if family == "torch":
+        python["requirements_txt"] = TORCH_REQUIREMENTS
+        python["extra_index_url"] = [*(python.get("extra_index_url") or []), TORCH_CPU_INDEX]
+    return python
+
+
+def build_envs(config: dict[str, Any], family: str) -> list[Any] | None:
+    """The bentofile's ``envs``; a torch-family image also needs uv told how to use two indexes.
+
+    The image installs with uv, which takes a package the torch index also hosts (numpy,
+    jinja2...) from that index alone unless the strategy lets it pick the pinned version
+    from PyPI.
+    """
+    # `bentoml.bentos.build` takes these objects, not the bentofile's mappings.
+    from bentoml._internal.bento.build_config import BentoEnvSchema
+
+    envs = list(config.get("envs") or [])
+    if family == "torch":
+        envs.append({"name": "UV_INDEX_STRATEGY", "value": "unsafe-best-match"})
+    return [BentoEnvSchema(**env) for env in envs] or None
+
+
 def build_bento(info: VersionInfo, model_tag: str, bentofile: Path = BENTOFILE) -> tuple[str, bool]:
     """Build ``<model>-service:v<N>`` with the version's model; reuse it if it exists."""
     tag = service_tag(info.name, info.version)
@@ -58,6 +94,7 @@ def build_bento(info: VersionInfo, model_tag: str, bentofile: Path = BENTOFILE) 
     except NotFound:
         pass
     config = bento_config(bentofile)
+    family = info.tags.get("family", "sklearn")
     labels = {
         **{str(k): str(v) for k, v in (config.get("labels") or {}).items()},
         **version_labels(info),
@@ -71,8 +108,9 @@ def build_bento(info: VersionInfo, model_tag: str, bentofile: Path = BENTOFILE) 
         labels=labels,
         include=config.get("include"),
         exclude=config.get("exclude"),
-        python={"lock_packages": False, **(config.get("python") or {})},
-        envs=config.get("envs"),
+        python=python_options(config, family),
+        docker=config.get("docker"),
+        envs=build_envs(config, family),
         models=[model_tag],
         build_ctx=str(BUILD_CONTEXT),
     )

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from driftloop.settings import Settings, load_settings
@@ -97,29 +98,32 @@ def prepare_environment(settings: Settings) -> None:
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn known failures into one clear message and the right exit code."""
+    """Turn known failures into one clear message and the right exit code.
+
+    Messages are printed verbatim: `pip install 'driftloop[torch]'` is not Rich markup.
+    """
     from data.errors import DataError
     from registry import RegistryError
 
     try:
         yield
     except CliError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(exc.code) from None
     except DataError as exc:
-        err.print(f"[red]data check failed:[/red] {exc}")
+        err.print(f"[red]data check failed:[/red] {escape(str(exc))}")
         raise typer.Exit(EXIT_CHECK_FAILED) from None
     except RegistryError as exc:
-        err.print(f"[red]registry:[/red] {exc}")
+        err.print(f"[red]registry:[/red] {escape(str(exc))}")
         raise typer.Exit(EXIT_USAGE) from None
     except ValidationError as exc:
-        err.print(f"[red]bad settings:[/red] {exc}")
+        err.print(f"[red]bad settings:[/red] {escape(str(exc))}")
         raise typer.Exit(EXIT_USAGE) from None
     except ValueError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(EXIT_USAGE) from None
     except ConnectionError as exc:
-        err.print(f"[red]cannot reach a server:[/red] {exc}")
+        err.print(f"[red]cannot reach a server:[/red] {escape(str(exc))}")
         raise typer.Exit(EXIT_CHECK_FAILED) from None
 
 
@@ -199,6 +203,9 @@ def train(
             time_column=time_column,
             drop_columns=drop,
         )
+        from pipelines.families import require_family
+
+        require_family(settings.family)  # before Prefect starts: a missing extra, in one line
         prepare_environment(settings)
         from pipelines.train import train_flow
 
@@ -594,6 +601,55 @@ def up(
         console.print(f"Prefect UI: {prefect_ui}")
         console.print(f"Service:    {info['serve_url']} (starts once a champion exists)")
         console.print(f"Logs:       {settings.state_path / 'logs'}")
+
+    run_command(body)
+
+
+@app.command()
+def deploy(
+    git: Annotated[
+        str | None,
+        typer.Option(
+            "--git", help="Workers clone this repository URL instead of using DRIFTLOOP_REPO."
+        ),
+    ] = None,
+    branch: Annotated[str | None, typer.Option("--branch", help="Branch to clone.")] = None,
+    prefect_file: Annotated[
+        Path | None,
+        typer.Option("--prefect-file", help="prefect.yaml to deploy (default: the checkout's)."),
+    ] = None,
+) -> None:
+    """Deploy prefect.yaml: work pool, monitor schedule and train family from the settings."""
+
+    def body() -> None:
+        settings = settings_from()
+        prepare_environment(settings)
+        if not os.environ.get("PREFECT_API_URL"):
+            raise CliError(
+                "no Prefect server to deploy to: start the stack (`driftloop up`) or set "
+                "PREFECT_API_URL (or DRIFTLOOP_PREFECT_API_URL)",
+                EXIT_USAGE,
+            )
+        if branch and not git:
+            raise CliError("--branch needs --git URL", EXIT_USAGE)
+        from driftloop import stack
+
+        try:
+            log = stack.deploy_flows(
+                settings,
+                dict(os.environ),
+                (prefect_file or stack.PREFECT_FILE).resolve(),
+                git_url=git,
+                git_branch=branch,
+            )
+        except stack.StackError as exc:
+            raise CliError(str(exc), EXIT_CHECK_FAILED) from exc
+        code = f"cloned from {git}" if git else "from DRIFTLOOP_REPO on the worker"
+        console.print(
+            f"deployed to {os.environ['PREFECT_API_URL']}: work pool {settings.work_pool!r}, "
+            f"monitor every {settings.monitor_interval_s} s, train family {settings.family}, "
+            f"code {code} (log: {log})"
+        )
 
     run_command(body)
 

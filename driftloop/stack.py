@@ -11,6 +11,7 @@ a state file with the URLs, and a `down` that stops exactly the processes `up` s
 
 from __future__ import annotations
 
+import copy
 import os
 import shlex
 import subprocess
@@ -22,6 +23,7 @@ from typing import Any
 
 import httpx
 import psutil
+import yaml
 
 from driftloop import procs
 from driftloop.settings import REPO_ROOT, Settings
@@ -208,36 +210,97 @@ def _wait_component(
     )
 
 
-def deploy_flows(settings: Settings, env: dict[str, str]) -> None:
-    """Create the process work pool and deploy every deployment in prefect.yaml."""
+PREFECT_FILE = REPO_ROOT / "prefect.yaml"
+GIT_CLONE_STEP = "prefect.deployments.steps.git_clone"
+
+
+def render_deployments(
+    settings: Settings,
+    source: Path = PREFECT_FILE,
+    git_url: str | None = None,
+    git_branch: str | None = None,
+) -> dict[str, Any]:
+    """prefect.yaml with the settings' work pool, monitor interval and train family.
+
+    Every deployment goes to ``work_pool``; a ``family`` parameter becomes ``family``; an
+    interval schedule becomes ``monitor_interval_s``. With `git_url` the pull steps are
+    the file's ``definitions.pull.git`` steps (clone, then run from the clone) instead of
+    running from the worker's DRIFTLOOP_REPO folder.
+    """
+    if not source.is_file():
+        raise StackError(
+            f"no {source.name} at {source}: deploy from a driftloop checkout "
+            "(an installed package does not ship it), or pass its path."
+        )
+    config = yaml.safe_load(source.read_text()) or {}
+    for deployment in config.get("deployments") or []:
+        deployment.setdefault("work_pool", {})["name"] = settings.work_pool
+        parameters = deployment.get("parameters") or {}
+        if "family" in parameters:
+            parameters["family"] = settings.family
+        for schedule in deployment.get("schedules") or []:
+            if "interval" in schedule:
+                schedule["interval"] = settings.monitor_interval_s
+    if git_url:
+        try:
+            steps = copy.deepcopy(config["definitions"]["pull"]["git"])
+            clone = next(step[GIT_CLONE_STEP] for step in steps if GIT_CLONE_STEP in step)
+        except (KeyError, TypeError, StopIteration):
+            raise StackError(
+                f"{source} has no definitions.pull.git steps with a {GIT_CLONE_STEP} step"
+            ) from None
+        clone["repository"] = git_url
+        if git_branch:
+            clone["branch"] = git_branch
+        else:
+            clone.pop("branch", None)
+        config["pull"] = steps
+    return config
+
+
+def deploy_flows(
+    settings: Settings,
+    env: dict[str, str],
+    source: Path = PREFECT_FILE,
+    git_url: str | None = None,
+    git_branch: str | None = None,
+) -> Path:
+    """Deploy every deployment of prefect.yaml as the settings say; returns the log file.
+
+    The rendered copy (`render_deployments`) is written to ``<state>/deploy/prefect.yaml``
+    and deployed from the folder of `source`, where the entrypoints are. The work pool is
+    created as a process pool when missing; an existing one (a Kubernetes pool, say) is
+    left as it is.
+    """
+    config = render_deployments(settings, source, git_url, git_branch)
+    rendered = settings.state_path / "deploy" / "prefect.yaml"
+    rendered.parent.mkdir(parents=True, exist_ok=True)
+    rendered.write_text(
+        "# Written by `driftloop deploy` from "
+        f"{source}; edit that file, not this one.\n" + yaml.safe_dump(config, sort_keys=False)
+    )
     prefect = str(Path(sys.executable).parent / "prefect")
     log = settings.state_path / "logs" / "deploy.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         subprocess.run(
-            [
-                prefect,
-                "work-pool",
-                "create",
-                settings.work_pool,
-                "--type",
-                "process",
-                "--overwrite",
-            ],
+            [prefect, "work-pool", "create", settings.work_pool, "--type", "process"],
             env=env,
-            cwd=str(REPO_ROOT),
+            cwd=str(source.parent),
             stdout=out,
             stderr=subprocess.STDOUT,
-            check=False,
+            check=False,  # it exists already: keep it as it is
         )
         result = subprocess.run(
-            [prefect, "--no-prompt", "deploy", "--all"],
+            [prefect, "--no-prompt", "deploy", "--all", "--prefect-file", str(rendered)],
             env=env,
-            cwd=str(REPO_ROOT),
+            cwd=str(source.parent),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     if result.returncode != 0:
         raise StackError(f"`prefect deploy --all` failed; see {log}:\n{procs.tail(log)}")
+    return log
 
 
 def configure_alerts(settings: Settings, prefect_api_url: str) -> list[str]:

@@ -34,6 +34,7 @@ from data.sources import Snapshot
 from data.split import time_split, train_validation_split
 from driftloop.settings import REPO_ROOT, Settings, load_settings
 from pipelines.evaluate import evaluation_plots, holdout_metrics, primary_metric
+from pipelines.families import require_family
 from pipelines.gate import GateDecision, gate
 from pipelines.tracking import configure_mlflow
 from registry import CHALLENGER, CHAMPION, AliasesMoved, Registry, new_decision_id
@@ -628,6 +629,7 @@ def train_flow(
         time_column=time_column,
         drop_columns=drop_columns,
     )
+    require_family(settings.family)  # a missing extra fails before anything is logged
     experiment_id = configure_mlflow(
         settings.resolved_tracking_uri(), settings.experiment, settings.artifact_root()
     )

@@ -319,3 +319,63 @@ def test_bikeshare_beats_the_mean(bikeshare, family: str, floor: float) -> None:
     assert model.score(X_holdout, y_holdout) > floor
     importance = model.feature_importance(X_holdout, y_holdout)
     assert importance.index[0] == "hr"
+
+
+def test_torch_family_without_torch_names_the_extra() -> None:
+    """With torch not importable the sklearn path still trains and never imports torch,
+    and asking for the torch family fails in one line naming the extra to install."""
+    code = """
+import importlib.abc, sys
+
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return None
+
+sys.meta_path.insert(0, NoTorch())
+import numpy as np, pandas as pd
+import driftloop.cli, pipelines.train, pipelines.monitor, bentos.service  # noqa: F401
+from pipelines.families import FitConfig, MissingFamilyError, fit_model, require_family
+
+X = pd.DataFrame({"a": np.arange(60.0), "c": ["x", "y"] * 30})
+y = pd.Series(np.arange(60.0), name="t")
+config = FitConfig(task="regression", categorical=("c",), numeric=("a",))
+fit_model("sklearn", config, X, y).predict(X)
+require_family("sklearn")
+try:
+    fit_model("torch", config, X, y)
+except MissingFamilyError as exc:
+    print(exc)
+assert "torch" not in sys.modules, "torch imported"
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == (
+        "the torch family needs torch, which is not installed: pip install 'driftloop[torch]'"
+    )
+
+
+def test_cli_names_the_extra_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`driftloop train --family torch` without torch: exit 2 and the pip command, verbatim
+    (not eaten as Rich markup), before Prefect or MLflow start."""
+    from typer.testing import CliRunner
+
+    import pipelines.families
+    from driftloop.cli import app
+
+    monkeypatch.setenv("DRIFTLOOP_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr(pipelines.families, "_installed", lambda module: module != "torch")
+    result = CliRunner().invoke(app, ["train", "--family", "torch", "--no-package"])
+    assert result.exit_code == 2, result.output
+    assert "pip install 'driftloop[torch]'" in result.output
+    assert not (tmp_path / "state").exists()  # nothing started, nothing written
