@@ -475,7 +475,7 @@ MAX_LABEL_MAGNITUDE = float(2**53)
 2**53 a float64 no longer holds every integer, and no count or measure gets near it."""
 
 _LABEL_WORDS = {
-    "number": "a finite number",
+    "number": "a number",
     "string": "a string",
     "boolean": "true or false",
     "any": "a string, number or true/false",
@@ -493,19 +493,21 @@ _LABEL_TYPES: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class LabelSchema:
-    """What a ground-truth label must be: the target's rule from the model's data contract.
+    """What a ground-truth label must be: the hard rules of the target in the data contract.
 
-    `kind` comes from the model's output signature; `classes` (classification) and the
-    `minimum`/`maximum` range (regression) from the label rule logged with the model
-    (``data.contract.label_rule``), so a label the next retrain's contract would refuse
-    is refused here, with the field, the value and what is allowed.
+    `kind` comes from the model's output signature (or the label rule logged with the
+    model, ``data.contract.label_rule``), `classes` (classification) from that rule: a
+    label the next retrain's contract would refuse outright (a wrong kind, an unknown
+    class) is refused here, with the field, the value and what is allowed. A regression
+    target's range is a soft rule of the contract (drift may widen it), so it is shown
+    (`soft_range`) but not enforced; numbers must be finite and within
+    ±MAX_LABEL_MAGNITUDE.
     """
 
     kind: str = "any"  # number | string | boolean | any
     classes: tuple[Any, ...] | None = None
-    minimum: float | None = None
-    maximum: float | None = None
     target: str | None = None
+    soft_range: tuple[float | None, float | None] | None = None
     _adapter: Any = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -524,12 +526,8 @@ class LabelSchema:
                 target=rule.get("target"),
             )
         if rule.get("kind") == "numeric" and rule.get("task") != "classification":
-            return cls(
-                "number",
-                minimum=_number_or_none(rule.get("min")),
-                maximum=_number_or_none(rule.get("max")),
-                target=rule.get("target"),
-            )
+            low, high = _number_or_none(rule.get("min")), _number_or_none(rule.get("max"))
+            return cls("number", target=rule.get("target"), soft_range=(low, high))
         return cls(kind, target=rule.get("target"))
 
     @staticmethod
@@ -557,8 +555,8 @@ class LabelSchema:
             "kind": self.kind,
             "target": self.target,
             "classes": list(self.classes) if self.classes is not None else None,
-            "min": self.minimum,
-            "max": self.maximum,
+            "contract_range": list(self.soft_range) if self.soft_range else None,
+            "range_enforced": False,
         }
 
     def adapter(self) -> TypeAdapter[Any]:
@@ -568,8 +566,8 @@ class LabelSchema:
             if self.classes is not None:
                 label_type = Annotated[label_type, AfterValidator(self._one_of_classes)]
             elif self.kind == "number":
-                low, high = self._bounds()
-                label_type = Annotated[_FiniteNumber, Field(ge=low, le=high)]
+                bound = Field(ge=-MAX_LABEL_MAGNITUDE, le=MAX_LABEL_MAGNITUDE)
+                label_type = Annotated[_FiniteNumber, bound]
             object.__setattr__(self, "_adapter", TypeAdapter(label_type))
         return self._adapter
 
@@ -658,25 +656,15 @@ class LabelSchema:
             allowed = ", ".join(_show(c) for c in self.classes)
             return f"label {_show(value)} is not a class{target}; allowed: {allowed}"
         if self.kind in ("number", "any") and _value_kind(value) == "number":
-            if math.isfinite(value):  # a number out of range
-                low, high = self._bounds()
-                where = (
-                    f" (the data contract's range{target})"
-                    if self.minimum is not None or self.maximum is not None
-                    else ""
+            if math.isfinite(value):
+                return (
+                    f"expected a number{target} between {-MAX_LABEL_MAGNITUDE:g} and "
+                    f"{MAX_LABEL_MAGNITUDE:g}, got {_show(value)}"
                 )
-                return f"expected a number between {low:g} and {high:g}{where}, got {_show(value)}"
-            return f"expected a finite number, got {_show(value)}"
-        return f"expected {self._expected()}, got {_show(value)}"
-
-    def _bounds(self) -> tuple[float, float]:
-        low = -MAX_LABEL_MAGNITUDE if self.minimum is None else self.minimum
-        high = MAX_LABEL_MAGNITUDE if self.maximum is None else self.maximum
-        return low, high
+            return f"expected a finite number{target}, got {_show(value)}"
+        return f"expected {self._expected()}{target}, got {_show(value)}"
 
     def _expected(self) -> str:
-        if self.kind == "number" and self.minimum is None and self.maximum is None:
-            return "a number"
         return _LABEL_WORDS.get(self.kind, _LABEL_WORDS["any"])
 
 

@@ -298,10 +298,11 @@ LABEL_RULE_KEY = "driftloop_label"
 def label_rule(contract: Contract, task: str, target_values: pd.Series) -> dict[str, Any]:
     """What a ground-truth label posted to the served model must be (JSON-able).
 
-    The target's rule in the contract (its kind; for regression its widened range), and
-    for classification the classes: the contract's category set, else the classes
-    trained on. Serving checks /feedback labels against it, so a label that would make a
-    later retrain fail this contract is refused at the door instead.
+    The target's rule in the contract (its kind; for regression its range, a soft rule
+    serving shows but does not enforce), and for classification the classes: the
+    contract's category set (a hard rule for the target), else the classes trained on.
+    Serving checks /feedback labels against it, so a label that would make a later
+    retrain fail this contract outright is refused at the door instead.
     """
     rule = contract.rule(contract.target)
     classes: list[Any] | None = None
