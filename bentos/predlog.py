@@ -15,6 +15,11 @@ rows took hundreds of milliseconds (measured; bench/RESULTS.md). One row per rec
 is kept, so reading and the monitor are unchanged.
 
 Monitoring reads it back by time window and model version (`PredictionLog.frame`).
+
+Labels (`PredictionLog.store_labels`, what POST /feedback calls) follow one policy:
+only for request ids this log holds a prediction of that model for, and the first
+label of a prediction counts; later ones go to `label_history` for audit, which
+nothing reads back. So `feedback` holds at most one label per (model, request id).
 """
 
 from __future__ import annotations
