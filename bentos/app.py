@@ -366,7 +366,7 @@ class ServingApp:
 
     # -- POST /feedback ----------------------------------------------------------------------
     async def feedback(self, labels: list[dict[str, Any]]) -> JSONResponse:
-        """Store ground-truth labels by the label policy (README, "Labels you can trust").
+        """Store ground-truth labels by the label policy (README, "Security").
 
         Labels are checked against the champion's label rule (422 naming the field, the
         value and what is allowed); only labels for predictions this service logged for
