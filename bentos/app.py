@@ -39,7 +39,7 @@ from bentos.follower import (
     ModelLoader,
     Snapshot,
 )
-from bentos.gateway import GatewayConfig
+from bentos.gateway import GatewayConfig, KeyScope, feedback_scope
 from bentos.metrics import ServingMetrics
 from bentos.predlog import (
     FeedbackRecord,
@@ -48,8 +48,8 @@ from bentos.predlog import (
     LogUnavailable,
     PredictionLog,
 )
-from bentos.routing import SHADOW, route
-from bentos.schema import ENTITY_ID, REQUEST_ID, LabelSchema, SchemaError, ValidBatch
+from bentos.routing import SHADOW, model_salt, route, routing_secret
+from bentos.schema import ENTITY_ID, MAX_ERRORS, REQUEST_ID, Label, SchemaError, ValidBatch
 from bentos.store import LoadedModel, NonFinitePredictions, import_version, load_model, local_model
 from registry import Registry
 
@@ -139,7 +139,20 @@ class ServingApp:
         )
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
         api_key = settings.api_key.get_secret_value() if settings.api_key else None
-        self.gateway_config = GatewayConfig(api_key=api_key, max_body_bytes=settings.max_body_bytes)
+        feedback_key = (
+            settings.feedback_api_key.get_secret_value() if settings.feedback_api_key else None
+        )
+        self.gateway_config = GatewayConfig(
+            api_key=api_key,
+            max_body_bytes=settings.max_body_bytes,
+            scopes={
+                "/feedback": feedback_scope(api_key, feedback_key, settings.feedback_with_api_key)
+            },
+        )
+        salt = settings.routing_salt.get_secret_value() if settings.routing_salt else None
+        self._routing_salt = model_salt(
+            routing_secret(salt, settings.serving_state_path(self.model_name)), self.model_name
+        )
         self._froze_after_load = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -180,7 +193,7 @@ class ServingApp:
         challenger = snap.challenger
         answer_by = None
         if challenger is not None and share > 0:
-            salt = self.model_name
+            salt = self._routing_salt
             answer_by = [route(key, share, True, salt).answer for key in batch.routing_keys()]
         item = RequestItem(
             batch,
@@ -427,26 +440,59 @@ class ServingApp:
 
     # -- POST /feedback ----------------------------------------------------------------------
     async def feedback(self, labels: list[dict[str, Any]]) -> JSONResponse:
+        """Store ground-truth labels by the label policy (README, "Security").
+
+        Labels are checked against the champion's label rule (422 naming the field, the
+        value and what is allowed); only labels for predictions this service logged for
+        this model are stored (unknown ids are listed; none known → 422); the first label
+        of a prediction counts, later ones are kept as history and ignored.
+        """
         snap = self.follower.snapshot
-        schema = snap.champion.label_schema if snap.champion is not None else LabelSchema()
+        if snap.champion is None:
+            return JSONResponse(
+                {"detail": f"{self._not_ready_reason()}: labels cannot be checked yet"},
+                status_code=503,
+            )
         try:
-            valid = schema.validate(labels)
+            valid = snap.champion.label_schema.validate(labels)
         except SchemaError as exc:
             return JSONResponse({"detail": exc.errors}, status_code=422)
-        loop = asyncio.get_running_loop()
-        ids = [label.request_id for label in valid]
-        known = await loop.run_in_executor(None, self.log.known_request_ids, ids)
         records = [FeedbackRecord(lab.request_id, self.model_name, lab.label) for lab in valid]
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.wrap_future(self.writer.submit(feedback=records))
+            receipt = await loop.run_in_executor(
+                None, self.log.store_labels, self.model_name, records
+            )
         except Exception as exc:
+            log.exception("storing labels failed")
             return JSONResponse(
                 {"detail": f"prediction log unavailable, labels not stored: {exc}"},
                 status_code=503,
             )
-        self.metrics.feedback.labels(self.model_name).inc(len(records))
-        unknown = [rid for rid in dict.fromkeys(ids) if rid not in known]
-        return JSONResponse({"accepted": len(records), "unknown_request_ids": unknown})
+        if not receipt.stored and not receipt.already_labelled:
+            return JSONResponse({"detail": self._unknown_ids(valid)}, status_code=422)
+        self.metrics.feedback.labels(self.model_name).inc(len(receipt.stored))
+        return JSONResponse(
+            {
+                "accepted": len(receipt.stored),
+                "already_labelled": receipt.already_labelled,
+                "unknown_request_ids": receipt.unknown,
+            }
+        )
+
+    def _unknown_ids(self, labels: list[Label]) -> list[dict[str, Any]]:
+        """422 detail when no label matches a logged prediction of this model."""
+        return [
+            {
+                "loc": ["labels", i, REQUEST_ID],
+                "msg": f"no prediction of model {self.model_name!r} was logged with request id "
+                f"{label.request_id!r}: labels are taken only for the request_ids this "
+                "service answered with",
+                "input": label.request_id,
+                "type": "unknown_request_id",
+            }
+            for i, label in enumerate(labels[:MAX_ERRORS])
+        ]
 
     # -- GET endpoints (served by the gateway middleware) ---------------------------------
     def healthz(self) -> tuple[int, dict[str, Any]]:
@@ -527,6 +573,7 @@ class ServingApp:
                 "checked": champion.schema.checked if champion else None,
                 "reserved_keys": [REQUEST_ID, ENTITY_ID],
                 "label": champion.label_schema.kind if champion else None,
+                "label_rule": champion.label_schema.describe() if champion else None,
             },
             "batching": {
                 "max_batch_size": self.settings.max_batch_size,
@@ -535,6 +582,7 @@ class ServingApp:
             "fallback": self._fallback_status(),
             "prediction_log": {"writable": self.writer.healthy},
             "auth_required": self.gateway_config.api_key is not None,
+            "feedback_auth": _feedback_auth(self.gateway_config.scopes.get("/feedback")),
             "max_body_bytes": self.gateway_config.max_body_bytes,
         }
 
@@ -575,6 +623,11 @@ def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Resp
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def _feedback_auth(scope: KeyScope | None) -> str:
+    """Who may post labels, in words for /metadata (never the keys)."""
+    return "anyone (no key configured)" if scope is None else scope.who
 
 
 def _describe(model: LoadedModel | None) -> dict[str, Any] | None:

@@ -60,8 +60,26 @@ class ServingSettings(BaseSettings):
     # -- HTTP ----------------------------------------------------------------------
     api_key: SecretStr | None = Field(
         None,
-        description="When set, /predict and /feedback need 'Authorization: Bearer <key>'. "
-        "Env only (DRIFTLOOP_API_KEY); never put it in a file.",
+        description="When set, /predict needs 'Authorization: Bearer <key>'; /feedback "
+        "needs the feedback key (see feedback_api_key). Env only (DRIFTLOOP_API_KEY); "
+        "never put it in a file.",
+    )
+    feedback_api_key: SecretStr | None = Field(
+        None,
+        description="The key that may POST /feedback (labels decide promotion and rollback). "
+        "Set: /feedback needs 'Authorization: Bearer <this key>' and the API key gets 403. "
+        "Env only (DRIFTLOOP_FEEDBACK_API_KEY).",
+    )
+    feedback_with_api_key: bool = Field(
+        False,
+        description="With DRIFTLOOP_API_KEY set and no feedback key, /feedback refuses "
+        "everyone (403) unless this is true: then the API key may also post labels.",
+    )
+    routing_salt: SecretStr | None = Field(
+        None,
+        description="Secret that salts canary assignment, so callers cannot pick their "
+        "model. Unset: a random one is created once in the serving state folder. Set the "
+        "same value on every replica. Env only (DRIFTLOOP_ROUTING_SALT).",
     )
     max_body_bytes: int = Field(
         1_000_000, gt=0, description="Largest accepted request body (413 above)."

@@ -5,8 +5,9 @@ An ASGI middleware in front of BentoML's routes, because BentoML's own
 APIs are POST only (``/metadata`` is a GET), and body checks must happen before
 BentoML reads a body:
 
-- ``POST /predict`` and ``/feedback``: ``Authorization: Bearer <key>`` when a key
-  is configured (constant-time compare; 401), any POST: JSON content type only
+- ``POST /predict``: ``Authorization: Bearer <key>`` when a key is configured
+  (constant-time compare; 401); ``POST /feedback``: its own scope (`feedback_scope`:
+  the feedback key; another known key gets 403), any POST: JSON content type only
   (415, so ``application/vnd.bentoml+pickle`` never reaches a model), body at most
   ``max_body_bytes`` (413), body must be a JSON object with the expected list
   (400 / 422 in the same ``{"detail": [...]}`` shape as field errors).
@@ -35,6 +36,64 @@ GET_ENDPOINTS = {"/healthz": "healthz", "/readyz": "readyz", "/metadata": "metad
 
 
 @dataclass(frozen=True)
+class KeyScope:
+    """Which keys may POST one path (a scope of its own, e.g. labels).
+
+    A key of `accepts` passes; a key of `refuses` (known to the service, another scope)
+    gets 403 `forbidden`; anything else 401. `closed`: everyone gets 403 `forbidden`
+    (keys protect the service but none was given this scope).
+    """
+
+    accepts: tuple[str, ...] = ()
+    refuses: tuple[str, ...] = ()
+    forbidden: str = "this key cannot call this endpoint"
+    unauthorized: str = "missing or wrong API key: send 'Authorization: Bearer <key>'"
+    closed: bool = False
+    who: str = "the API key"  # who may call, in words (for /metadata)
+
+    def check(self, token: str | None) -> tuple[int, str] | None:
+        """None when `token` may call the path, else (status, detail)."""
+        if self.closed:
+            return 403, self.forbidden
+        if any(keys_match(token, key) for key in self.accepts):
+            return None
+        if any(keys_match(token, key) for key in self.refuses):
+            return 403, self.forbidden
+        return 401, self.unauthorized
+
+
+def feedback_scope(
+    api_key: str | None, feedback_key: str | None, with_api_key: bool = False
+) -> KeyScope | None:
+    """Who may post labels (None: anyone, the keyless loopback mode).
+
+    Labels decide promotion and rollback, so the key that predicts does not post them
+    unless asked to (`with_api_key`); a dedicated feedback key is the only one it takes.
+    """
+    if feedback_key:
+        return KeyScope(
+            accepts=(feedback_key,),
+            refuses=(api_key,) if api_key else (),
+            forbidden="this key cannot post labels: /feedback takes the feedback key "
+            "(DRIFTLOOP_FEEDBACK_API_KEY) only",
+            unauthorized="missing or wrong feedback key: send "
+            "'Authorization: Bearer <feedback key>'",
+            who="the feedback key (DRIFTLOOP_FEEDBACK_API_KEY)",
+        )
+    if not api_key:
+        return None
+    if with_api_key:
+        return KeyScope(accepts=(api_key,), who="the API key (DRIFTLOOP_FEEDBACK_WITH_API_KEY)")
+    return KeyScope(
+        closed=True,
+        who="nobody: set DRIFTLOOP_FEEDBACK_API_KEY",
+        forbidden="labels are refused: DRIFTLOOP_API_KEY protects this service but no "
+        "key may post labels; set DRIFTLOOP_FEEDBACK_API_KEY (or "
+        "DRIFTLOOP_FEEDBACK_WITH_API_KEY=true to let the API key post them)",
+    )
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     api_key: str | None
     max_body_bytes: int
@@ -42,6 +101,8 @@ class GatewayConfig:
     bodies: dict[str, str] = field(
         default_factory=lambda: {"/predict": "records", "/feedback": "labels"}
     )
+    # path -> its own key scope (paths not listed: `api_key` when set)
+    scopes: dict[str, KeyScope | None] = field(default_factory=dict)
 
 
 class GatewayBackend(Protocol):
@@ -215,7 +276,16 @@ class Gateway:
         headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
         list_field = config.bodies.get(path)
         key = config.api_key if list_field is not None else None
-        if key is not None and not keys_match(bearer_token(headers), key):
+        if path in config.scopes:
+            key_scope = config.scopes[path]
+            token = bearer_token(headers)
+            refused = key_scope.check(token) if key_scope is not None else None
+            if refused is not None:
+                status, detail = refused
+                extra = {"www-authenticate": "Bearer"} if status == 401 else None
+                await send_json(send, status, {"detail": detail}, extra)
+                return
+        elif key is not None and not keys_match(bearer_token(headers), key):
             await send_json(
                 send,
                 401,

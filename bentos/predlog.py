@@ -15,6 +15,11 @@ rows took hundreds of milliseconds (measured; bench/RESULTS.md). One row per rec
 is kept, so reading and the monitor are unchanged.
 
 Monitoring reads it back by time window and model version (`PredictionLog.frame`).
+
+Labels (`PredictionLog.store_labels`, what POST /feedback calls) follow one policy:
+only for request ids this log holds a prediction of that model for, and the first
+label of a prediction counts; later ones go to `label_history` for audit, which
+nothing reads back. So `feedback` holds at most one label per (model, request id).
 """
 
 from __future__ import annotations
@@ -65,6 +70,22 @@ feedback_table = sa.Table(
     sa.Column("model_name", sa.String(128), nullable=False),
     sa.Column("label", sa.JSON, nullable=False),
 )
+
+
+label_history_table = sa.Table(
+    "label_history",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(128), nullable=False, index=True),
+    sa.Column("ts", sa.Double, nullable=False),
+    sa.Column("model_name", sa.String(128), nullable=False),
+    sa.Column("label", sa.JSON, nullable=False),
+    sa.Column("reason", sa.String(32), nullable=False),  # superseded: a later label
+)
+"""Labels that do not count: later labels for a prediction already labelled (first wins).
+Kept for audit; the monitor never reads them."""
+
+SUPERSEDED = "superseded"
 
 
 @dataclass(frozen=True)
@@ -139,6 +160,74 @@ class FeedbackRecord:
     ts: float = field(default_factory=time.time)
 
 
+@dataclass(frozen=True)
+class LabelReceipt:
+    """What became of posted labels (request ids, in the order posted)."""
+
+    stored: list[str]  # first labels: they count
+    already_labelled: list[str]  # later labels: kept in label_history, ignored
+    unknown: list[str]  # no prediction of this model with that id: not stored
+
+
+def _known_ids(conn: sa.Connection, model_name: str, request_ids: Sequence[str]) -> set[str]:
+    """Which of these ids this log holds a prediction of `model_name` for."""
+    c = predictions_table.c
+    wanted = list(dict.fromkeys(request_ids))
+    found: set[str] = set()
+    for i in range(0, len(wanted), 500):
+        query = sa.select(c.request_id).where(
+            c.request_id.in_(wanted[i : i + 500]), c.model_name == model_name
+        )
+        found.update(conn.execute(query).scalars())
+    return found
+
+
+def _insert_labels(conn: sa.Connection, labels: Sequence[FeedbackRecord]) -> list[bool]:
+    """The first label per (model, request id) into `feedback`, later ones into
+    `label_history`; per label, whether it was the first (it counts)."""
+    f = feedback_table.c
+    labelled: set[tuple[str, str]] = set()
+    wanted = list(dict.fromkeys(label.request_id for label in labels))
+    for i in range(0, len(wanted), 500):
+        query = sa.select(f.model_name, f.request_id).where(f.request_id.in_(wanted[i : i + 500]))
+        labelled.update((m, r) for m, r in conn.execute(query))
+    first: list[bool] = []
+    for label in labels:
+        key = (label.model_name, label.request_id)
+        first.append(key not in labelled)
+        labelled.add(key)
+    counted = [label for label, ok in zip(labels, first, strict=True) if ok]
+    later = [label for label, ok in zip(labels, first, strict=True) if not ok]
+    if counted:
+        conn.execute(
+            feedback_table.insert(),
+            [
+                {
+                    "request_id": x.request_id,
+                    "ts": x.ts,
+                    "model_name": x.model_name,
+                    "label": x.label,
+                }
+                for x in counted
+            ],
+        )
+    if later:
+        conn.execute(
+            label_history_table.insert(),
+            [
+                {
+                    "request_id": x.request_id,
+                    "ts": x.ts,
+                    "model_name": x.model_name,
+                    "label": x.label,
+                    "reason": SUPERSEDED,
+                }
+                for x in later
+            ],
+        )
+    return first
+
+
 TimeBound = datetime | float | None
 
 
@@ -187,6 +276,7 @@ class PredictionLog:
         _metadata.create_all(self.engine)
         # `->`/`->>` need SQLite 3.38; older ones take the row-by-row insert.
         self._single_statement = self.is_sqlite and sqlite3.sqlite_version_info >= (3, 38)
+        self._labels_lock = threading.Lock()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -213,18 +303,7 @@ class PredictionLog:
             if all_rows:
                 self._insert_rows(conn, all_rows)
             if feedback:
-                conn.execute(
-                    feedback_table.insert(),
-                    [
-                        {
-                            "request_id": f.request_id,
-                            "ts": f.ts,
-                            "model_name": f.model_name,
-                            "label": f.label,
-                        }
-                        for f in feedback
-                    ],
-                )
+                _insert_labels(conn, feedback)
 
     def _insert_rows(self, conn: sa.Connection, rows: Sequence[LogRow]) -> None:
         if self._single_statement:
@@ -284,6 +363,48 @@ class PredictionLog:
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [FeedbackRecord(r["request_id"], r["model_name"], r["label"], r["ts"]) for r in rows]
+
+    def store_labels(self, model_name: str, labels: Sequence[FeedbackRecord]) -> LabelReceipt:
+        """Store posted labels of `model_name` by the label policy; returns what happened.
+
+        Only labels for request ids this log holds a prediction of `model_name` for are
+        stored (others are listed as unknown and dropped). The first label of a
+        prediction counts; later ones go to `label_history`, which nothing reads back.
+        One transaction, serialised within the process.
+        """
+        wrong = sorted({f.model_name for f in labels} - {model_name})
+        if wrong:
+            raise ValueError(f"labels of other models {wrong} posted to {model_name!r}")
+        with self._labels_lock:
+            for attempt in range(3):
+                try:
+                    with self.engine.begin() as conn:
+                        ids = [f.request_id for f in labels]
+                        known = _known_ids(conn, model_name, ids)
+                        keep = [f for f in labels if f.request_id in known]
+                        first = _insert_labels(conn, keep)
+                    break
+                except sa.exc.OperationalError:  # e.g. database is locked: retry
+                    if attempt == 2:
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
+        return LabelReceipt(
+            stored=[f.request_id for f, ok in zip(keep, first, strict=True) if ok],
+            already_labelled=list(
+                dict.fromkeys(f.request_id for f, ok in zip(keep, first, strict=True) if not ok)
+            ),
+            unknown=list(dict.fromkeys(i for i in ids if i not in known)),
+        )
+
+    def label_history(self) -> list[tuple[FeedbackRecord, str]]:
+        """Labels that do not count (later labels), oldest first, with the reason."""
+        t = label_history_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t).order_by(t.c.id)).mappings().all()
+        return [
+            (FeedbackRecord(r["request_id"], r["model_name"], r["label"], r["ts"]), r["reason"])
+            for r in rows
+        ]
 
     def known_request_ids(self, request_ids: Iterable[str]) -> set[str]:
         """Which of these request ids have a logged prediction."""

@@ -27,7 +27,18 @@ from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import AllowInfNan, BaseModel, ConfigDict, Strict, ValidationError, create_model
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
+from pydantic_core import PydanticCustomError
 
 REQUEST_ID = "request_id"
 ENTITY_ID = "entity_id"
@@ -459,33 +470,112 @@ def _jsonable(value: Any) -> Any:
 # -- labels (POST /feedback) -------------------------------------------------------------
 
 
+MAX_LABEL_MAGNITUDE = float(2**53)
+"""Largest |numeric label| accepted when the model carries no range for its target: past
+2**53 a float64 no longer holds every integer, and no count or measure gets near it."""
+
+_LABEL_WORDS = {
+    "number": "a number",
+    "string": "a string",
+    "boolean": "true or false",
+    "any": "a string, number or true/false",
+}
+_FiniteNumber = Annotated[float, Strict(), AllowInfNan(False)]
+_LABEL_TYPES: dict[str, Any] = {
+    "number": _FiniteNumber,
+    "string": Text,
+    "boolean": Flag,
+    "any": Flag
+    | Annotated[_FiniteNumber, Field(ge=-MAX_LABEL_MAGNITUDE, le=MAX_LABEL_MAGNITUDE)]
+    | Text,
+}
+
+
 @dataclass(frozen=True)
 class LabelSchema:
-    """Ground-truth labels are checked against the kind of value the model outputs."""
+    """What a ground-truth label must be: the hard rules of the target in the data contract.
+
+    `kind` comes from the model's output signature (or the label rule logged with the
+    model, ``data.contract.label_rule``), `classes` (classification) from that rule: a
+    label the next retrain's contract would refuse outright (a wrong kind, an unknown
+    class) is refused here, with the field, the value and what is allowed. A regression
+    target's range is a soft rule of the contract (drift may widen it), so it is shown
+    (`soft_range`) but not enforced; numbers must be finite and within
+    ±MAX_LABEL_MAGNITUDE.
+    """
 
     kind: str = "any"  # number | string | boolean | any
+    classes: tuple[Any, ...] | None = None
+    target: str | None = None
+    soft_range: tuple[float | None, float | None] | None = None
+    _adapter: Any = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
-    def from_mlflow(cls, schema: Any | None) -> LabelSchema:
-        """From `pyfunc.metadata.get_output_schema()` (column or tensor signatures)."""
+    def from_mlflow(cls, schema: Any | None, rule: dict[str, Any] | None = None) -> LabelSchema:
+        """From `pyfunc.metadata.get_output_schema()` (column or tensor signatures) and the
+        label rule of the model's metadata, when it has one."""
+        kind = cls._kind_of(schema)
+        if not rule:
+            return cls(kind)
+        classes = rule.get("classes")
+        if classes:
+            kinds = {_value_kind(c) for c in classes}
+            return cls(
+                kinds.pop() if len(kinds) == 1 else "any",
+                classes=tuple(classes),
+                target=rule.get("target"),
+            )
+        if rule.get("kind") == "numeric" and rule.get("task") != "classification":
+            low, high = _number_or_none(rule.get("min")), _number_or_none(rule.get("max"))
+            return cls("number", target=rule.get("target"), soft_range=(low, high))
+        return cls(kind, target=rule.get("target"))
+
+    @staticmethod
+    def _kind_of(schema: Any | None) -> str:
         if schema is None or not getattr(schema, "inputs", None):
-            return cls()
+            return "any"
         spec = schema.inputs[0]
         dtype = getattr(spec, "type", None)
         if dtype is None or getattr(schema, "is_tensor_spec", lambda: False)():
             np_type = getattr(spec, "type", None)
             name = str(getattr(np_type, "kind", "")) if np_type is not None else ""
-            return cls(
-                {"f": "number", "i": "number", "u": "number", "b": "boolean"}.get(name, "any")
-            )
+            return {"f": "number", "i": "number", "u": "number", "b": "boolean"}.get(name, "any")
         name = _type_name(dtype)
         if name in ("double", "float", "long", "integer"):
-            return cls("number")
+            return "number"
         if name == "boolean":
-            return cls("boolean")
+            return "boolean"
         if name == "string":
-            return cls("string")
-        return cls()
+            return "string"
+        return "any"
+
+    def describe(self) -> dict[str, Any]:
+        """The label rule as /metadata shows it."""
+        return {
+            "kind": self.kind,
+            "target": self.target,
+            "classes": list(self.classes) if self.classes is not None else None,
+            "contract_range": list(self.soft_range) if self.soft_range else None,
+            "range_enforced": False,
+        }
+
+    def adapter(self) -> TypeAdapter[Any]:
+        """The pydantic check of one label value (built once)."""
+        if self._adapter is None:
+            label_type = _LABEL_TYPES.get(self.kind, _LABEL_TYPES["any"])
+            if self.classes is not None:
+                label_type = Annotated[label_type, AfterValidator(self._one_of_classes)]
+            elif self.kind == "number":
+                bound = Field(ge=-MAX_LABEL_MAGNITUDE, le=MAX_LABEL_MAGNITUDE)
+                label_type = Annotated[_FiniteNumber, bound]
+            object.__setattr__(self, "_adapter", TypeAdapter(label_type))
+        return self._adapter
+
+    def _one_of_classes(self, value: Any) -> Any:
+        for cls_value in self.classes or ():
+            if _value_kind(cls_value) == _value_kind(value) and cls_value == value:
+                return cls_value  # stored as the class is written (1.0 → 1)
+        raise PydanticCustomError("literal_error", "not one of the classes")
 
     def validate(self, labels: Any, loc: str = "labels") -> list[Label]:
         if not isinstance(labels, list) or not labels:
@@ -542,38 +632,54 @@ class LabelSchema:
                         f"missing field 'label' (expected {self._expected()})",
                     )
                 )
-            elif not self._ok(raw["label"]):
+                continue
+            try:
+                value = self.adapter().validate_python(raw["label"])
+            except ValidationError as exc:
+                kind = exc.errors(include_url=False)[0]["type"]
                 errors.append(
-                    _error(
-                        [loc, i, "label"],
-                        raw["label"],
-                        f"{self.kind}_type",
-                        f"expected {self._expected()}, got {_show(raw['label'])}",
-                    )
+                    _error([loc, i, "label"], raw["label"], kind, self._refusal(raw["label"]))
                 )
-            elif request_id is not None:
-                valid.append(Label(request_id, raw["label"]))
+                continue
+            if request_id is not None:
+                valid.append(Label(request_id, value))
+            if len(errors) >= MAX_ERRORS:
+                break
         if errors:
             raise SchemaError(errors[:MAX_ERRORS])
         return valid
 
-    def _ok(self, value: Any) -> bool:
-        if self.kind == "number":
-            return (
-                isinstance(value, int | float)
-                and not isinstance(value, bool)
-                and np.isfinite(value)
-            )
-        if self.kind == "string":
-            return isinstance(value, str)
-        if self.kind == "boolean":
-            return isinstance(value, bool)
-        return value is not None
+    def _refusal(self, value: Any) -> str:
+        """Why `value` is not a label: the value, the target and what it allows."""
+        target = f" of target {self.target!r}" if self.target else ""
+        if self.classes is not None:
+            allowed = ", ".join(_show(c) for c in self.classes)
+            return f"label {_show(value)} is not a class{target}; allowed: {allowed}"
+        if self.kind in ("number", "any") and _value_kind(value) == "number":
+            if math.isfinite(value):
+                return (
+                    f"expected a number{target} between {-MAX_LABEL_MAGNITUDE:g} and "
+                    f"{MAX_LABEL_MAGNITUDE:g}, got {_show(value)}"
+                )
+            return f"expected a finite number{target}, got {_show(value)}"
+        return f"expected {self._expected()}{target}, got {_show(value)}"
 
     def _expected(self) -> str:
-        return {"number": "a number", "string": "a string", "boolean": "true or false"}.get(
-            self.kind, "a non-null value"
-        )
+        return _LABEL_WORDS.get(self.kind, _LABEL_WORDS["any"])
+
+
+def _value_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "any"
+
+
+def _number_or_none(value: Any) -> float | None:
+    return float(value) if _value_kind(value) == "number" else None
 
 
 def jsonable_predictions(raw: Any, n: int) -> list[Any]:

@@ -31,6 +31,7 @@ from bentos.schema import (
     ValidRecord,
     jsonable_predictions,
 )
+from data.contract import LABEL_RULE_KEY
 from registry import Registry, VersionInfo
 
 log = logging.getLogger("driftloop.serving")
@@ -201,6 +202,8 @@ def load_model(model: bentoml.Model) -> LoadedModel:
         tag=str(model.tag),
         pyfunc=pyfunc,
         schema=RecordSchema.from_mlflow(meta.get_input_schema()),
-        label_schema=LabelSchema.from_mlflow(meta.get_output_schema()),
+        label_schema=LabelSchema.from_mlflow(
+            meta.get_output_schema(), (meta.metadata or {}).get(LABEL_RULE_KEY)
+        ),
         labels=labels,
     )

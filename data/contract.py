@@ -291,6 +291,38 @@ def build_contract(
     )
 
 
+LABEL_RULE_KEY = "driftloop_label"
+"""Key of the label rule in an MLflow model's metadata (the MLmodel file)."""
+
+
+def label_rule(contract: Contract, task: str, target_values: pd.Series) -> dict[str, Any]:
+    """What a ground-truth label posted to the served model must be (JSON-able).
+
+    The target's rule in the contract (its kind; for regression its range, a soft rule
+    serving shows but does not enforce), and for classification the classes: the
+    contract's category set (a hard rule for the target), else the classes trained on.
+    Serving checks /feedback labels against it, so a label that would make a later
+    retrain fail this contract outright is refused at the door instead.
+    """
+    rule = contract.rule(contract.target)
+    classes: list[Any] | None = None
+    if task == "classification":
+        classes = rule.allowed
+        if classes is None:
+            present = target_values.dropna().unique()
+            if len(present) <= MAX_CATEGORIES:
+                classes = sorted((_plain(v) for v in present), key=lambda v: (str(type(v)), v))
+    numeric = task != "classification" and rule.kind == "numeric"
+    return {
+        "target": rule.name,
+        "task": task,
+        "kind": rule.kind,
+        "classes": classes,
+        "min": rule.min if numeric else None,
+        "max": rule.max if numeric else None,
+    }
+
+
 # -- Great Expectations ------------------------------------------------------------
 
 

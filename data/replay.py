@@ -43,13 +43,19 @@ def replay(
     target: str | None,
     batch_size: int = 50,
     api_key: str | None = None,
+    feedback_key: str | None = None,
     send_feedback: bool = True,
     timeout_s: float = 30.0,
     on_batch: Callable[[int], None] | None = None,
 ) -> ReplayStats:
-    """POST `rows` to /predict in batches, then their `target` values to /feedback."""
+    """POST `rows` to /predict in batches, then their `target` values to /feedback.
+
+    `api_key` authenticates predictions, `feedback_key` (default: `api_key`) the labels.
+    """
     stats = ReplayStats()
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    label_key = feedback_key or api_key
+    label_headers = {"Authorization": f"Bearer {label_key}"} if label_key else {}
     run = uuid.uuid4().hex[:8]
     with httpx.Client(base_url=base_url, headers=headers, timeout=timeout_s) as client:
         for start in range(0, len(rows), batch_size):
@@ -70,7 +76,7 @@ def replay(
                     {"request_id": rid, "label": _plain(value)}
                     for rid, value in zip(answer["request_ids"], chunk[target], strict=True)
                 ]
-                feedback = client.post("/feedback", json={"labels": labels})
+                feedback = client.post("/feedback", json={"labels": labels}, headers=label_headers)
                 if feedback.status_code == 200:
                     stats.labels += len(labels)
                 else:

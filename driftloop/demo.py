@@ -99,10 +99,22 @@ def run_demo(settings: Settings, console: Console) -> int:
         from data.replay import replay
 
         with console.status(f"replaying {label}: {len(rows)} hourly rows with labels…"):
-            stats = replay(base, rows, features, target, api_key=_api_key(settings))
+            stats = replay(
+                base,
+                rows,
+                features,
+                target,
+                api_key=_api_key(settings),
+                feedback_key=_feedback_key(settings),
+            )
         if stats.failed:
             raise DemoFailed(
                 f"{stats.failed} records failed while replaying {label}: {stats.errors[:2]}"
+            )
+        if stats.labels < stats.records:
+            raise DemoFailed(
+                f"the service refused {stats.records - stats.labels} labels while replaying "
+                f"{label}: {stats.errors[:2]}"
             )
         versions = ", ".join(f"v{v}: {n}" for v, n in sorted(stats.versions.items()))
         timeline.add(f"replayed {label}", versions, f"{stats.labels} labels sent")
@@ -213,6 +225,13 @@ def _loaded(base: str, role: str) -> str | None:
 
 def _api_key(settings: Settings) -> str | None:
     return settings.api_key.get_secret_value() if settings.api_key else None
+
+
+def _feedback_key(settings: Settings) -> str | None:
+    """The key that posts labels: the feedback key, else the API key (see the README)."""
+    if settings.feedback_api_key:
+        return settings.feedback_api_key.get_secret_value()
+    return _api_key(settings)
 
 
 def _bundled(settings: Settings) -> Any:

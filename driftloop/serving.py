@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from bentos.config import SERVICE_NAME, ServingSettings, registry_http_env
 from driftloop.procs import venv_bin
 
@@ -65,6 +67,8 @@ def service_env(settings: Any) -> dict[str, str]:
         if name in _RESOLVED:
             continue
         value = getattr(settings, name)
+        if isinstance(value, SecretStr):  # str() of a secret is '**********'
+            value = value.get_secret_value()
         if value is not None:
             env[f"DRIFTLOOP_{name.upper()}"] = (
                 str(value).lower() if isinstance(value, bool) else str(value)

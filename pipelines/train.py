@@ -21,12 +21,14 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from data.contract import (
+    LABEL_RULE_KEY,
     Contract,
     ContractDiff,
     ContractViolation,
     ValidationReport,
     build_contract,
     diff,
+    label_rule,
     validate,
     widen,
 )
@@ -431,7 +433,15 @@ def log_and_register(
         # float where training saw integers, and MLflow refuses float→long.
         served = numeric_as_float(x_holdout, snapshot.numeric)
         signature = infer_signature(served.head(200), predictions[:200])
-        info = fitted.log_model("model", input_example=served.head(5), signature=signature)
+        # Serving checks feedback labels against the target's contract rule (bentos.schema).
+        contract, _ = load_or_build_contract(settings, snapshot)
+        rule = label_rule(contract, snapshot.task, train[snapshot.target])
+        info = fitted.log_model(
+            "model",
+            input_example=served.head(5),
+            signature=signature,
+            metadata={LABEL_RULE_KEY: rule},
+        )
         mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
         run_id = run.info.run_id
     version = registry.register(info.model_uri, run_id, tags, registration_key=registration_key)

@@ -83,6 +83,7 @@ class Answers:
 def client(
     base: str,
     api_key: str | None,
+    feedback_key: str | None,
     traffic: list[tuple[dict[str, Any], Any]],
     worker: int,
     out: Answers,
@@ -94,6 +95,7 @@ def client(
     that this client fills still judges the canary on live labels.
     """
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    label_headers = {"Authorization": f"Bearer {feedback_key}"} if feedback_key else {}
     n = 0
     with httpx.Client(base_url=base, headers=headers, timeout=10) as http:
         while not stop.is_set():
@@ -109,7 +111,7 @@ def client(
                 row = (sent, time.time(), response.status_code, version)
                 if ok:
                     labels = {"labels": [{"request_id": request_id, "label": label}]}
-                    http.post("/feedback", json=labels)
+                    http.post("/feedback", json=labels, headers=label_headers)
             except httpx.HTTPError as exc:
                 row = (sent, time.time(), 0, None)
                 with out.lock:
@@ -131,6 +133,7 @@ def main() -> None:
         SEPTEMBER,
         _api_key,
         _bundled,
+        _feedback_key,
         _ready,
         _serves,
         first_features,
@@ -173,10 +176,11 @@ def main() -> None:
     bikes = _bundled(settings)
     features = first_features(registry, first["version"])
     api_key = _api_key(settings)
+    feedback_key = _feedback_key(settings)
 
     def send(start: int, end: int) -> Any:
         rows = bikes[(bikes["day"] >= start) & (bikes["day"] < end)]
-        return replay(base, rows, features, "bikers", api_key=api_key)
+        return replay(base, rows, features, "bikers", api_key=api_key, feedback_key=feedback_key)
 
     onset = time.monotonic()
     stats = send(APRIL, JULY)
@@ -203,7 +207,9 @@ def main() -> None:
     ]
     threads = [
         threading.Thread(
-            target=client, args=(base, api_key, traffic, w, answers, stop), daemon=True
+            target=client,
+            args=(base, api_key, feedback_key, traffic, w, answers, stop),
+            daemon=True,
         )
         for w in range(CLIENTS)
     ]

@@ -16,6 +16,7 @@ from bench.common import Section, Table, fmt, log, quiet_env, run_json, workdir
 from driftloop import procs
 
 API_KEY = "bench-loop-key"
+FEEDBACK_KEY = "bench-loop-feedback-key"
 
 
 def run(section: Section, quick: bool) -> None:
@@ -30,6 +31,7 @@ def run(section: Section, quick: bool) -> None:
             {
                 "DRIFTLOOP_STATE_DIR": str(state),
                 "DRIFTLOOP_API_KEY": API_KEY,
+                "DRIFTLOOP_FEEDBACK_API_KEY": FEEDBACK_KEY,
                 "PREFECT_HOME": str(tmp / "prefect-client"),
                 "PREFECT_LOGGING_LEVEL": "WARNING",
                 # As in `driftloop demo`: a canary, and guards scaled from hours to minutes.

@@ -96,9 +96,15 @@ class FittedModel(ABC):
 
     @abstractmethod
     def log_model(
-        self, name: str, input_example: pd.DataFrame, signature: ModelSignature
+        self,
+        name: str,
+        input_example: pd.DataFrame,
+        signature: ModelSignature,
+        metadata: dict[str, Any] | None = None,
     ) -> ModelInfo:
-        """Log the model as an MLflow pyfunc under the active run; returns its ModelInfo."""
+        """Log the model as an MLflow pyfunc under the active run; returns its ModelInfo.
+
+        `metadata` goes into the MLmodel file (e.g. the label rule serving checks)."""
 
     def score(self, X: pd.DataFrame, y: pd.Series) -> float:
         """R² for regression, accuracy for classification (higher is better)."""

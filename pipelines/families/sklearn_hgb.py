@@ -53,7 +53,11 @@ class SklearnModel(FittedModel):
         return self.pipeline.predict_proba(X)
 
     def log_model(
-        self, name: str, input_example: pd.DataFrame, signature: ModelSignature
+        self,
+        name: str,
+        input_example: pd.DataFrame,
+        signature: ModelSignature,
+        metadata: dict[str, Any] | None = None,
     ) -> ModelInfo:
         import mlflow.sklearn
 
@@ -62,6 +66,7 @@ class SklearnModel(FittedModel):
             name=name,
             signature=signature,
             input_example=input_example,
+            metadata=metadata,
             pip_requirements=pip_requirements(self.family),
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
         )

@@ -75,7 +75,11 @@ class TorchModel(FittedModel):
         return {key: list(values) for key, values in self._history.items()}
 
     def log_model(
-        self, name: str, input_example: pd.DataFrame, signature: ModelSignature
+        self,
+        name: str,
+        input_example: pd.DataFrame,
+        signature: ModelSignature,
+        metadata: dict[str, Any] | None = None,
     ) -> ModelInfo:
         import mlflow.pyfunc
 
@@ -87,6 +91,7 @@ class TorchModel(FittedModel):
                 artifacts=artifacts,
                 signature=signature,
                 input_example=input_example,
+                metadata=metadata,
                 pip_requirements=pip_requirements(self.family),
             )
 

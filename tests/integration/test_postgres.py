@@ -156,12 +156,31 @@ def test_prediction_log_on_postgres_reads_back_what_sqlite_reads(
         "sqlite": PredictionLog(f"sqlite:///{tmp_path / 'predictions.db'}"),
     }
     frames = {}
+    receipts = {}
     for name, log in logs.items():
         log.append(predictions=records)
         log.append(feedback=labels)
+        # The service's label path: known ids of this model only, the first label wins.
+        receipts[name] = log.store_labels(
+            "pg-model",
+            [
+                FeedbackRecord("r0", "pg-model", 99.0),  # already labelled: history
+                FeedbackRecord("r1", "pg-model", 1.0),  # first label: counts
+                FeedbackRecord("nope", "pg-model", 1.0),  # never predicted: dropped
+            ],
+        )
+        assert [f.label for f, _ in log.label_history()] == [99.0]
+        first = log.frame().set_index("request_id").loc[["r0", "r1"], "label"].tolist()
+        assert first == [0.0, 1.0], name
         frames[name] = log.frame(latest=20)
         assert log.count() == 30
         log.close()
+    for receipt in receipts.values():
+        assert (receipt.stored, receipt.already_labelled, receipt.unknown) == (
+            ["r1"],
+            ["r0"],
+            ["nope"],
+        )
     pg, lite = frames["postgres"], frames["sqlite"]
     assert len(pg) == 20 and list(pg.columns) == list(lite.columns)
     assert pg["request_id"].tolist() == lite["request_id"].tolist()

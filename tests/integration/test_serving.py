@@ -279,10 +279,12 @@ def test_missing_or_wrong_key_is_401(canary: tuple[Served, Registry], models: Mo
     assert served.predict(body, headers={"Authorization": ""}).status_code == 401
     wrong = served.predict(body, headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401 and "Bearer" in wrong.json()["detail"]
+    # An API key but no feedback key: nobody may post labels (tests/integration/test_feedback.py).
     feedback = httpx.post(
         f"{served.url}/feedback", json={"labels": [{"request_id": "x", "label": 1}]}
     )
-    assert feedback.status_code == 401
+    assert feedback.status_code == 403
+    assert "DRIFTLOOP_FEEDBACK_API_KEY" in feedback.json()["detail"]
 
 
 def test_invalid_records_get_422_naming_field_value_and_expectation(

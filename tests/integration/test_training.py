@@ -147,6 +147,10 @@ def test_user_csv_classification_trains_with_four_flags(
     assert {"accuracy", "f1", "roc_auc"} <= set(out["metrics"])
     assert out["metrics"]["accuracy"] > 0.6
     assert [v["task"] for v in versions(env, model)] == ["classification"]
+    # The label rule travels with the model: serving refuses labels outside these classes.
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    rule = get_model_info(f"models:/{model}/{out['version']}").metadata["driftloop_label"]
+    assert rule["target"] == "churned" and rule["classes"] == ["no", "yes"]
 
 
 BAD_DATA = {

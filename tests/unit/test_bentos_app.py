@@ -168,16 +168,35 @@ def test_readyz_is_degraded_while_the_registry_is_down(tmp_path: Path) -> None:
     assert status == 200
 
 
-def test_feedback_is_stored_and_unknown_ids_are_reported(tmp_path: Path) -> None:
+def test_feedback_stores_labels_of_known_ids_only_and_the_first_one_wins(
+    tmp_path: Path,
+) -> None:
     app, _, _ = make_app(tmp_path, {"champion": "1"})
-    run(app, app.predict(records(1)))
+    run(app, app.predict(records(2)))
     status, body = run(
         app, app.feedback([{"request_id": "r0", "label": 3}, {"request_id": "nope", "label": 1}])
     )
-    assert status == 200 and body == {"accepted": 2, "unknown_request_ids": ["nope"]}
-    assert app.log.frame()["label"].tolist() == [3]
+    assert status == 200
+    assert body == {"accepted": 1, "already_labelled": [], "unknown_request_ids": ["nope"]}
+    status, body = run(
+        app, app.feedback([{"request_id": "r0", "label": 99}, {"request_id": "r1", "label": 4}])
+    )
+    assert body == {"accepted": 1, "already_labelled": ["r0"], "unknown_request_ids": []}
+    assert app.log.frame()["label"].tolist() == [3, 4]  # r0 keeps its first label
+    assert [(f.request_id, f.label) for f, _ in app.log.label_history()] == [("r0", 99)]
+    assert "nope" not in app.log.known_request_ids(["nope"])
     status, body = run(app, app.feedback([{"request_id": "r0", "label": "x"}]))
     assert status == 422 and body["detail"][0]["msg"] == "expected a number, got 'x'"
+
+
+def test_feedback_for_no_known_id_is_422_naming_each_id(tmp_path: Path) -> None:
+    app, _, _ = make_app(tmp_path, {"champion": "1"})
+    status, body = run(app, app.feedback([{"request_id": "ghost", "label": 1}]))
+    assert status == 422
+    [error] = body["detail"]
+    assert error["loc"] == ["labels", 0, "request_id"] and error["input"] == "ghost"
+    assert "no prediction of model 'm' was logged with request id 'ghost'" in error["msg"]
+    assert app.log.feedback() == [] and app.log.label_history() == []
 
 
 @pytest.mark.parametrize(("share", "mode"), [(0.0, "shadow"), (0.3, "canary")])

@@ -50,6 +50,13 @@ def test_serve_env_carries_every_setting_to_the_child(tmp_path: Path) -> None:
     env = service_env(settings)
     assert env["DRIFTLOOP_CANARY_SHARE"] == "0.3"
     assert env["DRIFTLOOP_API_KEY"] == "k"
+    secrets = ServingSettings(
+        state_dir=tmp_path, feedback_api_key="fb", routing_salt="s4lt", feedback_with_api_key=True
+    )
+    env_secrets = service_env(secrets)  # secrets as themselves, not '**********'
+    assert env_secrets["DRIFTLOOP_FEEDBACK_API_KEY"] == "fb"
+    assert env_secrets["DRIFTLOOP_ROUTING_SALT"] == "s4lt"
+    assert env_secrets["DRIFTLOOP_FEEDBACK_WITH_API_KEY"] == "true"
     assert env["MLFLOW_TRACKING_URI"] == env["DRIFTLOOP_TRACKING_URI"] == "http://m:5000"
     assert env["BENTOML_HOME"] == str(tmp_path / "bentoml")
     overrides = json.loads(env["BENTOML_CONFIG_OVERRIDES"])["services"]["driftloop"]

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bentos.gateway import Gateway, GatewayConfig, bearer_token, keys_match
+from bentos.gateway import Gateway, GatewayConfig, bearer_token, feedback_scope, keys_match
 
 
 def test_keys_match_only_the_exact_key() -> None:
@@ -29,8 +29,13 @@ def test_bearer_token_parsing() -> None:
 
 
 class Backend:
-    def __init__(self, api_key: str | None) -> None:
-        self.gateway_config = GatewayConfig(api_key=api_key, max_body_bytes=200)
+    def __init__(
+        self, api_key: str | None, feedback_key: str | None = None, with_api_key: bool = False
+    ) -> None:
+        scope = feedback_scope(api_key, feedback_key, with_api_key)
+        self.gateway_config = GatewayConfig(
+            api_key=api_key, max_body_bytes=200, scopes={"/feedback": scope}
+        )
 
     def healthz(self) -> tuple[int, dict[str, Any]]:
         return 200, {"status": "alive"}
@@ -148,3 +153,52 @@ def test_get_endpoints_are_answered_by_the_backend() -> None:
     starting = call(None, "GET", "/readyz")
     assert starting.status_code == 503 and starting.json()["status"] == "starting"
     assert call(None, "POST", "/predict", json=BODY).status_code == 503
+
+
+LABELS = {"labels": [{"request_id": "r1", "label": 1}]}
+
+
+@pytest.mark.parametrize(
+    ("api_key", "feedback_key", "with_api_key", "sent", "status", "says"),
+    [
+        # a feedback key: only it posts labels; the predict key is known but refused
+        ("k3y", "fb", False, "fb", 200, None),
+        ("k3y", "fb", False, "k3y", 403, "this key cannot post labels"),
+        ("k3y", "fb", True, "k3y", 403, "this key cannot post labels"),
+        ("k3y", "fb", False, None, 401, "feedback key"),
+        ("k3y", "fb", False, "wrong", 401, "feedback key"),
+        (None, "fb", False, None, 401, "feedback key"),
+        (None, "fb", False, "fb", 200, None),
+        # an API key without a feedback key: labels refused unless explicitly allowed
+        ("k3y", None, False, "k3y", 403, "set DRIFTLOOP_FEEDBACK_API_KEY"),
+        ("k3y", None, False, None, 403, "set DRIFTLOOP_FEEDBACK_API_KEY"),
+        ("k3y", None, True, "k3y", 200, None),
+        ("k3y", None, True, None, 401, "Bearer"),
+        # no key at all (loopback dev mode): open
+        (None, None, False, None, 200, None),
+    ],
+)
+def test_feedback_has_its_own_key_scope(
+    api_key: str | None,
+    feedback_key: str | None,
+    with_api_key: bool,
+    sent: str | None,
+    status: int,
+    says: str | None,
+) -> None:
+    headers = {"authorization": f"Bearer {sent}"} if sent else {}
+    backend = Backend(api_key, feedback_key, with_api_key)
+    response = call(backend, "POST", "/feedback", json=LABELS, headers=headers)
+    assert response.status_code == status
+    if says is not None:
+        assert says in response.json()["detail"]
+    else:
+        assert json.loads(response.json()["got"]) == LABELS
+
+
+def test_the_feedback_key_does_not_predict() -> None:
+    backend = Backend("k3y", "fb")
+    refused = call(backend, "POST", "/predict", json=BODY, headers={"authorization": "Bearer fb"})
+    assert refused.status_code == 401
+    ok = call(backend, "POST", "/predict", json=BODY, headers={"authorization": "Bearer k3y"})
+    assert ok.status_code == 200

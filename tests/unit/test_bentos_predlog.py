@@ -276,16 +276,50 @@ def test_query_by_time_window_version_and_role(log: PredictionLog) -> None:
         log.predictions(datetime(2026, 1, 1))
 
 
-def test_frame_joins_the_latest_label_and_leaves_out_shadow_rows(log: PredictionLog) -> None:
+def test_frame_joins_the_first_label_and_leaves_out_shadow_rows(log: PredictionLog) -> None:
     log.append([rec("a", temp=0.1), rec("b", temp=0.2), rec("b", "2", "shadow", temp=0.2)])
     log.append(feedback=[FeedbackRecord("a", "m", 1.0), FeedbackRecord("a", "m", 2.0)])
     frame = log.frame()
     assert list(frame["request_id"]) == ["a", "b"]
     assert list(frame["temp"]) == [0.1, 0.2]
-    assert frame.loc[0, "label"] == 2.0 and frame["label"].isna().iloc[1]
+    assert frame.loc[0, "label"] == 1.0 and frame["label"].isna().iloc[1]  # first label wins
     assert str(frame["timestamp"].dt.tz) == "UTC"
     assert log.known_request_ids(["a", "zz"]) == {"a"}
-    assert len(log.feedback()) == 2
+    assert [f.label for f in log.feedback()] == [1.0]
+    assert [(f.label, why) for f, why in log.label_history()] == [(2.0, "superseded")]
+
+
+def test_labels_are_stored_only_for_this_models_predictions_first_one_wins(
+    log: PredictionLog,
+) -> None:
+    log.append([rec("a"), rec("b"), rec("b", "2", "shadow")])
+    other = PredictionRecord("c", "other-model", "1", "champion", {"temp": 1.0}, 1.0, 1.0)
+    log.append([other])
+    receipt = log.store_labels(
+        "m",
+        [
+            FeedbackRecord("a", "m", 1.0),
+            FeedbackRecord("zz", "m", 9.0),  # never predicted
+            FeedbackRecord("c", "m", 9.0),  # predicted, but by another model
+            FeedbackRecord("a", "m", 5.0),  # a second label in the same post
+        ],
+    )
+    assert receipt.stored == ["a"] and receipt.already_labelled == ["a"]
+    assert receipt.unknown == ["zz", "c"]
+    again = log.store_labels("m", [FeedbackRecord("a", "m", 7.0), FeedbackRecord("b", "m", 2.0)])
+    assert again.stored == ["b"] and again.already_labelled == ["a"] and again.unknown == []
+    assert {f.request_id: f.label for f in log.feedback()} == {"a": 1.0, "b": 2.0}
+    assert [f.label for f, _ in log.label_history()] == [5.0, 7.0]
+    frame = log.frame(roles=("champion", "shadow"))
+    labels = frame.set_index(["request_id", "role"])["label"].fillna(-1.0).to_dict()
+    assert labels == {
+        ("a", "champion"): 1.0,
+        ("b", "champion"): 2.0,
+        ("b", "shadow"): 2.0,
+        ("c", "champion"): -1.0,  # the other model's prediction got no label
+    }
+    with pytest.raises(ValueError, match="other models"):
+        log.store_labels("m", [FeedbackRecord("a", "other-model", 1.0)])
 
 
 # -- the fast paths agree with the plain ones ------------------------------------------------

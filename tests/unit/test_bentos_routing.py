@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import uuid
+from pathlib import Path
 
-from bentos.routing import Route, bucket, route
+import pytest
+
+from bentos.routing import SALT_FILE, Route, bucket, model_salt, route, routing_secret
 
 
 def test_share_of_1000_distinct_ids_is_close_to_the_canary_share() -> None:
@@ -38,3 +43,44 @@ def test_buckets_are_uniform_and_salted_per_model() -> None:
     assert all(0.0 <= v < 1.0 for v in values)
     assert abs(sum(values) / len(values) - 0.5) < 0.03
     assert bucket("k", salt="model-a") != bucket("k", salt="model-b")
+
+
+def test_assignment_depends_on_the_secret_not_only_on_public_data() -> None:
+    keys = [f"station-{n}" for n in range(1000)]
+    public = {k for k in keys if route(k, 0.3, True, salt="bikeshare-demand").answer != "champion"}
+    secret = model_salt("s" * 64, "bikeshare-demand")
+    salted = {k for k in keys if route(k, 0.3, True, salt=secret).answer != "champion"}
+    # Knowing the model name tells an outsider nothing: the two splits agree by chance only.
+    overlap = len(public & salted) / len(salted)
+    assert 0.2 <= overlap <= 0.4
+    assert salted == {k for k in keys if route(k, 0.3, True, salt=secret).answer != "champion"}
+
+
+def test_the_secret_is_created_once_kept_private_and_survives_restarts(tmp_path: Path) -> None:
+    state = tmp_path / "serving" / "m"
+    first = routing_secret(None, state)
+    assert len(first) == 64 and routing_secret(None, state) == first  # sticky
+    assert (state / SALT_FILE).stat().st_mode & 0o777 == 0o600
+    assert routing_secret("from-env", state) == "from-env"  # the setting wins
+    assert routing_secret(None, tmp_path / "other") != first  # random, not derived
+
+
+def test_concurrent_starts_agree_on_one_secret(tmp_path: Path) -> None:
+    seen: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: seen.append(routing_secret(None, tmp_path)))
+        for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(seen)) == 1 and len(seen) == 8
+    assert [p.name for p in tmp_path.iterdir()] == [SALT_FILE]  # no temp files left
+
+
+def test_a_truncated_secret_file_is_an_error_naming_the_fix(tmp_path: Path) -> None:
+    (tmp_path / SALT_FILE).write_text("abc")
+    os.chmod(tmp_path / SALT_FILE, 0o600)
+    with pytest.raises(ValueError, match="DRIFTLOOP_ROUTING_SALT"):
+        routing_secret(None, tmp_path)

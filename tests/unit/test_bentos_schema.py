@@ -150,11 +150,74 @@ def test_labels_follow_the_output_type() -> None:
         "loc": ["labels", 0, "label"],
         "msg": "expected a number, got 'many'",
         "input": "many",
-        "type": "number_type",
+        "type": "float_type",
     }
     assert errors[1]["loc"] == ["labels", 1, "request_id"]
     tensor = LabelSchema.from_mlflow(Schema([TensorSpec(np.dtype("float64"), (-1,))]))
     assert tensor.kind == "number"
+
+
+YES_NO = {"target": "churned", "task": "classification", "kind": "categorical",
+          "classes": ["No", "Yes"], "min": None, "max": None}  # fmt: skip
+BIKERS = {"target": "bikers", "task": "regression", "kind": "numeric",
+          "classes": None, "min": -324.0, "max": 976.0}  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", ["yes", "Maybe", 1, True, None, ["Yes"]])
+def test_labels_outside_the_targets_classes_are_refused_naming_them(bad: object) -> None:
+    schema = LabelSchema.from_mlflow(Schema([ColSpec("string")]), YES_NO)
+    [error] = errors_of_labels(schema, [{"request_id": "r1", "label": bad}])
+    assert error["loc"] == ["labels", 0, "label"]
+    assert error["input"] == bad
+    assert "of target 'churned'; allowed: 'No', 'Yes'" in str(error["msg"])
+    [ok] = schema.validate([{"request_id": "r1", "label": "Yes"}])
+    assert ok.label == "Yes"
+
+
+def test_integer_and_boolean_classes_are_told_apart() -> None:
+    ints = LabelSchema.from_mlflow(None, {**YES_NO, "classes": [0, 1]})
+    assert [x.label for x in ints.validate([{"request_id": "a", "label": 1.0}])] == [1]
+    for bad in (True, 2, "1"):
+        [error] = errors_of_labels(ints, [{"request_id": "a", "label": bad}])
+        assert "allowed: 0, 1" in str(error["msg"])
+    flags = LabelSchema.from_mlflow(None, {**YES_NO, "classes": [False, True]})
+    assert flags.kind == "boolean"
+    [error] = errors_of_labels(flags, [{"request_id": "a", "label": 1}])
+    assert "allowed: false, true" in str(error["msg"])
+
+
+@pytest.mark.parametrize(
+    ("bad", "msg"),
+    [
+        (2**64, "expected a number of target 'bikers' between -9.0072e+15 and 9.0072e+15, "
+         "got 18446744073709551616"),
+        (float("nan"), "expected a finite number of target 'bikers'"),
+        (float("inf"), "expected a finite number of target 'bikers'"),
+        ("12", "expected a number of target 'bikers', got '12'"),
+        (False, "expected a number of target 'bikers', got false"),
+    ],
+)  # fmt: skip
+def test_numeric_labels_must_be_finite_numbers(bad: object, msg: str) -> None:
+    schema = LabelSchema.from_mlflow(Schema([ColSpec("double")]), BIKERS)
+    [error] = errors_of_labels(schema, [{"request_id": "r1", "label": bad}])
+    assert error["loc"] == ["labels", 0, "label"] and str(error["msg"]).startswith(msg)
+    assert [x.label for x in schema.validate([{"request_id": "r1", "label": 651}])] == [651.0]
+
+
+def test_a_regression_label_beyond_the_contract_range_is_drift_not_an_error() -> None:
+    schema = LabelSchema.from_mlflow(Schema([ColSpec("double")]), BIKERS)
+    # The range is a soft rule of the contract (a drift retrain widens it): shown, not enforced.
+    assert schema.describe()["contract_range"] == [-324.0, 976.0]
+    assert [x.label for x in schema.validate([{"request_id": "r1", "label": 1500}])] == [1500.0]
+
+
+@pytest.mark.parametrize("kind", [None, ColSpec("double")])
+def test_without_a_rule_huge_or_non_finite_numbers_are_still_refused(kind: object) -> None:
+    schema = LabelSchema.from_mlflow(Schema([kind]) if kind else None)
+    for bad in (2**64, -(2**64), float("nan"), float("inf"), {"a": 1}):
+        [error] = errors_of_labels(schema, [{"request_id": "r1", "label": bad}])
+        assert error["loc"] == ["labels", 0, "label"]
+    assert schema.validate([{"request_id": "r1", "label": 2**53}])[0].label == 2**53
 
 
 def errors_of_labels(schema: LabelSchema, labels: object) -> list[dict[str, object]]:

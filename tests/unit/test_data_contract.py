@@ -20,6 +20,7 @@ from data.contract import (
     ContractViolation,
     build_contract,
     enforce,
+    label_rule,
     to_expectation_suite,
     validate,
 )
@@ -223,3 +224,22 @@ def test_enforce_raises_a_violation_a_human_can_act_on(
 
 def test_enforce_returns_the_report_when_data_is_fine(snap: Snapshot, contract: Contract) -> None:
     assert enforce(snap.frame, contract).success
+
+
+def test_the_label_rule_is_the_targets_contract_rule(contract: Contract, snap: Snapshot) -> None:
+    rule = label_rule(contract, "regression", snap.frame["bikers"])
+    target = contract.rule("bikers")
+    assert rule == {
+        "target": "bikers",
+        "task": "regression",
+        "kind": "numeric",
+        "classes": None,
+        "min": target.min,
+        "max": target.max,
+    }
+    churn = pd.DataFrame({"x": range(40), "churned": ["Yes", "No"] * 20})
+    rule = label_rule(build_contract(churn, "churned", None), "classification", churn["churned"])
+    assert rule["classes"] == ["No", "Yes"] and rule["min"] is None
+    codes = pd.DataFrame({"x": range(40), "y": [0, 1] * 20})  # numeric classes: from the data
+    rule = label_rule(build_contract(codes, "y", None), "classification", codes["y"])
+    assert rule["classes"] == [0, 1] and rule["kind"] == "numeric" and rule["max"] is None
