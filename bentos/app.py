@@ -41,6 +41,9 @@ from bentos.store import LoadedModel, import_version, load_model, local_model
 from registry import Registry
 
 log = logging.getLogger("driftloop.serving")
+# Requests with more records are validated in a worker thread, so one large body does
+# not hold the event loop; the common 1-100-record body stays on the loop (no hop).
+INLINE_VALIDATION_RECORDS = 256
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,7 +118,21 @@ class ServingApp:
         )
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
         api_key = settings.api_key.get_secret_value() if settings.api_key else None
-        self.gateway_config = GatewayConfig(api_key=api_key, max_body_bytes=settings.max_body_bytes)
+        self.gateway_config = GatewayConfig(
+            api_key=api_key,
+            max_body_bytes=settings.max_body_bytes,
+            max_records=settings.max_records_per_request,
+            open_paths=tuple(settings.open_paths),
+            insecure=settings.insecure,
+        )
+        if api_key is None:
+            log.warning(
+                "no API key: /predict, /feedback and /metadata are open to every client "
+                "that can reach this port%s; set DRIFTLOOP_API_KEY",
+                " (DRIFTLOOP_INSECURE: also from the network)"
+                if settings.insecure
+                else " on this machine (others get 403)",
+            )
         self._froze_after_load = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -146,10 +163,14 @@ class ServingApp:
         snap = self.follower.snapshot
         if snap.champion is None:
             return _json({"detail": self._not_ready_reason()}, 503)
+        schema = snap.champion.schema
         try:
-            batch = snap.champion.schema.validate_batch(records)
+            if not isinstance(records, list) or len(records) <= INLINE_VALIDATION_RECORDS:
+                batch = schema.validate_batch(records)
+            else:  # large bodies: keep the event loop answering (health probes) meanwhile
+                batch = await asyncio.to_thread(schema.validate_batch, records)
         except SchemaError as exc:
-            return _json({"detail": exc.errors}, 422)
+            return _json(exc.body(), 422)
         share = self.settings.canary_share
         challenger = snap.challenger
         answer_by = None
@@ -422,6 +443,7 @@ class ServingApp:
             },
             "auth_required": self.gateway_config.api_key is not None,
             "max_body_bytes": self.gateway_config.max_body_bytes,
+            "max_records_per_request": self.gateway_config.max_records,
         }
 
     def _not_ready_reason(self) -> str:

@@ -63,7 +63,33 @@ class ServingSettings(BaseSettings):
         "Env only (DRIFTLOOP_API_KEY); never put it in a file.",
     )
     max_body_bytes: int = Field(
-        1_000_000, gt=0, description="Largest accepted request body (413 above)."
+        1_000_000, gt=0, description="Largest accepted request body in bytes (413 above)."
+    )
+    max_records_per_request: int = Field(
+        10_000,
+        gt=0,
+        description="Most records (or labels) in one request (422 above). A 1 MB body "
+        "holds ~6,500 bikeshare records; this bounds the work of a body of tiny records.",
+    )
+    open_paths: list[str] = Field(
+        [
+            "/healthz",
+            "/readyz",
+            "/livez",
+            "/metrics",
+            "/",
+            "/docs.json",
+            "/schema.json",
+            "/static_content/*",
+        ],
+        description="Paths answered without the API key (exact, or 'prefix/*'); all "
+        "others, /predict, /feedback and /metadata included, need it when one is set. "
+        "Env: a JSON list.",
+    )
+    insecure: bool = Field(
+        False,
+        description="Without an API key, answer non-loopback clients too (otherwise 403), "
+        "and let `driftloop serve --host` bind beyond loopback (flag --insecure).",
     )
     request_timeout_s: float = Field(
         10.0,
