@@ -442,6 +442,14 @@ class RecordSchema:
         return found
 
 
+def _finite(value: float) -> bool:
+    """math.isfinite for any JSON number (np.isfinite raises on integers beyond 64 bits)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _has_duplicates(request_ids: list[str]) -> bool:
     return len(set(request_ids)) != len(request_ids)
 
@@ -634,11 +642,7 @@ class LabelSchema:
 
     def _ok(self, value: Any) -> bool:
         if self.kind == "number":
-            return (
-                isinstance(value, int | float)
-                and not isinstance(value, bool)
-                and np.isfinite(value)
-            )
+            return isinstance(value, int | float) and not isinstance(value, bool) and _finite(value)
         if self.kind == "string":
             return isinstance(value, str)
         if self.kind == "boolean":

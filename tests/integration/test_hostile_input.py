@@ -20,6 +20,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from test_serving import (
@@ -45,6 +46,7 @@ DEFAULTS = ServingSettings()
 MAX_BODY = DEFAULTS.max_body_bytes
 MAX_RECORDS = DEFAULTS.max_records_per_request
 HEALTH_P99_MS = 50.0  # the issue's acceptance figure
+ROUNDS = 4  # each sends the three bodies at the limits, one after the other
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +84,7 @@ def _record(models: Models, **overrides: Any) -> dict[str, Any]:
 
 
 def _body(items: list[Any], field: str = "records") -> bytes:
-    return json.dumps({field: items}).encode()
+    return json.dumps({field: items}, separators=(",", ":")).encode()
 
 
 def _hostile_cases(models: Models) -> dict[str, tuple[str, bytes, str | None, int, str]]:
@@ -108,7 +110,8 @@ def _hostile_cases(models: Models) -> dict[str, tuple[str, bytes, str | None, in
             400,
             "surrogate",
         ),
-        "2**64 in an integer feature": (_body([{**one, "hr": 2**64}]), 422, "between"),
+        "2**64 in an integer feature": (_body([{**one, "hr": 2**64}]), 422, "expected an integer"),
+        "2**63 in an integer feature": (_body([{**one, "hr": 2**63}]), 422, "between"),
         "10**400": (_body([{**one, "temp": 10**400}]), 400, "does not fit 64 bits"),
         "NaN": (_body([{**one, "temp": "NAN"}]).replace(b'"NAN"', b"NaN"), 400, "NaN"),
         "Infinity": (_body([{**one, "temp": float("inf")}]), 400, "not a JSON number"),
@@ -211,30 +214,38 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(hostile: Served) -> No
     seen: dict[str, set[int]] = {}
     problems: list[str] = []
 
+    def fuzz(operation: Any, mode: GenerationMode) -> None:
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(
+            max_examples=FUZZ_EXAMPLES,
+            deadline=None,
+            database=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        def one(case: Any) -> None:
+            response = case.call(base_url=hostile.url, headers=hostile.headers, timeout=30)
+            seen.setdefault(operation.label, set()).add(response.status_code)
+            try:
+                case.validate_response(response, checks=[not_a_server_error])
+            except Exception as exc:  # collect all, report together
+                problems.append(f"{operation.label}: {exc}")
+            if 400 <= response.status_code < 500 and operation.method.upper() == "POST":
+                body = response.json()
+                if "detail" not in body and "error" not in body:
+                    problems.append(f"{operation.label}: 4xx without a reason: {body}")
+
+        one()
+
+    nothing_to_negate = []
     for operation in operations:
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-
-            @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(
-                max_examples=FUZZ_EXAMPLES,
-                deadline=None,
-                database=None,
-                phases=[Phase.generate],
-                suppress_health_check=list(HealthCheck),
-            )
-            def fuzz(case: Any, operation: Any = operation) -> None:
-                response = case.call(base_url=hostile.url, headers=hostile.headers, timeout=30)
-                seen.setdefault(operation.label, set()).add(response.status_code)
-                try:
-                    case.validate_response(response, checks=[not_a_server_error])
-                except Exception as exc:  # collect all, report together
-                    problems.append(f"{operation.label}: {exc}")
-                if 400 <= response.status_code < 500 and operation.method.upper() == "POST":
-                    body = response.json()
-                    if "detail" not in body and "error" not in body:
-                        problems.append(f"{operation.label}: 4xx without a reason: {body}")
-
-            fuzz()
+        fuzz(operation, GenerationMode.POSITIVE)
+        try:
+            fuzz(operation, GenerationMode.NEGATIVE)
+        except Unsatisfiable:  # e.g. GET /healthz: no input that could be made invalid
+            nothing_to_negate.append(operation.label)
+    assert "POST /predict" not in nothing_to_negate, nothing_to_negate
+    print(f"fuzzing: statuses per operation {seen}; nothing to negate: {nothing_to_negate}")
     assert not problems, "\n".join(problems[:10])
     assert all(status < 500 for statuses in seen.values() for status in statuses), seen
     # the fuzzer reached validation, not only the front door
@@ -247,7 +258,7 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(hostile: Served) -> No
 def largest_bodies(models: Models) -> dict[str, bytes]:
     """Bodies at the limits: the most valid records that fit, the same with the last one
     wrong (the slowest validation: every record through pydantic), MAX_RECORDS empty ones."""
-    one = len(json.dumps(records(models, 1)[0])) + 2
+    one = len(json.dumps(records(models, 1)[0], separators=(",", ":"))) + 1
     n = min(MAX_RECORDS, MAX_BODY // one)
     while len(body := _body(records(models, n))) > MAX_BODY:
         n -= 10
@@ -258,19 +269,27 @@ def largest_bodies(models: Models) -> dict[str, bytes]:
     return {"valid": body, "last record wrong": wrong, "empty records": _body([{}] * MAX_RECORDS)}
 
 
+def p99(latencies_ms: list[float]) -> float:
+    ordered = sorted(latencies_ms)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
 def test_healthz_p99_stays_under_50_ms_while_the_largest_legal_body_is_processed(
     hostile: Served, models: Models
 ) -> None:
+    """Many probes (>= 300) while the bodies at the limits are processed, p99 over them;
+    the same probes with the service idle first, to tell the machine's noise apart."""
     bodies = largest_bodies(models)
     headers = {**hostile.headers, "Content-Type": "application/json"}
     busy = threading.Event()
     done = threading.Event()
     answers: list[tuple[str, int, float]] = []
-    latencies_ms: list[float] = []
+    idle_ms: list[float] = []
+    busy_ms: list[float] = []
 
     def send() -> None:
         with httpx.Client(headers=headers, timeout=60) as client:
-            for _ in range(3):
+            for _ in range(ROUNDS):
                 for name, body in bodies.items():
                     busy.set()
                     started = time.monotonic()
@@ -279,31 +298,38 @@ def test_healthz_p99_stays_under_50_ms_while_the_largest_legal_body_is_processed
                     busy.clear()
         done.set()
 
-    def probe() -> None:
+    def probe(into: list[float], only_busy: bool) -> None:
         with httpx.Client(timeout=10) as client:
             while not done.is_set():
-                if not busy.wait(0.05):
+                if only_busy and not busy.wait(0.05):
                     continue
                 started = time.perf_counter()
                 response = client.get(f"{hostile.url}/healthz")
                 took = (time.perf_counter() - started) * 1000.0
-                if response.status_code == 200 and busy.is_set():
-                    latencies_ms.append(took)
+                if response.status_code == 200 and (busy.is_set() or not only_busy):
+                    into.append(took)
+                if not only_busy and len(into) >= 300:
+                    return
                 time.sleep(0.005)
 
-    sender, prober = threading.Thread(target=send), threading.Thread(target=probe)
+    probe(idle_ms, only_busy=False)
+    sender = threading.Thread(target=send)
+    prober = threading.Thread(target=probe, args=(busy_ms, True))
     prober.start()
     sender.start()
-    sender.join(180)
+    sender.join(300)
     done.set()
     prober.join(20)
     statuses = {(name, status) for name, status, _ in answers}
     assert statuses == {("valid", 200), ("last record wrong", 422), ("empty records", 422)}
-    assert len(latencies_ms) >= 100, f"only {len(latencies_ms)} probes while busy"
-    ordered = sorted(latencies_ms)
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    assert len(busy_ms) >= 300, f"only {len(busy_ms)} probes while busy"
     slowest = max(elapsed for _, _, elapsed in answers)
-    assert p99 <= HEALTH_P99_MS, (
-        f"/healthz p99 {p99:.1f} ms over {len(ordered)} probes (max {ordered[-1]:.0f} ms) "
-        f"while {len(bodies['valid'])}-byte bodies were processed (slowest {slowest:.2f} s)"
+    print(
+        f"/healthz p99 {p99(busy_ms):.1f} ms over {len(busy_ms)} probes while busy "
+        f"(idle p99 {p99(idle_ms):.1f} ms); slowest large answer {slowest:.2f} s"
+    )
+    assert p99(busy_ms) <= HEALTH_P99_MS, (
+        f"/healthz p99 {p99(busy_ms):.1f} ms over {len(busy_ms)} probes (max "
+        f"{max(busy_ms):.0f} ms) while {len(bodies['valid'])}-byte bodies were processed "
+        f"(slowest answer {slowest:.2f} s); idle: p99 {p99(idle_ms):.1f} ms"
     )
