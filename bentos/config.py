@@ -59,8 +59,9 @@ class ServingSettings(BaseSettings):
     # -- HTTP ----------------------------------------------------------------------
     api_key: SecretStr | None = Field(
         None,
-        description="When set, /predict and /feedback need 'Authorization: Bearer <key>'. "
-        "Env only (DRIFTLOOP_API_KEY); never put it in a file.",
+        description="When set, /predict, /feedback, /metadata (every path but open_paths) "
+        "need 'Authorization: Bearer <key>'; unset, only loopback clients are served unless "
+        "insecure. Env only (DRIFTLOOP_API_KEY); never put it in a file.",
     )
     max_body_bytes: int = Field(
         1_000_000, gt=0, description="Largest accepted request body in bytes (413 above)."
