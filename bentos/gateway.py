@@ -157,9 +157,11 @@ def is_loopback(client: tuple[str, int] | list[Any] | None) -> bool:
     if not client:
         return True  # in-process transports (tests) and unix sockets
     try:
-        return ipaddress.ip_address(str(client[0])).is_loopback
+        address = ipaddress.ip_address(str(client[0]))
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on dual-stack sockets
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 async def send_json(

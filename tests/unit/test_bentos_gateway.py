@@ -327,6 +327,8 @@ def test_without_a_key_only_loopback_clients_get_in_unless_insecure() -> None:
     assert call(keyless, "GET", "/metadata", client=remote).status_code == 403
     assert call(keyless, "GET", "/healthz", client=remote).status_code == 200
     assert call(keyless, "POST", "/predict", client=("::1", 1), json=BODY).status_code == 200
+    mapped = ("::ffff:127.0.0.1", 1)
+    assert call(keyless, "POST", "/predict", client=mapped, json=BODY).status_code == 200
     insecure = Backend(None, insecure=True)
     assert call(insecure, "POST", "/predict", client=remote, json=BODY).status_code == 200
     keyed = Backend("k3y")
