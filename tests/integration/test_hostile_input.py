@@ -274,6 +274,7 @@ def p99(latencies_ms: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
+@pytest.mark.slow
 def test_healthz_p99_stays_under_50_ms_while_the_largest_legal_body_is_processed(
     hostile: Served, models: Models
 ) -> None:
