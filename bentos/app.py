@@ -54,6 +54,9 @@ from bentos.store import LoadedModel, NonFinitePredictions, import_version, load
 from registry import Registry
 
 log = logging.getLogger("driftloop.serving")
+# Requests with more records are validated in a worker thread, so one large body does
+# not hold the event loop; the common 1-100-record body stays on the loop (no hop).
+INLINE_VALIDATION_RECORDS = 256
 
 FALLBACK = "fallback"  # log role: `previous` answered for a champion that failed
 FALLBACK_RECENT_S = 60.0  # /readyz says "degraded" this long after a fallback
@@ -145,10 +148,21 @@ class ServingApp:
         self.gateway_config = GatewayConfig(
             api_key=api_key,
             max_body_bytes=settings.max_body_bytes,
+            max_records=settings.max_records_per_request,
+            open_paths=tuple(settings.open_paths),
+            insecure=settings.insecure,
             scopes={
                 "/feedback": feedback_scope(api_key, feedback_key, settings.feedback_with_api_key)
             },
         )
+        if api_key is None:
+            log.warning(
+                "no API key: /predict, /feedback and /metadata are open to every client "
+                "that can reach this port%s; set DRIFTLOOP_API_KEY",
+                " (DRIFTLOOP_INSECURE: also from the network)"
+                if settings.insecure
+                else " on this machine (others get 403)",
+            )
         salt = settings.routing_salt.get_secret_value() if settings.routing_salt else None
         self._routing_salt = model_salt(
             routing_secret(salt, settings.serving_state_path(self.model_name)), self.model_name
@@ -185,10 +199,14 @@ class ServingApp:
             return _json({"detail": self._not_ready_reason()}, 503)
         if not self.writer.healthy:  # one flag read; the writer's probe clears it
             return _json({"detail": self._log_unavailable()}, 503, _RETRY_AFTER)
+        schema = snap.champion.schema
         try:
-            batch = snap.champion.schema.validate_batch(records)
+            if not isinstance(records, list) or len(records) <= INLINE_VALIDATION_RECORDS:
+                batch = schema.validate_batch(records)
+            else:  # large bodies: keep the event loop answering (health probes) meanwhile
+                batch = await asyncio.to_thread(schema.validate_batch, records)
         except SchemaError as exc:
-            return _json({"detail": exc.errors}, 422)
+            return _json(exc.body(), 422)
         share = self.settings.canary_share
         challenger = snap.challenger
         answer_by = None
@@ -584,6 +602,7 @@ class ServingApp:
             "auth_required": self.gateway_config.api_key is not None,
             "feedback_auth": _feedback_auth(self.gateway_config.scopes.get("/feedback")),
             "max_body_bytes": self.gateway_config.max_body_bytes,
+            "max_records_per_request": self.gateway_config.max_records,
         }
 
     def _not_ready_reason(self) -> str:

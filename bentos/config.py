@@ -60,9 +60,10 @@ class ServingSettings(BaseSettings):
     # -- HTTP ----------------------------------------------------------------------
     api_key: SecretStr | None = Field(
         None,
-        description="When set, /predict needs 'Authorization: Bearer <key>'; /feedback "
-        "needs the feedback key (see feedback_api_key). Env only (DRIFTLOOP_API_KEY); "
-        "never put it in a file.",
+        description="When set, /predict and /metadata (every path but open_paths and "
+        "/feedback) need 'Authorization: Bearer <key>'; /feedback needs the feedback key (see "
+        "feedback_api_key). Unset, only loopback clients are served unless insecure. Env only "
+        "(DRIFTLOOP_API_KEY); never put it in a file.",
     )
     feedback_api_key: SecretStr | None = Field(
         None,
@@ -82,7 +83,33 @@ class ServingSettings(BaseSettings):
         "same value on every replica. Env only (DRIFTLOOP_ROUTING_SALT).",
     )
     max_body_bytes: int = Field(
-        1_000_000, gt=0, description="Largest accepted request body (413 above)."
+        1_000_000, gt=0, description="Largest accepted request body in bytes (413 above)."
+    )
+    max_records_per_request: int = Field(
+        10_000,
+        gt=0,
+        description="Most records (or labels) in one request (422 above). A 1 MB body "
+        "holds ~6,500 bikeshare records; this bounds the work of a body of tiny records.",
+    )
+    open_paths: list[str] = Field(
+        [
+            "/healthz",
+            "/readyz",
+            "/livez",
+            "/metrics",
+            "/",
+            "/docs.json",
+            "/schema.json",
+            "/static_content/*",
+        ],
+        description="Paths answered without the API key (exact, or 'prefix/*'); all "
+        "others, /predict, /feedback and /metadata included, need it when one is set. "
+        "Env: a JSON list.",
+    )
+    insecure: bool = Field(
+        False,
+        description="Without an API key, answer non-loopback clients too (otherwise 403), "
+        "and let `driftloop serve --host` bind beyond loopback (flag --insecure).",
     )
     request_timeout_s: float = Field(
         10.0,

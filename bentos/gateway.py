@@ -5,21 +5,34 @@ An ASGI middleware in front of BentoML's routes, because BentoML's own
 APIs are POST only (``/metadata`` is a GET), and body checks must happen before
 BentoML reads a body:
 
-- ``POST /predict``: ``Authorization: Bearer <key>`` when a key is configured
-  (constant-time compare; 401); ``POST /feedback``: its own scope (`feedback_scope`:
-  the feedback key; another known key gets 403), any POST: JSON content type only
-  (415, so ``application/vnd.bentoml+pickle`` never reaches a model), body at most
-  ``max_body_bytes`` (413), body must be a JSON object with the expected list
-  (400 / 422 in the same ``{"detail": [...]}`` shape as field errors).
+- With an API key, every path but ``open_paths`` (health, readiness, metrics and
+  the docs by default) needs ``Authorization: Bearer <key>`` (constant-time
+  compare; 401) -- ``/predict`` and ``/metadata`` included. ``/feedback`` has its
+  own scope (`feedback_scope`: the feedback key; another known key gets 403).
+  Without any key and without ``insecure``, only loopback clients reach those paths
+  (403).
+- Any POST: a JSON content type in UTF-8 only (415, so
+  ``application/vnd.bentoml+pickle`` never reaches a model); BentoML is then told
+  plain ``application/json`` whatever variant came in.
+- ``/predict`` and ``/feedback`` bodies: at most ``max_body_bytes`` (413), strict
+  JSON (400: no NaN/Infinity, no lone surrogates, numbers that fit 64 bits, at most
+  ``MAX_JSON_DEPTH`` levels), a JSON object with the expected non-empty list of
+  objects of at most ``max_records`` entries (422), all in the same
+  ``{"detail": [...]}`` shape as field errors. Bodies over ``INLINE_PARSE_BYTES``
+  are parsed in a worker thread so health probes keep being answered.
 - ``GET /healthz`` (alive), ``/readyz`` (a model is loaded; degraded when the
   registry is unreachable), ``/metadata``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import ipaddress
 import json
+import math
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,7 +45,34 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON_TYPES = ("application/json",)
+UTF8 = ("utf-8", "utf8")
 GET_ENDPOINTS = {"/healthz": "healthz", "/readyz": "readyz", "/metadata": "metadata"}
+DEFAULT_OPEN_PATHS = (
+    "/healthz",
+    "/readyz",
+    "/livez",
+    "/metrics",
+    "/",
+    "/docs.json",
+    "/schema.json",
+    "/static_content/*",
+)
+MAX_JSON_DEPTH = 32  # records are flat; BentoML's own parser gives up near 200 levels
+MAX_LISTED_ERRORS = 20  # a 422/400 body lists at most this many problems
+INLINE_PARSE_BYTES = 64 * 1024  # larger bodies are parsed in a worker thread
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+
+# The list the gateway parsed from the current request's body, for the API function.
+_PARSED: ContextVar[list[Any] | None] = ContextVar("driftloop_parsed_list", default=None)
+
+
+def parsed_list() -> list[Any] | None:
+    """The body's list as the gateway parsed and checked it (None: no gateway in front).
+
+    BentoML is handed an empty list instead of the body: its own parse (pydantic, on
+    the event loop, ~50 ms for a 1 MB body) would otherwise run a second time.
+    """
+    return _PARSED.get()
 
 
 @dataclass(frozen=True)
@@ -97,12 +137,22 @@ def feedback_scope(
 class GatewayConfig:
     api_key: str | None
     max_body_bytes: int
+    max_records: int = 10_000  # most entries of the body's list (422 above)
+    open_paths: tuple[str, ...] = DEFAULT_OPEN_PATHS  # answered without the key
+    insecure: bool = False  # without a key: serve non-loopback clients too
     # path -> the list field its JSON body must carry
     bodies: dict[str, str] = field(
         default_factory=lambda: {"/predict": "records", "/feedback": "labels"}
     )
     # path -> its own key scope (paths not listed: `api_key` when set)
     scopes: dict[str, KeyScope | None] = field(default_factory=dict)
+
+    def is_open(self, path: str) -> bool:
+        """Whether `path` is answered without the API key (exact, or a `prefix/*` entry)."""
+        return any(
+            path == entry or (entry.endswith("/*") and path.startswith(entry[:-1]))
+            for entry in self.open_paths
+        )
 
 
 class GatewayBackend(Protocol):
@@ -139,11 +189,41 @@ def _header(headers: list[tuple[bytes, bytes]], wanted: bytes) -> str | None:
 
 
 def is_json_type(content_type: str | None) -> bool:
-    """`application/json` (any parameters) or a `+json` structured type."""
+    """`application/json` (any case, any parameters) or an `application/*+json` type."""
     if not content_type:
         return False
     media = content_type.split(";")[0].strip().lower()
     return media in JSON_TYPES or (media.startswith("application/") and media.endswith("+json"))
+
+
+def content_type_problem(content_type: str | None) -> str | None:
+    """Why a POST body's content type is refused (415), or None for UTF-8 JSON."""
+    if not is_json_type(content_type):
+        return (
+            f"unsupported content type {content_type or '(none)'}: "
+            "send JSON with 'Content-Type: application/json'"
+        )
+    assert content_type is not None
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in UTF8:
+            return (
+                f"unsupported charset {value.strip()!r} in content type {content_type!r}: "
+                "send UTF-8 JSON ('Content-Type: application/json')"
+            )
+    return None
+
+
+def is_loopback(client: tuple[str, int] | list[Any] | None) -> bool:
+    """Whether the ASGI `client` address is this machine (None: not a TCP client)."""
+    if not client:
+        return True  # in-process transports (tests) and unix sockets
+    try:
+        address = ipaddress.ip_address(str(client[0]))
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on dual-stack sockets
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 async def send_json(
@@ -181,73 +261,183 @@ async def read_body(receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def check_envelope(body: bytes, list_field: str) -> list[dict[str, Any]] | None:
-    """Problems with the body's outer shape (`{"<list_field>": [ {...}, ... ]}`), or None."""
+def _problem(loc: list[Any], msg: str, kind: str, value: Any = None) -> dict[str, Any]:
+    return {"loc": loc, "msg": msg, "input": value, "type": kind}
+
+
+def parse_json(body: bytes) -> tuple[Any, list[dict[str, Any]] | None]:
+    """(data, None), or (None, problems) for a body that is not strict JSON.
+
+    Strict: what orjson accepts (RFC 8259, UTF-8, numbers that fit 64 bits or a
+    double, at most 1024 levels). When orjson refuses, the body is refused too;
+    Python's json module then only helps to name where the problem is (a NaN, an
+    infinite or huge number, a lone surrogate).
+    """
     try:
-        data = jsonio.loads(body)
+        return jsonio.loads(body), None
+    except ValueError as exc:
+        return None, [_explain_invalid(body, exc)]
+
+
+def _explain_invalid(body: bytes, exc: ValueError) -> dict[str, Any]:
+    """The 400 problem of a body orjson refused, naming the value's path when it can."""
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        return _problem(
+            ["body"], f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels", "json_depth"
+        )
     except (ValueError, UnicodeDecodeError):
-        try:  # orjson refuses NaN and huge integers, which json (and BentoML) take
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return [
-                {
-                    "loc": ["body"],
-                    "msg": f"invalid JSON: {exc}",
-                    "input": None,
-                    "type": "json_invalid",
-                }
-            ]
+        return _problem(["body"], f"invalid JSON: {exc}", "json_invalid")
+    found = _first_unrepresentable(data)
+    if found is None:  # json takes what orjson refuses (e.g. a byte-order mark)
+        return _problem(["body"], f"invalid JSON: {exc}", "json_invalid")
+    path, msg = found
+    return _problem(["body", *path], f"invalid JSON: {msg}", "json_invalid")
+
+
+def _first_unrepresentable(data: Any) -> tuple[list[Any], str] | None:
+    """Path and reason of the first NaN/Infinity, out-of-range number or lone surrogate."""
+    stack: list[tuple[list[Any], Any]] = [([], data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return path, (
+                f"{value} is not a JSON number (NaN/Infinity, or beyond the double range): "
+                "send a finite number or null"
+            )
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not _INT64_MIN <= value <= _UINT64_MAX:
+                digits = len(str(abs(value)))
+                return path, (
+                    f"an integer of {digits} digits does not fit 64 bits: send a number "
+                    "between -2**63 and 2**64-1, or a float"
+                )
+        elif isinstance(value, str):
+            if _has_surrogate(value):
+                return path, "lone UTF-16 surrogate in a string: strings must be valid Unicode"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if _has_surrogate(key):
+                    shown = key.encode("utf-8", "backslashreplace").decode()
+                    return [*path, shown], "lone UTF-16 surrogate in a key"
+                stack.append(([*path, key], item))
+        elif isinstance(value, list):
+            stack.extend(([*path, i], item) for i, item in enumerate(value))
+    return None
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def depth_beyond(data: Any, body: bytes, records: int) -> tuple[list[Any], int] | None:
+    """Path and level of a container nested deeper than MAX_JSON_DEPTH, else None.
+
+    `data` is an envelope of `records` objects. A flat one (scalar feature values)
+    has exactly `records + 2` brackets, which counting vouches for in microseconds
+    (brackets inside strings only make the count larger); others are walked.
+    """
+    if body.count(b"[") + body.count(b"{") <= records + 2:
+        return None
+    stack: list[tuple[list[Any], Any, int]] = [([], data, 1)]
+    while stack:
+        path, value, level = stack.pop()
+        if level > MAX_JSON_DEPTH:
+            return path, level
+        if isinstance(value, dict):
+            stack.extend(
+                ([*path, k], v, level + 1) for k, v in value.items() if isinstance(v, dict | list)
+            )
+        elif isinstance(value, list):
+            stack.extend(
+                ([*path, i], v, level + 1)
+                for i, v in enumerate(value)
+                if isinstance(v, dict | list)
+            )
+    return None
+
+
+def check_envelope(
+    body: bytes, list_field: str, max_items: int = 10_000
+) -> list[dict[str, Any]] | None:
+    """Problems with the body (strict JSON; `{"<list_field>": [ {...}, ... ]}`), or None."""
+    return read_envelope(body, list_field, max_items)[1]
+
+
+def read_envelope(
+    body: bytes, list_field: str, max_items: int = 10_000
+) -> tuple[list[Any] | None, list[dict[str, Any]] | None]:
+    """(the body's list, None) or (None, problems); see `check_envelope`."""
+    data, problems = parse_json(body)
+    if problems:
+        return None, problems
     shape = f'{{"{list_field}": [{{...}}, ...]}}'
     if not isinstance(data, dict):
-        return [
-            {
-                "loc": ["body"],
-                "msg": f"expected a JSON object like {shape}, got {type(data).__name__}",
-                "input": None,
-                "type": "dict_type",
-            }
+        return None, [
+            _problem(
+                ["body"],
+                f"expected a JSON object like {shape}, got {type(data).__name__}",
+                "dict_type",
+            )
         ]
     errors: list[dict[str, Any]] = [
-        {
-            "loc": ["body", key],
-            "msg": f"unknown field {key!r}; the body is {shape}",
-            "input": None,
-            "type": "extra_forbidden",
-        }
+        _problem(["body", key], f"unknown field {key!r}; the body is {shape}", "extra_forbidden")
         for key in data
         if key != list_field
-    ]
+    ][:MAX_LISTED_ERRORS]
     items = data.get(list_field)
     if list_field not in data:
         errors.append(
-            {
-                "loc": [list_field],
-                "msg": f"missing field {list_field!r}: the body is {shape}",
-                "input": None,
-                "type": "missing",
-            }
+            _problem([list_field], f"missing field {list_field!r}: the body is {shape}", "missing")
         )
     elif not isinstance(items, list) or not items:
         errors.append(
-            {
-                "loc": [list_field],
-                "msg": f"expected a non-empty list of objects, got {json.dumps(items)[:60]}",
-                "input": items if not isinstance(items, dict | list) else None,
-                "type": "list_type",
-            }
+            _problem(
+                [list_field],
+                f"expected a non-empty list of objects, got {json.dumps(items)[:60]}",
+                "list_type" if not isinstance(items, list) else "too_short",
+                items if not isinstance(items, dict | list) else None,
+            )
+        )
+    elif len(items) > max_items:
+        errors.append(
+            _problem(
+                [list_field],
+                f"too many {list_field}: {len(items)} in one request, at most {max_items} "
+                "(setting max_records_per_request, DRIFTLOOP_MAX_RECORDS_PER_REQUEST): "
+                "split the request",
+                "too_long",
+            )
         )
     else:
-        errors += [
-            {
-                "loc": [list_field, i],
-                "msg": f"expected an object, got {json.dumps(item)[:60]}",
-                "input": item,
-                "type": "dict_type",
-            }
-            for i, item in enumerate(items)
-            if not isinstance(item, dict)
-        ][:50]
-    return errors or None
+        bad = (i for i, item in enumerate(items) if type(item) is not dict)
+        for i in bad:
+            if len(errors) >= MAX_LISTED_ERRORS:
+                break
+            errors.append(
+                _problem(
+                    [list_field, i],
+                    f"expected an object, got {json.dumps(items[i])[:60]}",
+                    "dict_type",
+                    items[i] if not isinstance(items[i], dict | list) else None,
+                )
+            )
+    if not errors and (deep := depth_beyond(data, body, len(items))) is not None:
+        path, level = deep
+        errors.append(
+            _problem(
+                path,
+                f"JSON nested deeper than {MAX_JSON_DEPTH} levels (level {level} here): "
+                "records are flat objects of feature values",
+                "json_depth",
+            )
+        )
+    return (None, errors) if errors else (items, None)
 
 
 class Gateway:
@@ -262,47 +452,26 @@ class Gateway:
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
+        backend = self.backend()
+        config = backend.gateway_config if backend is not None else None
+        headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+        if config is not None and not config.is_open(path):
+            refused = _refusal(config, path, headers, scope.get("client"))
+            if refused is not None:
+                await send_json(send, *refused)
+                return
         if method == "GET" and path in GET_ENDPOINTS:
-            await self._get(path, send)
+            await self._get(backend, path, send)
             return
         if method != "POST":
             await self.app(scope, receive, send)
             return
-        backend = self.backend()
-        if backend is None:
+        if config is None:
             await send_json(send, 503, {"detail": "the service is starting; retry shortly"})
             return
-        config = backend.gateway_config
-        headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
-        list_field = config.bodies.get(path)
-        key = config.api_key if list_field is not None else None
-        if path in config.scopes:
-            key_scope = config.scopes[path]
-            token = bearer_token(headers)
-            refused = key_scope.check(token) if key_scope is not None else None
-            if refused is not None:
-                status, detail = refused
-                extra = {"www-authenticate": "Bearer"} if status == 401 else None
-                await send_json(send, status, {"detail": detail}, extra)
-                return
-        elif key is not None and not keys_match(bearer_token(headers), key):
-            await send_json(
-                send,
-                401,
-                {"detail": "missing or wrong API key: send 'Authorization: Bearer <key>'"},
-                {"www-authenticate": "Bearer"},
-            )
-            return
         content_type = _header(headers, b"content-type")
-        if not is_json_type(content_type):
-            await send_json(
-                send,
-                415,
-                {
-                    "detail": f"unsupported content type {content_type or '(none)'}: "
-                    "send JSON with 'Content-Type: application/json'"
-                },
-            )
+        if (problem := content_type_problem(content_type)) is not None:
+            await send_json(send, 415, {"detail": problem})
             return
         limit = config.max_body_bytes
         declared = _header(headers, b"content-length")
@@ -314,14 +483,28 @@ class Gateway:
         except BodyTooLarge:
             await send_json(send, 413, _too_large(limit))
             return
-        if list_field is not None and (problems := check_envelope(body, list_field)):
-            status = 400 if problems[0]["type"] == "json_invalid" else 422
+        list_field = config.bodies.get(path)
+        if list_field is None:
+            await self.app(_as_json(scope, headers, len(body)), _replay(body, receive), send)
+            return
+        if len(body) <= INLINE_PARSE_BYTES:
+            items, problems = read_envelope(body, list_field, config.max_records)
+        else:  # large bodies: keep the event loop answering (health probes) meanwhile
+            items, problems = await asyncio.to_thread(
+                read_envelope, body, list_field, config.max_records
+            )
+        if problems:
+            status = 400 if problems[0]["type"] in _BAD_JSON else 422
             await send_json(send, status, {"detail": problems})
             return
-        await self.app(scope, _replay(body, receive), send)
+        stub = _STUBS.get(list_field) or f'{{"{list_field}":[]}}'.encode()
+        token = _PARSED.set(items)
+        try:
+            await self.app(_as_json(scope, headers, len(stub)), _replay(stub, receive), send)
+        finally:
+            _PARSED.reset(token)
 
-    async def _get(self, path: str, send: Send) -> None:
-        backend = self.backend()
+    async def _get(self, backend: GatewayBackend | None, path: str, send: Send) -> None:
         if backend is None:
             status, body = (
                 (200, {"status": "alive"}) if path == "/healthz" else (503, {"status": "starting"})
@@ -331,8 +514,56 @@ class Gateway:
         await send_json(send, status, body)
 
 
+_BAD_JSON = ("json_invalid", "json_depth")
+_STUBS = {"records": b'{"records":[]}', "labels": b'{"labels":[]}'}
+
+
+def _as_json(scope: Scope, headers: list[tuple[bytes, bytes]], length: int) -> Scope:
+    """`scope` with `Content-Type: application/json` (BentoML picks its parser by the exact
+    type) and the Content-Length of the body handed on."""
+    fixed = [
+        (name, value)
+        for name, value in headers
+        if name.lower() not in (b"content-type", b"content-length")
+    ]
+    fixed += [(b"content-type", b"application/json"), (b"content-length", str(length).encode())]
+    return {**scope, "headers": fixed}
+
+
+def _refusal(
+    config: GatewayConfig, path: str, headers: list[tuple[bytes, bytes]], client: Any
+) -> tuple[int, dict[str, Any], dict[str, str] | None] | None:
+    """(status, body, headers) refusing a request to a path that is not open, or None.
+
+    A path with a scope of its own (labels) is decided by that scope's keys; a scope of
+    None there means no key applies (the keyless mode, loopback only).
+    """
+    if path in config.scopes and (key_scope := config.scopes[path]) is not None:
+        refused = key_scope.check(bearer_token(headers))
+        if refused is None:
+            return None
+        status, detail = refused
+        return status, {"detail": detail}, {"www-authenticate": "Bearer"} if status == 401 else None
+    if path not in config.scopes and config.api_key is not None:
+        if keys_match(bearer_token(headers), config.api_key):
+            return None
+        detail = "missing or wrong API key: send 'Authorization: Bearer <key>'"
+        return 401, {"detail": detail}, {"www-authenticate": "Bearer"}
+    if config.insecure or is_loopback(client):
+        return None
+    detail = (
+        "this service has no API key, so it answers loopback clients only: set "
+        "DRIFTLOOP_API_KEY (clients send 'Authorization: Bearer <key>'), or serve "
+        "with --insecure (DRIFTLOOP_INSECURE=true) to open it to the network"
+    )
+    return 403, {"detail": detail}, None
+
+
 def _too_large(limit: int) -> dict[str, str]:
-    return {"detail": f"request body larger than {limit} bytes: send fewer records per request"}
+    return {
+        "detail": f"request body larger than {limit} bytes (setting max_body_bytes, "
+        "DRIFTLOOP_MAX_BODY_BYTES): send fewer records per request"
+    }
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

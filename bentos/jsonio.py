@@ -4,6 +4,10 @@ Both spell values the same way the rest of the service expects: datetimes as the
 ``str()`` (``2011-01-01 00:00:00+00:00``), numpy scalars as numbers, anything else
 unknown as its ``str()``. One difference stays: a NaN becomes ``null`` with orjson
 (valid JSON) and ``NaN`` with json.
+
+What orjson cannot write (integers beyond 64 bits, e.g. a label of 2**65 that
+BentoML's parser handed over; lone surrogates) is written by json instead, so a
+hostile value never fails a response or a prediction-log commit.
 """
 
 from __future__ import annotations
@@ -20,14 +24,20 @@ except ImportError:  # pragma: no cover - the fallback is exercised only without
 def dumps(value: Any) -> bytes:
     """`value` as UTF-8 JSON bytes."""
     if orjson is not None:
-        return orjson.dumps(value, default=str, option=_OPTIONS)
+        try:
+            return orjson.dumps(value, default=str, option=_OPTIONS)
+        except TypeError:  # beyond 64-bit integers, lone surrogates
+            pass
     return json.dumps(value, default=str, separators=(",", ":")).encode()
 
 
 def dumps_text(value: Any) -> str:
     """`value` as a JSON string."""
     if orjson is not None:
-        return orjson.dumps(value, default=str, option=_OPTIONS).decode()
+        try:
+            return orjson.dumps(value, default=str, option=_OPTIONS).decode()
+        except TypeError:  # beyond 64-bit integers, lone surrogates
+            pass
     return json.dumps(value, default=str, separators=(",", ":"))
 
 

@@ -44,11 +44,15 @@ REQUEST_ID = "request_id"
 ENTITY_ID = "entity_id"
 RESERVED_KEYS = (REQUEST_ID, ENTITY_ID)
 MAX_ID_CHARS = 128
-MAX_ERRORS = 50  # a 422 body lists at most this many problems
+MAX_ERRORS = 20  # validation stops after this many problems; a 422 body lists them
+INT64 = (-(2**63), 2**63 - 1)
+INT32 = (-(2**31), 2**31 - 1)
+_JSON_INTS = (-(2**63), 2**64 - 1)  # what the prediction log's JSON encoder can write
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-/]{1,128}")
 
 Number = Annotated[float, Strict(), AllowInfNan(False)]
-Integer = Annotated[int, Strict()]
+Integer = Annotated[int, Strict(), Field(ge=INT64[0], le=INT64[1])]
+Integer32 = Annotated[int, Strict(), Field(ge=INT32[0], le=INT32[1])]
 Text = Annotated[str, Strict()]
 Flag = Annotated[bool, Strict()]
 
@@ -63,14 +67,15 @@ class ColumnKind:
     # Exact Python types a JSON value of this kind arrives as, for the columnar fast path
     # (None: always checked by pydantic). bool is not int here: `type(True) is bool`.
     accepts: frozenset[type] | None = None
+    bounds: tuple[int, int] | None = None  # integers: the range the dtype holds
 
 
 _NUMBER_TYPES = frozenset({float, int})
 _KINDS: dict[str, ColumnKind] = {
     "double": ColumnKind(Number, "a number", "float64", _NUMBER_TYPES),
     "float": ColumnKind(Number, "a number", "float32", _NUMBER_TYPES),
-    "long": ColumnKind(Integer, "an integer", "int64", frozenset({int})),
-    "integer": ColumnKind(Integer, "an integer", "int32", frozenset({int})),
+    "long": ColumnKind(Integer, "an integer", "int64", frozenset({int}), INT64),
+    "integer": ColumnKind(Integer32, "an integer", "int32", frozenset({int}), INT32),
     "boolean": ColumnKind(Flag, "true or false", "bool", frozenset({bool})),
     "string": ColumnKind(Text, "a string", None, frozenset({str})),
     "binary": ColumnKind(Text, "a string", None, frozenset({str})),
@@ -91,11 +96,26 @@ class Column:
 
 
 class SchemaError(ValueError):
-    """A request that does not match the schema; `errors` is the 422 `detail` list."""
+    """A request that does not match the schema; `errors` is the 422 `detail` list.
 
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
+    `complete` is False when validation stopped at MAX_ERRORS problems (there may be more).
+    """
+
+    def __init__(self, errors: list[dict[str, Any]], complete: bool = True) -> None:
         super().__init__(f"{len(errors)} invalid field(s): " + "; ".join(e["msg"] for e in errors))
-        self.errors = errors
+        self.errors = errors[:MAX_ERRORS]
+        self.complete = complete and len(errors) <= MAX_ERRORS
+
+    def body(self) -> dict[str, Any]:
+        """The 422 body: `detail`, plus a `summary` when the list is cut short."""
+        if self.complete:
+            return {"detail": self.errors}
+        shown = len(self.errors)
+        return {
+            "detail": self.errors,
+            "summary": f"first {shown} of >={shown + 1} errors: validation stops after "
+            f"{MAX_ERRORS}; fix these and resend",
+        }
 
 
 @dataclass(frozen=True)
@@ -272,6 +292,11 @@ class RecordSchema:
                 types.discard(type(None))
             if not types <= accepts:
                 return None
+            if kind.bounds is not None and values:
+                present = values if column.required else [v for v in values if v is not None]
+                low, high = kind.bounds
+                if present and not (low <= min(present) and max(present) <= high):
+                    return None
             if accepts is _NUMBER_TYPES:
                 if int in types:  # pydantic hands strict ints to a float field as floats
                     try:
@@ -292,7 +317,7 @@ class RecordSchema:
             request_id = _check_id(raw.get(REQUEST_ID), [], errors)
             entity_ids.append(_check_id(raw.get(ENTITY_ID), [], errors))
             request_ids.append(request_id or generated[i])
-        if errors:
+        if errors or _has_duplicates(request_ids):
             return None  # the slow path names the record and the field
         return ValidBatch(request_ids, entity_ids, columns)
 
@@ -330,7 +355,10 @@ class RecordSchema:
         model = self.pydantic_model()
         valid: list[ValidRecord] = []
         errors: list[dict[str, Any]] = []
+        seen: dict[str, int] = {}
         for i, raw in enumerate(records):
+            if len(errors) >= MAX_ERRORS:  # bounded work for a body full of mistakes
+                raise SchemaError(errors, complete=False)
             if not isinstance(raw, dict):
                 errors.append(
                     _error(
@@ -343,18 +371,28 @@ class RecordSchema:
                 continue
             features = {k: v for k, v in raw.items() if k not in RESERVED_KEYS}
             request_id = _check_id(raw.get(REQUEST_ID), [loc, i, REQUEST_ID], errors)
+            if request_id is not None and (first := seen.setdefault(request_id, i)) != i:
+                errors.append(
+                    _error(
+                        [loc, i, REQUEST_ID],
+                        request_id,
+                        "duplicate_id",
+                        f"duplicate request_id {request_id!r} (also records[{first}]): "
+                        "ids must be unique within a request",
+                    )
+                )
             entity_id = _check_id(raw.get(ENTITY_ID), [loc, i, ENTITY_ID], errors)
             try:
                 parsed = model.model_validate(features)
             except ValidationError as exc:
                 errors.extend(self._explain(exc, [loc, i]))
                 continue
+            if not self.checked:
+                errors.extend(_unwritable(features, [loc, i]))
             values = parsed.model_dump() if self.checked else features
             valid.append(ValidRecord(request_id or uuid.uuid4().hex, entity_id, values))
-            if len(errors) >= MAX_ERRORS:
-                break
         if errors:
-            raise SchemaError(errors[:MAX_ERRORS])
+            raise SchemaError(errors)
         return valid
 
     def frame(self, records: Sequence[ValidRecord]) -> pd.DataFrame:
@@ -407,6 +445,32 @@ class RecordSchema:
         return found
 
 
+def _has_duplicates(request_ids: list[str]) -> bool:
+    return len(set(request_ids)) != len(request_ids)
+
+
+def _unwritable(features: dict[str, Any], prefix: list[Any]) -> list[dict[str, Any]]:
+    """Integers of unchecked records that the prediction log cannot store (beyond 64 bits)."""
+    found = []
+    stack: list[tuple[list[Any], Any]] = [([*prefix, k], v) for k, v in features.items()]
+    while stack and len(found) < MAX_ERRORS:
+        loc, value = stack.pop()
+        if isinstance(value, int) and not _JSON_INTS[0] <= value <= _JSON_INTS[1]:
+            found.append(
+                _error(
+                    loc,
+                    value,
+                    "int_range",
+                    f"integer {_show(value)} does not fit 64 bits: send a float instead",
+                )
+            )
+        elif isinstance(value, dict):
+            stack.extend(([*loc, k], v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend(([*loc, i], v) for i, v in enumerate(value))
+    return found
+
+
 def _type_name(dtype: Any) -> str:
     name = getattr(dtype, "name", None)
     return str(name if name is not None else dtype).lower()
@@ -442,6 +506,9 @@ def _message(
         return f"unknown feature {name!r}; the model expects: {', '.join(names)}"
     if kind == "finite_number":
         return f"expected a finite number, got {_show(value)}"
+    if kind in ("greater_than_equal", "less_than_equal") and column and column.kind.bounds:
+        low, high = column.kind.bounds
+        return f"expected {expected} between {low} and {high}, got {_show(value)}"
     return f"expected {expected}, got {_show(value)}"
 
 

@@ -440,7 +440,17 @@ def package(
 def serve(
     model_name: ModelName = None,
     port: Annotated[int | None, typer.Option(help="Port (default: DRIFTLOOP_SERVE_PORT).")] = None,
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    host: Annotated[
+        str,
+        typer.Option(help="Interface to listen on (beyond loopback: needs an API key)."),
+    ] = "127.0.0.1",
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Allow serving without an API key beyond loopback (DRIFTLOOP_INSECURE).",
+        ),
+    ] = False,
     bento: Annotated[
         bool, typer.Option("--bento", help="Serve the champion's built Bento, not the repo.")
     ] = False,
@@ -454,12 +464,16 @@ def serve(
     def body() -> None:
         nonlocal code
         settings = environment_for(model_name)
+        if insecure:
+            settings.insecure = True
         from driftloop import serving
 
         try:
             code = serving.serve(
                 settings, port=port, host=host, from_bento=bento, wait=wait_for_champion
             )
+        except serving.UnsafeBind as exc:
+            raise CliError(str(exc), EXIT_USAGE) from exc
         except serving.ServingError as exc:
             raise CliError(str(exc), EXIT_CHECK_FAILED) from exc
 

@@ -88,7 +88,11 @@ def run_demo(settings: Settings, console: Console) -> int:
     )
     base = info["serve_url"]
     with console.status("waiting for bentoml serve to load the champion…"):
-        wait_for(lambda: _ready(base, first["version"]), 240, "bentoml serve to be ready")
+        wait_for(
+            lambda: _ready(base, first["version"], _api_key(settings)),
+            240,
+            "bentoml serve to be ready",
+        )
     timeline.add("serving", f"v{first['version']}", f"{base}")
 
     bikes = _bundled(settings)
@@ -141,7 +145,11 @@ def run_demo(settings: Settings, console: Console) -> int:
         f"{challenger.tags.get('gate_decision', '')}",
     )
     with console.status("waiting for the service to pick up the challenger…"):
-        wait_for(lambda: _serves(base, challenger.version), 120, "the challenger to be served")
+        wait_for(
+            lambda: _serves(base, challenger.version, _api_key(settings)),
+            120,
+            "the challenger to be served",
+        )
 
     send(JULY, SEPTEMBER, "July–August")
     check = monitor_now(settings, console, "monitor (after July–August)")
@@ -170,7 +178,11 @@ def run_demo(settings: Settings, console: Console) -> int:
         f"holdout rmse {bad['metrics']['rmse']:.1f}",
     )
     with console.status("waiting for the service to follow the promotion…"):
-        wait_for(lambda: _ready(base, bad["version"]), 120, "the bad version to be served")
+        wait_for(
+            lambda: _ready(base, bad["version"], _api_key(settings)),
+            120,
+            "the bad version to be served",
+        )
 
     send(SEPTEMBER, NOVEMBER, "September–October")
     check = monitor_now(settings, console, "monitor (after the bad promotion)")
@@ -181,7 +193,11 @@ def run_demo(settings: Settings, console: Console) -> int:
     if restored != challenger.version:
         raise DemoFailed(f"no automatic rollback: {check['decision']['reason']}")
     with console.status("waiting for the service to follow the rollback…"):
-        wait_for(lambda: _ready(base, restored), 60, "the rollback to reach the service")
+        wait_for(
+            lambda: _ready(base, restored, _api_key(settings)),
+            60,
+            "the rollback to reach the service",
+        )
     timeline.add("service follows the rollback", f"v{restored}", "")
 
     print_timeline(console, timeline, settings, info, registry)
@@ -201,20 +217,21 @@ def wait_for(probe: Callable[[], Any], timeout_s: float, what: str) -> Any:
     raise DemoFailed(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-def _ready(base: str, version: str) -> bool:
+def _ready(base: str, version: str, api_key: str | None = None) -> bool:
     """The running service has loaded `version` as its champion."""
-    return _loaded(base, "champion") == str(version)
+    return _loaded(base, "champion", api_key) == str(version)
 
 
-def _serves(base: str, version: str) -> bool:
+def _serves(base: str, version: str, api_key: str | None = None) -> bool:
     """The running service has loaded `version` as its challenger."""
-    return _loaded(base, "challenger") == str(version)
+    return _loaded(base, "challenger", api_key) == str(version)
 
 
-def _loaded(base: str, role: str) -> str | None:
-    """The version the running service has loaded for a role (GET /metadata)."""
+def _loaded(base: str, role: str, api_key: str | None = None) -> str | None:
+    """The version the running service has loaded for a role (GET /metadata, key-protected)."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        response = httpx.get(f"{base}/metadata", timeout=3)
+        response = httpx.get(f"{base}/metadata", headers=headers, timeout=3)
     except httpx.HTTPError:
         return None
     if response.status_code != 200:

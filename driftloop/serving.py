@@ -9,6 +9,7 @@ with a message that says how.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -33,6 +34,41 @@ _RESOLVED = {"model_name", "state_dir", "tracking_uri", "prediction_log_url", "a
 
 class ServingError(RuntimeError):
     """Serving cannot start as asked; the message names the fix."""
+
+
+class UnsafeBind(ServingError):
+    """Asked to listen beyond loopback without an API key (a usage error: exit 2)."""
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether listening on `host` keeps the service on this machine."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def check_bind(host: str, settings: Any) -> None:
+    """Refuse to open a keyless service to the network unless `insecure` says so."""
+    if settings.api_key is None and not settings.insecure and not is_loopback_host(host):
+        raise UnsafeBind(
+            f"refusing to listen on {host} without an API key: set DRIFTLOOP_API_KEY, "
+            "or pass --insecure to serve without one"
+        )
+
+
+def warn_if_open(host: str, port: int, settings: Any) -> None:
+    """A loud line on stderr when the service runs without an API key."""
+    if settings.api_key is not None:
+        return
+    reach = "anyone on the network" if not is_loopback_host(host) else "any local process"
+    print(
+        f"WARNING: no API key (DRIFTLOOP_API_KEY is unset): {reach} can call "
+        f"http://{host}:{port}/predict, /feedback and /metadata without authentication",
+        file=sys.stderr,
+    )
 
 
 def service_env(settings: Any) -> dict[str, str]:
@@ -69,10 +105,14 @@ def service_env(settings: Any) -> dict[str, str]:
         value = getattr(settings, name)
         if isinstance(value, SecretStr):  # str() of a secret is '**********'
             value = value.get_secret_value()
-        if value is not None:
-            env[f"DRIFTLOOP_{name.upper()}"] = (
-                str(value).lower() if isinstance(value, bool) else str(value)
-            )
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            env[f"DRIFTLOOP_{name.upper()}"] = str(value).lower()
+        elif isinstance(value, list | tuple | dict):
+            env[f"DRIFTLOOP_{name.upper()}"] = json.dumps(value)
+        else:
+            env[f"DRIFTLOOP_{name.upper()}"] = str(value)
     if settings.api_key is not None:
         env["DRIFTLOOP_API_KEY"] = settings.api_key.get_secret_value()
     return env
@@ -168,7 +208,10 @@ def serve(
 
     from_bento: serve the champion's Bento (``<model>-service:v<N>``) instead of the
     repo's code. wait: wait for a champion instead of failing when there is none.
+    Without an API key it refuses (UnsafeBind) a non-loopback `host` unless
+    `settings.insecure`, and warns on stderr.
     """
+    check_bind(host, settings)
     if wait:
         wait_for_champion(settings, wait_timeout_s)
     version, bento_tag = check_champion(settings)
@@ -181,6 +224,7 @@ def serve(
                 f"run `driftloop package {version}`"
             )
     port = port or int(getattr(settings, "serve_port", 3000))
+    warn_if_open(host, port, settings)
     argv, env, cwd = serve_command(settings, port, host, bento_tag if from_bento else None)
     process = subprocess.Popen(argv, env={**os.environ, **env}, cwd=str(cwd))
     try:

@@ -170,7 +170,9 @@ def main() -> None:
 
     first = train_flow(model_name=settings.model_name, time_until=APRIL)
     t = mark("train v1 (flow, first run in the process)", t)
-    wait_for(lambda: _ready(base, first["version"]), 240, "bentoml serve to load v1")
+    wait_for(
+        lambda: _ready(base, first["version"], _api_key(settings)), 240, "bentoml serve to load v1"
+    )
     t = mark("serve loads v1 (service started after the first champion)", t)
 
     bikes = _bundled(settings)
@@ -193,7 +195,11 @@ def main() -> None:
     challenger = wait_for(lambda: registry.by_alias("challenger"), 600, "the challenger")
     t = mark("detection → retrained challenger registered (train deployment)", detected)
     steps["drift onset → challenger registered"] = t - onset
-    wait_for(lambda: _serves(base, challenger.version), 120, "the challenger to be served")
+    wait_for(
+        lambda: _serves(base, challenger.version, _api_key(settings)),
+        120,
+        "the challenger to be served",
+    )
     t = mark("challenger registered → served as canary", t)
 
     answers, stop = Answers(), threading.Event()

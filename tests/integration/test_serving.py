@@ -163,7 +163,7 @@ class Served:
         return sender.post(f"{self.url}/predict", json=body, headers=headers, timeout=15, **kwargs)
 
     def get(self, path: str) -> dict[str, Any]:
-        return httpx.get(f"{self.url}{path}", timeout=10).json()
+        return httpx.get(f"{self.url}{path}", headers=self.headers, timeout=10).json()
 
     def log(self) -> PredictionLog:
         return PredictionLog(self.settings.resolved_prediction_log_url())

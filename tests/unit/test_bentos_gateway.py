@@ -9,7 +9,14 @@ from typing import Any
 import httpx
 import pytest
 
-from bentos.gateway import Gateway, GatewayConfig, bearer_token, feedback_scope, keys_match
+from bentos.gateway import (
+    Gateway,
+    GatewayConfig,
+    bearer_token,
+    feedback_scope,
+    keys_match,
+    parsed_list,
+)
 
 
 def test_keys_match_only_the_exact_key() -> None:
@@ -30,12 +37,15 @@ def test_bearer_token_parsing() -> None:
 
 class Backend:
     def __init__(
-        self, api_key: str | None, feedback_key: str | None = None, with_api_key: bool = False
+        self,
+        api_key: str | None,
+        feedback_key: str | None = None,
+        with_api_key: bool = False,
+        **config: Any,
     ) -> None:
+        config.setdefault("max_body_bytes", 200)
         scope = feedback_scope(api_key, feedback_key, with_api_key)
-        self.gateway_config = GatewayConfig(
-            api_key=api_key, max_body_bytes=200, scopes={"/feedback": scope}
-        )
+        self.gateway_config = GatewayConfig(api_key=api_key, scopes={"/feedback": scope}, **config)
 
     def healthz(self) -> tuple[int, dict[str, Any]]:
         return 200, {"status": "alive"}
@@ -48,9 +58,10 @@ class Backend:
 
 
 async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Stands in for BentoML: answers with the body it received."""
+    """Stands in for BentoML: answers with the body and content type it received."""
     message = await receive()
     body = message.get("body", b"")
+    types = [v.decode() for k, v in scope["headers"] if k.lower() == b"content-type"]
     await send(
         {
             "type": "http.response.start",
@@ -58,16 +69,23 @@ async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             "headers": [(b"content-type", b"application/json")],
         }
     )
-    await send({"type": "http.response.body", "body": json.dumps({"got": body.decode()}).encode()})
+    answer = {"got": body.decode(), "content_type": types, "parsed": parsed_list()}
+    await send({"type": "http.response.body", "body": json.dumps(answer).encode()})
 
 
-def call(backend: Backend | None, method: str, path: str, **kwargs: Any) -> httpx.Response:
+def call(
+    backend: Backend | None,
+    method: str,
+    path: str,
+    client: tuple[str, int] = ("127.0.0.1", 123),
+    **kwargs: Any,
+) -> httpx.Response:
     app = Gateway(echo_app, backend=lambda: backend)
 
     async def go() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            return await client.request(method, path, **kwargs)
+        transport = httpx.ASGITransport(app=app, client=client)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            return await http.request(method, path, **kwargs)
 
     return asyncio.run(go())
 
@@ -91,7 +109,9 @@ def test_predict_needs_the_bearer_key_when_one_is_set(headers: dict[str, str], s
         assert response.headers["www-authenticate"] == "Bearer"
         assert "Authorization: Bearer" in response.json()["detail"]
     else:
-        assert json.loads(response.json()["got"]) == BODY  # body passed on intact
+        # BentoML gets an empty list; the API reads the list the gateway parsed
+        assert json.loads(response.json()["got"]) == {"records": []}
+        assert response.json()["parsed"] == BODY["records"]
 
 
 def test_without_a_key_no_auth_is_needed() -> None:
@@ -193,7 +213,7 @@ def test_feedback_has_its_own_key_scope(
     if says is not None:
         assert says in response.json()["detail"]
     else:
-        assert json.loads(response.json()["got"]) == LABELS
+        assert response.json()["parsed"] == LABELS["labels"]
 
 
 def test_the_feedback_key_does_not_predict() -> None:
@@ -202,3 +222,178 @@ def test_the_feedback_key_does_not_predict() -> None:
     assert refused.status_code == 401
     ok = call(backend, "POST", "/predict", json=BODY, headers={"authorization": "Bearer k3y"})
     assert ok.status_code == 200
+
+
+# -- hostile input: every malformed body gets a 4xx that names the problem ---------------
+
+
+def raw(body: bytes, backend: Backend | None = None, **headers: str) -> httpx.Response:
+    backend = backend or Backend(None, max_body_bytes=1_000_000, max_records=1000)
+    return call(
+        backend,
+        "POST",
+        "/predict",
+        content=body,
+        headers={"content-type": "application/json", **headers},
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "words"),
+    [
+        (b'{"records":' + b"[" * 5000 + b"]" * 5000 + b"}", ["body"], "nested deeper"),
+        (b'{"records":[{"a":"\\ud800"}]}', ["body", "records", 0, "a"], "lone UTF-16 surrogate"),
+        (b'{"records":[{"\\udfff":1}]}', ["body", "records", 0, r"\udfff"], "surrogate in a key"),
+        (b'{"records":[{"a":1' + b"0" * 400 + b"}]}", ["body", "records", 0, "a"], "64 bits"),
+        (b'{"records":[{"a":-1' + b"0" * 400 + b"}]}", ["body", "records", 0, "a"], "64 bits"),
+        (b'{"records":[{"a":1e400}]}', ["body", "records", 0, "a"], "not a JSON number"),
+        (b'{"records":[{"a":NaN}]}', ["body", "records", 0, "a"], "not a JSON number"),
+        (b'{"records":[{"a":-Infinity}]}', ["body", "records", 0, "a"], "not a JSON number"),
+        (b'{"records":[{"a":1' + b"0" * 5000 + b"}]}", ["body"], "invalid JSON"),
+        (b'\xef\xbb\xbf{"records":[{"a":1}]}', ["body"], "byte order mark"),
+        ('{"records":[{"a":"é"}]}'.encode("latin-1"), ["body"], "UTF-8"),
+        (b'{"records":[{"a":1}]', ["body"], "invalid JSON"),
+        (b"", ["body"], "invalid JSON"),
+    ],
+)
+def test_bodies_that_are_not_strict_json_get_400_naming_where(
+    body: bytes, loc: list[Any], words: str
+) -> None:
+    response = raw(body)
+    assert response.status_code == 400, response.text
+    [problem] = response.json()["detail"]
+    assert problem["loc"] == loc
+    assert words in problem["msg"]
+
+
+def test_nesting_orjson_takes_but_records_never_need_is_refused_with_its_path() -> None:
+    deep = b'{"records":[{"a":1},{"b":' + b"[" * 40 + b"]" * 40 + b"}]}"
+    response = raw(deep)
+    assert response.status_code == 400
+    [problem] = response.json()["detail"]
+    assert problem["type"] == "json_depth" and problem["loc"][:3] == ["records", 1, "b"]
+    flat = b'{"records":[{"a":"[[[[{{{{"}]}'  # brackets inside strings are not nesting
+    assert raw(flat).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "loc", "words"),
+    [
+        ({"records": []}, 422, ["records"], "non-empty list"),
+        ({"records": {}}, 422, ["records"], "non-empty list"),
+        ({"records": "x"}, 422, ["records"], "non-empty list"),
+        ({"records": None}, 422, ["records"], "non-empty list"),
+        ([{"a": 1}], 422, ["body"], "expected a JSON object"),
+        ("records", 422, ["body"], "expected a JSON object"),
+        (None, 422, ["body"], "expected a JSON object"),
+        ({}, 422, ["records"], "missing field 'records'"),
+        ({"records": [1, "a", None, [1]]}, 422, ["records", 0], "expected an object, got 1"),
+        ({"records": [{}] * 1001}, 422, ["records"], "max_records_per_request"),
+    ],
+)
+def test_bodies_of_the_wrong_shape_get_422_naming_the_field(
+    body: Any, status: int, loc: list[Any], words: str
+) -> None:
+    response = raw(json.dumps(body).encode())
+    assert response.status_code == status, response.text
+    problem = response.json()["detail"][0]
+    assert problem["loc"] == loc and words in problem["msg"], problem
+
+
+def test_non_object_records_are_listed_up_to_the_cap() -> None:
+    response = raw(json.dumps({"records": [1] * 500}).encode())
+    detail = response.json()["detail"]
+    assert response.status_code == 422 and len(detail) == 20
+    assert [d["loc"] for d in detail[:2]] == [["records", 0], ["records", 1]]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "Application/JSON",
+        "application/json; charset=UTF-8",
+        'application/json;charset="utf8"',
+        "application/x+json",
+        "application/problem+json; charset=utf-8",
+    ],
+)
+def test_json_content_type_variants_reach_bentoml_as_plain_json(content_type: str) -> None:
+    response = raw(b'{"records":[{"a":1}]}', **{"content-type": content_type})
+    assert response.status_code == 200
+    assert response.json()["content_type"] == ["application/json"]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "words"),
+    [
+        ("application/json; charset=latin-1", "charset 'latin-1'"),
+        ("application/json; charset=utf-16", "charset 'utf-16'"),
+        ("text/plain", "text/plain"),
+        ("application/x-www-form-urlencoded", "x-www-form-urlencoded"),
+        ("", "(none)"),
+    ],
+)
+def test_other_content_types_and_charsets_get_415(content_type: str, words: str) -> None:
+    response = raw(b'{"records":[{"a":1}]}', **{"content-type": content_type})
+    assert response.status_code == 415
+    assert words in response.json()["detail"]
+
+
+def test_a_missing_content_type_gets_415() -> None:
+    app = Gateway(echo_app, backend=lambda: Backend(None))
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            request = client.build_request("POST", "/predict", content=b'{"records":[{}]}')
+            assert "content-type" not in request.headers
+            return await client.send(request)
+
+    response = asyncio.run(go())
+    assert response.status_code == 415 and "(none)" in response.json()["detail"]
+
+
+def test_large_bodies_are_checked_off_the_event_loop_with_the_same_answers() -> None:
+    big = {"records": [{"a": 1.5, "b": "x" * 50}] * 2000}  # > INLINE_PARSE_BYTES
+    backend = Backend(None, max_body_bytes=1_000_000, max_records=5000)
+    body = json.dumps(big).encode()
+    assert len(body) > 64 * 1024
+    assert raw(body, backend).status_code == 200
+    bad = json.dumps({"records": [{"a": 1}] * 2000 + [7]}).encode() + b" " * 70_000
+    response = raw(bad, backend)
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["records", 2000]
+
+
+# -- who may call what -------------------------------------------------------------------
+
+
+def test_metadata_needs_the_key_and_open_paths_do_not() -> None:
+    backend = Backend("k3y")
+    assert call(backend, "GET", "/metadata").status_code == 401
+    ok = call(backend, "GET", "/metadata", headers={"authorization": "Bearer k3y"})
+    assert ok.json() == {"model_name": "m"}
+    assert call(backend, "GET", "/healthz").status_code == 200
+    assert call(backend, "GET", "/readyz").status_code == 200
+    assert call(backend, "GET", "/metrics").status_code == 200  # passed on to BentoML
+    assert call(backend, "GET", "/static_content/x.js").status_code == 200
+    closed = Backend("k3y", open_paths=("/healthz",))
+    assert call(closed, "GET", "/metrics").status_code == 401
+    assert call(closed, "GET", "/readyz").status_code == 401
+
+
+def test_without_a_key_only_loopback_clients_get_in_unless_insecure() -> None:
+    remote = ("10.0.0.7", 5555)
+    keyless = Backend(None)
+    refused = call(keyless, "POST", "/predict", client=remote, json=BODY)
+    assert refused.status_code == 403 and "DRIFTLOOP_API_KEY" in refused.json()["detail"]
+    assert call(keyless, "GET", "/metadata", client=remote).status_code == 403
+    assert call(keyless, "GET", "/healthz", client=remote).status_code == 200
+    assert call(keyless, "POST", "/predict", client=("::1", 1), json=BODY).status_code == 200
+    mapped = ("::ffff:127.0.0.1", 1)
+    assert call(keyless, "POST", "/predict", client=mapped, json=BODY).status_code == 200
+    insecure = Backend(None, insecure=True)
+    assert call(insecure, "POST", "/predict", client=remote, json=BODY).status_code == 200
+    keyed = Backend("k3y")
+    headers = {"authorization": "Bearer k3y"}
+    assert call(keyed, "POST", "/predict", client=remote, json=BODY, headers=headers).is_success

@@ -348,3 +348,80 @@ def test_well_formed_requests_take_the_fast_path(schema: RecordSchema) -> None:
     assert fast is not None
     assert fast.columns["temp"] == [0.3, 1.0] and type(fast.columns["temp"][1]) is float
     assert fast.request_ids[1] == "r-1" and fast.entity_ids == [None, "u-9"]
+
+
+# -- hostile input: bounded work, ranges the model and the log can hold ----------------------
+
+
+def test_validation_stops_after_the_error_cap_and_says_so(schema: RecordSchema) -> None:
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(SchemaError) as info:
+        schema.validate_batch([{}] * 300_000)  # every record misses 4 features
+    elapsed = time.perf_counter() - started
+    assert len(info.value.errors) == 20 and not info.value.complete
+    assert info.value.body()["summary"].startswith("first 20 of >=21 errors")
+    assert elapsed < 2.0, f"{elapsed:.1f} s: validation did not stop at the cap"
+    one = errors_of(schema, [good(temp="x")])
+    assert len(one) == 1
+
+
+def test_a_complete_error_list_has_no_summary(schema: RecordSchema) -> None:
+    with pytest.raises(SchemaError) as info:
+        schema.validate_batch([good(temp="x"), good(hr="y")])
+    assert info.value.complete and info.value.body() == {"detail": info.value.errors}
+
+
+@pytest.mark.parametrize(
+    ("records", "loc", "words"),
+    [
+        ([good(request_id="a"), good(), good(request_id="a")], 2, "also records[0]"),
+        ([good(request_id=7), good(request_id="7")], 1, "duplicate request_id '7'"),
+    ],
+)
+def test_duplicate_request_ids_in_one_request_are_refused(
+    schema: RecordSchema, records: list[object], loc: int, words: str
+) -> None:
+    [error] = errors_of(schema, records)
+    assert error["loc"] == ["records", loc, "request_id"] and words in error["msg"]
+    assert error["type"] == "duplicate_id"
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [(2**63 - 1, True), (-(2**63), True), (2**63, False), (2**64, False), (-(2**63) - 1, False)],
+)
+def test_long_features_must_fit_int64(schema: RecordSchema, value: int, ok: bool) -> None:
+    if ok:
+        assert schema.validate_batch([good(hr=value)]).columns["hr"] == [value]
+        return
+    [error] = errors_of(schema, [good(hr=value)])
+    assert error["loc"] == ["records", 0, "hr"]
+    assert error["msg"].startswith("expected an integer between -9223372036854775808 and")
+
+
+def test_integer_features_must_fit_int32() -> None:
+    schema = RecordSchema.from_mlflow(Schema([ColSpec("integer", "n")]))
+    assert schema.validate_batch([{"n": 2**31 - 1}]).columns["n"] == [2**31 - 1]
+    [error] = errors_of(schema, [{"n": 2**31}])
+    assert "between -2147483648 and 2147483647" in error["msg"]
+
+
+@pytest.mark.parametrize(("value", "ok"), [(2**64, True), (10**400, True), (7, True)])
+def test_huge_integers_for_double_features_become_floats_or_are_refused(
+    schema: RecordSchema, value: int, ok: bool
+) -> None:
+    try:
+        batch = schema.validate_batch([good(temp=value)])
+    except SchemaError as exc:
+        assert exc.errors[0]["loc"] == ["records", 0, "temp"]
+        return
+    assert batch.columns["temp"] == [float(value)]
+
+
+def test_unchecked_records_refuse_integers_the_log_cannot_write() -> None:
+    schema = RecordSchema.from_mlflow(None)
+    assert schema.validate_batch([{"a": 2**64 - 1, "b": [-(2**63)]}])
+    [error] = errors_of(schema, [{"a": 1, "b": {"c": [2**64]}}])
+    assert error["loc"] == ["records", 0, "b", "c", 0] and "64 bits" in error["msg"]

@@ -10,7 +10,6 @@ promoted (or v1 rolled back) posts labels equal to v2's predictions every way th
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from pydantic import SecretStr
 
 from bentos.app import ServingApp
 from bentos.config import ServingSettings
-from bentos.gateway import Gateway
+from bentos.gateway import Gateway, parsed_list
 from bentos.schema import LabelSchema, RecordSchema
 from bentos.store import LoadedModel
 from monitoring.policy import Action, Figures, Thresholds, decide
@@ -51,14 +50,17 @@ class Aliases:
 
 
 def service(app: ServingApp) -> Any:
-    """Stands in for BentoML's routes: the JSON body's list → the app's handler."""
+    """Stands in for BentoML's routes: the list the gateway parsed → the app's handler
+    (as `bentos.service` does: the gateway hands BentoML an empty list)."""
 
     async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        body = json.loads((await receive())["body"])
+        await receive()
+        items = parsed_list()
+        assert items is not None, "the gateway did not parse the body"
         if scope["path"] == "/predict":
-            response = await app.predict(body["records"])
+            response = await app.predict(items)
         else:
-            response = await app.feedback(body["labels"])
+            response = await app.feedback(items)
         await response(scope, receive, send)
 
     return Gateway(asgi, backend=lambda: app)
