@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import math
 import queue
 import sqlite3
 import threading
@@ -36,6 +37,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -59,6 +61,10 @@ predictions_table = sa.Table(
     sa.Column("prediction", sa.JSON, nullable=True),
     sa.Column("latency_ms", sa.Double, nullable=False),
     sa.Index("ix_predictions_version_ts", "model_version", "ts"),
+    # The monitor's reads: a model's answered requests by id (window bounds, exact counts,
+    # sampling) and by time (time windows, retention); index-only where they can be.
+    sa.Index("ix_predictions_model_role_id", "model_name", "role", "id"),
+    sa.Index("ix_predictions_model_ts", "model_name", "ts"),
 )
 
 feedback_table = sa.Table(
@@ -69,7 +75,12 @@ feedback_table = sa.Table(
     sa.Column("ts", sa.Double, nullable=False, index=True),
     sa.Column("model_name", sa.String(128), nullable=False),
     sa.Column("label", sa.JSON, nullable=False),
+    sa.Index("ix_feedback_model_request_id", "model_name", "request_id", "id"),
 )
+
+ANSWERED_ROLES = ("champion", "challenger")
+"""Roles whose rows are answers callers got: one per request. Shadow rows are extra
+predictions of the same requests and never count toward a window's size."""
 
 
 label_history_table = sa.Table(
@@ -274,6 +285,7 @@ class PredictionLog:
         if self.is_sqlite:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout_s))
         _metadata.create_all(self.engine)
+        self._ensure_indexes()
         # `->`/`->>` need SQLite 3.38; older ones take the row-by-row insert.
         self._single_statement = self.is_sqlite and sqlite3.sqlite_version_info >= (3, 38)
         self._labels_lock = threading.Lock()
@@ -289,6 +301,22 @@ class PredictionLog:
                 conn.rollback()
             else:
                 conn.execute(sa.select(sa.literal(1)))
+
+    def _ensure_indexes(self) -> None:
+        """Indexes added after a log was created (`create_all` only makes missing tables).
+
+        On an existing large log the first open builds them once (about a second per
+        million rows).
+        """
+        with self.engine.connect() as conn:
+            existing = {
+                table.name: {ix["name"] for ix in sa.inspect(conn).get_indexes(table.name)}
+                for table in (predictions_table, feedback_table)
+            }
+        for table in (predictions_table, feedback_table):
+            for index in table.indexes:
+                if index.name not in existing[table.name]:
+                    index.create(self.engine, checkfirst=True)
 
     # -- writing -----------------------------------------------------------------------
     def append(
@@ -323,13 +351,15 @@ class PredictionLog:
         request_ids: Iterable[str] | None = None,
         limit: int | None = None,
         latest: int | None = None,
+        model_name: str | None = None,
     ) -> list[PredictionRecord]:
-        """Predictions with `start <= ts < end`, oldest first, optionally of one version/roles.
+        """Predictions with `start <= ts < end`, oldest first, optionally of one model,
+        version or roles.
 
-        `latest=N` keeps only the N most recent matching rows (the monitor's window).
+        `latest=N` keeps only the N most recent matching rows.
         """
         query = sa.select(predictions_table)
-        query = self._where(query, start, end, model_version, roles, request_ids)
+        query = self._where(query, start, end, model_version, roles, request_ids, model_name)
         if latest is not None:
             newest = query.order_by(predictions_table.c.id.desc()).limit(latest).subquery()
             query = sa.select(newest).order_by(newest.c.id)
@@ -354,12 +384,16 @@ class PredictionLog:
             for r in rows
         ]
 
-    def feedback(self, start: TimeBound = None, end: TimeBound = None) -> list[FeedbackRecord]:
+    def feedback(
+        self, start: TimeBound = None, end: TimeBound = None, model_name: str | None = None
+    ) -> list[FeedbackRecord]:
         query = sa.select(feedback_table).order_by(feedback_table.c.id)
         if (lo := _epoch(start)) is not None:
             query = query.where(feedback_table.c.ts >= lo)
         if (hi := _epoch(end)) is not None:
             query = query.where(feedback_table.c.ts < hi)
+        if model_name is not None:
+            query = query.where(feedback_table.c.model_name == model_name)
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [FeedbackRecord(r["request_id"], r["model_name"], r["label"], r["ts"]) for r in rows]
@@ -406,8 +440,10 @@ class PredictionLog:
             for r in rows
         ]
 
-    def known_request_ids(self, request_ids: Iterable[str]) -> set[str]:
-        """Which of these request ids have a logged prediction."""
+    def known_request_ids(
+        self, request_ids: Iterable[str], model_name: str | None = None
+    ) -> set[str]:
+        """Which of these request ids have a logged prediction (of `model_name`, if given)."""
         wanted = list(dict.fromkeys(request_ids))
         found: set[str] = set()
         with self.engine.connect() as conn:
@@ -416,28 +452,295 @@ class PredictionLog:
                 query = sa.select(predictions_table.c.request_id).where(
                     predictions_table.c.request_id.in_(chunk)
                 )
+                if model_name is not None:
+                    query = query.where(predictions_table.c.model_name == model_name)
                 found.update(conn.execute(query).scalars())
         return found
 
+    # -- the monitor's window: bounds and exact counts by aggregate, rows by sampling ------
+    def window(
+        self, model_name: str, rows: int | None = None, since: TimeBound = None
+    ) -> WindowBounds:
+        """One model's latest `rows` requests, logged at or after `since` (either may be None).
+
+        A request is one answered row (champion or challenger); shadow rows of the same
+        requests fall inside the window's id range but never count toward `rows`. The
+        window is an id range fixed now, so rows logged while a check runs are left out of
+        all its queries. Costs a few index lookups plus index-only counts over the window.
+        """
+        if rows is not None and rows <= 0:
+            raise ValueError(f"a window needs at least one row, got rows={rows}")
+        c = predictions_table.c
+        lo_ts = _epoch(since)
+        with self.engine.connect() as conn:
+            last_id = self._max_id(conn, model_name)
+            if last_id is None:
+                return WindowBounds.empty_for(model_name, lo_ts)
+            first_id = 0
+            if lo_ts is not None:
+                first = conn.execute(
+                    sa.select(sa.func.min(c.id)).where(c.model_name == model_name, c.ts >= lo_ts)
+                ).scalar()
+                if first is None:
+                    return WindowBounds.empty_for(model_name, lo_ts)
+                first_id = int(first)
+            counts = self._role_counts(conn, model_name, first_id, last_id)
+            answered = sum(counts.get(role, 0) for role in ANSWERED_ROLES)
+            if rows is not None and answered > rows:
+                first_id = self._nth_newest_id(conn, model_name, counts, first_id, last_id, rows)
+                counts = self._role_counts(conn, model_name, first_id, last_id)
+                answered = sum(counts.get(role, 0) for role in ANSWERED_ROLES)
+            if answered == 0:
+                return WindowBounds.empty_for(model_name, lo_ts)
+            span = sa.select(sa.func.min(c.ts), sa.func.max(c.ts)).where(
+                c.model_name == model_name, c.id.in_([first_id, last_id])
+            )
+            start_ts, end_ts = conn.execute(span).one()
+        return WindowBounds(
+            model_name=model_name,
+            first_id=first_id,
+            last_id=last_id,
+            requests=answered,
+            rows_by_role=counts,
+            since=lo_ts,
+            start_ts=start_ts,
+            end_ts=end_ts,
+        )
+
+    @staticmethod
+    def _max_id(conn: sa.Connection, model_name: str) -> int | None:
+        """The model's newest row id: one index lookup per role (min/max optimisation)."""
+        c = predictions_table.c
+        roles = conn.execute(sa.select(c.role).where(c.model_name == model_name).limit(1)).scalar()
+        if roles is None:
+            return None
+        newest = [
+            conn.execute(
+                sa.select(sa.func.max(c.id)).where(c.model_name == model_name, c.role == role)
+            ).scalar()
+            for role in (*ANSWERED_ROLES, "shadow")
+        ]
+        found = [int(i) for i in newest if i is not None]
+        if not found:  # rows of other roles only
+            return conn.execute(
+                sa.select(sa.func.max(c.id)).where(c.model_name == model_name)
+            ).scalar()
+        return max(found)
+
+    @staticmethod
+    def _role_counts(
+        conn: sa.Connection, model_name: str, first_id: int, last_id: int
+    ) -> dict[str, int]:
+        """Exact rows per role in the id range (index-only on `ix_predictions_model_role_id`)."""
+        c = predictions_table.c
+        counts = {}
+        for role in (*ANSWERED_ROLES, "shadow"):
+            n = conn.execute(
+                sa.select(sa.func.count()).where(
+                    c.model_name == model_name, c.role == role, c.id.between(first_id, last_id)
+                )
+            ).scalar_one()
+            if n:
+                counts[role] = int(n)
+        return counts
+
+    @staticmethod
+    def _nth_newest_id(
+        conn: sa.Connection,
+        model_name: str,
+        counts: dict[str, int],
+        first_id: int,
+        last_id: int,
+        n: int,
+    ) -> int:
+        """Id of the `n`-th newest answered row in the range: index-ordered scans per role."""
+        c = predictions_table.c
+        roles = [role for role in ANSWERED_ROLES if counts.get(role)]
+        per_role = [
+            sa.select(c.id)
+            .where(c.model_name == model_name, c.role == role, c.id.between(first_id, last_id))
+            .order_by(c.id.desc())
+            .limit(n)
+            for role in roles
+        ]
+        if len(per_role) == 1:
+            query = per_role[0].offset(n - 1).limit(1)
+        else:
+            newest = sa.union_all(*(q.subquery().select() for q in per_role)).subquery()
+            query = sa.select(newest.c.id).order_by(newest.c.id.desc()).offset(n - 1).limit(1)
+        return int(conn.execute(query).scalar_one())
+
+    def sample(self, bounds: WindowBounds, max_rows: int, seed: int = 0) -> pd.DataFrame:
+        """A uniform random sample (without replacement) of at most `max_rows` of the window's
+        requests, drawn by the database: features as columns plus the meta columns.
+
+        The whole window when it is small enough. Otherwise random row ids of the window's
+        range are drawn (over-drawn by the share of the range that belongs to other models
+        or shadow rows), fetched by primary key, and cut down to exactly `max_rows`: the
+        cost grows with `max_rows`, not with the window. When the model's requests are a
+        thin share of the range (other models, shadow rows), their ids are read from the
+        index first and drawn from.
+        """
+        if max_rows <= 0:
+            raise ValueError(f"max_rows must be positive, got {max_rows}")
+        if bounds.requests == 0 or bounds.first_id is None or bounds.last_id is None:
+            return pd.DataFrame(columns=_META_COLUMNS)
+        c = predictions_table.c
+        answered = sa.and_(c.model_name == bounds.model_name, c.role.in_(ANSWERED_ROLES))
+        if bounds.requests <= max_rows:
+            query = self._frame_query(
+                sa.and_(answered, c.id.between(bounds.first_id, bounds.last_id))
+            )
+            return self._read_frame(query)
+        rng = np.random.default_rng(seed)
+        span = bounds.last_id - bounds.first_id + 1
+        density = bounds.requests / span
+        with self.engine.connect() as conn:
+            if density < _MIN_DENSITY:
+                ids = np.fromiter(
+                    conn.execute(
+                        sa.select(c.id).where(
+                            answered, c.id.between(bounds.first_id, bounds.last_id)
+                        )
+                    ).scalars(),
+                    dtype=np.int64,
+                )
+                picked = np.sort(rng.choice(ids, size=max_rows, replace=False))
+            else:
+                picked = self._draw_ids(conn, answered, bounds, max_rows, rng, density)
+        parts = [
+            self._read_frame(self._frame_query(sa.and_(answered, c.id.in_(chunk.tolist()))))
+            for chunk in np.array_split(picked, max(1, math.ceil(len(picked) / _IDS_PER_QUERY)))
+        ]
+        frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        return frame
+
+    def _draw_ids(
+        self,
+        conn: sa.Connection,
+        answered: sa.ColumnElement[bool],
+        bounds: WindowBounds,
+        n: int,
+        rng: np.random.Generator,
+        density: float,
+    ) -> np.ndarray:
+        """`n` ids drawn uniformly from the window's requests (random ids, kept if they match).
+
+        Every id of the range is equally likely to be drawn and a matching row is kept
+        whatever its neighbours, so the kept ids are a uniform sample of the requests; the
+        over-draw makes a short draw rare and a short draw just draws again.
+        """
+        c = predictions_table.c
+        assert bounds.first_id is not None and bounds.last_id is not None
+        span = bounds.last_id - bounds.first_id + 1
+        tried = np.empty(0, dtype=np.int64)
+        kept = np.empty(0, dtype=np.int64)
+        while len(kept) < n and len(tried) < span:
+            want = min(span - len(tried), int((n - len(kept)) / density * 1.1) + 64)
+            fresh = np.setdiff1d(
+                rng.choice(span, size=min(span, want + len(tried)), replace=False)
+                + bounds.first_id,
+                tried,
+                assume_unique=True,
+            )[:want]
+            tried = np.union1d(tried, fresh)
+            for chunk in np.array_split(fresh, max(1, math.ceil(len(fresh) / _IDS_PER_QUERY))):
+                found = conn.execute(
+                    sa.select(c.id).where(answered, c.id.in_(chunk.tolist()))
+                ).scalars()
+                kept = np.concatenate([kept, np.fromiter(found, dtype=np.int64)])
+        if len(kept) > n:
+            kept = rng.choice(kept, size=n, replace=False)
+        return np.sort(kept)
+
+    def labelled(self, bounds: WindowBounds) -> pd.DataFrame:
+        """The window's rows that have a label (all roles, shadow included): model_version,
+        role, timestamp, prediction, label. Narrow: no features are read.
+
+        One row per labelled prediction, joined to the request's first label
+        (`first_labels`); the join starts from the model's labels, so its cost grows with
+        the labels, not with the window.
+        """
+        columns = ["model_version", "role", "timestamp", "prediction", "label"]
+        if bounds.requests == 0 or bounds.first_id is None or bounds.last_id is None:
+            return pd.DataFrame(columns=columns)
+        c = predictions_table.c
+        labels = first_labels(bounds.model_name)
+        query = (
+            sa.select(
+                c.model_version,
+                c.role,
+                c.ts,
+                self._json_text(c.prediction),
+                self._json_text(labels.c.label),
+            )
+            .select_from(labels.join(predictions_table, c.request_id == labels.c.request_id))
+            .where(
+                c.model_name == bounds.model_name,
+                c.id.between(bounds.first_id, bounds.last_id),
+            )
+        )
+        versions: list[Any] = []
+        roles: list[Any] = []
+        ts: list[float] = []
+        preds: list[Any] = []
+        values: list[Any] = []
+        with self.engine.connect() as conn:
+            for chunk in self._chunks(conn, query):
+                v, r, t, p, lab = zip(*chunk, strict=True)
+                versions += v
+                roles += r
+                ts += t
+                preds += [_json_value(x) for x in p]
+                values += [_json_value(x) for x in lab]
+        return pd.DataFrame(
+            {
+                "model_version": pd.Categorical(versions),
+                "role": pd.Categorical(roles),
+                "timestamp": pd.to_datetime(ts, unit="s", utc=True),
+                "prediction": pd.Series(preds, dtype=object),
+                "label": pd.Series(values, dtype=object),
+            },
+            columns=columns,
+        )
+
+    def labelled_frame(self, bounds: WindowBounds) -> pd.DataFrame:
+        """The window's answered requests that have a label, with their features (retraining)."""
+        if bounds.requests == 0 or bounds.first_id is None or bounds.last_id is None:
+            return pd.DataFrame(columns=_META_COLUMNS)
+        c = predictions_table.c
+        where = sa.and_(
+            c.model_name == bounds.model_name,
+            c.role.in_(ANSWERED_ROLES),
+            c.id.between(bounds.first_id, bounds.last_id),
+        )
+        frame = self._read_frame(self._frame_query(where, model_name=bounds.model_name))
+        return frame[frame["label"].notna()].reset_index(drop=True)
+
+    # -- whole frames ---------------------------------------------------------------------
     def frame(
         self,
         start: TimeBound = None,
         end: TimeBound = None,
         model_version: str | None = None,
-        roles: Iterable[str] | None = ("champion", "challenger"),
+        roles: Iterable[str] | None = ANSWERED_ROLES,
         latest: int | None = None,
+        model_name: str | None = None,
     ) -> pd.DataFrame:
-        """One row per prediction: features as columns, `prediction`, latest `label` if any.
+        """One row per prediction: features as columns, `prediction`, first `label` if any.
 
         Extra columns: request_id, entity_id, timestamp (UTC), model_version, role,
-        latency_ms. By default only answers callers got (no shadow rows).
+        latency_ms. By default only answers callers got (no shadow rows). Reads every
+        row: the monitor reads a window's bounds, a sample and its labels instead
+        (`window`, `sample`, `labelled`).
 
         Built column by column from chunks of raw rows (JSON decoded once, labels joined in
-        SQL), never one object per row: a million-row window reads in seconds.
+        SQL), never one object per row.
         """
         c = predictions_table.c
-        window = self._where(sa.select(predictions_table), start, end, model_version, roles, None)
-        parts: list[pd.DataFrame] = []
+        window = self._where(
+            sa.select(predictions_table), start, end, model_version, roles, None, model_name
+        )
         with self.engine.connect() as conn:
             if latest is not None:
                 # The id where the latest N rows begin: the window is then an id-ordered
@@ -448,33 +751,49 @@ class PredictionLog:
                     window = window.where(sa.false())
                 elif first_id is not None:
                     window = window.where(c.id >= first_id)
-            rows = window.subquery()
-            f = feedback_table.c
-            newest = sa.select(sa.func.max(f.id)).group_by(f.request_id).scalar_subquery()
-            labels = sa.select(f.request_id, f.label).where(f.id.in_(newest)).subquery()
-            text = sa.String()
-            query = (
-                sa.select(
-                    rows.c.request_id,
-                    rows.c.entity_id,
-                    rows.c.ts,
-                    rows.c.model_version,
-                    rows.c.role,
-                    rows.c.latency_ms,
-                    sa.type_coerce(rows.c.features, text),
-                    sa.type_coerce(rows.c.prediction, text),
-                    sa.type_coerce(labels.c.label, text),
-                )
-                .select_from(rows.outerjoin(labels, labels.c.request_id == rows.c.request_id))
-                .order_by(rows.c.id)
+        condition = window.whereclause if window.whereclause is not None else sa.true()
+        return self._read_frame(self._frame_query(condition, model_name=model_name))
+
+    def _frame_query(
+        self, condition: sa.ColumnElement[bool], model_name: str | None = None
+    ) -> sa.Select[Any]:
+        """Rows matching `condition` with their first label, oldest first, as `_chunk_frame`
+        reads them. Labels are those of `model_name` when given."""
+        rows = sa.select(predictions_table).where(condition).subquery()
+        labels = first_labels(model_name)
+        return (
+            sa.select(
+                rows.c.request_id,
+                rows.c.entity_id,
+                rows.c.ts,
+                rows.c.model_version,
+                rows.c.role,
+                rows.c.latency_ms,
+                self._json_text(rows.c.features),
+                self._json_text(rows.c.prediction),
+                self._json_text(labels.c.label),
             )
+            .select_from(rows.outerjoin(labels, labels.c.request_id == rows.c.request_id))
+            .order_by(rows.c.id)
+        )
+
+    def _read_frame(self, query: sa.Select[Any]) -> pd.DataFrame:
+        parts: list[pd.DataFrame] = []
+        with self.engine.connect() as conn:
             for chunk in self._chunks(conn, query):
-                parts.append(_chunk_frame(chunk, decoded=not self.is_sqlite))
+                parts.append(_chunk_frame(chunk))
         if not parts:
             return pd.DataFrame(columns=_META_COLUMNS)
         frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
         features = [col for col in frame.columns if col not in _META_COLUMNS]
         return frame[[*features, *_META_COLUMNS]]
+
+    def _json_text(self, column: Any) -> Any:
+        """A JSON column read as SQLite stores it (numbers as numbers, the rest as JSON text);
+        elsewhere as JSON text, because drivers such as psycopg decode JSON themselves."""
+        if self.is_sqlite:
+            return sa.type_coerce(column, sa.String())
+        return sa.cast(column, sa.Text())
 
     def _chunks(self, conn: sa.Connection, query: sa.Select[Any]) -> Iterator[Sequence[Any]]:
         """The query's rows as plain tuples, `_CHUNK_ROWS` at a time.
@@ -499,11 +818,51 @@ class PredictionLog:
         finally:
             cursor.close()
 
-    def count(self) -> int:
+    def count(self, model_name: str | None = None) -> int:
+        query = sa.select(sa.func.count()).select_from(predictions_table)
+        if model_name is not None:
+            query = query.where(predictions_table.c.model_name == model_name)
         with self.engine.connect() as conn:
-            return int(
-                conn.execute(sa.select(sa.func.count()).select_from(predictions_table)).scalar_one()
-            )
+            return int(conn.execute(query).scalar_one())
+
+    # -- retention --------------------------------------------------------------------------
+    def prune(
+        self,
+        older_than: TimeBound,
+        model_name: str | None = None,
+        batch_rows: int = 10_000,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[int, int]:
+        """Delete predictions and labels logged before `older_than`; returns (predictions,
+        labels) deleted.
+
+        In transactions of at most `batch_rows` rows each, so the service's writes wait
+        for one short batch at a time, never for the whole prune. `progress(predictions,
+        labels)` is called after each batch with the running totals. SQLite reuses the
+        freed pages; the file shrinks only with `VACUUM`.
+        """
+        cutoff = _epoch(older_than)
+        if cutoff is None:
+            raise ValueError("prune needs a time bound: older_than=None would delete everything")
+        if batch_rows <= 0:
+            raise ValueError(f"batch_rows must be positive, got {batch_rows}")
+        done = [0, 0]
+        for slot, table in enumerate((predictions_table, feedback_table)):
+            where = [table.c.ts < cutoff]
+            if model_name is not None:
+                where.append(table.c.model_name == model_name)
+            while True:
+                batch = sa.select(table.c.id).where(*where).order_by(table.c.id).limit(batch_rows)
+                with self.engine.begin() as conn:
+                    ids = list(conn.execute(batch).scalars())
+                    if ids:
+                        conn.execute(sa.delete(table).where(table.c.id.in_(ids)))
+                if not ids:
+                    break
+                done[slot] += len(ids)
+                if progress is not None:
+                    progress(done[0], done[1])
+        return done[0], done[1]
 
     @staticmethod
     def _where(
@@ -513,12 +872,15 @@ class PredictionLog:
         model_version: str | None,
         roles: Iterable[str] | None,
         request_ids: Iterable[str] | None,
+        model_name: str | None = None,
     ) -> sa.Select[Any]:
         c = predictions_table.c
         if (lo := _epoch(start)) is not None:
             query = query.where(c.ts >= lo)
         if (hi := _epoch(end)) is not None:
             query = query.where(c.ts < hi)
+        if model_name is not None:
+            query = query.where(c.model_name == model_name)
         if model_version is not None:
             query = query.where(c.model_version == str(model_version))
         if roles is not None:
@@ -528,7 +890,46 @@ class PredictionLog:
         return query
 
 
+def first_labels(model_name: str | None = None) -> sa.Subquery:
+    """(request_id, label): the first label given for each request (of `model_name`).
+
+    The one place that says which label counts: later labels for the same request do
+    not replace it.
+    """
+    f = feedback_table.c
+    first = sa.select(sa.func.min(f.id)).group_by(f.request_id)
+    if model_name is not None:
+        first = first.where(f.model_name == model_name)
+    return sa.select(f.request_id, f.label).where(f.id.in_(first.scalar_subquery())).subquery()
+
+
+@dataclass(frozen=True)
+class WindowBounds:
+    """A model's monitoring window as an id range, with exact counts from the database."""
+
+    model_name: str
+    first_id: int | None
+    last_id: int | None
+    requests: int
+    """Answered requests (champion + challenger rows): the window's size."""
+    rows_by_role: dict[str, int] = field(default_factory=dict)
+    """Exact rows per role in the range, shadow rows included."""
+    since: float | None = None
+    start_ts: float | None = None
+    end_ts: float | None = None
+
+    @classmethod
+    def empty_for(cls, model_name: str, since: float | None = None) -> WindowBounds:
+        return cls(model_name, None, None, 0, {}, since)
+
+    @property
+    def shadow_rows(self) -> int:
+        return self.rows_by_role.get("shadow", 0)
+
+
 _CHUNK_ROWS = 50_000
+_IDS_PER_QUERY = 900  # bound parameters per `id IN (...)`: under every SQLite's limit
+_MIN_DENSITY = 0.2  # below this share of the id range, draw from the index's ids instead
 _META_COLUMNS = [
     "request_id",
     "entity_id",
@@ -543,34 +944,25 @@ _MISSING = float("nan")
 
 
 def _json_value(value: Any) -> Any:
-    """A JSON column as SQLite hands it back: numbers as numbers, the rest as JSON text."""
+    """A JSON column as read by `_json_text`: numbers as numbers, the rest as JSON text."""
     return jsonio.loads(value) if isinstance(value, str) else value
 
 
-def _chunk_frame(chunk: Sequence[Any], decoded: bool = False) -> pd.DataFrame:
-    """Rows of `PredictionLog.frame`'s query → the frame's columns (features first).
-
-    `decoded`: the driver already parsed the JSON columns (psycopg on PostgreSQL does);
-    SQLite hands back JSON text.
-    """
+def _chunk_frame(chunk: Sequence[Any]) -> pd.DataFrame:
+    """Rows of `PredictionLog._frame_query` → the frame's columns (features first)."""
     request_ids, entity_ids, ts, versions, roles, latency, features, preds, labels = zip(
         *chunk, strict=True
     )
-    value = _as_is if decoded else _json_value
-    frame = pd.DataFrame(list(features) if decoded else [jsonio.loads(t) for t in features])
+    frame = pd.DataFrame([_json_value(text) for text in features])
     frame["request_id"] = request_ids
     frame["entity_id"] = entity_ids
     frame["timestamp"] = pd.to_datetime(list(ts), unit="s", utc=True)
     frame["model_version"] = versions
     frame["role"] = roles
     frame["latency_ms"] = latency
-    frame["prediction"] = [value(v) for v in preds]
-    frame["label"] = [_MISSING if v is None else value(v) for v in labels]
+    frame["prediction"] = [_json_value(v) for v in preds]
+    frame["label"] = [_MISSING if v is None else _json_value(v) for v in labels]
     return frame
-
-
-def _as_is(value: Any) -> Any:
-    return value
 
 
 @dataclass

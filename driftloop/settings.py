@@ -125,7 +125,23 @@ class Settings(ServingSettings):
 
     # -- monitoring: the window and the decision policy ------------------------
     monitor_window_rows: int = Field(
-        2000, gt=0, description="Latest logged predictions one monitor check looks at."
+        2000,
+        gt=0,
+        description="Latest requests one monitor check looks at (per model; shadow rows of "
+        "the same requests do not count).",
+    )
+    monitor_window_s: float | None = Field(
+        None,
+        gt=0,
+        description="Only requests logged in the last this many seconds (a time window, "
+        "together with the rows bound); empty = no time bound. CLI: `monitor --since 1h`.",
+    )
+    log_retention_s: float | None = Field(
+        None,
+        gt=0,
+        description="Delete the model's prediction-log rows older than this many seconds "
+        "after each monitor check (batched); empty = keep everything. By hand: "
+        "`driftloop log prune --older-than 30d`.",
     )
     monitor_interval_s: int = Field(
         300, gt=0, description="Schedule of the `monitor` deployment, in seconds."

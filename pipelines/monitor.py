@@ -11,13 +11,15 @@ act      = retrain (the `train` deployment, recent labelled rows added), promote
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
@@ -37,6 +39,9 @@ from registry import (
     VersionInfo,
     new_decision_id,
 )
+
+if TYPE_CHECKING:
+    from bentos.predlog import WindowBounds
 
 LOCAL = dict(cache_policy=NO_CACHE)
 SERVER = dict(retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE, timeout_seconds=300)
@@ -247,43 +252,101 @@ def monitor_guard(settings: Settings) -> Iterator[None]:
 
 
 def live_metric(
-    frame: pd.DataFrame, version: str | None, task: str, roles: tuple[str, ...]
+    labels: pd.DataFrame,
+    version: str | None,
+    task: str,
+    roles: tuple[str, ...],
+    since: datetime | None = None,
 ) -> tuple[float | None, int, dict[str, Any]]:
-    """A version's primary live metric on its labelled rows (value, n labelled, details)."""
+    """A version's primary live metric on its labelled rows (value, n labelled, details).
+
+    `labels` holds the window's labelled rows (`PredictionLog.labelled`); `since` keeps
+    only rows logged at or after it (the champion's rows since its promotion).
+    """
     from monitoring.drift import measure_performance
 
-    if version is None or frame.empty:
+    if version is None or labels.empty:
         return None, 0, {}
-    rows = frame[(frame["model_version"] == version) & frame["role"].isin(roles)]
-    rows = rows[rows["label"].notna()]
+    keep = (labels["model_version"] == version) & labels["role"].isin(roles)
+    if since is not None:
+        keep &= labels["timestamp"] >= pd.Timestamp(since)
+    rows = labels[keep & labels["label"].notna()]
     if rows.empty:
         return None, 0, {}
     result = measure_performance(rows["label"].tolist(), rows["prediction"].tolist(), task)
     return result.value, result.n_labelled, dict(result.metrics)
 
 
-def labelled_window(frame: pd.DataFrame, schema: dict[str, Any]) -> pd.DataFrame:
+@dataclass
+class MonitorWindow:
+    """What a check reads from the prediction log: the window's bounds and exact counts,
+    a bounded random sample of its requests (drift, OOD) and its labelled rows (live
+    metrics). The sample is drawn by the database, so its cost does not grow with the
+    window."""
+
+    log_url: str
+    bounds: WindowBounds
+    sample: pd.DataFrame
+    """At most max(`drift_max_rows`, `ood_max_queries`) answered requests of the window."""
+    labels: pd.DataFrame
+    """model_version, role, timestamp, prediction, label of every labelled row (any role)."""
+
+    @property
+    def requests(self) -> int:
+        return self.bounds.requests
+
+    @property
+    def sampled(self) -> bool:
+        return len(self.sample) < self.bounds.requests
+
+
+def labelled_window(window: MonitorWindow, schema: dict[str, Any]) -> pd.DataFrame:
     """Recent answered requests with their feedback label, as training rows."""
-    answered = frame[frame["role"].isin(("champion", "challenger")) & frame["label"].notna()]
+    from bentos.predlog import PredictionLog
+
+    log = PredictionLog(window.log_url)
+    try:
+        answered = log.labelled_frame(window.bounds)
+    finally:
+        log.close()
+    missing = [c for c in schema["features"] if c not in answered.columns]
+    if answered.empty or missing:
+        return pd.DataFrame(columns=[*schema["features"], schema["target"]])
     rows = answered[schema["features"]].copy()
     rows[schema["target"]] = answered["label"].to_numpy()
     return rows.reset_index(drop=True)
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The Prefect run logger inside a flow, a plain one outside (benchmarks, scripts)."""
+    try:
+        return get_run_logger()
+    except Exception:  # no run context
+        return logging.getLogger("driftloop.monitor")
 
 
 # -- tasks ------------------------------------------------------------------------------------
 
 
 @task(name="read-window", **LOCAL)
-def read_window(settings: Settings, window_rows: int) -> pd.DataFrame:
-    """The latest `window_rows` logged predictions (all roles), labels joined."""
+def read_window(
+    settings: Settings, window_rows: int | None, window_s: float | None = None
+) -> MonitorWindow:
+    """The model's latest `window_rows` requests (logged within `window_s` seconds when
+    given; None = no such bound): exact counts, a sample and the labelled rows."""
     from bentos.predlog import PredictionLog
 
+    since = time.time() - window_s if window_s is not None else None
     log = PredictionLog(settings.resolved_prediction_log_url())
     try:
-        frame = log.frame(roles=("champion", "challenger", "shadow"), latest=window_rows)
+        bounds = log.window(settings.model_name, rows=window_rows, since=since)
+        sample = log.sample(
+            bounds, max(settings.drift_max_rows, settings.ood_max_queries), seed=settings.seed
+        )
+        labels = log.labelled(bounds)
     finally:
         log.close()
-    return frame
+    return MonitorWindow(log.url, bounds, sample, labels)
 
 
 @task(
@@ -305,13 +368,17 @@ def read_registry(settings: Settings) -> dict[str, Any]:
 
 @task(name="measure", **LOCAL)
 def measure(
-    settings: Settings, window: pd.DataFrame, state: dict[str, Any]
+    settings: Settings, window: MonitorWindow, state: dict[str, Any]
 ) -> tuple[Figures, CheckResult]:
-    """Drift, OOD and live performance → the policy's figures (never raises on bad windows)."""
+    """Drift, OOD and live performance → the policy's figures (never raises on bad windows).
+
+    Drift and OOD run on the window's sample (already bounded by the database); their
+    results carry the window's exact size. Live metrics use every labelled row.
+    """
     from monitoring.drift import measure_drift, save_report
     from monitoring.ood import ood_rate_frame
 
-    logger = get_run_logger()
+    logger = _logger()
     now = datetime.now(UTC)
     versions: dict[str, VersionInfo] = state["versions"]
     champion = versions.get(CHAMPION)
@@ -327,9 +394,9 @@ def measure(
     schema = schema_of(champion, settings)
     task_kind = schema["task"]
     metric = primary_metric(task_kind)
-    answered = window[window["role"].isin(("champion", "challenger"))] if len(window) else window
+    answered = window.sample
     drift = ood = None
-    if len(answered) == 0:
+    if window.requests == 0 or len(answered) == 0:
         messages.append("the window is empty: no traffic logged yet")
     else:
         missing = [c for c in schema["features"] if c not in answered.columns]
@@ -356,6 +423,11 @@ def measure(
                     seed=settings.seed,
                     drift_share=settings.drift_share_threshold,
                 )
+                drift = replace(
+                    drift,
+                    n_current_rows=window.requests,
+                    sampled=drift.sampled or window.sampled,
+                )
                 folder = monitor_dir(settings) / "reports" / now.strftime("%Y%m%dT%H%M%S")
                 html, report_json = save_report(snapshot, folder)
                 result.report_html = str(html)
@@ -376,23 +448,20 @@ def measure(
                     seed=settings.seed,
                 )
                 index.close()
+                ood = replace(ood, n_rows=window.requests, sampled=ood.sampled or window.sampled)
                 result.ood = asdict(ood)
             except ValueError as exc:
                 messages.append(f"OOD not measured: {exc}")
     last_promotion, last_retrain = decision_times(state["history"])
+    labels = window.labels
     champ_value, champ_n, champ_details = live_metric(
-        window[window["timestamp"] >= pd.Timestamp(last_promotion)]
-        if last_promotion is not None and len(window)
-        else window,
-        champion.version,
-        task_kind,
-        ("champion",),
+        labels, champion.version, task_kind, ("champion",), since=last_promotion
     )
     chall_value, chall_n, chall_details = live_metric(
-        window, challenger.version if challenger else None, task_kind, ("challenger", "shadow")
+        labels, challenger.version if challenger else None, task_kind, ("challenger", "shadow")
     )
     prev_value, prev_n, prev_details = live_metric(
-        window,
+        labels,
         previous.version if previous else None,
         task_kind,
         ("champion", "challenger", "shadow"),
@@ -415,7 +484,7 @@ def measure(
     }
     figures = Figures(
         now=now,
-        window_rows=len(answered),
+        window_rows=window.requests,
         feature_count=drift.feature_count if drift else None,
         drift_share=drift.drift_share if drift else None,
         drifted_features=tuple(drift.drifted_features) if drift else (),
@@ -451,7 +520,7 @@ def measure(
 def act(
     settings: Settings,
     decision: Decision,
-    window: pd.DataFrame,
+    window: MonitorWindow,
     state: dict[str, Any],
     decision_id: str,
 ) -> str | None:
@@ -689,19 +758,27 @@ def check_markdown(result: CheckResult) -> str:
 
 @flow(name="monitor", log_prints=True)
 def monitor_flow(
-    model_name: str | None = None, window_rows: int | None = None, act_on_decision: bool = True
+    model_name: str | None = None,
+    window_rows: int | None = None,
+    act_on_decision: bool = True,
+    window_s: float | None = None,
 ) -> dict[str, Any]:
     """One check: measure the latest window, decide, and (unless told not to) act.
+
+    The window is the latest `window_rows` requests (default `monitor_window_rows`) logged
+    within the last `window_s` seconds (default `monitor_window_s`; none = no time bound);
+    a `window_s` given without `window_rows` is a time window alone.
 
     One check per model runs at a time (`monitor_guard`): a second one waits for
     the first, then reads the registry the first one left, so both never act on
     the same state.
     """
     settings = load_settings(model_name=model_name)
+    rows, seconds = window_of(settings, window_rows, window_s)
     logger = get_run_logger()
     try:
         with monitor_guard(settings):
-            return check(settings, window_rows or settings.monitor_window_rows, act_on_decision)
+            return check(settings, rows, act_on_decision, seconds)
     except MonitorBusy as exc:
         logger.error(str(exc))
         return failed_check(settings, str(exc))
@@ -720,7 +797,9 @@ def failed_check(settings: Settings, message: str) -> dict[str, Any]:
     ).to_dict()
 
 
-def check(settings: Settings, rows: int, act_on_decision: bool) -> dict[str, Any]:
+def check(
+    settings: Settings, rows: int | None, act_on_decision: bool, seconds: float | None = None
+) -> dict[str, Any]:
     """The check itself (inside the guard): read, measure, decide, act, record."""
     logger = get_run_logger()
     check_id = new_decision_id("monitor")  # created once: task retries reuse it
@@ -730,7 +809,7 @@ def check(settings: Settings, rows: int, act_on_decision: bool) -> dict[str, Any
         message = f"registry unreachable at {settings.resolved_tracking_uri()}: {exc}"
         logger.error(message)
         return failed_check(settings, message)
-    window = read_window(settings, rows)
+    window = read_window(settings, rows, seconds)
     figures, result = measure(settings, window, state)
     decision = decide(figures, thresholds_from(settings))
     result.decision = decision.to_dict()
@@ -739,4 +818,30 @@ def check(settings: Settings, rows: int, act_on_decision: bool) -> dict[str, Any
     if act_on_decision and decision.action != Action.NONE:
         result.acted = act(settings, decision, window, state, check_id)
     record(settings, result, check_id)
+    if settings.log_retention_s is not None:
+        prune_log(settings, settings.log_retention_s)
     return result.to_dict()
+
+
+def window_of(
+    settings: Settings, window_rows: int | None, window_s: float | None
+) -> tuple[int | None, float | None]:
+    """(rows, seconds) bounds of a check's window from the arguments and the settings."""
+    if window_s is not None:
+        return window_rows, window_s  # a time window asked for: rows only if also asked
+    return window_rows or settings.monitor_window_rows, settings.monitor_window_s
+
+
+@task(name="prune-log", **LOCAL)
+def prune_log(settings: Settings, older_than_s: float) -> tuple[int, int]:
+    """Retention: delete the model's log rows older than `older_than_s` (batched)."""
+    from bentos.predlog import PredictionLog
+
+    log = PredictionLog(settings.resolved_prediction_log_url())
+    try:
+        deleted = log.prune(time.time() - older_than_s, model_name=settings.model_name)
+    finally:
+        log.close()
+    if any(deleted):
+        _logger().info("retention: deleted %d predictions and %d labels", *deleted)
+    return deleted

@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -392,7 +393,9 @@ def _reference_frame(
     records = [p for p in log.predictions() if p.role in roles]
     if latest is not None:
         records = records[-latest:] if latest > 0 else []
-    labels = {f.request_id: f.label for f in log.feedback()}  # oldest first: the latest wins
+    labels: dict[str, object] = {}
+    for f in log.feedback():  # oldest first: the first label wins
+        labels.setdefault(f.request_id, f.label)
     frame = pd.DataFrame([p.features for p in records])
     frame["request_id"] = [p.request_id for p in records]
     frame["entity_id"] = [p.entity_id for p in records]
@@ -441,3 +444,146 @@ def test_frame_matches_a_row_by_row_reference(
                 )
         finally:
             log.close()
+
+
+# -- the monitor's window: bounds, exact counts, database sampling, labels, two models ------
+
+
+def _traffic(
+    log: PredictionLog,
+    model: str,
+    n: int,
+    t0: float = 1_000.0,
+    shadow_every: int = 0,
+    start: int = 0,
+    prefix: str = "",
+) -> None:
+    """`n` champion answers of `model` (temp = their index), a shadow row every k-th."""
+    rows = []
+    for i in range(start, start + n):
+        features = {"temp": float(i)}
+        rows.append(
+            (f"{prefix}{model}-{i}", None, t0 + i, model, "1", "champion", features, i, 1.0)
+        )
+        if shadow_every and i % shadow_every == 0:
+            rows.append(
+                (f"{prefix}{model}-{i}", None, t0 + i, model, "2", "shadow", features, -i, 1.0)
+            )
+    log.append(rows=rows)
+
+
+def test_window_counts_requests_of_one_model_and_never_shadow_rows(log: PredictionLog) -> None:
+    _traffic(log, "m", 100, shadow_every=2)
+    _traffic(log, "other", 50)
+    _traffic(log, "m", 20, start=100, shadow_every=2)
+    bounds = log.window("m", rows=30)
+    assert bounds.requests == 30
+    assert bounds.shadow_rows == 15  # the shadow rows of those 30 requests, not more
+    frame = log.sample(bounds, max_rows=1_000)
+    assert list(frame["temp"]) == [float(i) for i in range(90, 120)]
+    assert set(frame["role"]) == {"champion"}
+    everything = log.window("m")
+    assert everything.requests == 120 and everything.shadow_rows == 60
+    assert log.window("other", rows=1_000).requests == 50
+    assert log.window("nobody").requests == 0
+    assert log.sample(log.window("nobody"), 10).empty
+
+
+def test_a_time_window_starts_at_the_first_row_logged_since(log: PredictionLog) -> None:
+    _traffic(log, "m", 100, t0=1_000.0)
+    bounds = log.window("m", since=1_060.0)
+    assert bounds.requests == 40 and bounds.start_ts == 1_060.0
+    both = log.window("m", rows=10, since=1_060.0)
+    assert both.requests == 10 and both.start_ts == 1_090.0
+    assert log.window("m", since=5_000.0).requests == 0
+    with pytest.raises(ValueError, match="at least one row"):
+        log.window("m", rows=0)
+
+
+@pytest.mark.parametrize("other_rows", [0, 9_000])  # dense ids, then 10 % of the range
+def test_sample_is_exactly_max_rows_uniform_over_the_window_and_deterministic(
+    log: PredictionLog, other_rows: int
+) -> None:
+    for chunk in range(10):  # interleave the two models' rows
+        _traffic(log, "m", 100, start=chunk * 100, shadow_every=3)
+        if other_rows:
+            _traffic(log, "other", other_rows // 10, start=chunk * 1_000)
+    bounds = log.window("m")
+    assert bounds.requests == 1_000
+    frame = log.sample(bounds, max_rows=400, seed=7)
+    temps = frame["temp"].to_numpy()
+    assert len(temps) == 400 and len(set(temps)) == 400  # without replacement
+    assert set(frame["role"]) == {"champion"} and frame["request_id"].str.startswith("m-").all()
+    assert list(temps) == sorted(temps)  # log order kept
+    # Uniform over the window: each decile holds about a tenth (binomial sd ≈ 6).
+    counts = np.histogram(temps, bins=10, range=(0, 1_000))[0]
+    assert counts.min() >= 20 and counts.max() <= 60, counts
+    again = log.sample(bounds, max_rows=400, seed=7)
+    assert list(again["temp"]) == list(temps)
+
+
+def test_labels_first_one_wins_shadow_rows_count_and_models_stay_apart(
+    log: PredictionLog,
+) -> None:
+    _traffic(log, "m", 10, shadow_every=5)
+    _traffic(log, "other", 10)
+    log.append(
+        feedback=[
+            FeedbackRecord("m-0", "m", 1.0),
+            FeedbackRecord("m-0", "m", 99.0),  # a later label for the same request
+            FeedbackRecord("m-5", "m", 5.0),
+            FeedbackRecord("m-6", "other", 6.0),  # another model's label: not m's
+            FeedbackRecord("other-1", "other", 7.0),
+        ]
+    )
+    labelled = log.labelled(log.window("m"))
+    got = sorted(zip(labelled["role"], labelled["prediction"], labelled["label"], strict=True))
+    assert got == [
+        ("champion", 0, 1.0),
+        ("champion", 5, 5.0),
+        ("shadow", -5, 5.0),
+        ("shadow", 0, 1.0),
+    ]
+    other = log.labelled(log.window("other"))
+    assert list(other["label"]) == [7.0]
+    assert log.labelled(log.window("m", rows=3)).empty  # m-7..m-9 have no label
+    frame = log.labelled_frame(log.window("m"))
+    assert list(frame["request_id"]) == ["m-0", "m-5"] and list(frame["label"]) == [1.0, 5.0]
+    assert log.known_request_ids(["m-1", "other-1"], model_name="m") == {"m-1"}
+
+
+def test_prune_deletes_old_rows_in_batches_and_keeps_the_rest(log: PredictionLog) -> None:
+    _traffic(log, "m", 50, t0=1_000.0, shadow_every=10)
+    _traffic(log, "other", 50, t0=1_000.0)
+    log.append(feedback=[FeedbackRecord(f"m-{i}", "m", 1.0, 1_000.0 + i) for i in range(50)])
+    seen: list[tuple[int, int]] = []
+    deleted = log.prune(
+        1_030.0, model_name="m", batch_rows=7, progress=lambda p, f: seen.append((p, f))
+    )
+    assert deleted == (33, 30)  # 30 answers + 3 shadow rows, 30 labels
+    assert len(seen) > 5  # batch by batch
+    assert log.window("m").requests == 20 and log.count("other") == 50
+    assert min(r.ts for r in log.predictions(model_name="m")) == 1_030.0
+    assert log.prune(1_030.0, model_name="m") == (0, 0)
+    with pytest.raises(ValueError, match="time bound"):
+        log.prune(None)
+
+
+def test_an_older_log_gets_the_new_indexes_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE predictions (id INTEGER PRIMARY KEY, request_id VARCHAR(128) NOT NULL,"
+            " entity_id VARCHAR(128), ts FLOAT NOT NULL, model_name VARCHAR(128) NOT NULL,"
+            " model_version VARCHAR(32) NOT NULL, role VARCHAR(16) NOT NULL, features JSON NOT"
+            " NULL, prediction JSON, latency_ms FLOAT NOT NULL)"
+        )
+    log = PredictionLog(f"sqlite:///{path}")
+    try:
+        with sqlite3.connect(path) as conn:
+            names = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")
+            }
+        assert {"ix_predictions_model_role_id", "ix_predictions_model_ts"} <= names
+    finally:
+        log.close()
