@@ -1,6 +1,9 @@
 """The `driftloop` command line: train, inspect and move model versions.
 
 Exit codes: 0 ok, 1 a check failed (bad data, gate, health), 2 bad usage.
+
+Imports stay light at the top (typer, rich): `driftloop --help` must not pay for
+pydantic-settings, pandas, MLflow or Prefect; each command imports what it uses.
 """
 
 from __future__ import annotations
@@ -11,15 +14,15 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from driftloop.settings import Settings, load_settings
+if TYPE_CHECKING:
+    from driftloop.settings import Settings
 
 app = typer.Typer(
     name="driftloop",
@@ -46,6 +49,10 @@ class CliError(Exception):
 
 
 def settings_from(**overrides: Any) -> Settings:
+    from pydantic import ValidationError
+
+    from driftloop.settings import load_settings
+
     try:
         return load_settings(**overrides)
     except ValidationError as exc:
@@ -102,6 +109,8 @@ def user_errors() -> Iterator[None]:
 
     Messages are printed verbatim: `pip install 'driftloop[torch]'` is not Rich markup.
     """
+    from pydantic import ValidationError
+
     from data.errors import DataError
     from registry import RegistryError
 
@@ -485,7 +494,15 @@ def serve(
 def monitor(
     model_name: ModelName = None,
     window: Annotated[
-        int | None, typer.Option(help="Latest logged predictions to check (rows).")
+        int | None,
+        typer.Option(help="Latest requests to check (rows; shadow rows do not count)."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Only requests logged in the last DURATION (e.g. 90m, 1h, 7d); alone it is a "
+            "time window, with --window both bounds apply."
+        ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide but do not act.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
@@ -493,12 +510,16 @@ def monitor(
     """Run one monitor check now: drift, OOD, live metrics, the decision (and act on it)."""
 
     def body() -> None:
+        window_s = parse_duration(since, "--since") if since is not None else None
         settings = environment_for(model_name)
         from pipelines.monitor import monitor_flow
 
         with redirect_stdout(sys.stderr), err.status("checking the latest traffic…"):
             result = monitor_flow(
-                model_name=settings.model_name, window_rows=window, act_on_decision=not dry_run
+                model_name=settings.model_name,
+                window_rows=window,
+                act_on_decision=not dry_run,
+                window_s=window_s,
             )
         if as_json:
             print(json.dumps(result, indent=2, default=str))
@@ -886,6 +907,92 @@ def contract_widen(
         )
 
     run_command(body)
+
+
+log_app = typer.Typer(
+    help="The prediction log: retention.", no_args_is_help=True, add_completion=False
+)
+app.add_typer(log_app, name="log")
+
+
+@log_app.command("prune")
+def log_prune(
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than", help="Delete rows logged more than DURATION ago (e.g. 30d, 12h)."
+        ),
+    ],
+    model_name: ModelName = None,
+    all_models: Annotated[
+        bool, typer.Option("--all-models", help="Prune every model's rows, not just one.")
+    ] = False,
+    batch_rows: Annotated[
+        int, typer.Option(min=1, help="Rows deleted per transaction (keeps each lock short).")
+    ] = 10_000,
+) -> None:
+    """Delete old predictions and labels from the prediction log, in short batches.
+
+    Safe while the service runs: each batch is its own short transaction. SQLite keeps
+    the file's size and reuses the freed space (run `VACUUM` while the service is stopped
+    to shrink it).
+    """
+
+    def body() -> None:
+        import time
+
+        seconds = parse_duration(older_than, "--older-than")
+        settings = settings_from(model_name=model_name)
+        from bentos.predlog import PredictionLog
+
+        cutoff = time.time() - seconds
+        log = PredictionLog(settings.resolved_prediction_log_url())
+        which = "every model" if all_models else settings.model_name
+        try:
+            with err.status(f"pruning {which}'s log rows older than {older_than}…") as status:
+                deleted = log.prune(
+                    cutoff,
+                    model_name=None if all_models else settings.model_name,
+                    batch_rows=batch_rows,
+                    progress=lambda p, f: status.update(
+                        f"pruning {which}: {p:,} predictions, {f:,} labels deleted…"
+                    ),
+                )
+        finally:
+            log.close()
+        console.print(
+            f"deleted {deleted[0]:,} predictions and {deleted[1]:,} labels of {which} "
+            f"logged before {_iso(cutoff)}"
+        )
+
+    run_command(body)
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str, option: str = "duration") -> float:
+    """'90m', '1h', '30d', '2w', '45s' or plain seconds → seconds (a CliError with exit 2)."""
+    value = text.strip().lower()
+    unit = value[-1:] if value[-1:] in _DURATION_UNITS else "s"
+    number = value[:-1] if value[-1:] in _DURATION_UNITS else value
+    try:
+        seconds = float(number) * _DURATION_UNITS[unit]
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise CliError(
+            f"{option} {text!r} is not a duration: use a positive number with s, m, h, d or "
+            "w (e.g. 90m, 1h, 30d)",
+            EXIT_USAGE,
+        )
+    return seconds
+
+
+def _iso(epoch: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds")
 
 
 def _actor() -> str:
