@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import math
 import queue
 import sqlite3
 import threading
@@ -76,6 +75,7 @@ feedback_table = sa.Table(
     sa.Column("model_name", sa.String(128), nullable=False),
     sa.Column("label", sa.JSON, nullable=False),
     sa.Index("ix_feedback_model_request_id", "model_name", "request_id", "id"),
+    sa.Index("ix_feedback_model_ts", "model_name", "ts"),
 )
 
 ANSWERED_ROLES = ("champion", "challenger")
@@ -492,10 +492,11 @@ class PredictionLog:
                 answered = sum(counts.get(role, 0) for role in ANSWERED_ROLES)
             if answered == 0:
                 return WindowBounds.empty_for(model_name, lo_ts)
-            span = sa.select(sa.func.min(c.ts), sa.func.max(c.ts)).where(
-                c.model_name == model_name, c.id.in_([first_id, last_id])
+            first_id = self._min_id(conn, model_name, first_id)
+            stamps = dict(
+                conn.execute(sa.select(c.id, c.ts).where(c.id.in_([first_id, last_id]))).all()
             )
-            start_ts, end_ts = conn.execute(span).one()
+            start_ts, end_ts = stamps[first_id], stamps[last_id]
         return WindowBounds(
             model_name=model_name,
             first_id=first_id,
@@ -526,6 +527,20 @@ class PredictionLog:
                 sa.select(sa.func.max(c.id)).where(c.model_name == model_name)
             ).scalar()
         return max(found)
+
+    @staticmethod
+    def _min_id(conn: sa.Connection, model_name: str, at_least: int) -> int:
+        """The model's oldest row id from `at_least` on (one index lookup per role)."""
+        c = predictions_table.c
+        oldest = [
+            conn.execute(
+                sa.select(sa.func.min(c.id)).where(
+                    c.model_name == model_name, c.role == role, c.id >= at_least
+                )
+            ).scalar()
+            for role in (*ANSWERED_ROLES, "shadow")
+        ]
+        return min(int(i) for i in oldest if i is not None)
 
     @staticmethod
     def _role_counts(
@@ -572,7 +587,8 @@ class PredictionLog:
 
     def sample(self, bounds: WindowBounds, max_rows: int, seed: int = 0) -> pd.DataFrame:
         """A uniform random sample (without replacement) of at most `max_rows` of the window's
-        requests, drawn by the database: features as columns plus the meta columns.
+        requests, drawn by the database: features as columns plus the meta columns (`label`
+        left empty: labels come from `labelled`).
 
         The whole window when it is small enough. Otherwise random row ids of the window's
         range are drawn (over-drawn by the share of the range that belongs to other models
@@ -589,14 +605,15 @@ class PredictionLog:
         answered = sa.and_(c.model_name == bounds.model_name, c.role.in_(ANSWERED_ROLES))
         if bounds.requests <= max_rows:
             query = self._frame_query(
-                sa.and_(answered, c.id.between(bounds.first_id, bounds.last_id))
+                sa.and_(answered, c.id.between(bounds.first_id, bounds.last_id)),
+                with_labels=False,
             )
             return self._read_frame(query)
         rng = np.random.default_rng(seed)
         span = bounds.last_id - bounds.first_id + 1
         density = bounds.requests / span
-        with self.engine.connect() as conn:
-            if density < _MIN_DENSITY:
+        if density < _MIN_DENSITY:
+            with self.engine.connect() as conn:
                 ids = np.fromiter(
                     conn.execute(
                         sa.select(c.id).where(
@@ -605,67 +622,90 @@ class PredictionLog:
                     ).scalars(),
                     dtype=np.int64,
                 )
-                picked = np.sort(rng.choice(ids, size=max_rows, replace=False))
-            else:
-                picked = self._draw_ids(conn, answered, bounds, max_rows, rng, density)
-        parts = [
-            self._read_frame(self._frame_query(sa.and_(answered, c.id.in_(chunk.tolist()))))
-            for chunk in np.array_split(picked, max(1, math.ceil(len(picked) / _IDS_PER_QUERY)))
-        ]
-        frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-        return frame
+            picked = np.sort(rng.choice(ids, size=max_rows, replace=False))
+            return _rows_frame(self._fetch(answered, picked))
+        return self._draw(answered, bounds, max_rows, rng, density)
 
-    def _draw_ids(
+    def _draw(
         self,
-        conn: sa.Connection,
         answered: sa.ColumnElement[bool],
         bounds: WindowBounds,
         n: int,
         rng: np.random.Generator,
         density: float,
-    ) -> np.ndarray:
-        """`n` ids drawn uniformly from the window's requests (random ids, kept if they match).
+    ) -> pd.DataFrame:
+        """`n` of the window's requests drawn uniformly: random ids of its range, the rows
+        of those that are requests fetched, then cut down to `n`.
 
-        Every id of the range is equally likely to be drawn and a matching row is kept
-        whatever its neighbours, so the kept ids are a uniform sample of the requests; the
-        over-draw makes a short draw rare and a short draw just draws again.
+        Every id of the range is equally likely to be drawn and a request is kept whatever
+        its neighbours, so the rows are a uniform sample of the requests; the over-draw
+        makes a short draw rare, and a short draw just draws again.
         """
-        c = predictions_table.c
         assert bounds.first_id is not None and bounds.last_id is not None
         span = bounds.last_id - bounds.first_id + 1
         tried = np.empty(0, dtype=np.int64)
-        kept = np.empty(0, dtype=np.int64)
-        while len(kept) < n and len(tried) < span:
-            want = min(span - len(tried), int((n - len(kept)) / density * 1.1) + 64)
-            fresh = np.setdiff1d(
-                rng.choice(span, size=min(span, want + len(tried)), replace=False)
-                + bounds.first_id,
-                tried,
-                assume_unique=True,
-            )[:want]
+        rows: list[Any] = []
+        while len(rows) < n and len(tried) < span:
+            want = min(span - len(tried), int((n - len(rows)) / density * 1.1) + 64)
+            draw = rng.choice(span, size=min(span, want + len(tried)), replace=False)
+            fresh = np.setdiff1d(draw + bounds.first_id, tried, assume_unique=True)[:want]
             tried = np.union1d(tried, fresh)
-            for chunk in np.array_split(fresh, max(1, math.ceil(len(fresh) / _IDS_PER_QUERY))):
-                found = conn.execute(
-                    sa.select(c.id).where(answered, c.id.in_(chunk.tolist()))
-                ).scalars()
-                kept = np.concatenate([kept, np.fromiter(found, dtype=np.int64)])
-        if len(kept) > n:
-            kept = rng.choice(kept, size=n, replace=False)
-        return np.sort(kept)
+            rows += self._fetch(answered, np.sort(fresh))
+        if len(rows) > n:
+            keep = rng.choice(len(rows), size=n, replace=False)
+            rows = [rows[i] for i in keep]
+        return _rows_frame(rows)
 
-    def labelled(self, bounds: WindowBounds) -> pd.DataFrame:
+    def _fetch(self, condition: sa.ColumnElement[bool], ids: np.ndarray) -> list[Any]:
+        """`_frame_query` rows (no labels, the id last) with these ids that match `condition`.
+
+        SQLite takes all the ids as one JSON array parameter (`json_each`); other databases
+        an expanding IN list of at most `_IDS_PER_QUERY` ids per query.
+        """
+        c = predictions_table.c
+        rows: list[Any] = []
+        step = len(ids) if self.is_sqlite else _IDS_PER_QUERY
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), max(step, 1)):
+                part = ids[start : start + step].tolist()
+                if self.is_sqlite:
+                    listed = sa.func.json_each(jsonio.dumps_text(part)).table_valued("value")
+                    match = c.id.in_(sa.select(listed.c.value))
+                else:
+                    match = c.id.in_(part)
+                query = self._frame_query(
+                    sa.and_(condition, match), with_labels=False, with_id=True
+                )
+                for chunk in self._chunks(conn, query):
+                    rows += chunk
+        return rows
+
+    def labelled(self, bounds: WindowBounds, max_labels: int | None = None) -> Labelled:
         """The window's rows that have a label (all roles, shadow included): model_version,
         role, timestamp, prediction, label. Narrow: no features are read.
 
         One row per labelled prediction, joined to the request's first label
-        (`first_labels`); the join starts from the model's labels, so its cost grows with
-        the labels, not with the window.
+        (`first_labels`). The join starts from the model's labels logged since the window
+        began (a label comes after its prediction), so its cost grows with those labels,
+        not with the window; above `max_labels` of them only every k-th label (by id, so
+        spread evenly over time) is joined, k = ceil(labels / max_labels): counting them
+        is an index-only scan, the join is bounded.
         """
         columns = ["model_version", "role", "timestamp", "prediction", "label"]
         if bounds.requests == 0 or bounds.first_id is None or bounds.last_id is None:
-            return pd.DataFrame(columns=columns)
+            return Labelled(pd.DataFrame(columns=columns), 0, 1)
         c = predictions_table.c
-        labels = first_labels(bounds.model_name)
+        f = feedback_table.c
+        recent = [
+            f.model_name == bounds.model_name,
+            f.ts >= (bounds.start_ts or 0.0) - _LABEL_CLOCK_SKEW_S,
+        ]
+        with self.engine.connect() as conn:
+            candidates = int(conn.execute(sa.select(sa.func.count()).where(*recent)).scalar_one())
+        every = 1 if not max_labels or candidates <= max_labels else -(-candidates // max_labels)
+        if every > 1:
+            recent.append(f.id % every == 0)
+        labels = first_labels(bounds.model_name, *recent)
         query = (
             sa.select(
                 c.model_version,
@@ -693,7 +733,7 @@ class PredictionLog:
                 ts += t
                 preds += [_json_value(x) for x in p]
                 values += [_json_value(x) for x in lab]
-        return pd.DataFrame(
+        frame = pd.DataFrame(
             {
                 "model_version": pd.Categorical(versions),
                 "role": pd.Categorical(roles),
@@ -703,6 +743,7 @@ class PredictionLog:
             },
             columns=columns,
         )
+        return Labelled(frame, candidates, every)
 
     def labelled_frame(self, bounds: WindowBounds) -> pd.DataFrame:
         """The window's answered requests that have a label, with their features (retraining)."""
@@ -755,24 +796,32 @@ class PredictionLog:
         return self._read_frame(self._frame_query(condition, model_name=model_name))
 
     def _frame_query(
-        self, condition: sa.ColumnElement[bool], model_name: str | None = None
+        self,
+        condition: sa.ColumnElement[bool],
+        model_name: str | None = None,
+        with_labels: bool = True,
+        with_id: bool = False,
     ) -> sa.Select[Any]:
-        """Rows matching `condition` with their first label, oldest first, as `_chunk_frame`
-        reads them. Labels are those of `model_name` when given."""
+        """Rows matching `condition` with their first label (of `model_name`'s labels when
+        given; none at all without `with_labels`), oldest first, as `_chunk_frame` reads them.
+        """
         rows = sa.select(predictions_table).where(condition).subquery()
+        columns = [
+            rows.c.request_id,
+            rows.c.entity_id,
+            rows.c.ts,
+            rows.c.model_version,
+            rows.c.role,
+            rows.c.latency_ms,
+            self._json_text(rows.c.features),
+            self._json_text(rows.c.prediction),
+        ]
+        if not with_labels:
+            extra = [rows.c.id] if with_id else []
+            return sa.select(*columns, sa.null(), *extra).order_by(rows.c.id)
         labels = first_labels(model_name)
         return (
-            sa.select(
-                rows.c.request_id,
-                rows.c.entity_id,
-                rows.c.ts,
-                rows.c.model_version,
-                rows.c.role,
-                rows.c.latency_ms,
-                self._json_text(rows.c.features),
-                self._json_text(rows.c.prediction),
-                self._json_text(labels.c.label),
-            )
+            sa.select(*columns, self._json_text(labels.c.label))
             .select_from(rows.outerjoin(labels, labels.c.request_id == rows.c.request_id))
             .order_by(rows.c.id)
         )
@@ -890,17 +939,36 @@ class PredictionLog:
         return query
 
 
-def first_labels(model_name: str | None = None) -> sa.Subquery:
-    """(request_id, label): the first label given for each request (of `model_name`).
+def first_labels(model_name: str | None = None, *where: sa.ColumnElement[bool]) -> sa.Subquery:
+    """(request_id, label): the first label given for each request (of `model_name`),
+    among the labels matching `where`.
 
-    The one place that says which label counts: later labels for the same request do
-    not replace it.
+    The one place that says which label counts: a later label for the same request
+    does not replace it.
     """
     f = feedback_table.c
-    first = sa.select(sa.func.min(f.id)).group_by(f.request_id)
+    earlier = feedback_table.alias("earlier")
+    same = [earlier.c.request_id == f.request_id, earlier.c.id < f.id]
+    mine = [f.model_name == model_name] if model_name is not None else []
     if model_name is not None:
-        first = first.where(f.model_name == model_name)
-    return sa.select(f.request_id, f.label).where(f.id.in_(first.scalar_subquery())).subquery()
+        same.append(earlier.c.model_name == model_name)
+    first = ~sa.exists().where(*same)
+    return sa.select(f.request_id, f.label).where(*mine, *where, first).subquery()
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """A window's labelled rows (`PredictionLog.labelled`), possibly a 1-in-k sample."""
+
+    rows: pd.DataFrame
+    candidates: int
+    """The model's labels logged since the window began (what was sampled from)."""
+    every: int = 1
+    """1: every label joined; k > 1: only labels whose id is a multiple of k."""
+
+    @property
+    def sampled(self) -> bool:
+        return self.every > 1
 
 
 @dataclass(frozen=True)
@@ -928,8 +996,9 @@ class WindowBounds:
 
 
 _CHUNK_ROWS = 50_000
-_IDS_PER_QUERY = 900  # bound parameters per `id IN (...)`: under every SQLite's limit
+_IDS_PER_QUERY = 10_000  # ids per expanding IN list (PostgreSQL takes 65,535 parameters)
 _MIN_DENSITY = 0.2  # below this share of the id range, draw from the index's ids instead
+_LABEL_CLOCK_SKEW_S = 300.0  # labels logged this long before their window began still count
 _META_COLUMNS = [
     "request_id",
     "entity_id",
@@ -948,12 +1017,29 @@ def _json_value(value: Any) -> Any:
     return jsonio.loads(value) if isinstance(value, str) else value
 
 
+def _json_values(values: Sequence[Any]) -> list[Any]:
+    """`_json_value` of each, parsed as one JSON array when all are text (one parser call)."""
+    if all(isinstance(v, str) for v in values):
+        return jsonio.loads("[" + ",".join(values) + "]")  # type: ignore[no-any-return]
+    return [_json_value(v) for v in values]
+
+
+def _rows_frame(rows: list[Any]) -> pd.DataFrame:
+    """Rows of `_by_ids` (the id last) → a frame in log order, features first."""
+    if not rows:
+        return pd.DataFrame(columns=_META_COLUMNS)
+    rows.sort(key=lambda row: row[-1])
+    frame = _chunk_frame([row[:-1] for row in rows])
+    features = [col for col in frame.columns if col not in _META_COLUMNS]
+    return frame[[*features, *_META_COLUMNS]]
+
+
 def _chunk_frame(chunk: Sequence[Any]) -> pd.DataFrame:
     """Rows of `PredictionLog._frame_query` → the frame's columns (features first)."""
     request_ids, entity_ids, ts, versions, roles, latency, features, preds, labels = zip(
         *chunk, strict=True
     )
-    frame = pd.DataFrame([_json_value(text) for text in features])
+    frame = pd.DataFrame(_json_values(features))
     frame["request_id"] = request_ids
     frame["entity_id"] = entity_ids
     frame["timestamp"] = pd.to_datetime(list(ts), unit="s", utc=True)

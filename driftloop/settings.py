@@ -186,6 +186,12 @@ class Settings(ServingSettings):
     drift_max_rows: int = Field(
         20_000, gt=0, description="Sampling bound per side for the Evidently drift check."
     )
+    live_max_labels: int = Field(
+        20_000,
+        gt=0,
+        description="Labels per check joined for live metrics; above it an evenly spread "
+        "1-in-k sample of the window's labels.",
+    )
     ood_max_points: int = Field(
         20_000, gt=0, description="Reference rows indexed per version for OOD."
     )

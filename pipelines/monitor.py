@@ -289,7 +289,9 @@ class MonitorWindow:
     sample: pd.DataFrame
     """At most max(`drift_max_rows`, `ood_max_queries`) answered requests of the window."""
     labels: pd.DataFrame
-    """model_version, role, timestamp, prediction, label of every labelled row (any role)."""
+    """model_version, role, timestamp, prediction, label of the labelled rows (any role)."""
+    labels_every: int = 1
+    """1: every labelled row; k: a 1-in-k sample of the labels (above `live_max_labels`)."""
 
     @property
     def requests(self) -> int:
@@ -343,10 +345,10 @@ def read_window(
         sample = log.sample(
             bounds, max(settings.drift_max_rows, settings.ood_max_queries), seed=settings.seed
         )
-        labels = log.labelled(bounds)
+        labelled = log.labelled(bounds, settings.live_max_labels)
     finally:
         log.close()
-    return MonitorWindow(log.url, bounds, sample, labels)
+    return MonitorWindow(log.url, bounds, sample, labelled.rows, labelled.every)
 
 
 @task(
@@ -454,6 +456,11 @@ def measure(
                 messages.append(f"OOD not measured: {exc}")
     last_promotion, last_retrain = decision_times(state["history"])
     labels = window.labels
+    if window.labels_every > 1:
+        messages.append(
+            f"live metrics on a 1-in-{window.labels_every} sample of the window's labels "
+            f"({len(labels):,} labelled rows; `live_max_labels` {settings.live_max_labels:,})"
+        )
     champ_value, champ_n, champ_details = live_metric(
         labels, champion.version, task_kind, ("champion",), since=last_promotion
     )

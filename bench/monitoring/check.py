@@ -1,19 +1,21 @@
-"""Time one monitor check (Evidently drift + Qdrant Edge OOD) on one window size, in this process.
+"""Time whole monitor checks on a prediction log of N requests, in this process.
 
-    python -m bench.monitoring.check --rows 100000 [--variants default,drift-all,...] [--log]
+    python -m bench.monitoring.check --requests 1000000 [--repeats 3]
 
-The reference is what the training flow logs for the monitor: a 5,000-row sample of the
-training rows (the first 80 % of the bundled year) with the model's prediction column.
-The window resamples the whole year (so the last months drift, as live traffic would) with
-numeric columns jittered, and a prediction column. The check is what `pipelines/monitor.py`
-runs per window: `measure_drift` (both sides sampled to `drift_max_rows`) and
-`ood_rate_frame` (`ood_max_queries` rows sampled, embedded, scored against a reference index
-of at most `ood_max_points` points that is built once per model version). Imports, building
-the window and fitting the OOD reference are timed separately. Peak memory is the process's
-peak RSS during the check (Linux `clear_refs` resets the high-water mark just before it).
+A whole check is what one `driftloop monitor` runs after its imports, with the product's
+own functions: `read_window` (the window's bounds and exact counts, a sample drawn by the
+database, the labelled rows), `measure` (Evidently drift + Qdrant Edge OOD on the sample,
+live metrics per version on the labels, the report written), `decide`, and the recording
+(`last_check.json` plus an MLflow run with the figures, `check.json` and the Evidently
+report, in a local SQLite tracking store). The window is the whole log: `monitor_window_rows`
+= N, as a team with millions of predictions a day would set it. Only the registry is left
+out: the champion is given, with its schema and training reference already in the
+monitor's cache, and its OOD index built before the timing (once per version in real use).
 
-With `--log`, the window is also written to a real prediction log (SQLite) and read back
-with `PredictionLog.frame(latest=N)`, the monitor's own read.
+Imports are timed apart (a fresh process imports everything a check needs). The first
+check of the process also pays Evidently's first use; later checks are timed too. Peak
+memory is the process's peak RSS (Linux `clear_refs` resets the high-water mark just before
+each check, so it is the process with everything imported plus the check).
 """
 
 from __future__ import annotations
@@ -26,33 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BUNDLED
+from bench.monitoring.logdb import FEATURES, MODEL, ensure_log
 
-FEATURES = [
-    "season",
-    "mnth",
-    "hr",
-    "holiday",
-    "weekday",
-    "workingday",
-    "weathersit",
-    "temp",
-    "atemp",
-    "hum",
-    "windspeed",
-]  # the bundled model's features (the training flow's `snapshot.features`)
 CATEGORICAL = ["mnth", "weathersit"]
 NUMERIC = [c for c in FEATURES if c not in CATEGORICAL]
-JITTERED = ["temp", "atemp", "hum", "windspeed"]
-
-# name -> (drift_max_rows, ood_max_queries); None = the product default (settings)
-DEFAULT_REPEATS = 3  # the default bounds run 3 times; the median is reported
-VARIANTS: dict[str, tuple[int | None, int | None]] = {
-    "default": (None, None),
-    "drift-5k": (5_000, None),
-    "drift-all": (10**9, None),
-    "ood-1k": (None, 1_000),
-    "ood-10k": (None, 10_000),
-}
 
 
 def _status_kb(field: str) -> int:
@@ -71,214 +50,138 @@ def _reset_peak() -> bool:
         return False
 
 
-def build_frames(rows: int, seed: int = 0) -> tuple[Any, Any]:
-    """(reference with prediction, window of `rows` rows with prediction)."""
-    import numpy as np
+def reference_frame(seed: int = 0) -> Any:
+    """What the training flow logs for the monitor: 5,000 training rows (the first 80 % of
+    the year) with the model's prediction column."""
     import pandas as pd
 
     data = pd.read_csv(BUNDLED)
-    data["prediction"] = data["bikers"].astype(float)
-    rng = np.random.default_rng(seed)
-    training = data.iloc[: int(0.8 * len(data))]  # the flow's time split: holdout = last 20 %
+    training = data.iloc[: int(0.8 * len(data))]
     reference = training.sample(5_000, random_state=seed).reset_index(drop=True)
-    window = data.iloc[rng.integers(0, len(data), size=rows)].reset_index(drop=True)
-    for column in [*JITTERED, "prediction"]:
-        noise = rng.normal(scale=0.02 * float(data[column].std()), size=rows)
-        window[column] = window[column].to_numpy() + noise
-    columns = [*FEATURES, "prediction"]
-    return reference[columns], window[columns]
+    reference["prediction"] = reference["bikers"].astype(float)
+    return reference[[*FEATURES, "bikers", "prediction"]]
 
 
-def run(
-    rows: int, variants: list[str], with_log: bool, before_code: Path | None = None
-) -> dict[str, Any]:
+def run(requests: int, repeats: int) -> dict[str, Any]:
+    log_path = ensure_log(requests)
     started = time.perf_counter()
-    import evidently  # noqa: F401
+    import evidently.presets  # noqa: F401
+    import mlflow
     import qdrant_edge  # noqa: F401
 
     from driftloop.settings import Settings
-    from monitoring.drift import measure_drift
-    from monitoring.ood import EdgeOODIndex, TabularEmbedder, fit_reference, ood_rate_frame
+    from monitoring.policy import decide
+    from pipelines import monitor
+    from pipelines.tracking import configure_mlflow
+    from registry import CHAMPION, VersionInfo
 
     import_s = time.perf_counter() - started
-    settings = Settings()
-    started = time.perf_counter()
-    reference, window = build_frames(rows)
-    build_s = time.perf_counter() - started
-    out: dict[str, Any] = {
-        "rows": rows,
-        "features": len(FEATURES),
-        "import_s": import_s,
-        "build_window_s": build_s,
-        "window_mb": float(window.memory_usage(deep=True).sum()) / 2**20,
-        "defaults": {
-            "drift_max_rows": settings.drift_max_rows,
-            "ood_max_queries": settings.ood_max_queries,
-            "ood_max_points": settings.ood_max_points,
-        },
-        "variants": {},
-    }
-    with tempfile.TemporaryDirectory(prefix="driftloop-bench-ood-") as folder:
-        index = EdgeOODIndex(Path(folder))
-        started = time.perf_counter()
-        embedder = TabularEmbedder.fit(reference[FEATURES], NUMERIC, CATEGORICAL)
-        ref = fit_reference(
-            index,
-            "bench",
-            embedder.transform(reference[FEATURES]),
-            max_points=settings.ood_max_points,
-            seed=settings.seed,
+    out: dict[str, Any] = {"requests": requests, "import_s": import_s, "checks": []}
+    with tempfile.TemporaryDirectory(prefix="driftloop-bench-check-") as folder:
+        state = Path(folder)
+        settings = Settings(
+            model_name=MODEL,
+            state_dir=state,
+            prediction_log_url=f"sqlite:///{log_path}",
+            tracking_uri=f"sqlite:///{state / 'mlflow.db'}",
+            monitor_window_rows=requests,
         )
-        out["fit_reference_s"] = time.perf_counter() - started
-        # Evidently builds parts of itself on first use: a small check first, timed apart.
+        champion = VersionInfo(
+            name=MODEL,
+            version="1",
+            run_id=None,
+            source="bench",
+            aliases=(CHAMPION,),
+            tags={},
+            created_at=monitor.datetime.now(monitor.UTC),
+        )
+        schema = {
+            "features": FEATURES,
+            "categorical": CATEGORICAL,
+            "numeric": NUMERIC,
+            "target": "bikers",
+            "task": "regression",
+        }
+        cache = monitor.monitor_dir(settings) / "v1"
+        cache.mkdir(parents=True)
+        (cache / "schema.json").write_text(json.dumps(schema))
+        reference = reference_frame()
+        reference.to_parquet(cache / "reference.parquet")
         started = time.perf_counter()
-        small = window.iloc[:500]
-        measure_drift(reference, small, FEATURES, CATEGORICAL, "prediction", seed=settings.seed)
-        ood_rate_frame(index, ref, embedder, small[FEATURES], seed=settings.seed)
-        out["first_check_s"] = time.perf_counter() - started
-        for name in variants:
-            repeats = DEFAULT_REPEATS if name == "default" else 1
-            runs = [
-                _timed_check(name, rows, settings, reference, window, index, ref, embedder)
-                for _ in range(repeats)
-            ]
-            runs.sort(key=lambda r: r["check_s"])
-            out["variants"][name] = {**runs[len(runs) // 2], "repeats": repeats}
+        index, _, _ = monitor.ensure_ood_reference(settings, "1", reference, schema)
         index.close()
-    if with_log:
-        out["log"] = log_read(window, before_code)
-    return out
-
-
-def _timed_check(
-    name: str,
-    rows: int,
-    settings: Any,
-    reference: Any,
-    window: Any,
-    index: Any,
-    ref: Any,
-    embedder: Any,
-) -> dict[str, Any]:
-    """One drift + OOD check with a variant's bounds: times, peak memory, the figures."""
-    from monitoring.drift import measure_drift
-    from monitoring.ood import ood_rate_frame
-
-    drift_rows, queries = VARIANTS[name]
-    drift_rows = drift_rows or settings.drift_max_rows
-    queries = queries or settings.ood_max_queries
-    peak_reset = _reset_peak()
-    rss_before = _status_kb("VmRSS") / 1024
-    t0 = time.perf_counter()
-    drift, _ = measure_drift(
-        reference,
-        window,
-        features=FEATURES,
-        categorical=CATEGORICAL,
-        prediction_column="prediction",
-        max_rows=drift_rows,
-        seed=settings.seed,
-        drift_share=settings.drift_share_threshold,
-    )
-    t1 = time.perf_counter()
-    ood = ood_rate_frame(
-        index, ref, embedder, window[FEATURES], max_queries=queries, seed=settings.seed
-    )
-    t2 = time.perf_counter()
-    return {
-        "drift_max_rows": min(drift_rows, rows),
-        "ood_max_queries": min(queries, rows),
-        "drift_s": t1 - t0,
-        "ood_s": t2 - t1,
-        "check_s": t2 - t0,
-        "rss_before_mb": rss_before,
-        "peak_rss_mb": _status_kb("VmHWM") / 1024,
-        "peak_is_check_only": peak_reset,
-        "drift_share": drift.drift_share,
-        "drifted": list(drift.drifted_features),
-        "ood_rate": ood.rate,
-    }
-
-
-def log_read(window: Any, before_code: Path | None = None) -> dict[str, float]:
-    """Write the window to a SQLite prediction log, then time the monitor's read of it.
-
-    `before_code`: a folder with an older `bentos/` whose `PredictionLog.frame` is timed on
-    the same file too (the before/after of the read).
-    """
-    from bentos.predlog import PredictionLog
-
-    rows = len(window)
-    with tempfile.TemporaryDirectory(prefix="driftloop-bench-log-") as folder:
-        log = PredictionLog(f"sqlite:///{folder}/predictions.db")
-        try:
-            features = window[FEATURES].to_dict(orient="records")
-            predictions = window["prediction"].tolist()
-            now = time.time()
-            started = time.perf_counter()
-            for start in range(0, rows, 5_000):
-                stop = min(rows, start + 5_000)
-                log.append(
-                    rows=[
-                        (f"r{i}", None, now, "m", "1", "champion", features[i], predictions[i], 3.0)
-                        for i in range(start, stop)
-                    ]
-                )
-            write_s = time.perf_counter() - started
-            del features, predictions
-            roles = ("champion", "challenger", "shadow")
-            repeats = 3 if rows <= 100_000 else 1  # median of 3 where a read is short
-            out: dict[str, float] = {"write_s": write_s, "repeats": repeats}
-            if before_code is not None:
-                old = _module(before_code / "bentos" / "predlog.py", "bench_before_predlog")
-                old_log = old.PredictionLog(log.url)
-                out["before_read_s"], out["before_read_peak_rss_mb"] = _timed_read(
-                    old_log, roles, rows, repeats
-                )
-                old_log.close()
-            out["read_s"], out["read_peak_rss_mb"] = _timed_read(log, roles, rows, repeats)
-        finally:
-            log.close()
-    return out
-
-
-def _timed_read(log: Any, roles: tuple[str, ...], rows: int, repeats: int) -> tuple[float, float]:
-    """(median seconds, peak RSS MB of the median run) of `log.frame(latest=rows)`."""
-    runs = []
-    for _ in range(repeats):
-        _reset_peak()
+        out["fit_reference_s"] = time.perf_counter() - started
         started = time.perf_counter()
-        frame = log.frame(roles=roles, latest=rows)
-        seconds = time.perf_counter() - started
-        assert len(frame) == rows
-        del frame
-        runs.append((seconds, _status_kb("VmHWM") / 1024))
-    runs.sort()
-    return runs[len(runs) // 2]
+        experiment = configure_mlflow(
+            settings.resolved_tracking_uri(), f"{MODEL}-monitoring", settings.artifact_root()
+        )
+        out["tracking_store_s"] = time.perf_counter() - started  # a new store: migrations
+        registry_state = {"versions": {CHAMPION: champion}, "history": []}
+        for _ in range(1 + repeats):
+            out["checks"].append(
+                _check(settings, registry_state, experiment, monitor, decide, mlflow)
+            )
+    out["settings"] = {
+        "drift_max_rows": settings.drift_max_rows,
+        "ood_max_queries": settings.ood_max_queries,
+        "ood_max_points": settings.ood_max_points,
+    }
+    return out
 
 
-def _module(path: Path, name: str) -> Any:
-    """Import one source file as a module of its own (an older version of ours)."""
-    import importlib.util
-    import sys
-
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
+def _check(
+    settings: Any, state: dict[str, Any], experiment: str, monitor: Any, decide: Any, mlflow: Any
+) -> dict[str, Any]:
+    """One whole check; its phases timed, the process's peak RSS during it."""
+    _reset_peak()
+    t0 = time.perf_counter()
+    window = monitor.read_window.fn(settings, settings.monitor_window_rows)
+    t1 = time.perf_counter()
+    figures, result = monitor.measure.fn(settings, window, state)
+    t2 = time.perf_counter()
+    decision = decide(figures, monitor.thresholds_from(settings))
+    result.decision = decision.to_dict()
+    result.figures = figures.to_dict()
+    t3 = time.perf_counter()
+    with mlflow.start_run(experiment_id=experiment, run_name=f"check {result.at}"):
+        mlflow.set_tags({"driftloop.action": decision.action, "driftloop.reason": decision.reason})
+        mlflow.log_metrics(monitor.numeric_figures(result.figures))
+        mlflow.log_dict(result.to_dict(), "check.json")
+        for report in (result.report_html, result.report_json):
+            if report:
+                mlflow.log_artifact(report, "evidently")
+    path = monitor.last_check_path(settings)
+    path.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    t4 = time.perf_counter()
+    drift, ood = result.drift or {}, result.ood or {}
+    return {
+        "read_s": t1 - t0,
+        "measure_s": t2 - t1,
+        "decide_s": t3 - t2,
+        "record_s": t4 - t3,
+        "check_s": t4 - t0,
+        "peak_rss_mb": _status_kb("VmHWM") / 1024,
+        "window_requests": window.requests,
+        "shadow_rows": window.bounds.shadow_rows,
+        "sampled_rows": len(window.sample),
+        "labelled_rows": len(window.labels),
+        "drift_rows": drift.get("n_current"),
+        "ood_rows": ood.get("n_scored"),
+        "drift_share": figures.drift_share,
+        "ood_rate": figures.ood_rate,
+        "champion_rmse": figures.champion_metric,
+        "champion_labelled": figures.champion_labelled_rows,
+        "action": str(decision.action),
+        "messages": result.messages,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="time one drift + OOD check")
-    parser.add_argument("--rows", type=int, required=True)
-    parser.add_argument("--variants", default="default")
-    parser.add_argument("--log", action="store_true", help="also time the prediction-log read")
-    parser.add_argument("--before-code", type=Path, help="folder with an older bentos/")
+    parser = argparse.ArgumentParser(description="time whole monitor checks")
+    parser.add_argument("--requests", type=int, required=True)
+    parser.add_argument("--repeats", type=int, default=2, help="checks after the first")
     args = parser.parse_args()
-    result = run(args.rows, args.variants.split(","), args.log, args.before_code)
-    print(json.dumps(result))
+    print(json.dumps(run(args.requests, args.repeats)))
 
 
 if __name__ == "__main__":

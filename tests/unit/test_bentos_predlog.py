@@ -536,7 +536,7 @@ def test_labels_first_one_wins_shadow_rows_count_and_models_stay_apart(
             FeedbackRecord("other-1", "other", 7.0),
         ]
     )
-    labelled = log.labelled(log.window("m"))
+    labelled = log.labelled(log.window("m")).rows
     got = sorted(zip(labelled["role"], labelled["prediction"], labelled["label"], strict=True))
     assert got == [
         ("champion", 0, 1.0),
@@ -544,9 +544,9 @@ def test_labels_first_one_wins_shadow_rows_count_and_models_stay_apart(
         ("shadow", -5, 5.0),
         ("shadow", 0, 1.0),
     ]
-    other = log.labelled(log.window("other"))
+    other = log.labelled(log.window("other")).rows
     assert list(other["label"]) == [7.0]
-    assert log.labelled(log.window("m", rows=3)).empty  # m-7..m-9 have no label
+    assert log.labelled(log.window("m", rows=3)).rows.empty  # m-7..m-9 have no label
     frame = log.labelled_frame(log.window("m"))
     assert list(frame["request_id"]) == ["m-0", "m-5"] and list(frame["label"]) == [1.0, 5.0]
     assert log.known_request_ids(["m-1", "other-1"], model_name="m") == {"m-1"}
@@ -587,3 +587,24 @@ def test_an_older_log_gets_the_new_indexes_when_opened(tmp_path: Path) -> None:
         assert {"ix_predictions_model_role_id", "ix_predictions_model_ts"} <= names
     finally:
         log.close()
+
+
+def test_above_max_labels_an_evenly_spread_share_of_the_labels_is_joined(
+    log: PredictionLog,
+) -> None:
+    _traffic(log, "m", 1_000, t0=1_000.0)
+    log.append(
+        feedback=[FeedbackRecord(f"m-{i}", "m", float(i), 1_000.5 + i) for i in range(1_000)]
+    )
+    log.append(feedback=[FeedbackRecord("m-3", "m", -1.0, 5_000.0)])  # a later label: ignored
+    bounds = log.window("m")
+    full = log.labelled(bounds)
+    assert (full.every, full.candidates, len(full.rows)) == (1, 1_001, 1_000)
+    assert -1.0 not in set(full.rows["label"])
+    part = log.labelled(bounds, max_labels=100)
+    assert part.every == 11 and part.sampled
+    assert 85 <= len(part.rows) <= 95  # every 11th first label
+    assert set(part.rows["label"]) <= set(full.rows["label"])
+    assert abs(part.rows["label"].astype(float).mean() - 500) < 40  # spread over the window
+    recent = log.labelled(log.window("m", rows=100), max_labels=1_000)
+    assert len(recent.rows) == 100 and recent.candidates < 1_001  # only labels since then
