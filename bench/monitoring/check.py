@@ -125,6 +125,7 @@ def run(requests: int, repeats: int) -> dict[str, Any]:
         "drift_max_rows": settings.drift_max_rows,
         "ood_max_queries": settings.ood_max_queries,
         "ood_max_points": settings.ood_max_points,
+        "live_max_labels": settings.live_max_labels,
     }
     return out
 
