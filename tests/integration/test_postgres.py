@@ -155,8 +155,11 @@ def test_prediction_log_on_postgres_reads_back_what_sqlite_reads(
         "postgres": PredictionLog(postgres.url(postgres.create_database("predlog"))),
         "sqlite": PredictionLog(f"sqlite:///{tmp_path / 'predictions.db'}"),
     }
-    frames = {}
-    receipts = {}
+    shadow = [
+        PredictionRecord("r0", "pg-model", "2", "shadow", records[0].features, 7.0, 2.0, 1.7e9)
+    ]
+    other = [PredictionRecord("o1", "other", "1", "champion", {"temp": 9.0}, 1.0, 2.0, 1.7e9)]
+    frames, reads, receipts = {}, {}, {}
     for name, log in logs.items():
         log.append(predictions=records)
         log.append(feedback=labels)
@@ -174,13 +177,35 @@ def test_prediction_log_on_postgres_reads_back_what_sqlite_reads(
         assert first == [0.0, 1.0], name
         frames[name] = log.frame(latest=20)
         assert log.count() == 30
+        # The monitor's reads: window bounds and counts, database sample, labels, prune.
+        log.append(predictions=[*shadow, *other])
+        log.append(feedback=[FeedbackRecord("r0", "pg-model", -1.0)])  # later: ignored
+        bounds = log.window("pg-model", rows=25)
+        sample = log.sample(bounds, max_rows=10, seed=3)
+        labelled = log.labelled(bounds).rows.sort_values(["role", "label"])
+        reads[name] = (
+            bounds.requests,
+            bounds.shadow_rows,
+            len(sample),
+            sorted(sample["request_id"]),
+            sample["temp"].round(6).tolist() == sorted(sample["temp"].round(6).tolist()),
+            list(zip(labelled["role"], labelled["label"].astype(float), strict=True)),
+            log.prune(1_700_000_010.0, model_name="pg-model", batch_rows=4),
+            log.window("pg-model").requests,
+            log.count("other"),
+        )
         log.close()
+<<<<<<< HEAD
     for receipt in receipts.values():
         assert (receipt.stored, receipt.already_labelled, receipt.unknown) == (
             ["r1"],
             ["r0"],
             ["nope"],
         )
+=======
+    assert reads["postgres"][:3] == (25, 1, 10)  # the shadow row is in range, not counted
+    assert reads["postgres"] == reads["sqlite"], reads
+>>>>>>> 67c56d4 (tests: the monitor's reads (window, sample, labels, prune) give the same answers on PostgreSQL as on SQLite)
     pg, lite = frames["postgres"], frames["sqlite"]
     assert len(pg) == 20 and list(pg.columns) == list(lite.columns)
     assert pg["request_id"].tolist() == lite["request_id"].tolist()
