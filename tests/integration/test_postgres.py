@@ -195,17 +195,14 @@ def test_prediction_log_on_postgres_reads_back_what_sqlite_reads(
             log.count("other"),
         )
         log.close()
-<<<<<<< HEAD
     for receipt in receipts.values():
         assert (receipt.stored, receipt.already_labelled, receipt.unknown) == (
             ["r1"],
             ["r0"],
             ["nope"],
         )
-=======
     assert reads["postgres"][:3] == (25, 1, 10)  # the shadow row is in range, not counted
     assert reads["postgres"] == reads["sqlite"], reads
->>>>>>> 67c56d4 (tests: the monitor's reads (window, sample, labels, prune) give the same answers on PostgreSQL as on SQLite)
     pg, lite = frames["postgres"], frames["sqlite"]
     assert len(pg) == 20 and list(pg.columns) == list(lite.columns)
     assert pg["request_id"].tolist() == lite["request_id"].tolist()
