@@ -375,7 +375,8 @@ def measure(
     """Drift, OOD and live performance → the policy's figures (never raises on bad windows).
 
     Drift and OOD run on the window's sample (already bounded by the database); their
-    results carry the window's exact size. Live metrics use every labelled row.
+    results carry the window's exact size. Live metrics use its labelled rows (an evenly
+    spread 1-in-k share of them above `live_max_labels`).
     """
     from monitoring.drift import measure_drift, save_report
     from monitoring.ood import ood_rate_frame
