@@ -73,3 +73,13 @@ def test_macro_f1_matches_sklearn_row_by_row() -> None:
     for row in range(50):
         expected = f1_score(truth[row], pred[row], average="macro", zero_division=0)
         assert ours[row] == pytest.approx(expected)
+
+
+def test_a_million_labelled_rows_are_resampled_from_a_bounded_subset() -> None:
+    big, other = regression(1_000_000, 5.0, 12), regression(1_000_000, 10.0, 13)
+    bounded = gain_interval(big, other, "regression", False, seed=14, max_rows=20_000)
+    smaller = gain_interval(big, other, "regression", False, seed=14, max_rows=2_000)
+    assert bounded is not None and smaller is not None
+    assert 0.45 < bounded.low < bounded.high < 0.55
+    # fewer rows resampled: a wider interval (conservative), never a narrower one
+    assert smaller.high - smaller.low > bounded.high - bounded.low
