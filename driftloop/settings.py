@@ -169,7 +169,34 @@ class Settings(ServingSettings):
         1800, ge=0, description="Seconds after a retrain before drift may trigger another."
     )
     challenger_patience_s: float = Field(
-        86400, ge=0, description="Seconds a challenger may wait for labels before a new retrain."
+        86400,
+        ge=0,
+        description="Seconds a challenger may wait to be judged on live labels before it is "
+        "retired (its alias cleared, with the reason recorded).",
+    )
+    min_retrain_labelled_rows: int = Field(
+        100,
+        ge=0,
+        description="Labelled rows the drifted window needs before a drift retrain runs; "
+        "with fewer the check records 'retrain pending' and alerts, and retrains by itself "
+        "once the labels arrive.",
+    )
+    retrain_without_labels: bool = Field(
+        False,
+        description="On drift, retrain at once on whatever is labelled instead of waiting "
+        "for min_retrain_labelled_rows.",
+    )
+    live_interval_level: float = Field(
+        0.9,
+        gt=0,
+        lt=1,
+        description="Confidence of the bootstrap interval of a live gain: promotion and "
+        "rollback need the whole interval to clear their margin.",
+    )
+    gate_losers_as_challenger: bool = Field(
+        False,
+        description="Make a new version that does not beat the champion by promotion_margin "
+        "challenger anyway (default: registered without an alias).",
     )
     monitor_guard_wait_s: float = Field(
         120,

@@ -6,10 +6,20 @@
    previous champion by more than ``rollback_margin`` on enough live labels.
 2. PROMOTE: the challenger beats the champion by at least ``promotion_margin`` on live
    labels, both with enough labelled rows.
-3. RETRAIN: the window is big enough and drifts (share of drifted features) or is out of
-   distribution (OOD rate), retraining is not cooling down, and no challenger is still
-   waiting to be judged.
-4. NONE, with a reason naming every guard that held the other actions back.
+3. RETIRE_CHALLENGER: the challenger was judged on live labels and lost, or waited longer
+   than ``challenger_patience_s`` without being judged: its alias is cleared, with why.
+4. RETRAIN: the window is big enough and drifts (share of drifted features) or is out of
+   distribution (OOD rate), retraining is not cooling down, no challenger is still waiting
+   to be judged, and the window holds ``min_retrain_labelled_rows`` labelled rows to learn
+   the drift from. With fewer: RETRAIN_PENDING ("drift detected — retrain pending: N of M
+   labelled rows"), recorded and alerted; it becomes RETRAIN by itself once the labels
+   arrive (or at once with ``retrain_without_labels``).
+5. NONE, with a reason naming every guard that held the other actions back.
+
+Labels late or partial: when the monitor passes a bootstrap interval of a gain
+(``challenger_gain_interval``, ``champion_gain_interval``), promotion needs the whole
+interval to clear ``promotion_margin`` and rollback needs it wholly beyond
+``rollback_margin``; a point estimate alone never moves an alias on a thin sample.
 
 Margins are relative and direction-aware: ``higher_is_better`` says whether a larger metric
 is better (F1, accuracy) or worse (RMSE, MAE). Ties count for promotion (``>=`` margin) and
@@ -61,7 +71,11 @@ class Thresholds:
     retrain_cooldown_s: float = 1800.0
     """Seconds after a retrain before drift may trigger another one."""
     challenger_patience_s: float = 86_400.0
-    """Seconds a challenger may wait for labels before it stops blocking a retrain."""
+    """Seconds a challenger may wait for labels before it is retired (and stops blocking)."""
+    min_retrain_labelled_rows: int = 100
+    """Fewest labelled rows in the drifted window before a drift retrain runs."""
+    retrain_without_labels: bool = False
+    """Retrain on drift at once, on whatever is labelled, instead of waiting for labels."""
 
     def __post_init__(self) -> None:
         for name in ("drift_share_threshold", "ood_rate_threshold"):
@@ -76,6 +90,7 @@ class Thresholds:
             "watch_period_s",
             "retrain_cooldown_s",
             "challenger_patience_s",
+            "min_retrain_labelled_rows",
         ):
             value = getattr(self, name)
             if value < 0 or (isinstance(value, float) and math.isnan(value)):
@@ -113,6 +128,14 @@ class Figures:
     """The previous champion's figure: its live metric before the promotion, or holdout."""
     last_promotion_at: datetime | None = None
     last_retrain_at: datetime | None = None
+    labelled_rows: int | None = None
+    """Labelled answered rows in the window (what a drift retrain would learn from)."""
+    challenger_gain_interval: tuple[float, float] | None = None
+    """Bootstrap interval of the challenger's relative gain over the champion."""
+    champion_gain_interval: tuple[float, float] | None = None
+    """Bootstrap interval of the champion's relative gain over the previous champion."""
+    interval_level: float | None = None
+    """Confidence of both intervals (e.g. 0.9)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly copy: datetimes as ISO strings, tuples as lists."""
@@ -132,8 +155,10 @@ class Action(StrEnum):
 
     NONE = "none"
     RETRAIN = "retrain"
+    RETRAIN_PENDING = "retrain_pending"
     PROMOTE = "promote"
     ROLLBACK = "rollback"
+    RETIRE_CHALLENGER = "retire_challenger"
 
 
 @dataclass(frozen=True)
@@ -186,15 +211,16 @@ def decide(figures: Figures, thresholds: Thresholds) -> Decision:
     now = _utc(figures.now)
     rollback = _check_rollback(figures, thresholds, now)
     promote = _check_promote(figures, thresholds)
+    retire = _check_retire(figures, thresholds, now, promote)
     retrain = _check_retrain(figures, thresholds, now)
 
     used = figures.to_dict()
     used["thresholds"] = asdict(thresholds)
-    for check in (rollback, promote, retrain):
+    for check in (rollback, promote, retire, retrain):
         used.update(check.derived)
 
     def notes_except(chosen: _Check | None) -> tuple[str, ...]:
-        checks = (rollback, promote, retrain)
+        checks = (rollback, promote, retire, retrain)
         return tuple(c.sentence for c in checks if c is not chosen and c.sentence)
 
     if rollback.fires:
@@ -215,9 +241,19 @@ def decide(figures: Figures, thresholds: Thresholds) -> Decision:
             figures.challenger_version,
             notes_except(promote),
         )
-    if retrain.fires:
+    if retire.fires:
         return Decision(
-            Action.RETRAIN,
+            Action.RETIRE_CHALLENGER,
+            _sentence(retire),
+            used,
+            figures.challenger_version,
+            None,
+            notes_except(retire),
+        )
+    if retrain.fires:
+        pending = retrain.derived.get("retrain_pending", False)
+        return Decision(
+            Action.RETRAIN_PENDING if pending else Action.RETRAIN,
             _sentence(retrain),
             used,
             figures.champion_version,
@@ -226,7 +262,7 @@ def decide(figures: Figures, thresholds: Thresholds) -> Decision:
         )
     # For NONE the window's own state leads, then what held back the alias moves; a bare
     # "no challenger waiting" is left to the notes unless nothing else is worth saying.
-    notes = tuple(c.sentence for c in (rollback, retrain, promote) if c.sentence)
+    notes = tuple(c.sentence for c in (rollback, retrain, promote, retire) if c.sentence)
     telling = [n for n in notes if n != _NO_CHALLENGER]
     reason = "; ".join(telling or notes) or "nothing to act on"
     return Decision(Action.NONE, reason, used, figures.champion_version, None, notes)
@@ -282,6 +318,17 @@ def _check_rollback(f: Figures, t: Thresholds, now: datetime) -> _Check:
             "not rolling back",
             derived,
         )
+    interval = f.champion_gain_interval
+    if interval is not None:
+        derived["champion_gain_interval"] = list(interval)
+        if -interval[1] <= t.rollback_margin + _EPS:
+            return _Check(
+                False,
+                f"{comparison}, but the {_level(f)} interval of the change "
+                f"{_span(interval)} on {f.champion_labelled_rows:,} labelled rows does not "
+                f"rule out staying within the {_pct(t.rollback_margin)} rollback margin",
+                derived,
+            )
     minutes = max(0.0, (now - promoted).total_seconds()) / 60
     return _Check(
         True,
@@ -321,6 +368,18 @@ def _check_promote(f: Figures, t: Thresholds) -> _Check:
         f"challenger {xv} {name} {_m(challenger)} is {_change(gain)} than champion {cv} "
         f"({_m(champion)})"
     )
+    interval = f.challenger_gain_interval
+    if interval is not None:
+        derived["challenger_gain_interval"] = list(interval)
+    clears = interval is None or interval[0] >= t.promotion_margin - _EPS
+    if gain >= t.promotion_margin - _EPS and not clears:
+        return _Check(
+            False,
+            f"{comparison}, but the {_level(f)} interval of the gain {_span(interval)} "
+            f"on {f.challenger_labelled_rows:,} / {f.champion_labelled_rows:,} labelled "
+            f"rows does not clear the {_pct(t.promotion_margin)} promotion margin",
+            derived,
+        )
     if gain >= t.promotion_margin - _EPS:
         return _Check(
             True,
@@ -377,7 +436,48 @@ def _check_retrain(f: Figures, t: Thresholds, now: datetime) -> _Check:
     pending = _pending_challenger(f, t, now)
     if pending is not None:
         return _Check(False, f"{what}, but {pending}", derived)
+    labelled = f.labelled_rows
+    if (
+        labelled is not None
+        and labelled < t.min_retrain_labelled_rows
+        and not t.retrain_without_labels
+    ):
+        derived["retrain_pending"] = True
+        return _Check(
+            True,
+            f"drift detected — retrain pending: {labelled:,} of {t.min_retrain_labelled_rows:,} "
+            f"labelled rows ({what}); it retrains once enough labels arrive",
+            derived,
+        )
     return _Check(True, what, derived)
+
+
+def _check_retire(f: Figures, t: Thresholds, now: datetime, promote: _Check) -> _Check:
+    """Retire a challenger that lost on live labels, or that waited past its patience."""
+    if f.challenger_version is None or promote.fires:
+        return _Check(False, None)
+    xv = _v(f.challenger_version)
+    gain = promote.derived.get("challenger_vs_champion_gain")
+    if gain is not None:  # judged: enough labels on both sides
+        interval = f.challenger_gain_interval
+        if interval is not None and interval[1] >= t.promotion_margin - _EPS:
+            return _Check(False, None)  # could still clear the margin: keep collecting
+        return _Check(
+            True,
+            f"challenger {xv} lost on live labels: {promote.sentence}",
+        )
+    created = f.challenger_created_at or f.last_retrain_at
+    if created is None:
+        return _Check(False, None)
+    waited = (now - _utc(created)).total_seconds()
+    if waited <= t.challenger_patience_s:
+        return _Check(False, None)
+    return _Check(
+        True,
+        f"challenger {xv} waited {waited / 3600:.1f} h for live labels "
+        f"(patience {t.challenger_patience_s / 3600:.1f} h) without being judged: "
+        f"{f.challenger_labelled_rows:,} < {t.min_labelled_rows:,} labelled rows",
+    )
 
 
 def _pending_challenger(f: Figures, t: Thresholds, now: datetime) -> str | None:
@@ -442,6 +542,14 @@ def _v(version: str | None) -> str:
 
 def _m(value: float) -> str:
     return f"{value:.4g}"
+
+
+def _level(f: Figures) -> str:
+    return f"{f.interval_level:.0%}" if f.interval_level else "bootstrap"
+
+
+def _span(interval: tuple[float, float]) -> str:
+    return f"[{interval[0]:+.1%}, {interval[1]:+.1%}]"
 
 
 def _pct(share: float, digits: int = 0) -> str:

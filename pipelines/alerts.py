@@ -42,6 +42,10 @@ ALERT_KINDS: tuple[AlertKind, ...] = (
     AlertKind("drift", "driftloop.drift.detected", "drift detected, retraining"),
     AlertKind("promotion", "driftloop.promotion", "challenger promoted"),
     AlertKind("rollback", "driftloop.rollback", "champion rolled back"),
+    AlertKind(
+        "retrain-pending", "driftloop.retrain.pending", "drift detected, retrain waits for labels"
+    ),
+    AlertKind("challenger-retired", "driftloop.challenger.retired", "challenger retired"),
 )
 
 # The JSON document the webhook receives. `{{subject}}`/`{{body}}` are the block's own

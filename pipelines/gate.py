@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-GateAlias = Literal["champion", "challenger"]
+GateAlias = Literal["champion", "challenger"] | None
 
 
 @dataclass(frozen=True)
 class GateDecision:
-    """The alias for the new version and a sentence saying why, with the numbers."""
+    """The alias for the new version (None: registered, no alias) and why, with numbers."""
 
     alias: GateAlias
     reason: str
@@ -37,13 +37,16 @@ def gate(
     policy: Literal["challenger", "auto"],
     champion_version: str | None = None,
     champion_error: str | None = None,
+    losers_as_challenger: bool = False,
 ) -> GateDecision:
     """Decide the new version's alias.
 
     - no champion yet → champion;
     - the champion could not be scored on this holdout (schema changed) → challenger;
     - beats the champion by ≥ `margin` and policy is 'auto' → champion;
-    - otherwise → challenger, to be judged on live traffic by the monitor.
+    - beats it by ≥ `margin` under policy 'challenger' → challenger, judged on live traffic;
+    - does not beat it by the margin → registered without an alias (it would only take
+      canary traffic and block drift retrains), unless `losers_as_challenger`.
     """
     if champion_version is None:
         return GateDecision(
@@ -72,6 +75,16 @@ def gate(
             f"beats the champion: {comparison}; policy 'challenger' waits for live traffic",
             gain,
         )
+    if losers_as_challenger:
+        return GateDecision(
+            "challenger",
+            f"does not beat the champion by the margin: {comparison}; challenger anyway "
+            "(gate_losers_as_challenger)",
+            gain,
+        )
     return GateDecision(
-        "challenger", f"does not beat the champion by the margin: {comparison}", gain
+        None,
+        f"does not beat the champion by the margin: {comparison}; registered without an "
+        "alias (promote it by hand, or set gate_losers_as_challenger to judge it live)",
+        gain,
     )

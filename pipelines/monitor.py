@@ -82,6 +82,8 @@ def thresholds_from(settings: Settings) -> Thresholds:
         watch_period_s=settings.watch_period_s,
         retrain_cooldown_s=settings.retrain_cooldown_s,
         challenger_patience_s=settings.challenger_patience_s,
+        min_retrain_labelled_rows=settings.min_retrain_labelled_rows,
+        retrain_without_labels=settings.retrain_without_labels,
     )
 
 
@@ -545,12 +547,54 @@ def act(
     try:
         if decision.action in (Action.ROLLBACK, Action.PROMOTE):
             return move_aliases(settings, registry, decision, state, figures, decision_id)
+        if decision.action == Action.RETIRE_CHALLENGER:
+            return retire_challenger(settings, registry, decision, state, decision_id)
     except AliasesMoved as exc:
         get_run_logger().warning("%s", exc)
         return f"not carried out: {exc}"
     if decision.action == Action.RETRAIN:
         return request_retrain(settings, registry, decision, window, state, figures, decision_id)
+    if decision.action == Action.RETRAIN_PENDING:
+        return retrain_pending(settings, registry, decision, state)
     return None
+
+
+def retire_challenger(
+    settings: Settings,
+    registry: Registry,
+    decision: Decision,
+    state: dict[str, Any],
+    decision_id: str,
+) -> str:
+    """Clear the challenger alias (compare-and-swap), tag the version with why."""
+    from prefect.events import emit_event
+
+    challenger = state["versions"][CHALLENGER]
+    move = registry.clear_alias(
+        CHALLENGER,
+        decision.reason,
+        actor="monitor",
+        expected={CHALLENGER: challenger.version},
+        decision_id=decision_id,
+    )
+    registry.set_tags(challenger.version, {"retired": decision.reason[:4900]})
+    if move is not None and not move.replayed:
+        resource = {"prefect.resource.id": f"driftloop.model.{settings.model_name}"}
+        emit_event("driftloop.challenger.retired", resource=resource, payload=move.to_dict())
+    return f"retired challenger v{challenger.version}"
+
+
+def retrain_pending(
+    settings: Settings, registry: Registry, decision: Decision, state: dict[str, Any]
+) -> str:
+    """Drift without enough labels: say so (event, champion tag); the next checks retrain."""
+    from prefect.events import emit_event
+
+    resource = {"prefect.resource.id": f"driftloop.model.{settings.model_name}"}
+    emit_event("driftloop.retrain.pending", resource=resource, payload=decision.to_dict())
+    champion = state["versions"][CHAMPION]
+    registry.set_tags(champion.version, {"last_monitor_decision": decision.reason[:4900]})
+    return decision.reason
 
 
 def move_aliases(

@@ -543,7 +543,8 @@ def apply_gate(
     champion_version: str | None,
     decision_id: str,
 ) -> tuple[str, str]:
-    """Move the aliases the gate chose; returns (alias, reason) as carried out.
+    """Move the aliases the gate chose; returns (alias, reason) as carried out ("none":
+    the version lost the gate and stays without an alias).
 
     The champion move expects the champion the gate compared with
     (`champion_version`): if another move changed it meanwhile, the comparison is
@@ -577,6 +578,9 @@ def apply_gate(
         except AliasesMoved as exc:
             alias = CHALLENGER
             reason = f"{reason}; but the champion moved during training ({exc}): challenger"
+    if alias is None:  # lost the gate: registered, no alias (the tag above says why)
+        get_run_logger().info("v%s → no alias: %s", version, reason)
+        return "none", reason
     if alias != CHAMPION:
         # The newest candidate replaces any waiting challenger: nothing to compare.
         registry.set_alias(
@@ -699,6 +703,7 @@ def train_flow(
         settings.promotion_policy,
         champion_version=champion_version,
         champion_error=champion_error,
+        losers_as_challenger=settings.gate_losers_as_challenger,
     )
     figures = {f"new_{k}": v for k, v in metrics.items()}
     if champion_metrics:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -67,11 +68,23 @@ def render(template: str, evt: ReceivedEvent) -> str:
 
 
 def test_one_kind_per_monitor_event() -> None:
-    assert {kind.event for kind in ALERT_KINDS} == {
-        "driftloop.drift.detected",
-        "driftloop.promotion",
-        "driftloop.rollback",
-    }
+    import re
+
+    import pipelines.monitor
+
+    source = Path(pipelines.monitor.__file__).read_text()
+    emitted = set(re.findall(r'emit_event\(\s*"([^"]+)"', source))
+    assert (
+        {kind.event for kind in ALERT_KINDS}
+        == emitted
+        == {
+            "driftloop.drift.detected",
+            "driftloop.retrain.pending",
+            "driftloop.challenger.retired",
+            "driftloop.promotion",
+            "driftloop.rollback",
+        }
+    )
 
 
 def test_automation_names_are_stable_and_distinct_per_kind_and_scope() -> None:

@@ -14,11 +14,18 @@ def test_first_version_becomes_champion() -> None:
 
 
 @pytest.mark.parametrize("policy", ["challenger", "auto"])
-def test_worse_version_waits_as_challenger(policy: str) -> None:
+def test_worse_version_is_registered_without_an_alias(policy: str) -> None:
     decision = gate("rmse", 60.0, 50.0, False, 0.02, policy, champion_version="1")
-    assert decision.alias == "challenger"
+    assert decision.alias is None
     assert decision.improvement == pytest.approx(-0.2)
     assert "does not beat" in decision.reason and "v1" in decision.reason
+    assert "registered without an alias" in decision.reason
+
+
+def test_losers_become_challenger_only_when_asked() -> None:
+    decision = gate("rmse", 60.0, 50.0, False, 0.02, "challenger", "1", losers_as_challenger=True)
+    assert decision.alias == "challenger"
+    assert "challenger anyway (gate_losers_as_challenger)" in decision.reason
 
 
 def test_winner_promoted_directly_only_under_auto_policy() -> None:
@@ -34,7 +41,7 @@ def test_margin_is_inclusive_and_direction_aware() -> None:
     at_margin = gate("f1", 0.816, 0.8, True, 0.02, "auto", champion_version="1")
     below = gate("f1", 0.81, 0.8, True, 0.02, "auto", champion_version="1")
     assert at_margin.alias == "champion"
-    assert below.alias == "challenger"
+    assert below.alias is None
 
 
 def test_champion_that_cannot_score_keeps_new_version_as_challenger() -> None:

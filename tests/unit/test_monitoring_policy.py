@@ -177,13 +177,22 @@ def test_challenger_of_unknown_age_keeps_blocking_retrain() -> None:
     assert decide(figures, T).action is Action.NONE
 
 
-def test_starved_challenger_stops_blocking_after_patience() -> None:
+def test_starved_challenger_is_retired_after_patience_then_drift_retrains() -> None:
     figures = drifting(
         challenger_version="4",
         challenger_labelled_rows=0,
-        challenger_created_at=NOW - timedelta(seconds=T.challenger_patience_s + 1),
+        challenger_created_at=NOW - timedelta(seconds=T.challenger_patience_s + 3600),
     )
-    assert decide(figures, T).action is Action.RETRAIN
+    decision = decide(figures, T)
+    assert decision.action is Action.RETIRE_CHALLENGER
+    assert decision.from_version == "4"
+    assert decision.reason == (
+        "challenger v4 waited 25.0 h for live labels (patience 24.0 h) without being "
+        "judged: 0 < 100 labelled rows"
+    )
+    assert any(note.startswith("drift share 0.58") for note in decision.notes)
+    retired = replace(figures, challenger_version=None, challenger_created_at=None)
+    assert decide(retired, T).action is Action.RETRAIN
 
 
 def test_patience_falls_back_to_last_retrain_time() -> None:
@@ -192,14 +201,17 @@ def test_patience_falls_back_to_last_retrain_time() -> None:
         challenger_labelled_rows=0,
         last_retrain_at=NOW - timedelta(days=2),
     )
-    assert decide(figures, T).action is Action.RETRAIN
+    assert decide(figures, T).action is Action.RETIRE_CHALLENGER
 
 
-def test_challenger_that_lost_does_not_block_retrain() -> None:
+def test_challenger_that_lost_is_retired_and_no_longer_blocks_retrain() -> None:
     figures = drifting(challenger_version="4", challenger_metric=10.5, challenger_labelled_rows=300)
     decision = decide(figures, T)
-    assert decision.action is Action.RETRAIN
-    assert any("challenger v4 rmse 10.5 is 5.0% worse" in note for note in decision.notes)
+    assert decision.action is Action.RETIRE_CHALLENGER
+    assert decision.reason.startswith(
+        "challenger v4 lost on live labels: challenger v4 rmse 10.5 is 5.0% worse"
+    )
+    assert any(note.startswith("drift share 0.58") for note in decision.notes)
 
 
 # -- promote -----------------------------------------------------------------------------
@@ -229,9 +241,9 @@ def test_promotion_tie_at_the_margin_promotes_for_higher_is_better() -> None:
     assert decide(figures, T).action is Action.PROMOTE
 
 
-def test_challenger_below_margin_is_not_promoted() -> None:
+def test_challenger_below_margin_is_not_promoted_but_retired() -> None:
     decision = decide(with_challenger(9.6), T)
-    assert decision.action is Action.NONE
+    assert decision.action is Action.RETIRE_CHALLENGER
     assert "challenger v4 rmse 9.6 is 4.0% better than champion v3 (10) < 5%" in (decision.reason)
 
 
@@ -244,14 +256,14 @@ def test_direction_matters_for_classification() -> None:
     )
     assert decide(better, T).action is Action.PROMOTE
     decision = decide(worse, T)
-    assert decision.action is Action.NONE
+    assert decision.action is Action.RETIRE_CHALLENGER
     assert "12.5% worse" in decision.reason
 
 
 def test_direction_matters_for_regression() -> None:
     # A larger RMSE is worse even though the number went up.
     decision = decide(with_challenger(11.0), T)
-    assert decision.action is Action.NONE
+    assert decision.action is Action.RETIRE_CHALLENGER
     assert "10.0% worse" in decision.reason
 
 
@@ -288,7 +300,7 @@ def test_zero_champion_metric_does_not_divide_by_zero() -> None:
         0.3, metric_name="f1_macro", higher_is_better=True, champion_metric=0.0
     )
     assert decide(figures, T).action is Action.PROMOTE
-    assert decide(with_challenger(0.0, champion_metric=0.0), T).action is Action.NONE
+    assert decide(with_challenger(0.0, champion_metric=0.0), T).action is (Action.RETIRE_CHALLENGER)
 
 
 # -- rollback ----------------------------------------------------------------------------
@@ -495,3 +507,51 @@ def test_decide_never_raises_and_respects_its_guards(
         assert figures.window_rows >= thresholds.min_window_rows
         if figures.last_retrain_at is not None:
             assert now >= _until(figures.last_retrain_at, thresholds.retrain_cooldown_s)
+
+
+# -- labels late or partial: intervals, retrain pending ---------------------------------
+
+
+def test_promotion_needs_the_whole_interval_to_clear_the_margin() -> None:
+    thin = with_challenger(
+        9.0, challenger_gain_interval=(-0.02, 0.22), interval_level=0.9, champion_labelled_rows=120
+    )
+    decision = decide(thin, T)
+    assert decision.action is Action.NONE  # not promoted, and not retired: it may still win
+    assert decision.reason.endswith(
+        "challenger v4 rmse 9 is 10.0% better than champion v3 (10), but the 90% interval of "
+        "the gain [-2.0%, +22.0%] on 300 / 120 labelled rows does not clear the 5% promotion "
+        "margin"
+    )
+    assert decision.figures["challenger_gain_interval"] == [-0.02, 0.22]
+    sure = replace(thin, challenger_gain_interval=(0.06, 0.14))
+    assert decide(sure, T).action is Action.PROMOTE
+
+
+def test_a_challenger_whose_interval_cannot_reach_the_margin_is_retired() -> None:
+    figures = with_challenger(9.8, challenger_gain_interval=(-0.03, 0.049), interval_level=0.9)
+    assert decide(figures, T).action is Action.RETIRE_CHALLENGER
+    hopeful = replace(figures, challenger_gain_interval=(-0.03, 0.07))
+    assert decide(hopeful, T).action is Action.NONE
+
+
+def test_rollback_needs_the_interval_wholly_beyond_the_margin() -> None:
+    unsure = promoted(20, champion_metric=12.0, champion_gain_interval=(-0.35, -0.05))
+    decision = decide(unsure, T)
+    assert decision.action is Action.NONE
+    assert "does not rule out staying within the 10% rollback margin" in decision.reason
+    sure = replace(unsure, champion_gain_interval=(-0.35, -0.12))
+    assert decide(sure, T).action is Action.ROLLBACK
+
+
+def test_drift_without_labels_is_a_pending_retrain_until_labels_arrive() -> None:
+    decision = decide(drifting(labelled_rows=12), T)
+    assert decision.action is Action.RETRAIN_PENDING
+    assert decision.reason.startswith(
+        "drift detected — retrain pending: 12 of 100 labelled rows (drift share 0.58"
+    )
+    assert decide(drifting(labelled_rows=100), T).action is Action.RETRAIN
+    now = Thresholds(retrain_without_labels=True)
+    assert decide(drifting(labelled_rows=0), now).action is Action.RETRAIN
+    cooling = drifting(labelled_rows=0, last_retrain_at=NOW - timedelta(minutes=5))
+    assert decide(cooling, T).action is Action.NONE
