@@ -267,16 +267,65 @@ def live_metric(
     """
     from monitoring.drift import measure_performance
 
-    if version is None or labels.empty:
-        return None, 0, {}
-    keep = (labels["model_version"] == version) & labels["role"].isin(roles)
-    if since is not None:
-        keep &= labels["timestamp"] >= pd.Timestamp(since)
-    rows = labels[keep & labels["label"].notna()]
+    rows = version_rows(labels, version, roles, since)
     if rows.empty:
         return None, 0, {}
     result = measure_performance(rows["label"].tolist(), rows["prediction"].tolist(), task)
     return result.value, result.n_labelled, dict(result.metrics)
+
+
+def version_rows(
+    labels: pd.DataFrame,
+    version: str | None,
+    roles: tuple[str, ...],
+    since: datetime | None = None,
+) -> pd.DataFrame:
+    """The labelled rows of one version in `roles` (logged at or after `since`)."""
+    if version is None or labels.empty:
+        return labels.iloc[0:0]
+    keep = (labels["model_version"] == version) & labels["role"].isin(roles)
+    if since is not None:
+        keep &= labels["timestamp"] >= pd.Timestamp(since)
+    return labels[keep & labels["label"].notna()]
+
+
+def gain_intervals(
+    labels: pd.DataFrame,
+    task: str,
+    higher_is_better: bool,
+    level: float,
+    seed: int,
+    versions: dict[str, tuple[str | None, tuple[str, ...], datetime | None]],
+    previous_figure: float | None,
+) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+    """Bootstrap intervals of (challenger vs champion, champion vs previous) live gains.
+
+    `versions` maps champion / challenger / previous to (version, roles, since) as the
+    live metrics use them; a previous without live rows is compared by its figure
+    (`previous_figure`, e.g. its holdout metric).
+    """
+    from monitoring.live import LabelledRows, gain_interval
+
+    def rows(alias: str) -> LabelledRows | None:
+        version, roles, since = versions[alias]
+        found = version_rows(labels, version, roles, since)
+        if found.empty:
+            return None
+        return LabelledRows(found["label"].tolist(), found["prediction"].tolist())
+
+    def interval(
+        candidate: LabelledRows | None, baseline: LabelledRows | float | None
+    ) -> tuple[float, float] | None:
+        if candidate is None or baseline is None:
+            return None
+        found = gain_interval(candidate, baseline, task, higher_is_better, level, seed=seed)
+        return None if found is None else (found.low, found.high)
+
+    champion, challenger, previous = rows(CHAMPION), rows(CHALLENGER), rows(PREVIOUS)
+    return (
+        interval(challenger, champion),
+        interval(champion, previous if previous is not None else previous_figure),
+    )
 
 
 @dataclass
@@ -478,6 +527,30 @@ def measure(
     )
     if previous is not None and prev_value is None:
         prev_value = previous.holdout_metric(metric.name)  # no live figure: its holdout one
+    challenger_interval, champion_interval = gain_intervals(
+        labels,
+        task_kind,
+        metric.higher_is_better,
+        settings.live_interval_level,
+        settings.seed,
+        {
+            CHAMPION: (champion.version, ("champion",), last_promotion),
+            CHALLENGER: (
+                challenger.version if challenger else None,
+                ("challenger", "shadow"),
+                None,
+            ),
+            PREVIOUS: (
+                previous.version if previous else None,
+                ("champion", "challenger", "shadow"),
+                None,
+            ),
+        },
+        prev_value,
+    )
+    answered_labels = (
+        int(labels["role"].isin(("champion", "challenger")).sum()) if len(labels) else 0
+    )
     result.performance = {
         "metric": metric.name,
         "champion": {"version": champion.version, "n": champ_n, **champ_details},
@@ -519,6 +592,10 @@ def measure(
         previous_metric=prev_value,
         last_promotion_at=last_promotion,
         last_retrain_at=last_retrain,
+        labelled_rows=answered_labels * window.labels_every,
+        challenger_gain_interval=challenger_interval,
+        champion_gain_interval=champion_interval,
+        interval_level=settings.live_interval_level,
     )
     for message in messages:
         logger.warning(message)
