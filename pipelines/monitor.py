@@ -783,9 +783,15 @@ def trigger_retrain(
         return f"flow run {run.name} of deployment train/train"
     except Exception as exc:  # no deployment (no `driftloop up`): train right here
         get_run_logger().info("no train deployment (%s); training in this process", exc)
+        from data.errors import DataError
         from pipelines.train import train_flow
 
-        result = train_flow(**parameters)
+        try:
+            result = train_flow(**parameters)
+        except DataError as failed:  # deterministic: a retry would fail the same way
+            first = str(failed).strip().splitlines()[0][:500]
+            get_run_logger().warning("in-process retraining failed its data check: %s", failed)
+            return f"in-process training failed its data check (nothing registered): {first}"
         return f"in-process training → v{result['version']} ({result['alias']})"
 
 
