@@ -15,6 +15,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bentos.gateway import DEFAULT_OPEN_PATHS
+
 SERVICE_NAME = "driftloop"  # the BentoML service name (BentoML config key services.<name>)
 
 
@@ -92,16 +94,7 @@ class ServingSettings(BaseSettings):
         "holds ~6,500 bikeshare records; this bounds the work of a body of tiny records.",
     )
     open_paths: list[str] = Field(
-        [
-            "/healthz",
-            "/readyz",
-            "/livez",
-            "/metrics",
-            "/",
-            "/docs.json",
-            "/schema.json",
-            "/static_content/*",
-        ],
+        default_factory=lambda: list(DEFAULT_OPEN_PATHS),
         description="Paths answered without the API key (exact, or 'prefix/*'); all "
         "others, /predict, /feedback and /metadata included, need it when one is set. "
         "Env: a JSON list.",
