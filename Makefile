@@ -21,7 +21,7 @@ UV_INDEX_ARGS := $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL) \
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup test test-unit test-integration lint format demo up down status bench clean lock \
+.PHONY: setup test test-slow test-all test-unit test-integration lint format demo up down status bench clean lock \
 	lock-upgrade
 
 setup: $(STAMP)  ## venv in .venv: exactly the lock (hash-checked), then the project editable
@@ -32,7 +32,13 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(PIP) install --quiet --no-deps -e .
 	@touch $(STAMP)
 
-test: setup  ## all tests: unit (seconds) then integration (real servers)
+test: setup  ## unit + integration tests (real servers), all but those marked slow: < 20 min on 2 cores
+	$(PY) -m pytest tests -q -p no:cacheprovider -m "not slow"
+
+test-slow: setup  ## the tests marked slow (the loop, faults, PostgreSQL, stack, packaging); CI runs them too
+	$(PY) -m pytest tests -q -p no:cacheprovider -m slow
+
+test-all: setup  ## every test, slow ones included (what CI runs, as make test + make test-slow)
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 test-unit: setup

@@ -141,7 +141,9 @@ def test_forged_labels_cannot_cause_a_promotion_or_a_rollback(app: ServingApp) -
     stored = post(app, "/feedback", {"labels": honest}, FEEDBACK_KEY)
     assert stored.status_code == 200 and stored.json()["accepted"] == HONEST
     before = app.log.frame(roles=("champion", "challenger", "shadow"))
-    assert decisions(before) == {"promote": Action.NONE, "rollback": Action.NONE}
+    # Honest labels judge v2 worse: it is retired, never promoted; v1 is not rolled back.
+    honest_outcome = {"promote": Action.RETIRE_CHALLENGER, "rollback": Action.NONE}
+    assert decisions(before) == honest_outcome
 
     # The attacker's labels: v2's own predictions, for every prediction.
     forged = [{"request_id": f"r{i}", "label": 2 * truth[i]} for i in range(N)]
@@ -169,7 +171,7 @@ def test_forged_labels_cannot_cause_a_promotion_or_a_rollback(app: ServingApp) -
     after = app.log.frame(roles=("champion", "challenger", "shadow"))
     pd.testing.assert_frame_equal(after, before)  # not one label changed or appeared
     assert app.log.known_request_ids([f"forged-{i}" for i in range(200)]) == set()
-    assert decisions(after) == {"promote": Action.NONE, "rollback": Action.NONE}
+    assert decisions(after) == honest_outcome
 
     # The control: had the service stored those labels (newest wins, no scope), the very
     # same monitor would have promoted v2 and rolled v1 back.
