@@ -48,6 +48,8 @@ from typing import Any
 _EPS = 1e-9
 _MAX_LISTED_FEATURES = 5
 _NO_CHALLENGER = "no challenger waiting"
+RETRAIN_PENDING_PREFIX = "drift detected — retrain pending"
+"""How a RETRAIN_PENDING decision's reason begins (the monitor alerts once per episode)."""
 
 
 @dataclass(frozen=True)
@@ -445,7 +447,7 @@ def _check_retrain(f: Figures, t: Thresholds, now: datetime) -> _Check:
         derived["retrain_pending"] = True
         return _Check(
             True,
-            f"drift detected — retrain pending: {labelled:,} of {t.min_retrain_labelled_rows:,} "
+            f"{RETRAIN_PENDING_PREFIX}: {labelled:,} of {t.min_retrain_labelled_rows:,} "
             f"labelled rows ({what}); it retrains once enough labels arrive",
             derived,
         )

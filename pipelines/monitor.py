@@ -27,7 +27,14 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from driftloop.settings import Settings, load_settings
-from monitoring.policy import Action, Decision, Figures, Thresholds, decide
+from monitoring.policy import (
+    RETRAIN_PENDING_PREFIX,
+    Action,
+    Decision,
+    Figures,
+    Thresholds,
+    decide,
+)
 from pipelines.evaluate import primary_metric
 from registry import (
     CHALLENGER,
@@ -664,12 +671,15 @@ def retire_challenger(
 def retrain_pending(
     settings: Settings, registry: Registry, decision: Decision, state: dict[str, Any]
 ) -> str:
-    """Drift without enough labels: say so (event, champion tag); the next checks retrain."""
+    """Drift without enough labels: say so (champion tag; event and alert once per episode,
+    not at every scheduled check); the next checks retrain when the labels are in."""
     from prefect.events import emit_event
 
-    resource = {"prefect.resource.id": f"driftloop.model.{settings.model_name}"}
-    emit_event("driftloop.retrain.pending", resource=resource, payload=decision.to_dict())
     champion = state["versions"][CHAMPION]
+    already = champion.tags.get("last_monitor_decision", "").startswith(RETRAIN_PENDING_PREFIX)
+    if not already:
+        resource = {"prefect.resource.id": f"driftloop.model.{settings.model_name}"}
+        emit_event("driftloop.retrain.pending", resource=resource, payload=decision.to_dict())
     registry.set_tags(champion.version, {"last_monitor_decision": decision.reason[:4900]})
     return decision.reason
 
