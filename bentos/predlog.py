@@ -684,17 +684,16 @@ class PredictionLog:
         """The window's rows that have a label (all roles, shadow included): model_version,
         role, timestamp, prediction, label. Narrow: no features are read.
 
-        One row per labelled prediction, joined to the request's first label
-        (`first_labels`). The join starts from the model's labels logged since the window
-        began (a label comes after its prediction), so its cost grows with those labels,
-        not with the window; above `max_labels` of them only every k-th label (by id, so
-        spread evenly over time) is joined, k = ceil(labels / max_labels): counting them
-        is an index-only scan, the join is bounded.
+        One row per labelled prediction, with the request's first label (`first_labels`).
+        The model's labels logged since the window began are read first (a label comes
+        after its prediction), then their predictions by request id, so the cost grows
+        with those labels, not with the window; above `max_labels` of them only every k-th
+        label (by id, so spread evenly over time) is used, k = ceil(labels / max_labels):
+        counting them is an index-only scan, the lookups are bounded.
         """
         columns = ["model_version", "role", "timestamp", "prediction", "label"]
         if bounds.requests == 0 or bounds.first_id is None or bounds.last_id is None:
             return Labelled(pd.DataFrame(columns=columns), 0, 1)
-        c = predictions_table.c
         f = feedback_table.c
         recent = [
             f.model_name == bounds.model_name,
@@ -706,33 +705,20 @@ class PredictionLog:
         if every > 1:
             recent.append(f.id % every == 0)
         labels = first_labels(bounds.model_name, *recent)
-        query = (
-            sa.select(
-                c.model_version,
-                c.role,
-                c.ts,
-                self._json_text(c.prediction),
-                self._json_text(labels.c.label),
-            )
-            .select_from(labels.join(predictions_table, c.request_id == labels.c.request_id))
-            .where(
-                c.model_name == bounds.model_name,
-                c.id.between(bounds.first_id, bounds.last_id),
-            )
-        )
-        versions: list[Any] = []
-        roles: list[Any] = []
-        ts: list[float] = []
-        preds: list[Any] = []
-        values: list[Any] = []
         with self.engine.connect() as conn:
-            for chunk in self._chunks(conn, query):
-                v, r, t, p, lab = zip(*chunk, strict=True)
-                versions += v
-                roles += r
-                ts += t
-                preds += [_json_value(x) for x in p]
-                values += [_json_value(x) for x in lab]
+            label_of = {
+                request_id: label
+                for chunk in self._chunks(
+                    conn, sa.select(labels.c.request_id, self._json_text(labels.c.label))
+                )
+                for request_id, label in chunk
+            }
+        rows = sorted(self._labelled_predictions(bounds, list(label_of)))
+        versions = [r[2] for r in rows]
+        roles = [r[3] for r in rows]
+        ts = [r[4] for r in rows]
+        preds = [_json_value(r[5]) for r in rows]
+        values = [_json_value(label_of[r[1]]) for r in rows]
         frame = pd.DataFrame(
             {
                 "model_version": pd.Categorical(versions),
@@ -744,6 +730,41 @@ class PredictionLog:
             columns=columns,
         )
         return Labelled(frame, candidates, every)
+
+    def _labelled_predictions(self, bounds: WindowBounds, request_ids: list[str]) -> list[Any]:
+        """(id, request_id, model_version, role, ts, prediction) of the window's rows (all
+        roles) answering these requests, looked up by request id.
+
+        Two steps, not one join: joined in SQL, SQLite scans the whole window's id range and
+        probes the labels for every row (28 s at 10M rows); looked up by request id, the
+        cost grows with the labels.
+        """
+        c = predictions_table.c
+        rows: list[Any] = []
+        step = len(request_ids) if self.is_sqlite else _IDS_PER_QUERY
+        with self.engine.connect() as conn:
+            for start in range(0, len(request_ids), max(step, 1)):
+                part = request_ids[start : start + step]
+                if self.is_sqlite:
+                    listed = sa.func.json_each(jsonio.dumps_text(part)).table_valued("value")
+                    match = c.request_id.in_(sa.select(listed.c.value))
+                else:
+                    match = c.request_id.in_(part)
+                query = sa.select(
+                    c.id,
+                    c.request_id,
+                    c.model_version,
+                    c.role,
+                    c.ts,
+                    self._json_text(c.prediction),
+                ).where(
+                    c.model_name == bounds.model_name,
+                    c.id.between(bounds.first_id, bounds.last_id),
+                    match,
+                )
+                for chunk in self._chunks(conn, query):
+                    rows += chunk
+        return rows
 
     def labelled_frame(self, bounds: WindowBounds) -> pd.DataFrame:
         """The window's answered requests that have a label, with their features (retraining)."""
