@@ -19,7 +19,11 @@ BentoML reads a body:
   ``MAX_JSON_DEPTH`` levels), a JSON object with the expected non-empty list of
   objects of at most ``max_records`` entries (422), all in the same
   ``{"detail": [...]}`` shape as field errors. Bodies over ``INLINE_PARSE_BYTES``
-  are parsed in a worker thread so health probes keep being answered.
+  are parsed in a worker thread so health probes keep being answered, and while
+  any such body is in flight the GIL switch interval is short
+  (`LARGE_BODY_SWITCH_INTERVAL_S`): the event loop then waits ~1 ms, not 5, each
+  time it needs the GIL back from the threads that parse, validate, predict and log
+  that body. Small-body traffic keeps CPython's default, which it is faster with.
 - ``GET /healthz`` (alive), ``/readyz`` (a model is loaded; degraded when the
   registry is unreachable), ``/metadata``.
 """
@@ -31,6 +35,7 @@ import hmac
 import ipaddress
 import json
 import math
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -60,6 +65,7 @@ DEFAULT_OPEN_PATHS = (
 MAX_JSON_DEPTH = 32  # records are flat; BentoML's own parser gives up near 200 levels
 MAX_LISTED_ERRORS = 20  # a 422/400 body lists at most this many problems
 INLINE_PARSE_BYTES = 64 * 1024  # larger bodies are parsed in a worker thread
+LARGE_BODY_SWITCH_INTERVAL_S = 0.001  # while a larger body is in flight (default 0.005)
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 
 # The list the gateway parsed from the current request's body, for the API function.
@@ -440,12 +446,39 @@ def read_envelope(
     return (None, errors) if errors else (items, None)
 
 
+class ShortSwitchInterval:
+    """Context manager: the GIL switch interval is `short_s` while at least one holder is
+    inside, the process's own value otherwise.
+
+    Entered and left on the event loop's thread only (no lock needed). A process-wide
+    setting, so it is scoped to large bodies: measured with small bodies at
+    concurrency 8, a 1 ms interval all the time cost throughput.
+    """
+
+    def __init__(self, short_s: float = LARGE_BODY_SWITCH_INTERVAL_S) -> None:
+        self.short_s = short_s
+        self.holders = 0
+        self._normal_s = sys.getswitchinterval()
+
+    def __enter__(self) -> None:
+        if self.holders == 0:
+            self._normal_s = sys.getswitchinterval()
+            sys.setswitchinterval(min(self.short_s, self._normal_s))
+        self.holders += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.holders -= 1
+        if self.holders == 0:
+            sys.setswitchinterval(self._normal_s)
+
+
 class Gateway:
     """ASGI middleware; `backend()` returns the live service (None while it starts)."""
 
     def __init__(self, app: ASGIApp, backend: Callable[[], GatewayBackend | None]) -> None:
         self.app = app
         self.backend = backend
+        self.large_bodies = ShortSwitchInterval()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -489,10 +522,25 @@ class Gateway:
             return
         if len(body) <= INLINE_PARSE_BYTES:
             items, problems = read_envelope(body, list_field, config.max_records)
-        else:  # large bodies: keep the event loop answering (health probes) meanwhile
+            await self._answer(scope, headers, receive, send, list_field, items, problems)
+            return
+        with self.large_bodies:  # keep the event loop answering (health probes) meanwhile
             items, problems = await asyncio.to_thread(
                 read_envelope, body, list_field, config.max_records
             )
+            await self._answer(scope, headers, receive, send, list_field, items, problems)
+
+    async def _answer(
+        self,
+        scope: Scope,
+        headers: list[tuple[bytes, bytes]],
+        receive: Receive,
+        send: Send,
+        list_field: str,
+        items: list[Any] | None,
+        problems: list[dict[str, Any]] | None,
+    ) -> None:
+        """The 400/422 of a refused body, or the API called with the parsed list."""
         if problems:
             status = 400 if problems[0]["type"] in _BAD_JSON else 422
             await send_json(send, status, {"detail": problems})

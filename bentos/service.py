@@ -22,7 +22,6 @@ start-up keeps the import-time objects out of those collections.
 import gc
 import logging
 import os
-import sys
 from typing import Any
 
 import bentoml
@@ -30,8 +29,6 @@ from bentoml.exceptions import BentoMLException
 
 from bentos.config import SERVICE_NAME
 from bentos.gateway import Gateway, parsed_list
-
-GIL_SWITCH_INTERVAL_S = 0.001  # CPython's default is 0.005
 
 
 @bentoml.service(
@@ -88,9 +85,8 @@ class DriftloopService:
 
 
 def _prepare_process(registry_timeout_s: float) -> None:
-    """Process settings of the serving worker: our log level, fail-fast MLflow calls, and
-    a shorter GIL switch interval so the event loop (health probes) waits less for the
-    threads that validate, predict and log a large body.
+    """Process settings of the serving worker: our log level and fail-fast MLflow calls
+    (the gateway shortens the GIL switch interval while a large body is in flight).
 
     The MLflow timeout/retries always come from `registry_timeout_s`, whatever the
     parent process left in the environment (the CLI and the stack set slower ones for
@@ -98,7 +94,6 @@ def _prepare_process(registry_timeout_s: float) -> None:
     """
     from bentos.config import registry_http_env
 
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     logging.getLogger("driftloop").setLevel(logging.INFO)
     os.environ.update(registry_http_env(registry_timeout_s))
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

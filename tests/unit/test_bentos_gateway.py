@@ -397,3 +397,21 @@ def test_without_a_key_only_loopback_clients_get_in_unless_insecure() -> None:
     keyed = Backend("k3y")
     headers = {"authorization": "Bearer k3y"}
     assert call(keyed, "POST", "/predict", client=remote, json=BODY, headers=headers).is_success
+
+
+def test_the_short_switch_interval_holds_while_any_large_body_is_in_flight() -> None:
+    import sys
+
+    from bentos.gateway import ShortSwitchInterval
+
+    normal = sys.getswitchinterval()
+    short = ShortSwitchInterval(short_s=normal / 5)
+    try:
+        with short:
+            assert sys.getswitchinterval() == pytest.approx(normal / 5)
+            with short:  # a second large body
+                assert sys.getswitchinterval() == pytest.approx(normal / 5)
+            assert sys.getswitchinterval() == pytest.approx(normal / 5)  # one still in flight
+        assert sys.getswitchinterval() == pytest.approx(normal)
+    finally:
+        sys.setswitchinterval(normal)
