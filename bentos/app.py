@@ -51,7 +51,7 @@ from bentos.predlog import (
 from bentos.routing import SHADOW, model_salt, route, routing_secret
 from bentos.schema import ENTITY_ID, MAX_ERRORS, REQUEST_ID, Label, SchemaError, ValidBatch
 from bentos.store import LoadedModel, NonFinitePredictions, import_version, load_model, local_model
-from registry import Registry
+from registry import CANARY_SHARE_TAG, Registry
 
 log = logging.getLogger("driftloop.serving")
 # Requests with more records are validated in a worker thread, so one large body does
@@ -207,7 +207,7 @@ class ServingApp:
                 batch = await asyncio.to_thread(schema.validate_batch, records)
         except SchemaError as exc:
             return _json(exc.body(), 422)
-        share = self.settings.canary_share
+        share = self.canary_share()
         challenger = snap.challenger
         answer_by = None
         if challenger is not None and share > 0:
@@ -567,9 +567,26 @@ class ServingApp:
             last = {**last, "at": _iso(last["at"])}
         return {"records": self.fallbacks, "last": last}
 
+    def canary_share(self) -> float:
+        """The challenger's share now: the registry's tag when usable, else the setting."""
+        override = self.follower.share.value
+        return self.settings.canary_share if override is None else override
+
+    def _share_source(self) -> dict[str, Any]:
+        """Where the effective canary share comes from, for /metadata."""
+        override = self.follower.share
+        if override.value is not None:
+            where = "registry tag" if override.source == "registry" else "cached registry tag"
+            out: dict[str, Any] = {"canary_share_from": f"{where} {CANARY_SHARE_TAG}"}
+        else:
+            out = {"canary_share_from": "setting canary_share (DRIFTLOOP_CANARY_SHARE)"}
+        if override.error:
+            out["canary_share_error"] = override.error
+        return out
+
     def metadata(self) -> tuple[int, dict[str, Any]]:
         snap = self.follower.snapshot
-        share = self.settings.canary_share
+        share = self.canary_share()
         mode = "champion only"
         if snap.challenger is not None:
             mode = "shadow" if share <= 0 else "canary"
@@ -583,6 +600,7 @@ class ServingApp:
             "aliases": dict(snap.aliases),
             "routing": {
                 "canary_share": share,
+                **self._share_source(),
                 "mode": mode,
                 "sticky_by": f"{ENTITY_ID}, else {REQUEST_ID}",
             },
