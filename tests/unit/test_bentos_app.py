@@ -300,3 +300,28 @@ def test_a_champion_that_cannot_be_loaded_is_shown_in_readyz(tmp_path: Path) -> 
     assert status == 200 and body["status"] == "degraded"
     assert "champion v7 cannot be loaded (KeyError: '7'); serving v1" in body["reason"]
     assert body["failed_loads"]["7"]["attempts"] == 1
+
+
+def test_the_registry_share_overrides_the_setting_without_a_restart(tmp_path: Path) -> None:
+    app, _, registry = make_app(tmp_path, {"champion": "1", "challenger": "2"}, share=0.0)
+    tags: dict[str, str] = {}
+    registry.aliases_and_tags = lambda: (dict(registry.current), dict(tags))  # type: ignore[attr-defined]
+    app.follower.poll_once()
+    routing = app.metadata()[1]["routing"]
+    assert routing["canary_share"] == 0.0 and routing["mode"] == "shadow"
+    assert routing["canary_share_from"] == "setting canary_share (DRIFTLOOP_CANARY_SHARE)"
+    _, body = run(app, app.predict(records(200)))
+    assert set(body["model_versions"]) == {"1"}
+
+    tags["driftloop.canary_share"] = "1"
+    app.follower.poll_once()
+    routing = app.metadata()[1]["routing"]
+    assert routing["canary_share"] == 1.0 and routing["mode"] == "canary"
+    assert routing["canary_share_from"] == "registry tag driftloop.canary_share"
+    _, body = run(app, app.predict(records(200)))
+    assert set(body["model_versions"]) == {"2"}
+
+    tags["driftloop.canary_share"] = "lots"  # set by hand in the MLflow UI
+    app.follower.poll_once()
+    routing = app.metadata()[1]["routing"]
+    assert routing["canary_share"] == 0.0 and "is not a share" in routing["canary_share_error"]
