@@ -31,9 +31,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]
 
 
 @pytest.fixture()
-def model(
-    store: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Registry:
+def model(store: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Registry:
     """A fresh model: versions 1-3, champion v1, challenger v2."""
     uri, run_id = store
     monkeypatch.setenv("DRIFTLOOP_STATE_DIR", str(tmp_path / "state"))
@@ -125,9 +123,10 @@ def test_share_is_set_in_the_registry_shown_recorded_and_reset(model: Registry) 
     assert "canary share the serving setting → 0.2: ramp up" in out
     assert model.canary_share() == 0.2
     assert model.aliases_and_tags()[1][CANARY_SHARE_TAG] == "0.2"
-    assert "canary share 0.2 (from registry tag driftloop.canary_share)" in run(
-        model, "challenger", "share"
-    )[1]
+    assert (
+        "canary share 0.2 (from registry tag driftloop.canary_share)"
+        in run(model, "challenger", "share")[1]
+    )
     assert run(model, "challenger", "share", "0.5")[0] == 0
     recorded = model.history.list(1)[0]
     assert recorded.action == "canary-share"
