@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from bentos import jsonio
 from bentos.batching import MicroBatcher
 from bentos.config import ServingSettings
+from bentos.fallbacks import FALLBACK, record_fallback_event
 from bentos.follower import (
     CHALLENGER,
     CHAMPION,
@@ -58,7 +60,6 @@ log = logging.getLogger("driftloop.serving")
 # not hold the event loop; the common 1-100-record body stays on the loop (no hop).
 INLINE_VALIDATION_RECORDS = 256
 
-FALLBACK = "fallback"  # log role: `previous` answered for a champion that failed
 FALLBACK_RECENT_S = 60.0  # /readyz says "degraded" this long after a fallback
 _RETRY_AFTER = {"retry-after": "1"}
 
@@ -438,7 +439,23 @@ class ServingApp:
                 error,
                 previous.version,
             )
+            self._note_fallback(failed.version, previous.version, self.last_fallback["error"])
         return previous, FALLBACK, preds
+
+    def _note_fallback(self, failed: str, answered_by: str, error: str) -> None:
+        """Log which champion failed and why (once per episode), off the model thread.
+
+        The monitor names this error when it rolls the champion back; the fallback rows
+        themselves go through the writer with the request's other rows.
+        """
+
+        def write() -> None:
+            try:
+                record_fallback_event(self.log, self.model_name, failed, answered_by, error)
+            except Exception as exc:  # the rows still count; only the error text is lost
+                log.warning("could not log the fallback event: %s", type(exc).__name__)
+
+        threading.Thread(target=write, name="fallback-event", daemon=True).start()
 
     def _call(self, model: LoadedModel, role: str, batches: list[ValidBatch]) -> list[Any]:
         started = time.perf_counter()

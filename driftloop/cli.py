@@ -724,6 +724,9 @@ def print_check(result: dict[str, Any]) -> None:
         "challenger_labelled_rows",
         "previous_version",
         "previous_metric",
+        "champion_requests",
+        "champion_fallback_rows",
+        "fallback_error",
     )
     for key in shown:
         value = figures.get(key)

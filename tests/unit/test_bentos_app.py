@@ -325,3 +325,19 @@ def test_the_registry_share_overrides_the_setting_without_a_restart(tmp_path: Pa
     app.follower.poll_once()
     routing = app.metadata()[1]["routing"]
     assert routing["canary_share"] == 0.0 and "is not a share" in routing["canary_share_error"]
+
+
+def test_a_fallback_logs_which_champion_failed_and_why_for_the_monitor(tmp_path: Path) -> None:
+    from bentos.fallbacks import fallback_counts
+
+    app, models, _ = make_app(tmp_path, {"champion": "2", "previous": "1"})
+    models["2"].broken = True
+    assert run(app, app.predict(records(3)))[0] == 200
+    assert run(app, app.predict(records(2)))[0] == 200
+    deadline = time.monotonic() + 10  # the event is written off the model thread
+    counts = fallback_counts(app.log, "m", "2", "1", None, 100)
+    while counts.error is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        counts = fallback_counts(app.log, "m", "2", "1", None, 100)
+    assert (counts.champion_rows, counts.fallback_rows) == (0, 5)
+    assert counts.error == "RuntimeError: challenger exploded"
