@@ -92,31 +92,52 @@ def fallback_counts(
     champion itself, or by `answered_by` (its fallback, the ``previous`` version).
 
     `since` should be when the champion took the alias: fallback rows from before, when
-    another version was champion, are not its failures.
+    another version was champion, are not its failures. Index range scans only (the
+    first row since `since` by time, then each role's newest ids from there), so the
+    cost grows with `rows`, not with the log.
     """
     if rows <= 0:
         raise ValueError(f"rows must be positive, got {rows}")
     c = predictions_table.c
-    mine = sa.or_(
-        sa.and_(c.role == "champion", c.model_version == str(champion_version)),
-        sa.and_(c.role == FALLBACK, c.model_version == str(answered_by)),
-    )
-    newest = sa.select(c.role).where(c.model_name == model_name, mine)
-    if since is not None:
-        newest = newest.where(c.ts >= since)
-    newest = newest.order_by(c.id.desc()).limit(rows).subquery()
-    query = sa.select(newest.c.role, sa.func.count()).group_by(newest.c.role)
     _ensure_table(log)
     e = fallback_events_table.c
-    latest_error = (
-        sa.select(e.error)
-        .where(e.model_name == model_name, e.failed_version == str(champion_version))
-        .order_by(e.id.desc())
-        .limit(1)
-    )
-    if since is not None:
-        latest_error = latest_error.where(e.ts >= since)
     with log.engine.connect() as conn:
-        counts = {str(role): int(n) for role, n in conn.execute(query).all()}
-        error = conn.execute(latest_error).scalar() if counts.get(FALLBACK) else None
-    return FallbackCounts(counts.get("champion", 0), counts.get(FALLBACK, 0), error)
+        first_id = 0
+        if since is not None:
+            first = conn.execute(
+                sa.select(c.id)
+                .where(c.model_name == model_name, c.ts >= since)
+                .order_by(c.ts)
+                .limit(1)
+            ).scalar()
+            if first is None:
+                return FallbackCounts(0, 0)
+            first_id = int(first)
+        newest: list[tuple[int, str]] = []
+        for role, version in (("champion", champion_version), (FALLBACK, answered_by)):
+            ids = conn.execute(
+                sa.select(c.id)
+                .where(
+                    c.model_name == model_name,
+                    c.role == role,
+                    c.id >= first_id,
+                    c.model_version == str(version),
+                )
+                .order_by(c.id.desc())
+                .limit(rows)
+            ).scalars()
+            newest += [(int(i), role) for i in ids]
+        kept = sorted(newest, reverse=True)[:rows]
+        failed = sum(1 for _, role in kept if role == FALLBACK)
+        error = None
+        if failed:
+            latest_error = (
+                sa.select(e.error)
+                .where(e.model_name == model_name, e.failed_version == str(champion_version))
+                .order_by(e.id.desc())
+                .limit(1)
+            )
+            if since is not None:
+                latest_error = latest_error.where(e.ts >= since)
+            error = conn.execute(latest_error).scalar()
+    return FallbackCounts(len(kept) - failed, failed, error)
