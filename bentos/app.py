@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from bentos import jsonio
 from bentos.batching import MicroBatcher
 from bentos.config import ServingSettings
+from bentos.fallbacks import FALLBACK, record_fallback_event
 from bentos.follower import (
     CHALLENGER,
     CHAMPION,
@@ -51,14 +53,13 @@ from bentos.predlog import (
 from bentos.routing import SHADOW, model_salt, route, routing_secret
 from bentos.schema import ENTITY_ID, MAX_ERRORS, REQUEST_ID, Label, SchemaError, ValidBatch
 from bentos.store import LoadedModel, NonFinitePredictions, import_version, load_model, local_model
-from registry import Registry
+from registry import CANARY_SHARE_TAG, Registry
 
 log = logging.getLogger("driftloop.serving")
 # Requests with more records are validated in a worker thread, so one large body does
 # not hold the event loop; the common 1-100-record body stays on the loop (no hop).
 INLINE_VALIDATION_RECORDS = 256
 
-FALLBACK = "fallback"  # log role: `previous` answered for a champion that failed
 FALLBACK_RECENT_S = 60.0  # /readyz says "degraded" this long after a fallback
 _RETRY_AFTER = {"retry-after": "1"}
 
@@ -207,7 +208,7 @@ class ServingApp:
                 batch = await asyncio.to_thread(schema.validate_batch, records)
         except SchemaError as exc:
             return _json(exc.body(), 422)
-        share = self.settings.canary_share
+        share = self.canary_share()
         challenger = snap.challenger
         answer_by = None
         if challenger is not None and share > 0:
@@ -438,7 +439,23 @@ class ServingApp:
                 error,
                 previous.version,
             )
+            self._note_fallback(failed.version, previous.version, self.last_fallback["error"])
         return previous, FALLBACK, preds
+
+    def _note_fallback(self, failed: str, answered_by: str, error: str) -> None:
+        """Log which champion failed and why (once per episode), off the model thread.
+
+        The monitor names this error when it rolls the champion back; the fallback rows
+        themselves go through the writer with the request's other rows.
+        """
+
+        def write() -> None:
+            try:
+                record_fallback_event(self.log, self.model_name, failed, answered_by, error)
+            except Exception as exc:  # the rows still count; only the error text is lost
+                log.warning("could not log the fallback event: %s", type(exc).__name__)
+
+        threading.Thread(target=write, name="fallback-event", daemon=True).start()
 
     def _call(self, model: LoadedModel, role: str, batches: list[ValidBatch]) -> list[Any]:
         started = time.perf_counter()
@@ -567,9 +584,26 @@ class ServingApp:
             last = {**last, "at": _iso(last["at"])}
         return {"records": self.fallbacks, "last": last}
 
+    def canary_share(self) -> float:
+        """The challenger's share now: the registry's tag when usable, else the setting."""
+        override = self.follower.share.value
+        return self.settings.canary_share if override is None else override
+
+    def _share_source(self) -> dict[str, Any]:
+        """Where the effective canary share comes from, for /metadata."""
+        override = self.follower.share
+        if override.value is not None:
+            where = "registry tag" if override.source == "registry" else "cached registry tag"
+            out: dict[str, Any] = {"canary_share_from": f"{where} {CANARY_SHARE_TAG}"}
+        else:
+            out = {"canary_share_from": "setting canary_share (DRIFTLOOP_CANARY_SHARE)"}
+        if override.error:
+            out["canary_share_error"] = override.error
+        return out
+
     def metadata(self) -> tuple[int, dict[str, Any]]:
         snap = self.follower.snapshot
-        share = self.settings.canary_share
+        share = self.canary_share()
         mode = "champion only"
         if snap.challenger is not None:
             mode = "shadow" if share <= 0 else "canary"
@@ -583,6 +617,7 @@ class ServingApp:
             "aliases": dict(snap.aliases),
             "routing": {
                 "canary_share": share,
+                **self._share_source(),
                 "mode": mode,
                 "sticky_by": f"{ENTITY_ID}, else {REQUEST_ID}",
             },

@@ -7,6 +7,10 @@ in flight finish on the models they started with and no request waits for a load
 The ``previous`` version is kept loaded too, so a rollback is a pointer swap and
 it can answer for a champion that fails (see `bentos.app`).
 
+The registered model's tag ``driftloop.canary_share`` is read in the same call: while
+set, it is the challenger's share of traffic (`canary`), so the share changes without a
+restart; unset (or unusable), the service's `canary_share` setting applies.
+
 A version that fails to load is retried with its own exponential backoff (the
 registry breaker's bounds), not at every poll, and shows in /readyz with its error.
 
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bentos.store import LoadedModel
+from registry.client import CANARY_SHARE_TAG, parse_canary_share
 
 log = logging.getLogger("driftloop.serving")
 
@@ -43,6 +48,29 @@ class AliasSource(Protocol):
     """What the follower needs from the registry (``registry.Registry`` fits)."""
 
     def aliases(self) -> dict[str, str]: ...
+
+
+@dataclass(frozen=True)
+class ShareOverride:
+    """The canary share the registry sets (`CANARY_SHARE_TAG`); replaced as a whole.
+
+    `value` None: no usable tag, the service's setting applies; `error` says why a tag
+    that is set cannot be used (shown in /metadata).
+    """
+
+    value: float | None = None
+    raw: str | None = None
+    source: str = "none"  # registry | cache | none
+    error: str | None = None
+
+    @classmethod
+    def from_tag(cls, raw: str | None, source: str) -> ShareOverride:
+        if raw is None:
+            return cls(None, None, source)
+        try:
+            return cls(parse_canary_share(raw, f"registry tag {CANARY_SHARE_TAG}"), raw, source)
+        except ValueError as exc:
+            return cls(None, raw, source, str(exc))
 
 
 class ModelLoader(Protocol):
@@ -142,24 +170,36 @@ class AliasCache:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def load(self) -> dict[str, str] | None:
+    def _read(self) -> dict[str, Any]:
         try:
             data = json.loads(self.path.read_text())
         except (OSError, ValueError):
-            return None
-        aliases = data.get("aliases") if isinstance(data, dict) else None
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def load(self) -> dict[str, str] | None:
+        aliases = self._read().get("aliases")
         if not isinstance(aliases, dict):
             return None
         return {str(k): str(v) for k, v in aliases.items()}
 
-    def save(self, model_name: str, aliases: Mapping[str, str]) -> None:
+    def load_canary_share(self) -> str | None:
+        """The canary share tag seen with the cached aliases (None: none was set)."""
+        value = self._read().get("canary_share")
+        return None if value is None else str(value)
+
+    def save(
+        self, model_name: str, aliases: Mapping[str, str], canary_share: str | None = None
+    ) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        payload = {
+        payload: dict[str, Any] = {
             "model_name": model_name,
             "aliases": dict(aliases),
             "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
+        if canary_share is not None:
+            payload["canary_share"] = canary_share
         tmp.write_text(json.dumps(payload, indent=2))
         os.replace(tmp, self.path)
 
@@ -194,6 +234,8 @@ class AliasFollower:
         self.swaps = 0
         self._loaded: dict[str, LoadedModel] = {}
         self._known: dict[str, str] | None = None  # aliases last read from the registry
+        self._known_share: str | None = None
+        self.share = ShareOverride()  # the registry's canary share (one assignment)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one reconcile at a time (thread vs. tests)
@@ -232,6 +274,7 @@ class AliasFollower:
     def start_from_cache(self) -> None:
         """Before the registry answers: the cached aliases, else the Bento's own version."""
         cached = self.cache.load()
+        self.share = ShareOverride.from_tag(self.cache.load_canary_share(), "cache")
         if cached:
             self.reconcile(cached, source="cache", allow_import=False)
         elif self.pinned_version is not None:
@@ -242,7 +285,7 @@ class AliasFollower:
         if not self.breaker.allows_call():
             return
         try:
-            aliases = dict(self.source.aliases())
+            aliases, share_tag = self._read_source()
         except Exception as exc:  # any registry failure: keep serving what we have
             self._report_registry(False)
             if self.breaker.record_failure(exc):
@@ -260,15 +303,40 @@ class AliasFollower:
         self._report_registry(True)
         if self.breaker.record_success():
             log.info("registry reachable again; following its aliases")
-        if aliases != self._known:
+        self._follow_share(share_tag)
+        if aliases != self._known or share_tag != self._known_share:
             try:
-                self.cache.save(self.model_name, aliases)
+                self.cache.save(self.model_name, aliases, share_tag)
             except OSError as exc:
                 log.warning("could not write the alias cache %s: %s", self.cache.path, exc)
         self._known = aliases
+        self._known_share = share_tag
         if not aliases.get(CHAMPION) and self.pinned_version is not None:
             aliases = {**aliases, CHAMPION: self.pinned_version}
         self.reconcile(aliases, source="registry", allow_import=True)
+
+    def _read_source(self) -> tuple[dict[str, str], str | None]:
+        """(aliases, canary share tag) in one registry call when the source offers it."""
+        both = getattr(self.source, "aliases_and_tags", None)
+        if both is None:
+            return dict(self.source.aliases()), None
+        aliases, tags = both()
+        return dict(aliases), tags.get(CANARY_SHARE_TAG)
+
+    def _follow_share(self, raw: str | None) -> None:
+        """Take the registry's canary share tag (logged when it changes)."""
+        old = self.share
+        if raw == old.raw and old.source == "registry":
+            return
+        new = ShareOverride.from_tag(raw, "registry")
+        self.share = new  # one assignment: a request sees the old or the new share
+        if new.raw != old.raw:
+            if new.error:
+                log.warning("ignoring %s: %s", CANARY_SHARE_TAG, new.error)
+            elif new.value is None:
+                log.info("canary share tag removed: the canary_share setting applies")
+            else:
+                log.info("canary share from the registry: %g", new.value)
 
     def _report_registry(self, up: bool) -> None:
         if self.on_registry is not None:

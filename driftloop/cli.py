@@ -38,6 +38,14 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
 
 ModelName = Annotated[str | None, typer.Option("--model-name", "-m", help="Registered model name.")]
+DecisionId = Annotated[
+    str | None,
+    typer.Option(
+        "--decision-id",
+        help="Name this move; running the command again with the same id after it went "
+        "through changes nothing (safe retries from scripts).",
+    ),
+]
 
 
 class CliError(Exception):
@@ -325,6 +333,7 @@ def promote(
         str | None,
         typer.Option(help="Refuse unless this version is the champion ('none' = no champion)."),
     ] = None,
+    decision_id: DecisionId = None,
 ) -> None:
     """Make VERSION the champion; the old champion becomes `previous`.
 
@@ -343,10 +352,12 @@ def promote(
         if expect_champion is not None:
             expected[CHAMPION] = None if expect_champion.lower() == "none" else expect_champion
         try:
-            move = registry.promote(version, reason, actor=_actor(), expected=expected)
+            move = registry.promote(
+                version, reason, actor=_actor(), expected=expected, decision_id=decision_id
+            )
         except AliasesMoved as exc:
             raise CliError(str(exc), EXIT_CHECK_FAILED) from exc
-        console.print(f"promoted: {move.describe_moves()}")
+        _print_move("promoted", move)
 
     run_command(body)
 
@@ -358,6 +369,7 @@ def rollback(
     expect_champion: Annotated[
         str | None, typer.Option(help="Refuse unless this version is the champion.")
     ] = None,
+    decision_id: DecisionId = None,
 ) -> None:
     """Swap champion and previous: the previous champion serves again.
 
@@ -377,16 +389,177 @@ def rollback(
         if expect_champion is not None:
             expected[CHAMPION] = expect_champion
         try:
-            move = registry.rollback(reason, actor=_actor(), expected=expected)
+            move = registry.rollback(
+                reason, actor=_actor(), expected=expected, decision_id=decision_id
+            )
         except AliasesMoved as exc:
             raise CliError(str(exc), EXIT_CHECK_FAILED) from exc
-        console.print(f"rolled back: {move.describe_moves()}")
+        _print_move("rolled back", move)
 
     run_command(body)
 
 
 def _describe_aliases(aliases: dict[str, str]) -> str:
     return ", ".join(f"{a} v{v}" for a, v in sorted(aliases.items())) or "no aliases set"
+
+
+def _print_move(done: str, move: Any) -> None:
+    """One line for a recorded move; a retried decision says it changed nothing."""
+    if move.replayed:
+        console.print(
+            f"already done by decision {move.decision_id} at {move.at} "
+            f"({move.describe_moves()}); nothing changed"
+        )
+        return
+    console.print(f"{done}: {move.describe_moves()} (decision {move.decision_id})")
+
+
+challenger_app = typer.Typer(
+    help="The challenger: make a version challenger, clear it, set its share of traffic.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(challenger_app, name="challenger")
+
+
+@challenger_app.command("set")
+def challenger_set(
+    version: Annotated[str, typer.Argument(help="Version to judge live as challenger.")],
+    model_name: ModelName = None,
+    reason: Annotated[
+        str, typer.Option(help="Why; recorded in the history.")
+    ] = "made challenger by user",
+    decision_id: DecisionId = None,
+) -> None:
+    """Make VERSION the challenger (e.g. one the gate left without an alias).
+
+    Compare-and-swap like `promote`: refused (exit 1) if the challenger or champion moved
+    meanwhile; the champion itself cannot be made challenger (exit 2).
+    """
+
+    def body() -> None:
+        from registry import CHALLENGER, CHAMPION, AliasesMoved
+
+        settings = environment_for(model_name)
+        registry = registry_for(settings)
+        seen = registry.aliases()
+        console.print(f"{settings.model_name} now: {_describe_aliases(seen)}")
+        if seen.get(CHAMPION) == str(version):
+            raise CliError(
+                f"v{version} is the champion of {settings.model_name!r}: a challenger must "
+                "be another version (`driftloop models` lists them)",
+                EXIT_USAGE,
+            )
+        expected = {alias: seen.get(alias) for alias in (CHAMPION, CHALLENGER)}
+        try:
+            move = registry.set_alias(
+                CHALLENGER,
+                version,
+                reason,
+                actor=_actor(),
+                expected=expected,
+                decision_id=decision_id,
+            )
+        except AliasesMoved as exc:
+            raise CliError(str(exc), EXIT_CHECK_FAILED) from exc
+        _print_move("challenger set", move)
+
+    run_command(body)
+
+
+@challenger_app.command("clear")
+def challenger_clear(
+    model_name: ModelName = None,
+    reason: Annotated[str, typer.Option(help="Why; recorded in the history.")] = "cleared by user",
+    expect_challenger: Annotated[
+        str | None, typer.Option(help="Refuse unless this version is the challenger.")
+    ] = None,
+    decision_id: DecisionId = None,
+) -> None:
+    """Remove the challenger alias: it stops taking traffic and stops blocking retrains.
+
+    Compare-and-swap like `rollback`: the challenger read here is the expected state; if
+    it changed before the clear, nothing changes and the exit code is 1. No challenger:
+    exit 2. The version stays registered and is tagged `retired` with the reason.
+    """
+
+    def body() -> None:
+        from registry import CHALLENGER, AliasesMoved
+
+        settings = environment_for(model_name)
+        registry = registry_for(settings)
+        seen = registry.aliases()
+        console.print(f"{settings.model_name} now: {_describe_aliases(seen)}")
+        current = seen.get(CHALLENGER)
+        if current is None and decision_id is None:
+            raise CliError(
+                f"model {settings.model_name!r} has no challenger: nothing to clear",
+                EXIT_USAGE,
+            )
+        expected = {CHALLENGER: expect_challenger if expect_challenger is not None else current}
+        try:
+            move = registry.clear_alias(
+                CHALLENGER, reason, actor=_actor(), expected=expected, decision_id=decision_id
+            )
+        except AliasesMoved as exc:
+            raise CliError(str(exc), EXIT_CHECK_FAILED) from exc
+        if move is None:  # only with a decision id that was never carried out
+            raise CliError(
+                f"model {settings.model_name!r} has no challenger and decision "
+                f"{decision_id} cleared none: nothing to clear",
+                EXIT_USAGE,
+            )
+        if not move.replayed:
+            retired = move.moves[CHALLENGER][0]
+            if retired:
+                registry.set_tags(retired, {"retired": f"{move.actor}: {reason}"[:4900]})
+        _print_move("challenger cleared", move)
+
+    run_command(body)
+
+
+@challenger_app.command("share")
+def challenger_share(
+    share: Annotated[
+        str | None,
+        typer.Argument(help="Share of traffic the challenger answers, 0-1 (0 = shadow only)."),
+    ] = None,
+    model_name: ModelName = None,
+    reset: Annotated[
+        bool,
+        typer.Option("--reset", help="Remove the registry's share: the serving setting applies."),
+    ] = False,
+    reason: Annotated[str, typer.Option(help="Why; recorded in the history.")] = "set by user",
+) -> None:
+    """Set the canary share in the registry; running services follow it without a restart.
+
+    Stored as the registered model's tag `driftloop.canary_share` and polled with the
+    aliases (every `alias_poll_interval_s`); `/metadata` shows the share in effect and
+    where it comes from. Without SHARE: show the current one.
+    """
+
+    def body() -> None:
+        from registry import CANARY_SHARE_TAG, parse_canary_share
+
+        if share is not None and reset:
+            raise CliError("give a SHARE or --reset, not both", EXIT_USAGE)
+        value = None if share is None else parse_canary_share(share, "SHARE")
+        settings = environment_for(model_name)
+        registry = registry_for(settings)
+        if share is None and not reset:
+            current = registry.canary_share()
+            where = (
+                f"registry tag {CANARY_SHARE_TAG}"
+                if current is not None
+                else "setting canary_share (no registry tag)"
+            )
+            shown = current if current is not None else settings.canary_share
+            console.print(f"{settings.model_name}: canary share {shown:g} (from {where})")
+            return
+        move = registry.set_canary_share(value, reason, actor=_actor())
+        console.print(f"{settings.model_name}: {move.reason}")
+
+    run_command(body)
 
 
 @app.command()
@@ -551,6 +724,9 @@ def print_check(result: dict[str, Any]) -> None:
         "challenger_labelled_rows",
         "previous_version",
         "previous_metric",
+        "champion_requests",
+        "champion_fallback_rows",
+        "fallback_error",
     )
     for key in shown:
         value = figures.get(key)

@@ -186,6 +186,20 @@ class Settings(ServingSettings):
         description="On drift, retrain at once on whatever is labelled instead of waiting "
         "for min_retrain_labelled_rows.",
     )
+    fallback_rollback_share: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Share of the champion's requests (since it took the alias, within the "
+        "window) that the serving fallback answered because the champion raised or returned "
+        "NaN/inf, at or above which the monitor rolls back (0.01 = 1 %).",
+    )
+    fallback_min_rows: int = Field(
+        5,
+        ge=1,
+        description="Fewest fallback answers before a failing champion is rolled back "
+        "(one odd request does not move the alias).",
+    )
     live_interval_level: float = Field(
         0.9,
         gt=0,

@@ -2,6 +2,10 @@
 
 ``decide(figures, thresholds)`` returns one ``Decision``. Priority, safety first:
 
+0. ROLLBACK (failing champion): the serving fallback answered at least
+   ``fallback_rollback_share`` of the champion's requests (and ``fallback_min_rows``) —
+   the champion raised or returned NaN/inf and the loaded previous version answered for
+   it. No labels or watch period needed: the champion is broken, not just worse.
 1. ROLLBACK: inside the watch period after a promotion, the champion is worse than the
    previous champion by more than ``rollback_margin`` on enough live labels.
 2. PROMOTE: the challenger beats the champion by at least ``promotion_margin`` on live
@@ -78,9 +82,13 @@ class Thresholds:
     """Fewest labelled rows in the drifted window before a drift retrain runs."""
     retrain_without_labels: bool = False
     """Retrain on drift at once, on whatever is labelled, instead of waiting for labels."""
+    fallback_rollback_share: float = 0.01
+    """Share of the champion's requests answered by the fallback (0-1) that rolls back."""
+    fallback_min_rows: int = 5
+    """Fewest fallback answers before a failing champion is rolled back."""
 
     def __post_init__(self) -> None:
-        for name in ("drift_share_threshold", "ood_rate_threshold"):
+        for name in ("drift_share_threshold", "ood_rate_threshold", "fallback_rollback_share"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} is a share between 0 and 1, got {value}")
@@ -93,6 +101,7 @@ class Thresholds:
             "retrain_cooldown_s",
             "challenger_patience_s",
             "min_retrain_labelled_rows",
+            "fallback_min_rows",
         ):
             value = getattr(self, name)
             if value < 0 or (isinstance(value, float) and math.isnan(value)):
@@ -138,6 +147,12 @@ class Figures:
     """Bootstrap interval of the champion's relative gain over the previous champion."""
     interval_level: float | None = None
     """Confidence of both intervals (e.g. 0.9)."""
+    champion_requests: int = 0
+    """The champion's newest requests since it took the alias (its answers + fallbacks)."""
+    champion_fallback_rows: int = 0
+    """Of those, how many the fallback (the previous version) answered: the champion failed."""
+    fallback_error: str | None = None
+    """The newest error the serving side logged for the champion's failures."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly copy: datetimes as ISO strings, tuples as lists."""
@@ -211,7 +226,8 @@ def relative_gain(candidate: float, baseline: float, higher_is_better: bool) -> 
 def decide(figures: Figures, thresholds: Thresholds) -> Decision:
     """Choose rollback > promote > retrain > none from the figures; never raises on None."""
     now = _utc(figures.now)
-    rollback = _check_rollback(figures, thresholds, now)
+    failing = _check_failing_champion(figures, thresholds)
+    rollback = failing if failing.fires else _check_rollback(figures, thresholds, now)
     promote = _check_promote(figures, thresholds)
     retire = _check_retire(figures, thresholds, now, promote)
     retrain = _check_retrain(figures, thresholds, now)
@@ -221,8 +237,11 @@ def decide(figures: Figures, thresholds: Thresholds) -> Decision:
     for check in (rollback, promote, retire, retrain):
         used.update(check.derived)
 
+    used.update(failing.derived)
+
     def notes_except(chosen: _Check | None) -> tuple[str, ...]:
-        checks = (rollback, promote, retire, retrain)
+        checks = (failing, rollback, promote, retire, retrain)
+        checks = checks[1:] if failing is rollback else checks
         return tuple(c.sentence for c in checks if c is not chosen and c.sentence)
 
     if rollback.fires:
@@ -264,13 +283,39 @@ def decide(figures: Figures, thresholds: Thresholds) -> Decision:
         )
     # For NONE the window's own state leads, then what held back the alias moves; a bare
     # "no challenger waiting" is left to the notes unless nothing else is worth saying.
-    notes = tuple(c.sentence for c in (rollback, retrain, promote, retire) if c.sentence)
+    checks = (failing, rollback, retrain, promote, retire)
+    notes = tuple(c.sentence for c in checks if c.sentence)
     telling = [n for n in notes if n != _NO_CHALLENGER]
     reason = "; ".join(telling or notes) or "nothing to act on"
     return Decision(Action.NONE, reason, used, figures.champion_version, None, notes)
 
 
 # -- the three rules ---------------------------------------------------------------------
+
+
+def _check_failing_champion(f: Figures, t: Thresholds) -> _Check:
+    """Roll back a champion the serving fallback had to answer for (it raised or gave NaN)."""
+    failed, requests = f.champion_fallback_rows, f.champion_requests
+    if failed <= 0 or requests <= 0:
+        return _Check(False, None)
+    share = failed / requests
+    cv, pv = _v(f.champion_version), _v(f.previous_version)
+    error = f" — {f.fallback_error}" if f.fallback_error else ""
+    what = (
+        f"champion {cv} failed {failed:,} of {requests:,} requests in the window "
+        f"({_pct(share, 1)}): answered by {pv}{error}"
+    )
+    derived = {"champion_fallback_share": share}
+    if f.previous_version is None:
+        return _Check(False, f"{what}; no previous version to roll back to", derived)
+    if share < t.fallback_rollback_share - _EPS or failed < t.fallback_min_rows:
+        return _Check(
+            False,
+            f"{what}; below the {_pct(t.fallback_rollback_share, 1)} / "
+            f"{t.fallback_min_rows:,}-request fallback rollback threshold",
+            derived,
+        )
+    return _Check(True, what, derived)
 
 
 def _check_rollback(f: Figures, t: Thresholds, now: datetime) -> _Check:

@@ -91,6 +91,8 @@ def thresholds_from(settings: Settings) -> Thresholds:
         challenger_patience_s=settings.challenger_patience_s,
         min_retrain_labelled_rows=settings.min_retrain_labelled_rows,
         retrain_without_labels=settings.retrain_without_labels,
+        fallback_rollback_share=settings.fallback_rollback_share,
+        fallback_min_rows=settings.fallback_min_rows,
     )
 
 
@@ -424,6 +426,57 @@ def read_registry(settings: Settings) -> dict[str, Any]:
     latest = [registry.history.latest(action) for action in ("promote", "retrain")]
     history = sorted((m for m in latest if m is not None), key=lambda m: m.at, reverse=True)
     return {"versions": versions, "history": history}
+
+
+def champion_since(champion: VersionInfo) -> float | None:
+    """When the champion took the alias (its `champion_since` tag), epoch seconds."""
+    value = champion.tags.get("champion_since")
+    if not value:
+        return None  # versions promoted before the tag existed: no lower bound
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+
+
+@task(name="read-fallbacks", **LOCAL)
+def read_fallbacks(
+    settings: Settings, state: dict[str, Any], rows: int | None, seconds: float | None
+) -> dict[str, Any]:
+    """Figures of the serving fallback: the champion's requests that `previous` answered.
+
+    Counted over the champion's newest `rows` requests (default `monitor_window_rows`)
+    since it took the alias (and within `seconds`), so failures of an earlier champion
+    never count against this one. {} without a champion or a previous version.
+    """
+    from bentos.fallbacks import fallback_counts
+    from bentos.predlog import PredictionLog
+
+    versions: dict[str, VersionInfo] = state["versions"]
+    champion, previous = versions.get(CHAMPION), versions.get(PREVIOUS)
+    if champion is None or previous is None:
+        return {}
+    bounds = [champion_since(champion)]
+    if seconds is not None:
+        bounds.append(time.time() - seconds)
+    since = max((b for b in bounds if b is not None), default=None)
+    log = PredictionLog(settings.resolved_prediction_log_url())
+    try:
+        counts = fallback_counts(
+            log,
+            settings.model_name,
+            champion.version,
+            previous.version,
+            since,
+            rows or settings.monitor_window_rows,
+        )
+    finally:
+        log.close()
+    return {
+        "champion_requests": counts.requests,
+        "champion_fallback_rows": counts.fallback_rows,
+        "fallback_error": counts.error,
+    }
 
 
 @task(name="measure", **LOCAL)
@@ -956,6 +1009,7 @@ def check(
         return failed_check(settings, message)
     window = read_window(settings, rows, seconds)
     figures, result = measure(settings, window, state)
+    figures = replace(figures, **read_fallbacks(settings, state, rows, seconds))
     decision = decide(figures, thresholds_from(settings))
     result.decision = decision.to_dict()
     result.figures = figures.to_dict()

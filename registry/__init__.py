@@ -2,6 +2,7 @@
 
 from registry.client import (
     ALIASES,
+    CANARY_SHARE_TAG,
     CHALLENGER,
     CHAMPION,
     PREVIOUS,
@@ -9,12 +10,14 @@ from registry.client import (
     Registry,
     RegistryError,
     VersionInfo,
+    parse_canary_share,
 )
 from registry.history import AliasMove, HistoryPage, PromotionHistory
 from registry.ledger import new_decision_id
 
 __all__ = [
     "ALIASES",
+    "CANARY_SHARE_TAG",
     "CHALLENGER",
     "CHAMPION",
     "PREVIOUS",
@@ -26,4 +29,5 @@ __all__ = [
     "RegistryError",
     "VersionInfo",
     "new_decision_id",
+    "parse_canary_share",
 ]

@@ -7,6 +7,7 @@ alias move is recorded in the promotion history (see ``registry.history``).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -29,6 +30,9 @@ ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
 
 DEFAULT_MOVE_WAIT_S = 30.0
 REGISTRATION_KEY_TAG = "driftloop.registration_key"
+CANARY_SHARE_TAG = "driftloop.canary_share"
+"""Registered-model tag: the challenger's share of traffic; the serving follower polls it
+like the aliases and it overrides the service's `canary_share` setting while set."""
 
 
 class RegistryError(Exception):
@@ -110,6 +114,20 @@ def plan_rollback(model_name: str, live: Mapping[str, str]) -> dict[str, str | N
             f"(champion: {champion or 'none'}); promote a version first"
         )
     return {CHAMPION: previous, PREVIOUS: champion}
+
+
+def parse_canary_share(value: object, where: str = "canary share") -> float:
+    """A canary share in [0, 1] from a number or its text; ValueError naming `where` else."""
+    try:
+        share = float(str(value).strip())
+    except ValueError:
+        share = math.nan
+    if not 0.0 <= share <= 1.0:  # NaN fails too
+        raise ValueError(
+            f"{where} {value!r} is not a share: use a number from 0 (shadow only: the "
+            "challenger predicts for the log) to 1 (the challenger answers everything)"
+        )
+    return share
 
 
 @dataclass(frozen=True)
@@ -219,6 +237,70 @@ class Registry:
             raise
         return {alias: str(version) for alias, version in (model.aliases or {}).items()}
 
+    def aliases_and_tags(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(aliases, registered-model tags) from one registry call (the serving follower's)."""
+        try:
+            model = self.client.get_registered_model(self.model_name)
+        except MlflowException as exc:
+            if _is_not_found(exc):
+                return {}, {}
+            raise
+        aliases = {alias: str(version) for alias, version in (model.aliases or {}).items()}
+        return aliases, {str(k): str(v) for k, v in (model.tags or {}).items()}
+
+    def canary_share(self) -> float | None:
+        """The canary share set in the registry (`CANARY_SHARE_TAG`), None when unset."""
+        value = self.aliases_and_tags()[1].get(CANARY_SHARE_TAG)
+        if value is None:
+            return None
+        return parse_canary_share(value, f"registry tag {CANARY_SHARE_TAG}")
+
+    def set_canary_share(
+        self, share: float | None, reason: str, actor: str = "user", decision_id: str | None = None
+    ) -> AliasMove:
+        """Set (or with None remove) the challenger's share of traffic and record it.
+
+        Running services pick it up at their next alias poll, without a restart; while
+        unset they use their `canary_share` setting. No alias moves, so no ledger claim:
+        the last writer wins, and every change is in the history (`canary-share`).
+        """
+        new = None if share is None else parse_canary_share(share)
+        if not self.exists():
+            raise RegistryError(
+                f"model {self.model_name!r} is not registered: run `driftloop train` first"
+            )
+        if decision_id is not None:
+            earlier = self.history.find(check_decision_id(decision_id))
+            if earlier is not None:
+                return replace(earlier, replayed=True)
+        try:
+            old: float | None = self.canary_share()
+        except ValueError:
+            old = None  # an unusable hand-written tag: replaced below
+        if new is None:
+            try:
+                self.client.delete_registered_model_tag(self.model_name, CANARY_SHARE_TAG)
+            except MlflowException as exc:
+                if not _is_not_found(exc):
+                    raise
+        else:
+            self.client.set_registered_model_tag(self.model_name, CANARY_SHARE_TAG, f"{new:g}")
+        figures = {} if new is None else {"canary_share": new}
+        if old is not None:
+            figures["previous_canary_share"] = old
+        before = "the serving setting" if old is None else f"{old:g}"
+        after = "the serving setting (tag removed)" if new is None else f"{new:g}"
+        move = AliasMove.now(
+            action="canary-share",
+            moves={},
+            reason=f"canary share {before} → {after}: {reason}",
+            actor=actor,
+            figures=figures,
+            decision_id=decision_id or new_decision_id("share"),
+        )
+        self.history.append(move)
+        return move
+
     def download_model(self, version: str | int, dst_dir: Path) -> Path:
         """Download a version's MLflow model folder (MLmodel + files) into `dst_dir`."""
         from mlflow.artifacts import download_artifacts
@@ -320,9 +402,17 @@ class Registry:
         expected: Mapping[str, str | None] | None = None,
         decision_id: str | None = None,
     ) -> AliasMove | None:
-        """Unset one alias and record it; None when it was not set."""
+        """Unset one alias and record it; None when it was not set.
+
+        A retry of a clear that went through (same `decision_id`) returns the earlier
+        move (`replayed=True`) rather than None.
+        """
         self._check_alias(alias)
         if self.aliases().get(alias) is None:
+            if decision_id is not None:
+                earlier = self.history.find(check_decision_id(decision_id))
+                if earlier is not None:
+                    return replace(earlier, replayed=True)
             return None
 
         def plan(live: dict[str, str]) -> dict[str, str | None]:

@@ -1,4 +1,5 @@
-"""Faults under real `bentoml serve`: a killed worker, a locked prediction log, MLflow down.
+"""Faults under real `bentoml serve`: a killed worker, a locked prediction log, MLflow down,
+a champion that returns NaN (answered by `previous`, then rolled back by the monitor).
 
 Each test injects one fault while clients send traffic, clears it, and checks what
 a user would see: no acknowledged prediction lost, 503 (never a hang or a 500) while
@@ -15,16 +16,27 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+import pandas as pd
 import psutil
 import pytest
 import test_serving as ts
+from prefect import flow
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from sklearn.base import clone
+from sklearn.linear_model import LinearRegression
+from sklearn.pipeline import Pipeline
 
 from bentos.packaging import package_version
 from driftloop import procs
+from driftloop.settings import Settings
+from monitoring.policy import Action, Figures, decide
+from pipelines import monitor
 from registry import Registry
 
 pytestmark = pytest.mark.integration
@@ -358,3 +370,95 @@ def test_mlflow_down_and_back_mid_traffic_fails_no_prediction_and_follows_aliase
         print(f"\nMLflow outage: 0 failed predictions; alias move picked up in {switched_s:.1f} s")
     finally:
         served.server.stop()
+
+
+@pytest.mark.slow
+def test_a_champion_returning_nan_is_answered_by_previous_then_rolled_back_by_the_monitor(
+    mlflow_server: procs.Server,
+    prefect_server: procs.Server,
+    models: ts.Models,
+    home: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """v2 predicts NaN: callers get v1's answers (role `fallback`), the service moves no
+    alias; one monitor decision rolls back through the registry's compare-and-swap, with
+    the error in its reason, and the service follows."""
+    broken = nan_pipeline(models.pipelines[0])
+    uri = mlflow_server.base_url
+    name = f"faults-nan-{uuid.uuid4().hex[:6]}"
+    ts.register(
+        uri, name, ts.Models([models.pipelines[0], broken], models.features, models.signature)
+    )
+    registry = Registry(name, uri)
+    registry.set_alias("champion", "1", reason="fallback test")
+    registry.promote("2", reason="fallback test: v2 (it returns NaN)")
+    state_dir = tmp_path_factory.mktemp("fallback")
+    served = ts.start("serve-fallback", ts.settings_for(state_dir, name, uri), home)
+    try:
+        wait(lambda: readyz(served)[1]["previous"] == "1", 120, "previous v1 loaded")
+        for batch in range(3):
+            body = {"records": ts.records(models, 20, prefix=f"nan-{batch}")}
+            answer = served.predict(body).json()
+            assert set(answer["model_versions"]) == {"1"}, answer
+        assert registry.aliases()["champion"] == "2"  # the service moved nothing
+
+        settings = Settings(
+            model_name=name,
+            tracking_uri=uri,
+            state_dir=state_dir,
+            prediction_log_url=served.settings.resolved_prediction_log_url(),
+        )
+        state = monitor.read_registry.fn(settings)
+        found: dict[str, Any] = {}
+
+        def error_logged() -> bool:
+            found.update(monitor.read_fallbacks.fn(settings, state, None, None))
+            return found["fallback_error"] is not None
+
+        wait(error_logged, 20, "the fallback event in the log")
+        figures = Figures(
+            now=datetime.now(UTC), champion_version="2", previous_version="1", **found
+        )
+        decision = decide(figures, monitor.thresholds_from(settings))
+        assert decision.action is Action.ROLLBACK
+        assert decision.reason.startswith(
+            "champion v2 failed 60 of 60 requests in the window (100.0%): answered by v1 — "
+            "NonFinitePredictions: the model returned"
+        )
+
+        @flow(name="fallback-rollback-test")
+        def one_check() -> str | None:
+            return monitor.act(settings, decision, pd.DataFrame(), state, "monitor-nan-1")
+
+        with temporary_settings(updates={PREFECT_API_URL: prefect_server.base_url}):
+            acted = one_check()
+        assert acted == "rolled back: champion: 2 → 1, previous: 1 → 2"
+        recorded = registry.history.list(1)[0]
+        assert recorded.action == "rollback" and recorded.actor == "monitor"
+        assert recorded.reason == decision.reason
+
+        wait(lambda: readyz(served)[1]["champion"] == "1", 30, "the service follows")
+        answer = served.predict({"records": ts.records(models, 5, prefix="after")}).json()
+        assert set(answer["model_versions"]) == {"1"}
+        log = served.log()
+        try:
+            roles = {r.role for r in log.predictions() if r.request_id.startswith("after-")}
+        finally:
+            log.close()
+        assert roles == {"champion"}  # v1 answers as champion now, not as a fallback
+        # The next check finds no failures of the new champion: no swap back.
+        state = monitor.read_registry.fn(settings)
+        assert monitor.read_fallbacks.fn(settings, state, None, None)["champion_fallback_rows"] == 0
+    finally:
+        served.server.stop()
+
+
+def nan_pipeline(template: Pipeline) -> Pipeline:
+    """The template's preprocessing with a linear model whose intercept is NaN."""
+    frame = pd.read_csv(ts.DATA).iloc[:400]
+    y = frame.pop("bikers").astype(float)
+    X = frame.drop(columns=["casual", "registered", "day"])
+    pipe = Pipeline([("pre", clone(template.named_steps["pre"])), ("model", LinearRegression())])
+    pipe.fit(X, y)
+    pipe.named_steps["model"].intercept_ = np.float64("nan")
+    return pipe

@@ -341,6 +341,7 @@ def test_canary_share_is_respected_and_sticky(
     meta = served.get("/metadata")
     assert meta["routing"] == {
         "canary_share": 0.3,
+        "canary_share_from": "setting canary_share (DRIFTLOOP_CANARY_SHARE)",
         "mode": "canary",
         "sticky_by": "entity_id, else request_id",
     }
@@ -348,6 +349,34 @@ def test_canary_share_is_respected_and_sticky(
     metrics = httpx.get(f"{served.url}/metrics").text
     labels = f'model_name="{registry.model_name}",model_version="2",role="challenger"'
     assert f"driftloop_predictions_total{{{labels}}}" in metrics
+
+
+def test_the_canary_share_follows_the_registry_tag_without_a_restart(
+    canary: tuple[Served, Registry], models: Models
+) -> None:
+    served, registry = canary
+    if registry.aliases().get("challenger") != "2":
+        registry.set_alias("challenger", "2", reason="share test")
+    wait_for(served, lambda m: (m["challenger"] or {}).get("version") == "2", "challenger v2")
+    pid = served.server.process.pid
+    body = {"records": records(models, 100, prefix="share")}
+    try:
+        registry.set_canary_share(1.0, reason="integration: everything to the challenger")
+        wait_for(served, lambda m: m["routing"]["canary_share"] == 1.0, "share 1.0 followed")
+        routing = served.get("/metadata")["routing"]
+        assert routing["canary_share_from"] == "registry tag driftloop.canary_share"
+        answer = served.predict(body).json()
+        assert set(answer["model_versions"]) == {"2"}
+
+        registry.set_canary_share(None, reason="integration: back to the setting")
+        wait_for(served, lambda m: m["routing"]["canary_share"] == 0.3, "setting's 0.3 again")
+        answer = served.predict(body).json()
+        assert set(answer["model_versions"]) == {"1", "2"}  # 30 % of 100 keys: both answer
+    finally:
+        registry.set_canary_share(None, reason="integration: cleanup")
+    assert served.server.process.pid == pid and served.server.process.poll() is None
+    recorded = [m for m in registry.history.list(5) if m.action == "canary-share"]
+    assert any("→ 1:" in m.reason for m in recorded)
 
 
 def test_the_prefect_package_flow_builds_the_bento_of_a_version(

@@ -300,3 +300,44 @@ def test_a_champion_that_cannot_be_loaded_is_shown_in_readyz(tmp_path: Path) -> 
     assert status == 200 and body["status"] == "degraded"
     assert "champion v7 cannot be loaded (KeyError: '7'); serving v1" in body["reason"]
     assert body["failed_loads"]["7"]["attempts"] == 1
+
+
+def test_the_registry_share_overrides_the_setting_without_a_restart(tmp_path: Path) -> None:
+    app, _, registry = make_app(tmp_path, {"champion": "1", "challenger": "2"}, share=0.0)
+    tags: dict[str, str] = {}
+    registry.aliases_and_tags = lambda: (dict(registry.current), dict(tags))  # type: ignore[attr-defined]
+    app.follower.poll_once()
+    routing = app.metadata()[1]["routing"]
+    assert routing["canary_share"] == 0.0 and routing["mode"] == "shadow"
+    assert routing["canary_share_from"] == "setting canary_share (DRIFTLOOP_CANARY_SHARE)"
+    _, body = run(app, app.predict(records(200)))
+    assert set(body["model_versions"]) == {"1"}
+
+    tags["driftloop.canary_share"] = "1"
+    app.follower.poll_once()
+    routing = app.metadata()[1]["routing"]
+    assert routing["canary_share"] == 1.0 and routing["mode"] == "canary"
+    assert routing["canary_share_from"] == "registry tag driftloop.canary_share"
+    _, body = run(app, app.predict(records(200)))
+    assert set(body["model_versions"]) == {"2"}
+
+    tags["driftloop.canary_share"] = "lots"  # set by hand in the MLflow UI
+    app.follower.poll_once()
+    routing = app.metadata()[1]["routing"]
+    assert routing["canary_share"] == 0.0 and "is not a share" in routing["canary_share_error"]
+
+
+def test_a_fallback_logs_which_champion_failed_and_why_for_the_monitor(tmp_path: Path) -> None:
+    from bentos.fallbacks import fallback_counts
+
+    app, models, _ = make_app(tmp_path, {"champion": "2", "previous": "1"})
+    models["2"].broken = True
+    assert run(app, app.predict(records(3)))[0] == 200
+    assert run(app, app.predict(records(2)))[0] == 200
+    deadline = time.monotonic() + 10  # the event is written off the model thread
+    counts = fallback_counts(app.log, "m", "2", "1", None, 100)
+    while counts.error is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        counts = fallback_counts(app.log, "m", "2", "1", None, 100)
+    assert (counts.champion_rows, counts.fallback_rows) == (0, 5)
+    assert counts.error == "RuntimeError: challenger exploded"

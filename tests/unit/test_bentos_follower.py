@@ -200,3 +200,48 @@ def test_a_damaged_cache_is_ignored(tmp_path: Path, content: str) -> None:
     cache = AliasCache(tmp_path / "aliases.json")
     cache.path.write_text(content)
     assert cache.load() is None
+
+
+class TaggedRegistry(Registry):
+    """A registry that also has registered-model tags (as `registry.Registry` does)."""
+
+    def __init__(self, aliases: dict[str, str], tags: dict[str, str] | None = None) -> None:
+        super().__init__(aliases)
+        self.tags = tags or {}
+
+    def aliases_and_tags(self) -> tuple[dict[str, str], dict[str, str]]:
+        return self.aliases(), dict(self.tags)
+
+
+def test_the_canary_share_tag_is_followed_cached_and_survives_a_registry_outage(
+    tmp_path: Path,
+) -> None:
+    registry = TaggedRegistry({"champion": "1", "challenger": "2"})
+    f = follower(tmp_path, registry, Loader())
+    f.poll_once()
+    assert f.share.value is None and f.share.error is None  # no tag: the setting applies
+    registry.tags["driftloop.canary_share"] = "0.25"
+    f.poll_once()
+    assert (f.share.value, f.share.source) == (0.25, "registry")
+    registry.down = True
+    f.breaker.next_attempt_at = 0.0
+    f.poll_once()
+    assert f.share.value == 0.25  # keeps the last share while the registry is down
+    # A restart while MLflow is down starts from the cache, share included.
+    again = follower(tmp_path, registry, Loader())
+    again.start_from_cache()
+    assert (again.share.value, again.share.source) == (0.25, "cache")
+    registry.down = False
+    del registry.tags["driftloop.canary_share"]
+    f.breaker.next_attempt_at = 0.0
+    f.poll_once()
+    assert f.share.value is None and f.share.raw is None
+
+
+@pytest.mark.parametrize("raw", ["1.5", "-1", "half", "nan"])
+def test_an_unusable_share_tag_is_ignored_and_said_why(tmp_path: Path, raw: str) -> None:
+    registry = TaggedRegistry({"champion": "1"}, {"driftloop.canary_share": raw})
+    f = follower(tmp_path, registry, Loader())
+    f.poll_once()
+    assert f.share.value is None and f.share.raw == raw
+    assert f.share.error is not None and "is not a share" in f.share.error

@@ -1,0 +1,143 @@
+"""Fallback answers in the prediction log: what the monitor needs to roll back a failing champion.
+
+When the champion raises or returns NaN/inf, the service answers with the loaded
+``previous`` version and logs those rows with role ``fallback`` and the version that
+answered (`bentos.app`). Which champion failed, and with which error, is one row of
+``fallback_events`` per episode and serving process (the first fallback for a version),
+so the monitor can name the error in the rollback it records.
+
+The service never moves an alias; `fallback_counts` gives the monitor the figures
+(`monitoring.policy`, ``fallback_rollback_share``) and the rollback goes through the
+registry's compare-and-swap like any other.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from bentos.predlog import PredictionLog, predictions_table
+
+FALLBACK = "fallback"
+"""Log role of a row that `previous` answered because the champion failed."""
+_ERROR_CHARS = 500
+
+_metadata = sa.MetaData()
+
+fallback_events_table = sa.Table(
+    "fallback_events",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ts", sa.Double, nullable=False),
+    sa.Column("model_name", sa.String(128), nullable=False),
+    sa.Column("failed_version", sa.String(32), nullable=False),
+    sa.Column("answered_by", sa.String(32), nullable=False),
+    sa.Column("error", sa.String(_ERROR_CHARS), nullable=False),
+    sa.Index("ix_fallback_events_model_version", "model_name", "failed_version", "id"),
+)
+
+
+def _ensure_table(log: PredictionLog) -> None:
+    """Logs made before fallback events existed get the table on first use."""
+    _metadata.create_all(log.engine, checkfirst=True)
+
+
+def record_fallback_event(
+    log: PredictionLog,
+    model_name: str,
+    failed_version: str,
+    answered_by: str,
+    error: str,
+    ts: float | None = None,
+) -> None:
+    """Note that `failed_version` failed (with `error`) and `answered_by` answered for it."""
+    _ensure_table(log)
+    with log.engine.begin() as conn:
+        conn.execute(
+            fallback_events_table.insert().values(
+                ts=time.time() if ts is None else ts,
+                model_name=model_name,
+                failed_version=str(failed_version),
+                answered_by=str(answered_by),
+                error=error[:_ERROR_CHARS],
+            )
+        )
+
+
+@dataclass(frozen=True)
+class FallbackCounts:
+    """Of the champion's newest requests: how many it answered, how many `previous` did."""
+
+    champion_rows: int
+    fallback_rows: int
+    error: str | None = None
+    """The newest error logged for the champion's failures (None: none was logged)."""
+
+    @property
+    def requests(self) -> int:
+        return self.champion_rows + self.fallback_rows
+
+
+def fallback_counts(
+    log: PredictionLog,
+    model_name: str,
+    champion_version: str,
+    answered_by: str,
+    since: float | None,
+    rows: int,
+) -> FallbackCounts:
+    """The champion's newest `rows` requests logged at or after `since`: answered by the
+    champion itself, or by `answered_by` (its fallback, the ``previous`` version).
+
+    `since` should be when the champion took the alias: fallback rows from before, when
+    another version was champion, are not its failures. Index range scans only (the
+    first row since `since` by time, then each role's newest ids from there), so the
+    cost grows with `rows`, not with the log.
+    """
+    if rows <= 0:
+        raise ValueError(f"rows must be positive, got {rows}")
+    c = predictions_table.c
+    _ensure_table(log)
+    e = fallback_events_table.c
+    with log.engine.connect() as conn:
+        first_id = 0
+        if since is not None:
+            first = conn.execute(
+                sa.select(c.id)
+                .where(c.model_name == model_name, c.ts >= since)
+                .order_by(c.ts)
+                .limit(1)
+            ).scalar()
+            if first is None:
+                return FallbackCounts(0, 0)
+            first_id = int(first)
+        newest: list[tuple[int, str]] = []
+        for role, version in (("champion", champion_version), (FALLBACK, answered_by)):
+            ids = conn.execute(
+                sa.select(c.id)
+                .where(
+                    c.model_name == model_name,
+                    c.role == role,
+                    c.id >= first_id,
+                    c.model_version == str(version),
+                )
+                .order_by(c.id.desc())
+                .limit(rows)
+            ).scalars()
+            newest += [(int(i), role) for i in ids]
+        kept = sorted(newest, reverse=True)[:rows]
+        failed = sum(1 for _, role in kept if role == FALLBACK)
+        error = None
+        if failed:
+            latest_error = (
+                sa.select(e.error)
+                .where(e.model_name == model_name, e.failed_version == str(champion_version))
+                .order_by(e.id.desc())
+                .limit(1)
+            )
+            if since is not None:
+                latest_error = latest_error.where(e.ts >= since)
+            error = conn.execute(latest_error).scalar()
+    return FallbackCounts(len(kept) - failed, failed, error)
