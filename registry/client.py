@@ -112,6 +112,9 @@ def plan_rollback(model_name: str, live: Mapping[str, str]) -> dict[str, str | N
     return {CHAMPION: previous, PREVIOUS: champion}
 
 
+_FORMER_METRIC_NAMES = {"f1_macro": "f1"}  # today's name → the one older versions carry
+
+
 @dataclass(frozen=True)
 class VersionInfo:
     """One registered version as users see it in `driftloop models`."""
@@ -131,7 +134,11 @@ class VersionInfo:
         return f"models:/{self.name}/{self.version}"
 
     def holdout_metric(self, metric: str) -> float | None:
+        """The holdout figure tagged at training; versions registered before metric names
+        said what they measure carry macro F1 as ``holdout_f1``."""
         value = self.tags.get(f"holdout_{metric}")
+        if value in (None, "") and metric in _FORMER_METRIC_NAMES:
+            value = self.tags.get(f"holdout_{_FORMER_METRIC_NAMES[metric]}")
         return float(value) if value not in (None, "") else None
 
 
