@@ -24,25 +24,16 @@ class PrimaryMetric:
     higher_is_better: bool
 
 
-# Metric names before they said what they measure: a version registered then carries
-# `holdout_f1` (macro F1). `registry.VersionInfo.holdout_metric` reads either spelling.
-FORMER_NAMES = {"f1_macro": "f1"}
-
-
 def primary_metric(task: str) -> PrimaryMetric:
-    """RMSE for regression; macro F1 for classification (label-only, works for any pyfunc)."""
+    """RMSE for regression; macro F1 for classification (label-only, works for any pyfunc).
+
+    Versions registered before metric names said what they measure carry macro F1 as
+    ``holdout_f1``; `registry.VersionInfo.holdout_metric` reads either spelling, and the
+    gate rescores the champion on the new holdout, so it always compares today's names.
+    """
     if task == "regression":
         return PrimaryMetric("rmse", higher_is_better=False)
     return PrimaryMetric("f1_macro", higher_is_better=True)
-
-
-def current_names(metrics: dict[str, float]) -> dict[str, float]:
-    """`metrics` with former names (``f1``) under today's (``f1_macro``), for comparing."""
-    out = dict(metrics)
-    for new, old in FORMER_NAMES.items():
-        if new not in out and old in out:
-            out[new] = out.pop(old)
-    return out
 
 
 def holdout_metrics(

@@ -21,7 +21,6 @@ from bentos.store import LoadedModel, classifier_rule
 from monitoring.drift import label_shares, measure_drift
 from pipelines.evaluate import (
     classifier_decision,
-    current_names,
     explain_task,
     holdout_metrics,
     primary_metric,
@@ -126,7 +125,6 @@ def test_versions_registered_with_the_old_f1_name_still_compare() -> None:
     assert old.holdout_metric("f1_macro") == pytest.approx(0.81)
     assert new.holdout_metric("f1_macro") == pytest.approx(0.83)
     assert old.holdout_metric("rmse") is None
-    assert current_names({"f1": 0.8, "accuracy": 0.9}) == {"accuracy": 0.9, "f1_macro": 0.8}
 
 
 # -- the task explained ---------------------------------------------------------------------
@@ -311,6 +309,17 @@ def test_serving_uses_the_rule_only_when_the_models_classes_match_it() -> None:
     assert classes == ["No", "Yes"]
     assert labels.tolist() == np.where(probabilities[:, 1] >= 0.4, "Yes", "No").tolist()
     assert probability_function(_Pyfunc(object())) is None
+    # A champion registered before the rule is scored by the gate with its own labels and,
+    # when its model has them, probabilities: the same metric names as a new version.
+    old_labels, old_proba, _ = score_pyfunc(pyfunc, X, "classification")
+    assert old_labels.tolist() == raw.predict(X).tolist() and old_proba is not None
+    y = np.where(X["temp"] > 0.5, "Yes", "No")
+    assert set(holdout_metrics("classification", y, old_labels, old_proba, classes)) == {
+        "accuracy",
+        "f1_macro",
+        "roc_auc",
+        "log_loss",
+    }
 
 
 # -- prediction drift -----------------------------------------------------------------------
