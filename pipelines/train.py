@@ -47,7 +47,7 @@ from pipelines.families import require_family
 from pipelines.gate import GateDecision, gate
 from pipelines.tracking import configure_mlflow
 from registry import CHALLENGER, CHAMPION, AliasesMoved, Registry, new_decision_id
-from registry.decision import DECISION_KEY, Decision
+from registry.decision import DECISION_KEY, Decision, check_positive_class
 
 REGISTRATION_KEY_TAG = "driftloop.registration_key"
 MODEL_URI_TAG = "driftloop.model_uri"
@@ -674,6 +674,10 @@ def train_flow(
         snapshot = append_recent(snapshot, Path(extra_data))
     check = validate_data(settings, snapshot, experiment_id, rebuild_contract, widen_contract)
     report = check.report
+    if snapshot.task == "classification" and settings.positive_class:
+        check_positive_class(
+            snapshot.frame[snapshot.target].dropna().unique(), settings.positive_class
+        )
     if shuffle_labels:
         snapshot = shuffled(snapshot, settings.seed)
     train, holdout = time_split(

@@ -120,20 +120,29 @@ def choose_positive_class(
     """
     keys = [class_key(c) for c in classes]
     if wanted not in (None, ""):
-        if str(wanted) not in keys:
-            raise ValueError(
-                f"positive_class {wanted!r} is not a class of the target; its classes are "
-                f"{keys}: set DRIFTLOOP_POSITIVE_CLASS to one of them"
-            )
-        return classes[keys.index(str(wanted))], "set by positive_class"
+        check_positive_class(classes, wanted)
     if len(classes) != 2:
-        return None, f"{len(classes)} classes: the most probable class is the label"
+        ignored = f"; positive_class {wanted!r} does not apply" if wanted else ""
+        return None, f"{len(classes)} classes: the most probable class is the label{ignored}"
+    if wanted not in (None, ""):
+        return classes[keys.index(str(wanted))], "set by positive_class"
     named = [c for c, k in zip(classes, keys, strict=True) if k.lower() in POSITIVE_SPELLINGS]
     if len(named) == 1:
         return named[0], "its name reads as the positive answer"
     counts = pd.Series([class_key(v) for v in y]).value_counts()
     rare = min(range(2), key=lambda i: (int(counts.get(keys[i], 0)), -i))
     return classes[rare], "the rarer class in the training data"
+
+
+def check_positive_class(classes: Sequence[Any], wanted: str) -> None:
+    """Fail, naming the classes, when the ``positive_class`` setting is not one of them
+    (checked before fitting, so a typo costs no training)."""
+    keys = sorted({class_key(c) for c in classes})
+    if str(wanted) not in keys:
+        raise ValueError(
+            f"positive_class {wanted!r} is not a class of the target; its classes are "
+            f"{keys}: set DRIFTLOOP_POSITIVE_CLASS to one of them"
+        )
 
 
 def probability_function(pyfunc: Any) -> tuple[Callable[[pd.DataFrame], Any], list[Any]] | None:

@@ -27,7 +27,13 @@ from pipelines.evaluate import (
     score_pyfunc,
 )
 from registry import VersionInfo
-from registry.decision import Decision, choose_positive_class, class_key, probability_function
+from registry.decision import (
+    Decision,
+    check_positive_class,
+    choose_positive_class,
+    class_key,
+    probability_function,
+)
 
 # -- the decision rule ----------------------------------------------------------------------
 
@@ -82,6 +88,7 @@ def test_the_rule_round_trips_through_the_recorded_metadata() -> None:
         (["bad", "good"], ["good"] * 9 + ["bad"], "good", "good", "set by positive_class"),
         ([0, 1], [0, 1], "0", 0, "set by positive_class"),
         (["a", "b", "c"], ["a", "b", "c"], None, None, "3 classes"),
+        (["a", "b", "c"], ["a", "b", "c"], "a", None, "'a' does not apply"),
     ],
 )
 def test_the_positive_class_is_chosen_by_setting_name_or_rarity(
@@ -95,6 +102,8 @@ def test_the_positive_class_is_chosen_by_setting_name_or_rarity(
 def test_a_positive_class_that_is_not_a_class_names_the_classes() -> None:
     with pytest.raises(ValueError, match=r"'maybe'.*\['No', 'Yes'\].*DRIFTLOOP_POSITIVE_CLASS"):
         choose_positive_class(["No", "Yes"], pd.Series(["No", "Yes"]), "maybe")
+    with pytest.raises(ValueError, match=r"\['No', 'Yes'\]"):
+        check_positive_class(np.array(["Yes", "No", "Yes"], dtype=object), "yes")
 
 
 def test_class_keys_spell_json_and_numpy_values_alike() -> None:
