@@ -604,6 +604,7 @@ def register_classifier(uri: str, model_name: str, thresholds: list[float]) -> p
     return X.iloc[1000:].reset_index(drop=True)
 
 
+@pytest.mark.slow  # its own `bentoml serve`: 72 s measured on the shared, loaded 2 cores
 def test_a_served_classifier_answers_probabilities_and_its_threshold_decides(
     mlflow_server: procs.Server, home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
