@@ -60,6 +60,9 @@ log = logging.getLogger("driftloop.serving")
 # not hold the event loop; the common 1-100-record body stays on the loop (no hop).
 INLINE_VALIDATION_RECORDS = 256
 
+Scores = dict[str, float] | None  # a classifier's {class: probability} for one record
+Predicted = tuple[list[Any], list[dict[str, float]] | None]  # one model call's answers
+
 FALLBACK_RECENT_S = 60.0  # /readyz says "degraded" this long after a fallback
 _RETRY_AFTER = {"retry-after": "1"}
 
@@ -83,6 +86,7 @@ class Answered:
     predictions: list[Any]
     versions: list[str]
     commit: asyncio.Future[None]
+    probabilities: list[dict[str, float] | None]
 
 
 @dataclass
@@ -244,12 +248,16 @@ class ServingApp:
             )
         versions = answered.versions
         single = versions[0] if versions.count(versions[0]) == len(versions) else None
-        body = {
+        body: dict[str, Any] = {
             "predictions": answered.predictions,
             "request_ids": batch.request_ids,
             "model_version": single,
             "model_versions": versions,
         }
+        if any(p is not None for p in answered.probabilities):
+            # Classifiers that record a decision rule: {class: probability} per record
+            # (null for a record a labels-only version answered). Absent for regressors.
+            body["probabilities"] = answered.probabilities
         return _json(body, 200, {"x-model-version": single or ",".join(versions)})
 
     async def _process(self, items: list[RequestItem]) -> list[Answered]:
@@ -257,14 +265,14 @@ class ServingApp:
         loop = asyncio.get_running_loop()
         answers, rows = await loop.run_in_executor(self._model_thread, self._infer, items)
         commit = asyncio.wrap_future(self.writer.submit(rows=rows))
-        return [Answered(preds, versions, commit) for preds, versions in answers]
+        return [Answered(preds, versions, commit, probs) for preds, versions, probs in answers]
 
     def _infer(
         self, items: list[RequestItem]
-    ) -> tuple[list[tuple[list[Any], list[str]]], list[LogRow]]:
+    ) -> tuple[list[tuple[list[Any], list[str], list[Scores]]], list[LogRow]]:
         """Answer every request (one model call per model and role), shadow where asked.
 
-        Returns each request's (predictions, versions) and the log rows of the batch.
+        Returns each request's (predictions, versions, probabilities) and the log rows.
         """
         groups: dict[tuple[int, str], tuple[LoadedModel, list[_Part]]] = {}
 
@@ -283,9 +291,11 @@ class ServingApp:
             add(item.challenger, CHALLENGER, _Part(k, to_challenger, batch.take(to_challenger)))
 
         predictions: list[list[Any]] = [[None] * len(item.batch) for item in items]
+        probabilities: list[list[Scores]] = [[None] * len(item.batch) for item in items]
         versions: list[list[str]] = [[""] * len(item.batch) for item in items]
         answered: list[list[tuple[LoadedModel, str, _Part, float]]] = [[] for _ in items]
         fallback: list[_Part] = []
+        out = (predictions, probabilities, versions, answered)
         for (_, role), (model, parts) in groups.items():
             try:
                 preds = self._call(model, role, [part.batch for part in parts])
@@ -294,7 +304,7 @@ class ServingApp:
                     fallback += parts
                     continue
                 model, role, preds = self._fall_back(model, parts, exc)
-            self._place(preds, parts, model, role, predictions, versions, answered)
+            self._place(preds, parts, model, role, *out)
         if fallback:
             by_champion: dict[int, tuple[LoadedModel, list[_Part]]] = {}
             for part in fallback:
@@ -306,40 +316,46 @@ class ServingApp:
                     preds = self._call(model, role, [part.batch for part in parts])
                 except Exception as exc:
                     model, role, preds = self._fall_back(model, parts, exc)
-                self._place(preds, parts, model, role, predictions, versions, answered)
+                self._place(preds, parts, model, role, *out)
 
         now = time.time()
         rows: list[LogRow] = []
         features = [item.batch.features() for item in items]
         for k, item in enumerate(items):
+            answers = (predictions[k], probabilities[k])
             for model, role, part, ready in answered[k]:
-                rows += self._rows(item, part, features[k], predictions[k], model, role, ready, now)
+                rows += self._rows(item, part, features[k], answers, model, role, ready, now)
         rows += self._shadow(items, features, now)
-        return list(zip(predictions, versions, strict=True)), rows
+        return list(zip(predictions, versions, probabilities, strict=True)), rows
 
     def _place(
         self,
-        preds: list[Any],
+        preds: Predicted,
         parts: list[_Part],
         model: LoadedModel,
         role: str,
         predictions: list[list[Any]],
+        probabilities: list[list[Scores]],
         versions: list[list[str]],
         answered: list[list[tuple[LoadedModel, str, _Part, float]]],
     ) -> None:
         """Hand one model call's predictions back to the requests they belong to."""
         done = time.perf_counter()
+        labels, probs = preds
         start = 0
         for part in parts:
             n = len(part.batch)
-            chunk = preds[start : start + n]
+            chunk = labels[start : start + n]
+            scores: list[Scores] = [None] * n if probs is None else probs[start : start + n]
             start += n
             if part.indices is None:
                 predictions[part.item] = chunk
+                probabilities[part.item] = scores
                 versions[part.item] = [model.version] * n
             else:
-                for i, pred in zip(part.indices, chunk, strict=True):
+                for i, pred, score in zip(part.indices, chunk, scores, strict=True):
                     predictions[part.item][i] = pred
+                    probabilities[part.item][i] = score
                     versions[part.item][i] = model.version
             answered[part.item].append((model, role, part, done))
 
@@ -348,7 +364,7 @@ class ServingApp:
         item: RequestItem,
         part: _Part,
         features: list[dict[str, Any]],
-        predictions: list[Any],
+        answers: tuple[list[Any], list[Scores]],
         model: LoadedModel,
         role: str,
         ready: float,
@@ -361,6 +377,7 @@ class ServingApp:
         ).observe(latency_s)
         latency_ms = latency_s * 1000.0
         batch, name, version = item.batch, self.model_name, model.version
+        predictions, scores = answers
         indices = range(len(batch)) if part.indices is None else part.indices
         return [
             (
@@ -373,6 +390,7 @@ class ServingApp:
                 features[i],
                 predictions[i],
                 latency_ms,
+                scores[i],
             )
             for i in indices
         ]
@@ -393,18 +411,21 @@ class ServingApp:
                 continue
             done = time.perf_counter()
             start = 0
+            labels, probs = preds
             for k in ks:
                 item = items[k]
                 n = len(item.batch)
                 part = _Part(k, None, item.batch)
-                chunk = preds[start : start + n]
+                chunk = labels[start : start + n]
+                scores: list[Scores] = [None] * n if probs is None else probs[start : start + n]
                 start += n
-                rows += self._rows(item, part, features[k], chunk, model, SHADOW, done, now)
+                answers = (chunk, scores)
+                rows += self._rows(item, part, features[k], answers, model, SHADOW, done, now)
         return rows
 
     def _fall_back(
         self, failed: LoadedModel, parts: list[_Part], error: Exception
-    ) -> tuple[LoadedModel, str, list[Any]]:
+    ) -> tuple[LoadedModel, str, Predicted]:
         """`previous` answers what the champion failed on; re-raises `error` without one.
 
         Counted and remembered for /readyz and /metadata; the log rows get role
@@ -414,7 +435,7 @@ class ServingApp:
         if previous is None or previous.version == failed.version:
             raise error
         preds = self._call(previous, FALLBACK, [part.batch for part in parts])
-        n = len(preds)
+        n = len(preds[0])
         reason = "non_finite" if isinstance(error, NonFinitePredictions) else "error"
         self.metrics.fallbacks.labels(
             self.model_name, failed.version, previous.version, reason
@@ -457,7 +478,7 @@ class ServingApp:
 
         threading.Thread(target=write, name="fallback-event", daemon=True).start()
 
-    def _call(self, model: LoadedModel, role: str, batches: list[ValidBatch]) -> list[Any]:
+    def _call(self, model: LoadedModel, role: str, batches: list[ValidBatch]) -> Predicted:
         started = time.perf_counter()
         n = sum(len(b) for b in batches)
         try:
@@ -687,4 +708,17 @@ def _feedback_auth(scope: KeyScope | None) -> str:
 def _describe(model: LoadedModel | None) -> dict[str, Any] | None:
     if model is None:
         return None
-    return {"version": model.version, "bento_model": model.tag, "labels": model.labels}
+    described: dict[str, Any] = {
+        "version": model.version,
+        "bento_model": model.tag,
+        "labels": model.labels,
+    }
+    if model.decision is not None and model.scored:
+        decision = model.decision
+        described["classifier"] = {
+            "classes": list(decision.classes),
+            "positive_class": decision.positive_class if decision.binary else None,
+            "decision_threshold": decision.threshold if decision.binary else None,
+            "probabilities": True,
+        }
+    return described

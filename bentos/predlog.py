@@ -59,6 +59,9 @@ predictions_table = sa.Table(
     sa.Column("features", sa.JSON, nullable=False),
     sa.Column("prediction", sa.JSON, nullable=True),
     sa.Column("latency_ms", sa.Double, nullable=False),
+    # A classifier's {class: probability} (null for regressors and labels-only versions);
+    # added to logs created before it by `PredictionLog._ensure_columns`.
+    sa.Column("scores", sa.JSON, nullable=True),
     sa.Index("ix_predictions_version_ts", "model_version", "ts"),
     # The monitor's reads: a model's answered requests by id (window bounds, exact counts,
     # sampling) and by time (time windows, retention); index-only where they can be.
@@ -112,15 +115,23 @@ class PredictionRecord:
     latency_ms: float  # request arrival to prediction ready (commit wait excluded)
     ts: float = field(default_factory=time.time)
     entity_id: str | None = None
+    scores: dict[str, float] | None = None  # a classifier's class probabilities
 
     @property
     def timestamp(self) -> datetime:
         return pd.Timestamp(self.ts, unit="s", tz="UTC").to_pydatetime()
 
 
-LogRow = tuple[str, str | None, float, str, str, str, dict[str, Any], Any, float]
+LogRow = tuple[
+    str, str | None, float, str, str, str, dict[str, Any], Any, float, dict[str, float] | None
+]
 """A prediction as written: request_id, entity_id, ts, model_name, model_version, role,
-features, prediction, latency_ms (the service builds these without a record object)."""
+features, prediction, latency_ms, scores (the service builds these without a record object).
+Rows of the nine fields before `scores` existed are still accepted (scores null)."""
+
+
+def _with_scores(row: Sequence[Any]) -> Sequence[Any]:
+    return row if len(row) == len(_ROW_COLUMNS) else (*row, None)
 
 
 def as_row(p: PredictionRecord) -> LogRow:
@@ -134,6 +145,7 @@ def as_row(p: PredictionRecord) -> LogRow:
         p.features,
         p.prediction,
         p.latency_ms,
+        p.scores,
     )
 
 
@@ -147,8 +159,9 @@ _ROW_COLUMNS = (
     "features",
     "prediction",
     "latency_ms",
+    "scores",
 )
-_JSON_COLUMNS = {"features", "prediction"}
+_JSON_COLUMNS = {"features", "prediction", "scores"}
 # JSON values stay JSON text (`->`), the others become SQL values (`->>`); ORDER BY key
 # keeps the ids in the array's order. The JSON columns hold the same text (and the same
 # NUMERIC-affinity conversions) as SQLAlchemy's JSON type writes.
@@ -285,6 +298,7 @@ class PredictionLog:
         if self.is_sqlite:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout_s))
         _metadata.create_all(self.engine)
+        self._ensure_columns()
         self._ensure_indexes()
         # `->`/`->>` need SQLite 3.38; older ones take the row-by-row insert.
         self._single_statement = self.is_sqlite and sqlite3.sqlite_version_info >= (3, 38)
@@ -301,6 +315,18 @@ class PredictionLog:
                 conn.rollback()
             else:
                 conn.execute(sa.select(sa.literal(1)))
+
+    def _ensure_columns(self) -> None:
+        """Nullable columns added after a log was created (`create_all` only makes missing
+        tables): an older log gains them, its rows read back as null."""
+        with self.engine.connect() as conn:
+            present = {c["name"] for c in sa.inspect(conn).get_columns("predictions")}
+        for column in predictions_table.columns:
+            if column.name in present:
+                continue
+            kind = column.type.compile(dialect=self.engine.dialect)
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE predictions ADD COLUMN {column.name} {kind}")
 
     def _ensure_indexes(self) -> None:
         """Indexes added after a log was created (`create_all` only makes missing tables).
@@ -338,7 +364,8 @@ class PredictionLog:
             conn.exec_driver_sql(_SQLITE_INSERT, (jsonio.dumps_text(rows),))
             return
         conn.execute(
-            predictions_table.insert(), [dict(zip(_ROW_COLUMNS, r, strict=True)) for r in rows]
+            predictions_table.insert(),
+            [dict(zip(_ROW_COLUMNS, _with_scores(r), strict=True)) for r in rows],
         )
 
     # -- reading -------------------------------------------------------------------------
@@ -380,9 +407,29 @@ class PredictionLog:
                 latency_ms=r["latency_ms"],
                 ts=r["ts"],
                 entity_id=r["entity_id"],
+                scores=r["scores"],
             )
             for r in rows
         ]
+
+    def scores(self, model_name: str, request_ids: Sequence[str]) -> pd.DataFrame:
+        """The class probabilities logged with these requests' predictions of `model_name`.
+
+        Columns request_id, model_version, role, scores (a ``{class: probability}`` dict);
+        rows without scores (regressors, labels-only versions) are left out. Reads only
+        the given ids, in chunks (the monitor passes its bounded window sample).
+        """
+        c = predictions_table.c
+        ids = list(dict.fromkeys(request_ids))
+        found: list[tuple[str, str, str, dict[str, float]]] = []
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), _SCORE_CHUNK_IDS):
+                query = sa.select(c.request_id, c.model_version, c.role, c.scores).where(
+                    c.model_name == model_name,
+                    c.request_id.in_(ids[start : start + _SCORE_CHUNK_IDS]),
+                )
+                found += [tuple(r) for r in conn.execute(query) if isinstance(r[3], dict)]
+        return pd.DataFrame(found, columns=["request_id", "model_version", "role", "scores"])
 
     def feedback(
         self, start: TimeBound = None, end: TimeBound = None, model_name: str | None = None
@@ -1018,6 +1065,7 @@ class WindowBounds:
 
 _CHUNK_ROWS = 50_000
 _IDS_PER_QUERY = 10_000  # ids per expanding IN list (PostgreSQL takes 65,535 parameters)
+_SCORE_CHUNK_IDS = 500  # request ids per IN (...) when reading scores
 _MIN_DENSITY = 0.2  # below this share of the id range, draw from the index's ids instead
 _LABEL_CLOCK_SKEW_S = 300.0  # labels logged this long before their window began still count
 _META_COLUMNS = [

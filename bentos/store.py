@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +33,7 @@ from bentos.schema import (
 )
 from data.contract import LABEL_RULE_KEY
 from registry import Registry, VersionInfo
+from registry.decision import DECISION_KEY, Decision, class_key, probability_function
 
 log = logging.getLogger("driftloop.serving")
 
@@ -151,21 +152,40 @@ class LoadedModel:
     label_schema: LabelSchema
     labels: dict[str, str] = field(default_factory=dict)
     loaded_at: float = field(default_factory=time.time)
+    decision: Decision | None = None
+    """A classifier's recorded rule (positive class, threshold); None: labels only."""
+    proba: Callable[[pd.DataFrame], Any] | None = None
+
+    @property
+    def scored(self) -> bool:
+        """Whether answers carry class probabilities."""
+        return self.decision is not None and self.proba is not None
 
     def predict(self, records: list[ValidRecord]) -> list[Any]:
         """One model call for a whole batch; one JSON value per record."""
-        frame = self.schema.frame(records)
-        return jsonable_predictions(_finite(self.pyfunc.predict(frame)), len(records))
+        return self._answer(self.schema.frame(records), len(records))[0]
 
-    def predict_batches(self, batches: Sequence[ValidBatch]) -> list[Any]:
-        """One model call for several validated requests; one JSON value per record, in order.
+    def predict_batches(
+        self, batches: Sequence[ValidBatch]
+    ) -> tuple[list[Any], list[dict[str, float]] | None]:
+        """One model call for several validated requests: one JSON value per record, in
+        order, and for a scored classifier each record's ``{class: probability}``.
 
         Raises `NonFinitePredictions` when a numeric output holds NaN or infinity: that is
         a broken model, not an answer to give a caller.
         """
         frame = self.schema.frame_of_batches(batches)
-        raw = _finite(self.pyfunc.predict(frame))
-        return jsonable_predictions(raw, sum(len(b) for b in batches))
+        return self._answer(frame, sum(len(b) for b in batches))
+
+    def _answer(
+        self, frame: pd.DataFrame, n: int
+    ) -> tuple[list[Any], list[dict[str, float]] | None]:
+        if self.decision is None or self.proba is None:
+            return jsonable_predictions(_finite(self.pyfunc.predict(frame)), n), None
+        proba = _finite(np.asarray(self.proba(frame), dtype=np.float64))
+        labels = jsonable_predictions(self.decision.labels(proba), n)
+        keys = [class_key(c) for c in self.decision.classes]
+        return labels, [dict(zip(keys, row, strict=True)) for row in proba.tolist()]
 
 
 class NonFinitePredictions(ValueError):
@@ -197,6 +217,7 @@ def load_model(model: bentoml.Model) -> LoadedModel:
     meta = pyfunc.metadata
     labels = dict(model.info.labels)
     version = labels.get(LABEL_VERSION) or str(model.tag.version).removeprefix("v")
+    decision, proba = classifier_rule(pyfunc, (meta.metadata or {}).get(DECISION_KEY), version)
     return LoadedModel(
         version=version,
         tag=str(model.tag),
@@ -206,4 +227,33 @@ def load_model(model: bentoml.Model) -> LoadedModel:
             meta.get_output_schema(), (meta.metadata or {}).get(LABEL_RULE_KEY)
         ),
         labels=labels,
+        decision=decision,
+        proba=proba,
     )
+
+
+def classifier_rule(
+    pyfunc: Any, recorded: dict[str, Any] | None, version: str
+) -> tuple[Decision | None, Callable[[pd.DataFrame], Any] | None]:
+    """The recorded decision rule and the model's predict_proba, or (None, None).
+
+    A version registered before the rule was recorded, or whose model has no
+    probabilities, answers with its own ``predict`` (labels only), as it always did.
+    """
+    if not recorded:
+        return None, None
+    found = probability_function(pyfunc)
+    if found is None:
+        log.warning("version %s records a decision rule but has no predict_proba", version)
+        return None, None
+    proba, classes = found
+    decision = Decision.from_dict(recorded)
+    if [class_key(c) for c in classes] != [class_key(c) for c in decision.classes]:
+        log.warning(
+            "version %s: the model's classes %s differ from the recorded %s; labels only",
+            version,
+            classes,
+            list(decision.classes),
+        )
+        return None, None
+    return decision, proba

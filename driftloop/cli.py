@@ -253,6 +253,8 @@ def train(
             f"[bold]{result['model_name']} v{result['version']}[/bold] → "
             f"[green]{result['alias']}[/green]: {result['reason']}"
         )
+        if result.get("task_explanation"):
+            console.print(result["task_explanation"], markup=False)
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in result["metrics"].items())
         console.print(f"holdout: {metrics}  (run {result['run_id']})")
         if result.get("bento_tag"):
@@ -732,6 +734,8 @@ def print_check(result: dict[str, Any]) -> None:
         value = figures.get(key)
         if value not in (None, "", []):
             table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    for key, value in classifier_drift_rows(result.get("drift") or {}):
+        table.add_row(key, value)
     console.print(table)
     decision = result.get("decision", {})
     console.print(f"decision: [bold]{decision.get('action')}[/bold] — {decision.get('reason')}")
@@ -741,6 +745,28 @@ def print_check(result: dict[str, Any]) -> None:
         console.print(f"[yellow]note:[/yellow] {message}")
     if result.get("report_html"):
         console.print(f"Evidently report: {result['report_html']}")
+
+
+def classifier_drift_rows(drift: dict[str, Any]) -> list[tuple[str, str]]:
+    """A classifier's prediction drift in words: each class's share, reference → window,
+    and the P(positive) test when scores were logged."""
+    rows = []
+    shares = drift.get("prediction_shares") or {}
+    if shares:
+        ref, cur = shares.get("reference", {}), shares.get("current", {})
+        rows.append(
+            (
+                "prediction_shares",
+                ", ".join(f"{c} {ref.get(c, 0):.1%} → {cur.get(c, 0):.1%}" for c in cur),
+            )
+        )
+    score = drift.get("score_drift")
+    if score:
+        verdict = "drifted" if score.get("drifted") else "no drift"
+        value = score.get("score")
+        shown = "n/a" if value is None else f"{value:.4g}"
+        rows.append(("score_drift", f"{verdict} ({score.get('method')}: {shown})"))
+    return rows
 
 
 @app.command()

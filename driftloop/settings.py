@@ -120,6 +120,19 @@ class Settings(ServingSettings):
         description="Numeric value ranges in the data contract are widened by this share "
         "of the reference range on each side.",
     )
+    positive_class: str | None = Field(
+        None,
+        description="Binary classifiers: the class whose probability is the score (as "
+        "spelled in the data, e.g. 'Yes' or '1'); empty = a class named like 1/true/yes/"
+        "positive, else the rarer class. Recorded on the version.",
+    )
+    decision_threshold: float = Field(
+        0.5,
+        gt=0.0,
+        lt=1.0,
+        description="Binary classifiers: the label is the positive class when P(positive) "
+        "≥ this probability. Recorded on the version; serving and the monitor use it.",
+    )
     torch_max_epochs: int = Field(200, gt=0, description="Upper bound on MLP epochs.")
     torch_patience: int = Field(10, gt=0, description="Early-stopping patience in epochs.")
 

@@ -69,6 +69,10 @@ class DriftResult:
     """Rows in the window before sampling."""
     not_judged: tuple[str, ...] = field(default=())
     """Features Evidently could not test (all values missing in the reference)."""
+    score_drift: FeatureDrift | None = None
+    """A binary classifier's P(positive) compared as a number, when both sides logged it."""
+    prediction_shares: dict[str, dict[str, float]] = field(default_factory=dict)
+    """A classifier's label distribution: ``{"reference": {class: share}, "current": ...}``."""
 
     @property
     def feature_count(self) -> int:
@@ -77,7 +81,7 @@ class DriftResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly copy (NaN scores become None)."""
         data = asdict(self)
-        for entry in [*data["per_feature"].values(), data["prediction_drift"]]:
+        for entry in [*data["per_feature"].values(), data["prediction_drift"], data["score_drift"]]:
             if entry is not None and isinstance(entry["score"], float):
                 entry["score"] = None if math.isnan(entry["score"]) else entry["score"]
         data["drifted_features"] = list(self.drifted_features)
@@ -94,8 +98,13 @@ def measure_drift(
     max_rows: int = 20_000,
     seed: int = 0,
     drift_share: float = 0.5,
+    score_column: str | None = None,
 ) -> tuple[DriftResult, Snapshot]:
     """Compare ``current`` with ``reference`` on ``features`` (and the prediction column).
+
+    A classifier's prediction column goes in ``categorical`` (its label distribution is
+    compared, and each class's share is reported); ``score_column`` is a binary
+    classifier's P(positive), compared as a number where both sides have it.
 
     Each side is sampled down to ``max_rows`` rows (deterministic for ``seed``). Columns in
     ``categorical`` are compared as categories, the rest as numbers. Raises ``ValueError``
@@ -107,6 +116,13 @@ def measure_drift(
     from evidently.presets import DataDriftPreset
 
     columns = _check_inputs(reference, current, features, categorical, prediction_column)
+    if score_column is not None:
+        if score_column in columns:
+            raise ValueError(f"score column {score_column!r} is also a feature or the prediction")
+        if score_column not in reference.columns or score_column not in current.columns:
+            score_column = None  # not logged on one side (an older version): not judged
+        else:
+            columns = [*columns, score_column]
     if len(reference) == 0:
         raise ValueError("the reference frame is empty: no rows to compare the window with")
     if len(current) == 0:
@@ -126,6 +142,11 @@ def measure_drift(
         and not cur[prediction_column].isna().all()
         and not ref[prediction_column].isna().all()
     )
+    test_score = (
+        score_column is not None
+        and not cur[score_column].isna().all()
+        and not ref[score_column].isna().all()
+    )
     if not testable and not test_prediction:
         raise ValueError(
             f"nothing to test for drift: every feature is missing in the window "
@@ -141,6 +162,8 @@ def measure_drift(
         metrics.append(DataDriftPreset(columns=testable, drift_share=drift_share))
     if test_prediction:
         metrics.append(ValueDrift(column=prediction_column))
+    if test_score:
+        metrics.append(ValueDrift(column=score_column))
     report = Report(metrics, include_tests=True)
     with warnings.catch_warnings():
         # scipy divides by zero for categories seen on one side only; the test still fails
@@ -175,8 +198,25 @@ def measure_drift(
         prediction_drift=found.get(prediction_column or "") if test_prediction else None,
         n_current_rows=len(current),
         not_judged=tuple(empty_reference),
+        score_drift=found.get(score_column or "") if test_score else None,
+        prediction_shares=(
+            label_shares(ref[prediction_column], cur[prediction_column])
+            if prediction_column is not None and prediction_column in categories
+            else {}
+        ),
     )
     return result, snapshot
+
+
+def label_shares(reference: pd.Series, current: pd.Series) -> dict[str, dict[str, float]]:
+    """Each class's share of the predictions on both sides (classes seen on either)."""
+    ref = reference.dropna().value_counts(normalize=True)
+    cur = current.dropna().value_counts(normalize=True)
+    classes = sorted(set(ref.index) | set(cur.index), key=str)
+    return {
+        "reference": {str(c): float(ref.get(c, 0.0)) for c in classes},
+        "current": {str(c): float(cur.get(c, 0.0)) for c in classes},
+    }
 
 
 def drifted_columns_count(snapshot: Snapshot) -> tuple[int, float] | None:

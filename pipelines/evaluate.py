@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.api import types as ptypes
 from sklearn import metrics as skm
+
+from registry.decision import Decision, choose_positive_class, class_key, probability_function
+
+_SHOWN_CLASSES = 6  # classes named in the task explanation; more are counted
 
 
 @dataclass(frozen=True)
@@ -18,10 +25,15 @@ class PrimaryMetric:
 
 
 def primary_metric(task: str) -> PrimaryMetric:
-    """RMSE for regression; macro F1 for classification (label-only, works for any pyfunc)."""
+    """RMSE for regression; macro F1 for classification (label-only, works for any pyfunc).
+
+    Versions registered before metric names said what they measure carry macro F1 as
+    ``holdout_f1``; `registry.VersionInfo.holdout_metric` reads either spelling, and the
+    gate rescores the champion on the new holdout, so it always compares today's names.
+    """
     if task == "regression":
         return PrimaryMetric("rmse", higher_is_better=False)
-    return PrimaryMetric("f1", higher_is_better=True)
+    return PrimaryMetric("f1_macro", higher_is_better=True)
 
 
 def holdout_metrics(
@@ -31,7 +43,9 @@ def holdout_metrics(
     y_proba: np.ndarray | None = None,
     classes: list[object] | None = None,
 ) -> dict[str, float]:
-    """Regression: rmse, mae, r2. Classification: accuracy, f1 (macro), roc_auc if scores."""
+    """Regression: rmse, mae, r2. Classification: accuracy, f1_macro, and with
+    probabilities (columns in the order of `classes`) roc_auc (binary: of the positive
+    class `classes[1]`; more classes: one-vs-rest, macro) and log_loss."""
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
     if task == "regression":
@@ -42,9 +56,12 @@ def holdout_metrics(
         }
     result = {
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "f1": float(skm.f1_score(y_true, y_pred, average="macro")),
+        "f1_macro": float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0)),
     }
-    if y_proba is not None and classes is not None and len(np.unique(y_true)) > 1:
+    if y_proba is None or classes is None:
+        return result
+    y_proba = np.asarray(y_proba, dtype=np.float64)
+    if len(np.unique(y_true)) > 1:
         try:
             if len(classes) == 2:
                 result["roc_auc"] = float(skm.roc_auc_score(y_true == classes[1], y_proba[:, 1]))
@@ -54,7 +71,75 @@ def holdout_metrics(
                 )
         except ValueError:
             pass  # a class absent from the holdout: AUC undefined, the other metrics stand
+    with contextlib.suppress(ValueError):  # a holdout label the model never saw: undefined
+        result["log_loss"] = float(skm.log_loss(y_true, y_proba, labels=classes))
     return result
+
+
+def classifier_decision(
+    classes: list[Any], y_train: pd.Series, positive_class: str | None, threshold: float
+) -> tuple[Decision, str]:
+    """The decision rule a new classifier is registered with, and why its positive class."""
+    positive, why = choose_positive_class(classes, y_train, positive_class)
+    return Decision(tuple(classes), positive, threshold), why
+
+
+def explain_task(
+    y: pd.Series, task: str, declared: str, decision: Decision | None = None, why: str = ""
+) -> str:
+    """One line for the CLI: the task, how it was chosen, and for classifiers the rule.
+
+    e.g. "task: classification (inferred: the target holds text) — target 'default' has 2
+    classes (No, Yes): positive class 'Yes' (the rarer class in the training data),
+    threshold 0.5".
+    """
+    labels = y.dropna()
+    n_distinct = int(labels.nunique())
+    if declared in ("regression", "classification"):
+        how = "set by --task/DRIFTLOOP_TASK"
+    elif task == "regression":
+        how = "inferred: numeric target; override with --task classification"
+    elif ptypes.is_bool_dtype(labels) or not ptypes.is_numeric_dtype(labels):
+        how = "inferred: the target holds text/booleans"
+    else:
+        how = (
+            f"inferred: integer target with {n_distinct} distinct values (at most 20 and at "
+            "most 5 % of the rows); override with --task regression"
+        )
+    head = f"task: {task} ({how}) — target {y.name!r}"
+    if task == "regression":
+        return f"{head} is numeric with {n_distinct:,} distinct values"
+    classes = list(decision.classes) if decision else sorted(labels.unique().tolist(), key=str)
+    named = ", ".join(class_key(c) for c in classes[:_SHOWN_CLASSES])
+    more = f", … {len(classes) - _SHOWN_CLASSES} more" if len(classes) > _SHOWN_CLASSES else ""
+    text = f"{head} has {len(classes)} classes ({named}{more})"
+    if decision is None:
+        return text
+    if decision.binary:
+        return (
+            f"{text}: positive class {class_key(decision.positive_class)!r} ({why}), "
+            f"threshold {decision.threshold:g} on P({class_key(decision.positive_class)})"
+        )
+    return f"{text}: the most probable class is the label"
+
+
+def score_pyfunc(
+    pyfunc: Any, X: pd.DataFrame, task: str, decision: Decision | None = None
+) -> tuple[np.ndarray, np.ndarray | None, list[Any] | None]:
+    """(labels or numbers, probabilities or None, classes or None) of a loaded pyfunc.
+
+    A classifier with probabilities is labelled by its recorded `decision` (else its
+    own argmax, which is what its ``predict`` returns); one without answers labels only.
+    """
+    if task != "classification":
+        return np.asarray(pyfunc.predict(X)), None, None
+    found = probability_function(pyfunc)
+    if found is None:
+        return np.asarray(pyfunc.predict(X)), None, None
+    proba_fn, classes = found
+    proba = np.asarray(proba_fn(X), dtype=np.float64)
+    rule = decision if decision is not None else Decision(tuple(classes))
+    return rule.labels(proba), proba, classes
 
 
 def evaluation_plots(

@@ -149,10 +149,48 @@ def reference_of(version: VersionInfo, settings: Settings, schema: dict[str, Any
         features = reference[schema["features"]].astype(
             {c: "float64" for c in schema["numeric"] if c in reference.columns}
         )
-        reference["prediction"] = model.predict(features)
+        reference["prediction"], score = reference_predictions(model, features, schema["task"])
+        if score is not None:
+            reference[SCORE_COLUMN] = score
     cache.parent.mkdir(parents=True, exist_ok=True)
     reference.to_parquet(cache)
     return reference
+
+
+SCORE_COLUMN = "score"  # a binary classifier's P(positive) beside its prediction
+
+
+def reference_predictions(model: Any, features: pd.DataFrame, task: str) -> tuple[Any, Any]:
+    """The version's predictions on its reference rows, labelled by the decision rule it
+    recorded (as serving labels them), and P(positive) for a binary classifier (else None).
+    """
+    from pipelines.evaluate import score_pyfunc
+    from registry.decision import DECISION_KEY, Decision
+
+    recorded = (model.metadata.metadata or {}).get(DECISION_KEY)
+    if task != "classification" or not recorded:
+        return model.predict(features), None
+    decision = Decision.from_dict(recorded)
+    labels, proba, _ = score_pyfunc(model, features, task, decision)
+    return labels, None if proba is None else decision.scores(proba)
+
+
+def window_scores(log_url: str, model_name: str, sample: pd.DataFrame, positive: str) -> pd.Series:
+    """P(`positive`) of each sampled prediction, from the scores the service logged (NaN
+    where none were: regressors, versions registered before probabilities were served)."""
+    from bentos.predlog import PredictionLog
+
+    log = PredictionLog(log_url)
+    try:
+        logged = log.scores(model_name, sample["request_id"].tolist())
+    finally:
+        log.close()
+    lookup = {
+        (row.request_id, row.model_version, row.role): row.scores.get(positive)
+        for row in logged.itertuples(index=False)
+    }
+    keys = zip(sample["request_id"], sample["model_version"], sample["role"], strict=True)
+    return pd.Series([lookup.get(k) for k in keys], index=sample.index, dtype="float64")
 
 
 def ood_collection(settings: Settings, version: str) -> str:
@@ -524,18 +562,29 @@ def measure(
                 if task_kind == "regression"
                 else answered["prediction"].astype(str)
             )
+            categorical = list(schema["categorical"])
+            positive = champion.tags.get("positive_class", "")
+            score_column = None
             if task_kind != "regression":
+                # Labels are categories: their distribution drifts, not their "value".
+                categorical.append("prediction")
                 reference = reference.assign(prediction=reference["prediction"].astype(str))
+                if positive and SCORE_COLUMN in reference.columns:
+                    score_column = SCORE_COLUMN
+                    current[SCORE_COLUMN] = window_scores(
+                        window.log_url, settings.model_name, answered, positive
+                    )
             try:
                 drift, snapshot = measure_drift(
                     reference,
                     current,
                     features=schema["features"],
-                    categorical=schema["categorical"],
+                    categorical=categorical,
                     prediction_column="prediction",
                     max_rows=settings.drift_max_rows,
                     seed=settings.seed,
                     drift_share=settings.drift_share_threshold,
+                    score_column=score_column,
                 )
                 drift = replace(
                     drift,
@@ -943,6 +992,10 @@ def check_markdown(result: CheckResult) -> str:
     ):
         value = figures.get(key)
         lines.append(f"| {key} | {'' if value is None else value} |")
+    shares = (result.drift or {}).get("prediction_shares") or {}
+    for name, share in shares.get("current", {}).items():
+        before = shares.get("reference", {}).get(name, 0.0)
+        lines.append(f"| share predicted {name} | {before:.1%} → {share:.1%} |")
     if result.acted:
         lines += ["", f"Action taken: {result.acted}"]
     if result.report_html:

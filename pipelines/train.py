@@ -35,11 +35,19 @@ from data.contract import (
 from data.sources import Snapshot
 from data.split import time_split, train_validation_split
 from driftloop.settings import REPO_ROOT, Settings, load_settings
-from pipelines.evaluate import evaluation_plots, holdout_metrics, primary_metric
+from pipelines.evaluate import (
+    classifier_decision,
+    evaluation_plots,
+    explain_task,
+    holdout_metrics,
+    primary_metric,
+    score_pyfunc,
+)
 from pipelines.families import require_family
 from pipelines.gate import GateDecision, gate
 from pipelines.tracking import configure_mlflow
 from registry import CHALLENGER, CHAMPION, AliasesMoved, Registry, new_decision_id
+from registry.decision import DECISION_KEY, Decision, check_positive_class
 
 REGISTRATION_KEY_TAG = "driftloop.registration_key"
 MODEL_URI_TAG = "driftloop.model_uri"
@@ -69,6 +77,7 @@ class TrainResult:
     data_digest: str
     bento_tag: str | None
     rows: dict[str, int] = field(default_factory=dict)
+    task_explanation: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -338,6 +347,7 @@ def log_and_register(
     parent_version: str | None,
     extra_tags: dict[str, str],
     registration_key: str,
+    decision: Decision | None = None,
 ) -> tuple[str, str]:
     """One MLflow run with everything a reviewer needs, then a new registry version.
 
@@ -352,6 +362,8 @@ def log_and_register(
     registry = make_registry(settings)
     tags = version_tags(snapshot, report, settings.family, metrics, parent_version)
     tags.update(extra_tags)
+    if decision is not None:
+        tags.update(decision.tags())
     earlier = earlier_registration(registry, experiment_id, registration_key, tags)
     if earlier is not None:
         get_run_logger().info("retry: v%s was already registered from run %s", *earlier)
@@ -359,6 +371,9 @@ def log_and_register(
     features = list(snapshot.features)
     x_holdout = holdout[features]
     predictions = fitted.predict(x_holdout)
+    labels = predictions
+    if decision is not None:  # plots show the labels serving gives (the recorded rule)
+        labels = decision.labels(fitted.predict_proba(x_holdout))
     importance = fitted.feature_importance(x_holdout, holdout[snapshot.target])
     with mlflow.start_run(
         experiment_id=experiment_id,
@@ -423,7 +438,7 @@ def log_and_register(
                 {str(k): float(v) for k, v in importance.items()}, "feature_importance.json"
             )
         for name, figure in evaluation_plots(
-            snapshot.task, holdout[snapshot.target], predictions, importance
+            snapshot.task, holdout[snapshot.target], labels, importance
         ).items():
             mlflow.log_figure(figure, f"plots/{name}")
         # The reference sample the monitor compares live traffic with.
@@ -440,7 +455,10 @@ def log_and_register(
             "model",
             input_example=served.head(5),
             signature=signature,
-            metadata={LABEL_RULE_KEY: rule},
+            metadata={
+                LABEL_RULE_KEY: rule,
+                **({DECISION_KEY: decision.to_dict()} if decision is not None else {}),
+            },
         )
         mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
         run_id = run.info.run_id
@@ -493,14 +511,18 @@ def score_champion(
         return None, None, None
     try:
         model = mlflow.pyfunc.load_model(champion.model_uri)
-        predictions = model.predict(
-            numeric_as_float(holdout[list(snapshot.features)], snapshot.numeric)
+        recorded = (model.metadata.metadata or {}).get(DECISION_KEY)
+        predictions, proba, classes = score_pyfunc(
+            model,
+            numeric_as_float(holdout[list(snapshot.features)], snapshot.numeric),
+            snapshot.task,
+            Decision.from_dict(recorded) if recorded else None,
         )
     except Exception as exc:  # a different schema, a missing dependency...
         message = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         get_run_logger().warning("champion v%s cannot score: %s", champion.version, message)
         return champion.version, None, message
-    metrics = holdout_metrics(snapshot.task, holdout[snapshot.target], predictions)
+    metrics = holdout_metrics(snapshot.task, holdout[snapshot.target], predictions, proba, classes)
     return champion.version, metrics, None
 
 
@@ -652,6 +674,10 @@ def train_flow(
         snapshot = append_recent(snapshot, Path(extra_data))
     check = validate_data(settings, snapshot, experiment_id, rebuild_contract, widen_contract)
     report = check.report
+    if snapshot.task == "classification" and settings.positive_class:
+        check_positive_class(
+            snapshot.frame[snapshot.target].dropna().unique(), settings.positive_class
+        )
     if shuffle_labels:
         snapshot = shuffled(snapshot, settings.seed)
     train, holdout = time_split(
@@ -660,12 +686,22 @@ def train_flow(
     fitted = fit(settings, snapshot, train)
     features = list(snapshot.features)
     proba = fitted.predict_proba(holdout[features])
+    decision, why = None, ""
+    predicted = fitted.predict(holdout[features])
+    if snapshot.task == "classification" and fitted.classes is not None:
+        decision, why = classifier_decision(
+            fitted.classes,
+            train[snapshot.target],
+            settings.positive_class,
+            settings.decision_threshold,
+        )
+        predicted = decision.labels(proba)
+    explanation = explain_task(
+        snapshot.frame[snapshot.target], snapshot.task, settings.task, decision, why
+    )
+    get_run_logger().info(explanation)
     metrics = holdout_metrics(
-        snapshot.task,
-        holdout[snapshot.target],
-        fitted.predict(holdout[features]),
-        proba,
-        fitted.classes,
+        snapshot.task, holdout[snapshot.target], predicted, proba, fitted.classes
     )
     main_metric = primary_metric(snapshot.task)
     champion_version, champion_metrics, champion_error = score_champion(settings, snapshot, holdout)
@@ -690,6 +726,7 @@ def train_flow(
             "contract_widened": check.widened.summary() if check.widened else "",
         },
         registration_key,
+        decision,
     )
     bento_tag = package(settings, version) if package_bento else None
     if package_bento:
@@ -726,6 +763,7 @@ def train_flow(
         data_digest=snapshot.digest,
         bento_tag=bento_tag,
         rows={"train": len(train), "holdout": len(holdout)},
+        task_explanation=explanation,
     )
     create_markdown_artifact(
         key=f"train-{settings.model_name}".lower().replace("_", "-").replace(".", "-"),
@@ -785,6 +823,8 @@ def result_markdown(result: TrainResult) -> str:
         "",
         f"family `{result.family}`, task `{result.task}`, data digest `{result.data_digest}`, "
         f"rows {json.dumps(result.rows)}",
+        "",
+        result.task_explanation,
         "",
         "| metric | new | champion |",
         "|---|---|---|",

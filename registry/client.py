@@ -130,6 +130,9 @@ def parse_canary_share(value: object, where: str = "canary share") -> float:
     return share
 
 
+_FORMER_METRIC_NAMES = {"f1_macro": "f1"}  # today's name → the one older versions carry
+
+
 @dataclass(frozen=True)
 class VersionInfo:
     """One registered version as users see it in `driftloop models`."""
@@ -149,7 +152,11 @@ class VersionInfo:
         return f"models:/{self.name}/{self.version}"
 
     def holdout_metric(self, metric: str) -> float | None:
+        """The holdout figure tagged at training; versions registered before metric names
+        said what they measure carry macro F1 as ``holdout_f1``."""
         value = self.tags.get(f"holdout_{metric}")
+        if value in (None, "") and metric in _FORMER_METRIC_NAMES:
+            value = self.tags.get(f"holdout_{_FORMER_METRIC_NAMES[metric]}")
         return float(value) if value not in (None, "") else None
 
 

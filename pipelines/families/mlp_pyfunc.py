@@ -104,6 +104,18 @@ class TabularMLPModel(mlflow.pyfunc.PythonModel):
     ) -> np.ndarray:
         return self.scorer.predict(model_input)
 
+    @property
+    def classes(self) -> list[Any] | None:
+        """The class labels in the order of ``predict_proba``'s columns; None for regression."""
+        classes = self.scorer.classes
+        return None if classes is None else classes.tolist()
+
+    def predict_proba(self, model_input: pd.DataFrame) -> np.ndarray:
+        """Class probabilities (serving reaches this through ``unwrap_python_model``)."""
+        if self.scorer.classes is None:
+            raise ValueError("a regression model has no class probabilities")
+        return self.scorer.predict_proba(model_input)
+
 
 # MLflow runs this file as a standalone module (no package); training code imports it as
 # part of the package and must not register a model as a side effect.

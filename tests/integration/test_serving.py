@@ -584,3 +584,93 @@ def test_every_acknowledged_prediction_survives_kill_9(
     logged = log.known_request_ids(answered)
     log.close()
     assert answered and answered <= logged, f"{len(answered - logged)} answered ids not logged"
+
+
+# ==========================================================================================
+# a classifier: probabilities and the recorded threshold
+# ==========================================================================================
+
+
+def register_classifier(uri: str, model_name: str, thresholds: list[float]) -> pd.DataFrame:
+    """One fitted busy/quiet classifier, registered once per threshold (each version records
+    its decision rule as training does); returns feature rows to send."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from registry.decision import DECISION_KEY, Decision
+
+    frame = pd.read_csv(DATA).iloc[:1500]
+    y = (frame.pop("bikers") > 100).map({True: "busy", False: "quiet"})
+    X = frame.drop(columns=["casual", "registered", "day"])
+    pre = ColumnTransformer(
+        [("cat", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL)], remainder="passthrough"
+    )
+    model = HistGradientBoostingClassifier(max_iter=20, random_state=0)
+    pipe = Pipeline([("pre", pre), ("model", model)]).fit(X.iloc[:1000], y.iloc[:1000])
+    registry = Registry(model_name, uri)
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment(f"{model_name}-exp")
+    with tracking(uri):
+        for threshold in thresholds:
+            rule = Decision(tuple(pipe.classes_.tolist()), "busy", threshold)
+            with mlflow.start_run(experiment_id=experiment_id) as run:
+                logged = mlflow.sklearn.log_model(
+                    pipe,
+                    name="model",
+                    signature=infer_signature(X, y),
+                    input_example=X.head(3),
+                    metadata={DECISION_KEY: rule.to_dict()},
+                    pip_requirements=[
+                        f"scikit-learn=={sklearn.__version__}",
+                        f"skops=={skops.__version__}",
+                    ],
+                    skops_trusted_types=TRUSTED,
+                )
+            registry.register(
+                logged.model_uri,
+                run.info.run_id,
+                tags={"family": "sklearn", "task": "classification", **rule.tags()},
+            )
+    return X.iloc[1000:].reset_index(drop=True)
+
+
+@pytest.mark.slow  # its own `bentoml serve`: 72 s measured on the shared, loaded 2 cores
+def test_a_served_classifier_answers_probabilities_and_its_threshold_decides(
+    mlflow_server: procs.Server, home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    name = f"serve-clf-{uuid.uuid4().hex[:6]}"
+    uri = mlflow_server.base_url
+    features = register_classifier(uri, name, [0.5, 0.9])  # v1: 0.5, v2: 0.9
+    registry = Registry(name, uri)
+    registry.set_alias("champion", "1", reason="test")
+    settings = settings_for(tmp_path_factory.mktemp("clf"), name, uri)
+    served = start("serve-clf", settings, home)
+    try:
+        rows = features.head(200).to_dict(orient="records")
+        first = served.predict({"records": rows}).json()
+        assert first["model_version"] == "1"
+        probabilities = first["probabilities"]
+        assert all(sorted(p) == ["busy", "quiet"] for p in probabilities)
+        assert all(abs(sum(p.values()) - 1.0) < 1e-9 for p in probabilities)
+        p_busy = [p["busy"] for p in probabilities]
+        assert first["predictions"] == ["busy" if p >= 0.5 else "quiet" for p in p_busy]
+        rule = served.get("/metadata")["champion"]["classifier"]
+        assert (rule["positive_class"], rule["decision_threshold"]) == ("busy", 0.5)
+
+        registry.promote("2", reason="a stricter threshold")
+        wait_for(served, lambda m: m["champion"]["version"] == "2", "champion v2")
+        second = served.predict({"records": rows}).json()
+        assert second["model_version"] == "2"
+        assert [p["busy"] for p in second["probabilities"]] == pytest.approx(p_busy)
+        assert second["predictions"] == ["busy" if p >= 0.9 else "quiet" for p in p_busy]
+        flipped = sum(
+            a != b for a, b in zip(first["predictions"], second["predictions"], strict=True)
+        )
+        assert flipped == sum(0.5 <= p < 0.9 for p in p_busy) > 0
+
+        log = served.log()
+        logged = log.predictions(model_name=name)
+        log.close()
+        assert len(logged) == 400
+        assert [r.scores["busy"] for r in logged] == pytest.approx(p_busy + p_busy)
+    finally:
+        served.server.stop()

@@ -148,13 +148,30 @@ def test_user_csv_classification_trains_with_four_flags(
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["task"] == "classification" and out["alias"] == "champion"
-    assert {"accuracy", "f1", "roc_auc"} <= set(out["metrics"])
+    assert set(out["metrics"]) == {"accuracy", "f1_macro", "roc_auc", "log_loss"}
     assert out["metrics"]["accuracy"] > 0.6
-    assert [v["task"] for v in versions(env, model)] == ["classification"]
-    # The label rule travels with the model: serving refuses labels outside these classes.
+    assert 0.0 < out["metrics"]["log_loss"] < np.log(2)  # better than a coin
+    assert out["task_explanation"] == (
+        "task: classification (set by --task/DRIFTLOOP_TASK) — target 'churned' has 2 "
+        "classes (no, yes): positive class 'yes' (its name reads as the positive answer), "
+        "threshold 0.5 on P(yes)"
+    )
+    listed = versions(env, model)
+    assert [v["task"] for v in listed] == ["classification"]
+    # The label rule travels with the model: serving refuses labels outside these classes;
+    # the decision rule too: serving labels by it and answers the probabilities.
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    rule = get_model_info(f"models:/{model}/{out['version']}").metadata["driftloop_label"]
+    metadata = get_model_info(f"models:/{model}/{out['version']}").metadata
+    rule = metadata["driftloop_label"]
     assert rule["target"] == "churned" and rule["classes"] == ["no", "yes"]
+    assert metadata["driftloop_decision"] == {
+        "classes": ["no", "yes"],
+        "positive_class": "yes",
+        "threshold": 0.5,
+    }
+    tags = MlflowClient(env["MLFLOW_TRACKING_URI"]).get_model_version(model, out["version"]).tags
+    assert (tags["positive_class"], tags["decision_threshold"]) == ("yes", "0.5")
+    assert float(tags["holdout_f1_macro"]) == pytest.approx(out["metrics"]["f1_macro"], rel=1e-5)
 
 
 BAD_DATA = {

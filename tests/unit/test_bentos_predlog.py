@@ -348,6 +348,7 @@ _rows = st.tuples(
     st.dictionaries(st.sampled_from(["temp", "hr", "w", 'ü "q"']), _scalars, max_size=4),
     _values,
     st.floats(0, 1e4),
+    st.none() | st.dictionaries(st.sampled_from(["No", "Yes", "1"]), st.floats(0, 1), min_size=1),
 )
 
 
@@ -359,7 +360,7 @@ def _stored(log: PredictionLog) -> list[tuple[object, ...]]:
             "SELECT request_id, typeof(request_id), entity_id, typeof(entity_id), ts, typeof(ts),"
             " model_name, model_version, typeof(model_version), role, latency_ms,"
             " typeof(latency_ms), json(features), typeof(features), json(prediction),"
-            " typeof(prediction) FROM predictions ORDER BY id"
+            " typeof(prediction), json(scores), typeof(scores) FROM predictions ORDER BY id"
         ).fetchall()
     finally:
         raw.close()
@@ -609,3 +610,61 @@ def test_above_max_labels_an_evenly_spread_share_of_the_labels_is_joined(
     assert abs(part.rows["label"].astype(float).mean() - 500) < 40  # spread over the window
     recent = log.labelled(log.window("m", rows=100), max_labels=1_000)
     assert len(recent.rows) == 100 and recent.candidates < 1_000  # only labels since then
+
+
+# -- classifier scores ------------------------------------------------------------------------
+
+
+def test_scores_are_stored_with_a_classifiers_rows_and_read_back_by_request_id(
+    log: PredictionLog,
+) -> None:
+    rows = [
+        ("a", None, 1.0, "m", "1", "champion", {"x": 1}, "Yes", 1.0, {"No": 0.2, "Yes": 0.8}),
+        ("a", None, 1.0, "m", "2", "shadow", {"x": 1}, "No", 1.0, {"No": 0.6, "Yes": 0.4}),
+        ("b", None, 2.0, "m", "1", "champion", {"x": 2}, "No", 1.0, None),
+        ("c", None, 3.0, "m", "1", "champion", {"x": 3}, 4.5, 1.0),  # a 9-field row
+        ("a", None, 1.0, "other", "1", "champion", {"x": 1}, "No", 1.0, {"No": 1.0}),
+    ]
+    log.append(rows=rows)  # type: ignore[arg-type]
+    found = log.scores("m", ["a", "b", "c", "missing"])
+    assert sorted(map(tuple, found[["request_id", "model_version", "role"]].values)) == [
+        ("a", "1", "champion"),
+        ("a", "2", "shadow"),
+    ]
+    by_version = dict(zip(found["model_version"], found["scores"], strict=True))
+    assert by_version == {"1": {"No": 0.2, "Yes": 0.8}, "2": {"No": 0.6, "Yes": 0.4}}
+    assert [p.scores for p in log.predictions(model_name="m")] == [
+        {"No": 0.2, "Yes": 0.8},
+        {"No": 0.6, "Yes": 0.4},
+        None,
+        None,
+    ]
+
+
+def test_a_log_created_before_scores_gains_the_column_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    raw = sqlite3.connect(path)
+    raw.execute(
+        "CREATE TABLE predictions (id INTEGER PRIMARY KEY AUTOINCREMENT, request_id VARCHAR(128)"
+        " NOT NULL, entity_id VARCHAR(128), ts FLOAT NOT NULL, model_name VARCHAR(128) NOT NULL,"
+        " model_version VARCHAR(32) NOT NULL, role VARCHAR(16) NOT NULL, features JSON NOT NULL,"
+        " prediction JSON, latency_ms FLOAT NOT NULL)"
+    )
+    raw.execute(
+        "INSERT INTO predictions (request_id, ts, model_name, model_version, role, features,"
+        " prediction, latency_ms) VALUES ('old', 1.0, 'm', '1', 'champion', '{\"x\": 1}', '3', 1)"
+    )
+    raw.commit()
+    raw.close()
+    log = PredictionLog(f"sqlite:///{path}")
+    try:
+        log.append(
+            rows=[("new", None, 2.0, "m", "1", "champion", {"x": 2}, "Yes", 1.0, {"Yes": 1.0})]
+        )
+        assert [(p.request_id, p.scores) for p in log.predictions()] == [
+            ("old", None),
+            ("new", {"Yes": 1.0}),
+        ]
+        assert log.scores("m", ["old", "new"])["request_id"].tolist() == ["new"]
+    finally:
+        log.close()

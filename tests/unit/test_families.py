@@ -379,3 +379,29 @@ def test_cli_names_the_extra_before_anything_starts(
     assert result.exit_code == 2, result.output
     assert "pip install 'driftloop[torch]'" in result.output
     assert not (tmp_path / "state").exists()  # nothing started, nothing written
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_serving_finds_the_logged_classifiers_probabilities(
+    fitted, experiment_id: str, family: str, task: str
+) -> None:
+    """Serving reaches predict_proba of both families' logged pyfuncs (no params needed)."""
+    from registry.decision import probability_function
+
+    model, X, _ = fitted[family, task]
+    info = log(model, X, experiment_id)
+    found = probability_function(mlflow.pyfunc.load_model(info.model_uri))
+    assert found is not None
+    proba, classes = found
+    assert classes == model.classes
+    np.testing.assert_allclose(proba(as_served(X)), model.predict_proba(X), rtol=1e-6)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_regressor_has_no_probabilities(fitted, experiment_id: str, family: str) -> None:
+    from registry.decision import probability_function
+
+    model, X, _ = fitted[family, "regression"]
+    info = log(model, X, experiment_id)
+    assert probability_function(mlflow.pyfunc.load_model(info.model_uri)) is None
