@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import math
 import queue
 import sqlite3
 import threading
@@ -632,10 +633,17 @@ class PredictionLog:
             query = sa.select(newest.c.id).order_by(newest.c.id.desc()).offset(n - 1).limit(1)
         return int(conn.execute(query).scalar_one())
 
-    def sample(self, bounds: WindowBounds, max_rows: int, seed: int = 0) -> pd.DataFrame:
+    def sample(
+        self,
+        bounds: WindowBounds,
+        max_rows: int,
+        seed: int = 0,
+        roles: Sequence[str] = ANSWERED_ROLES,
+    ) -> pd.DataFrame:
         """A uniform random sample (without replacement) of at most `max_rows` of the window's
         requests, drawn by the database: features as columns plus the meta columns (`label`
-        left empty: labels come from `labelled`).
+        left empty: labels come from `labelled`). `roles` narrows it to the requests some
+        roles answered (the monitor's drift: the champion's).
 
         The whole window when it is small enough. Otherwise random row ids of the window's
         range are drawn (over-drawn by the share of the range that belongs to other models
@@ -646,11 +654,15 @@ class PredictionLog:
         """
         if max_rows <= 0:
             raise ValueError(f"max_rows must be positive, got {max_rows}")
-        if bounds.requests == 0 or bounds.first_id is None or bounds.last_id is None:
+        unknown = sorted(set(roles) - set(ANSWERED_ROLES))
+        if unknown:
+            raise ValueError(f"a sample is of answered requests {ANSWERED_ROLES}, not {unknown}")
+        requests = sum(bounds.rows_by_role.get(role, 0) for role in roles)
+        if requests == 0 or bounds.first_id is None or bounds.last_id is None:
             return pd.DataFrame(columns=_META_COLUMNS)
         c = predictions_table.c
-        answered = sa.and_(c.model_name == bounds.model_name, c.role.in_(ANSWERED_ROLES))
-        if bounds.requests <= max_rows:
+        answered = sa.and_(c.model_name == bounds.model_name, c.role.in_(list(roles)))
+        if requests <= max_rows:
             query = self._frame_query(
                 sa.and_(answered, c.id.between(bounds.first_id, bounds.last_id)),
                 with_labels=False,
@@ -658,7 +670,7 @@ class PredictionLog:
             return self._read_frame(query)
         rng = np.random.default_rng(seed)
         span = bounds.last_id - bounds.first_id + 1
-        density = bounds.requests / span
+        density = requests / span
         if density < _MIN_DENSITY:
             with self.engine.connect() as conn:
                 ids = np.fromiter(
@@ -812,6 +824,78 @@ class PredictionLog:
                 for chunk in self._chunks(conn, query):
                     rows += chunk
         return rows
+
+    def label_figures(
+        self, bounds: WindowBounds, matured_before: float | None = None
+    ) -> list[VersionLabels]:
+        """Label coverage and label delay of each model version in the window, by aggregate
+        SQL (no row leaves the database): rows per version and role, how many of the
+        matured ones (logged at or before `matured_before`; None = all) have a label, and
+        the median and 90th percentile of the delay between a prediction and its (first)
+        label over every labelled row of the version.
+
+        The percentiles are nearest-rank: the delay at rank ceil(q·n) of the n delays,
+        read with ORDER BY ... LIMIT 1 OFFSET, which SQLite and PostgreSQL both run.
+        """
+        if bounds.requests == 0 or bounds.first_id is None or bounds.last_id is None:
+            return []
+        c = predictions_table.c
+        f = feedback_table.c
+        in_window = [
+            c.model_name == bounds.model_name,
+            c.id.between(bounds.first_id, bounds.last_id),
+        ]
+        matured = sa.true() if matured_before is None else c.ts <= matured_before
+        is_matured = sa.func.sum(sa.case((matured, 1), else_=0))
+        labels = first_labels(
+            bounds.model_name, f.ts >= (bounds.start_ts or 0.0) - _LABEL_CLOCK_SKEW_S
+        )
+        joined = labels.join(predictions_table, c.request_id == labels.c.request_id)
+        delay = (labels.c.label_ts - c.ts).label("delay")
+        rows: dict[str, dict[str, tuple[int, int]]] = {}
+        counts: dict[str, tuple[int, int]] = {}
+        with self.engine.connect() as conn:
+            for version, role, n, n_matured in conn.execute(
+                sa.select(c.model_version, c.role, sa.func.count(), is_matured)
+                .where(*in_window)
+                .group_by(c.model_version, c.role)
+            ):
+                rows.setdefault(str(version), {})[str(role)] = (int(n), int(n_matured or 0))
+            for version, n, n_matured in conn.execute(
+                sa.select(c.model_version, sa.func.count(), is_matured)
+                .select_from(joined)
+                .where(*in_window)
+                .group_by(c.model_version)
+            ):
+                counts[str(version)] = (int(n), int(n_matured or 0))
+            figures = []
+            for version in sorted(rows, key=_version_order):
+                labelled, labelled_matured = counts.get(version, (0, 0))
+                quantiles = [
+                    _nearest_rank(
+                        conn,
+                        sa.select(delay)
+                        .select_from(joined)
+                        .where(*in_window, c.model_version == version),
+                        labelled,
+                        q,
+                    )
+                    for q in (0.5, 0.9)
+                ]
+                by_role = rows[version]
+                figures.append(
+                    VersionLabels(
+                        model_version=version,
+                        rows_by_role={role: n for role, (n, _) in sorted(by_role.items())},
+                        rows=sum(n for n, _ in by_role.values()),
+                        matured_rows=sum(m for _, m in by_role.values()),
+                        labelled_rows=labelled_matured,
+                        labels=labelled,
+                        delay_p50_s=quantiles[0],
+                        delay_p90_s=quantiles[1],
+                    )
+                )
+        return figures
 
     def labelled_frame(self, bounds: WindowBounds) -> pd.DataFrame:
         """The window's answered requests that have a label, with their features (retraining)."""
@@ -1008,8 +1092,8 @@ class PredictionLog:
 
 
 def first_labels(model_name: str | None = None, *where: sa.ColumnElement[bool]) -> sa.Subquery:
-    """(request_id, label): the first label given for each request (of `model_name`),
-    among the labels matching `where`.
+    """(request_id, label, label_ts): the first label given for each request (of
+    `model_name`), among the labels matching `where`; `label_ts` is when it was logged.
 
     The one place that says which label counts: a later label for the same request
     does not replace it.
@@ -1021,7 +1105,64 @@ def first_labels(model_name: str | None = None, *where: sa.ColumnElement[bool]) 
     if model_name is not None:
         same.append(earlier.c.model_name == model_name)
     first = ~sa.exists().where(*same)
-    return sa.select(f.request_id, f.label).where(*mine, *where, first).subquery()
+    return (
+        sa.select(f.request_id, f.label, f.ts.label("label_ts"))
+        .where(*mine, *where, first)
+        .subquery()
+    )
+
+
+def _nearest_rank(conn: sa.Connection, query: sa.Select[Any], n: int, q: float) -> float | None:
+    """The nearest-rank `q` quantile of the query's one column (n = its row count)."""
+    if n <= 0:
+        return None
+    rank = max(1, math.ceil(q * n))
+    column = query.selected_columns[0]
+    value = conn.execute(query.order_by(column).offset(rank - 1).limit(1)).scalar()
+    return None if value is None else float(value)
+
+
+def _version_order(version: str) -> tuple[int, str]:
+    return (int(version), "") if version.isdigit() else (1 << 62, version)
+
+
+@dataclass(frozen=True)
+class VersionLabels:
+    """Label coverage and label delay of one model version in a window
+    (`PredictionLog.label_figures`)."""
+
+    model_version: str
+    rows_by_role: dict[str, int]
+    rows: int
+    """The version's rows in the window (all roles: its answers and its shadow rows)."""
+    matured_rows: int
+    """Rows old enough to have their label (older than `label_delay_s`)."""
+    labelled_rows: int
+    """Matured rows with a label: coverage is labelled_rows / matured_rows."""
+    labels: int
+    """Every labelled row, matured or not (the delays are measured over these)."""
+    delay_p50_s: float | None
+    """Median seconds from a prediction to its first label; None without labels."""
+    delay_p90_s: float | None
+    """90th percentile of the same delays."""
+
+    @property
+    def coverage(self) -> float | None:
+        """Share (0-1) of the matured rows that have a label; None without matured rows."""
+        return self.labelled_rows / self.matured_rows if self.matured_rows else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_version": self.model_version,
+            "rows_by_role": dict(self.rows_by_role),
+            "rows": self.rows,
+            "matured_rows": self.matured_rows,
+            "labelled_rows": self.labelled_rows,
+            "labels": self.labels,
+            "coverage": self.coverage,
+            "delay_p50_s": self.delay_p50_s,
+            "delay_p90_s": self.delay_p90_s,
+        }
 
 
 @dataclass(frozen=True)
