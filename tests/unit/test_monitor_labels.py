@@ -23,7 +23,6 @@ import pytest
 from bentos.predlog import FeedbackRecord, PredictionLog
 from driftloop.settings import Settings
 from monitoring.policy import Action
-from pipelines import monitor
 from pipelines.monitor import (
     act,
     conclude,
@@ -176,9 +175,7 @@ def log_shadowed_traffic(
     log.close()
 
 
-def run_check(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> tuple[Any, Any, str | None]:
+def run_check(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any, str | None]:
     """One check as `monitor_flow` runs it (read, measure, decide, act), without Prefect."""
     monkeypatch.setattr("prefect.events.emit_event", lambda *a, **k: None)
     state = read_registry.fn(settings)
