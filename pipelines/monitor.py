@@ -984,7 +984,7 @@ def request_retrain(
     fresh = labelled_window(window, schema, source=here)
     earlier, note = champion_live_rows(settings, champion, schema)
     if note:
-        get_run_logger().warning("%s", note)
+        _logger().warning("%s", note)
     recent = accumulate_live_rows(earlier, fresh, settings.retrain_max_rows)
     carried = int((recent[LIVE_SOURCE] != here).sum()) if len(recent) else 0
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,15 +9,12 @@ emission is replaced (no Prefect server in unit tests).
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
-import pandas as pd
 import pytest
 
 from bentos.predlog import FeedbackRecord, PredictionLog
@@ -28,12 +25,13 @@ from pipelines.monitor import (
     conclude,
     label_figure_values,
     measure,
-    monitor_dir,
     numeric_figures,
     read_registry,
     read_window,
 )
 from registry import CHALLENGER, CHAMPION, Registry
+
+Monitored = Callable[..., tuple[Settings, Registry]]  # the `monitored` fixture (conftest)
 
 FEATURES = ["x1", "x2"]
 
@@ -104,42 +102,6 @@ def test_intervals_become_low_and_high_figures() -> None:
 # -- the monitor on a partially labelled window ----------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """A SQLite MLflow store with one run to register versions from."""
-    root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root}/mlflow.db"
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment = client.create_experiment("t", artifact_location=(root / "art").as_uri())
-    run = client.create_run(experiment)
-    client.log_text(run.info.run_id, "not a model", "model/MLmodel")
-    yield uri, run.info.run_id
-
-
-def stage(
-    tmp_path: Path, store: tuple[str, str], model: str, **extra: Any
-) -> tuple[Settings, Registry]:
-    """Settings, a registry with v1 champion and v2 challenger, and v1's cached schema and
-    reference (what the monitor would otherwise download from the run)."""
-    uri, run_id = store
-    settings = Settings(model_name=model, state_dir=tmp_path, tracking_uri=uri, **extra)
-    registry = Registry(model, uri)
-    for _ in range(2):
-        registry.register(f"runs:/{run_id}/model", run_id, {"family": "sklearn"})
-    registry.set_alias(CHAMPION, 1, "first version")
-    registry.set_alias(CHALLENGER, 2, "retrained")
-    cache = monitor_dir(settings) / "v1"
-    cache.mkdir(parents=True)
-    schema = {"features": FEATURES, "categorical": [], "numeric": FEATURES}
-    schema |= {"target": "y", "task": "regression"}
-    (cache / "schema.json").write_text(json.dumps(schema))
-    rng = np.random.default_rng(1)
-    reference = pd.DataFrame({"x1": rng.normal(0, 1, 2000), "x2": rng.normal(5, 2, 2000)})
-    reference["prediction"] = 100 + 10 * reference["x1"]
-    reference.to_parquet(cache / "reference.parquet")
-    return settings, registry
-
-
 def log_shadowed_traffic(
     settings: Settings,
     requests: int,
@@ -189,11 +151,9 @@ def run_check(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> tuple[Any,
 
 
 def test_ten_percent_labels_promote_when_the_interval_clears_the_margin(
-    tmp_path: Path, mlflow_store: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+    monitored: Monitored, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings, registry = stage(
-        tmp_path, mlflow_store, "partial-many", monitor_window_rows=5_000, min_labelled_rows=20
-    )
+    settings, registry = monitored("partial-many", monitor_window_rows=5_000, min_labelled_rows=20)
     log_shadowed_traffic(settings, 5_000, labelled_share=0.10, t0=time.time() - 3_600)
 
     decision, result, acted = run_check(settings, monkeypatch)
@@ -219,11 +179,9 @@ def test_ten_percent_labels_promote_when_the_interval_clears_the_margin(
 
 
 def test_the_same_gain_on_too_few_labels_does_not_promote(
-    tmp_path: Path, mlflow_store: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+    monitored: Monitored, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings, registry = stage(
-        tmp_path, mlflow_store, "partial-few", monitor_window_rows=5_000, min_labelled_rows=20
-    )
+    settings, registry = monitored("partial-few", monitor_window_rows=5_000, min_labelled_rows=20)
     log_shadowed_traffic(settings, 300, labelled_share=0.10, t0=time.time() - 3_600)
 
     decision, result, acted = run_check(settings, monkeypatch)
@@ -241,13 +199,11 @@ def test_the_same_gain_on_too_few_labels_does_not_promote(
 
 
 def test_live_metrics_use_only_matured_predictions(
-    tmp_path: Path, mlflow_store: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+    monitored: Monitored, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Young predictions (younger than label_delay_s) neither enter the live metrics nor
     dilute the coverage, labelled or not."""
-    settings, _ = stage(
-        tmp_path,
-        mlflow_store,
+    settings, _ = monitored(
         "matured",
         monitor_window_rows=10_000,
         min_labelled_rows=20,
@@ -270,3 +226,64 @@ def test_live_metrics_use_only_matured_predictions(
     assert 0.17 < labels["coverage"] < 0.23  # of the matured rows, not diluted to ~11 %
     assert labels["labels"] > labels["labelled_rows"]  # the young labels are left out
     assert any("matured predictions only" in m for m in result.messages)
+
+
+# -- windows per model and per role ----------------------------------------------------------
+
+
+def log_canary_traffic(settings: Settings, requests: int, canary_every: int, t0: float) -> None:
+    """Every `canary_every`-th request answered by v2 (canary, features shifted by +50 so
+    they stand out), the others by v1 and shadowed by v2; every request labelled."""
+    rows, labels = [], []
+    name = settings.model_name
+    rng = np.random.default_rng(3)
+    for i in range(requests):
+        rid, ts = f"{name}-{i}", t0 + i * 0.01
+        x1, x2 = float(rng.normal(0, 1)), float(rng.normal(5, 2))
+        truth = 100 + 10 * x1
+        if i % canary_every == 0:
+            features = {"x1": x1 + 50, "x2": x2}
+            rows.append((rid, None, ts, name, "2", "challenger", features, truth + 1, 1.0))
+        else:
+            features = {"x1": x1, "x2": x2}
+            rows.append((rid, None, ts, name, "1", "champion", features, truth + 4, 1.0))
+            rows.append((rid, None, ts, name, "2", "shadow", features, truth + 1, 1.0))
+        labels.append(FeedbackRecord(rid, name, truth, ts + 5.0))
+    log = PredictionLog(settings.resolved_prediction_log_url())
+    log.append(rows=rows, feedback=labels)
+    log.close()
+
+
+def test_the_champions_drift_window_is_its_own_answers(monitored: Monitored) -> None:
+    settings, _ = monitored("roles-drift", monitor_window_rows=1_000)
+    log_canary_traffic(settings, 1_500, canary_every=5, t0=time.time() - 600)
+
+    window = read_window.fn(settings, settings.monitor_window_rows)
+    assert window.requests == 1_000  # requests: shadow duplicates never count
+    assert window.bounds.rows_by_role == {"champion": 800, "challenger": 200, "shadow": 800}
+    assert window.champion_rows == 800 and len(window.sample) == 800
+    assert set(window.sample["role"]) == {"champion"} and set(window.sample["model_version"]) == {
+        "1"
+    }
+    assert window.sample["x1"].max() < 25  # no canary request (shifted by +50) in it
+    figures, result = measure.fn(settings, window, read_registry.fn(settings))
+    assert result.drift is not None and result.drift["n_current_rows"] == 800
+    assert result.ood is not None and result.ood["n_rows"] == 800
+    assert figures.drift_share == 0.0  # the canary's shifted features are not the champion's
+
+
+def test_the_challengers_live_metric_is_its_canary_and_shadow_rows(monitored: Monitored) -> None:
+    settings, _ = monitored("roles-live", monitor_window_rows=1_000)
+    log_canary_traffic(settings, 1_000, canary_every=5, t0=time.time() - 600)
+
+    window = read_window.fn(settings, settings.monitor_window_rows)
+    figures, result = measure.fn(settings, window, read_registry.fn(settings))
+    assert (figures.champion_labelled_rows, figures.champion_metric) == (800, pytest.approx(4.0))
+    assert (figures.challenger_labelled_rows, figures.challenger_metric) == (
+        1_000,  # 200 canary answers + 800 shadow rows
+        pytest.approx(1.0),
+    )
+    assert result.labels["1"]["rows_by_role"] == {"champion": 800}
+    assert result.labels["2"]["rows_by_role"] == {"challenger": 200, "shadow": 800}
+    assert result.labels["2"]["aliases"] == [CHALLENGER]
+    assert result.labels["2"]["coverage"] == 1.0
