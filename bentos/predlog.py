@@ -826,76 +826,149 @@ class PredictionLog:
         return rows
 
     def label_figures(
-        self, bounds: WindowBounds, matured_before: float | None = None
+        self,
+        bounds: WindowBounds,
+        matured_before: float | None = None,
+        max_labels: int | None = None,
     ) -> list[VersionLabels]:
         """Label coverage and label delay of each model version in the window, by aggregate
         SQL (no row leaves the database): rows per version and role, how many of the
         matured ones (logged at or before `matured_before`; None = all) have a label, and
         the median and 90th percentile of the delay between a prediction and its (first)
-        label over every labelled row of the version.
+        label over the labelled rows of the version.
 
-        The percentiles are nearest-rank: the delay at rank ceil(q·n) of the n delays,
-        read with ORDER BY ... LIMIT 1 OFFSET, which SQLite and PostgreSQL both run.
+        Bounded like `labelled`: rows per role are index-only counts of the window's id
+        range (matured ones: up to the newest row logged by `matured_before`); labels
+        drive the join to their predictions by request id, so its cost grows with the
+        labels, not the window; above `max_labels` labels only every k-th is joined and
+        the counts are scaled by k (`labels_every`). A role is read row by row only when
+        the window holds more than one version in it (a promotion inside the window).
+        The percentiles are nearest-rank (the delay at rank ceil(q·n)), read with ORDER
+        BY ... LIMIT 1 OFFSET, which SQLite and PostgreSQL both run.
         """
         if bounds.requests == 0 or bounds.first_id is None or bounds.last_id is None:
             return []
         c = predictions_table.c
         f = feedback_table.c
-        in_window = [
-            c.model_name == bounds.model_name,
-            c.id.between(bounds.first_id, bounds.last_id),
-        ]
+        name = bounds.model_name
+        recent = [f.model_name == name, f.ts >= (bounds.start_ts or 0.0) - _LABEL_CLOCK_SKEW_S]
+        # `id + 0`: not an index range, so SQLite drives the join from the labels through
+        # the request id index instead of scanning the whole window (as `labelled` does).
+        in_window = [c.model_name == name, (c.id + 0).between(bounds.first_id, bounds.last_id)]
         matured = sa.true() if matured_before is None else c.ts <= matured_before
-        is_matured = sa.func.sum(sa.case((matured, 1), else_=0))
-        labels = first_labels(
-            bounds.model_name, f.ts >= (bounds.start_ts or 0.0) - _LABEL_CLOCK_SKEW_S
-        )
-        joined = labels.join(predictions_table, c.request_id == labels.c.request_id)
-        delay = (labels.c.label_ts - c.ts).label("delay")
-        rows: dict[str, dict[str, tuple[int, int]]] = {}
-        counts: dict[str, tuple[int, int]] = {}
         with self.engine.connect() as conn:
-            for version, role, n, n_matured in conn.execute(
-                sa.select(c.model_version, c.role, sa.func.count(), is_matured)
+            candidates = int(conn.execute(sa.select(sa.func.count()).where(*recent)).scalar_one())
+            every = (
+                1 if not max_labels or candidates <= max_labels else -(-candidates // max_labels)
+            )
+            if every > 1:
+                recent.append(f.id % every == 0)
+            labels = first_labels(name, *recent)
+            # One pass over the (sampled) labels: version, role, matured?, delay of each
+            # labelled row; at most `max_labels` × the rows a request has (shadow included).
+            query = (
+                sa.select(
+                    c.model_version,
+                    c.role,
+                    sa.case((matured, 1), else_=0),
+                    labels.c.label_ts - c.ts,
+                )
+                .select_from(labels.join(predictions_table, c.request_id == labels.c.request_id))
                 .where(*in_window)
-                .group_by(c.model_version, c.role)
-            ):
-                rows.setdefault(str(version), {})[str(role)] = (int(n), int(n_matured or 0))
-            for version, n, n_matured in conn.execute(
-                sa.select(c.model_version, sa.func.count(), is_matured)
-                .select_from(joined)
-                .where(*in_window)
+            )
+            delays: dict[tuple[str, str], list[tuple[int, float]]] = {}
+            for chunk in self._chunks(conn, query):
+                for version, role, is_matured, delay in chunk:
+                    delays.setdefault((str(version), str(role)), []).append(
+                        (int(is_matured), float(delay))
+                    )
+            labelled = {
+                key: (len(found), sum(m for m, _ in found)) for key, found in delays.items()
+            }
+            rows = self._rows_by_version(conn, bounds, matured_before, labelled)
+        figures = []
+        for version in sorted(rows, key=_version_order):
+            by_role = rows[version]
+            mine = [d for role in by_role for _, d in delays.get((version, role), [])]
+            matured_rows = sum(m for _, m in by_role.values())
+            matured_labelled = sum(labelled.get((version, role), (0, 0))[1] for role in by_role)
+            p50, p90 = _nearest_ranks(mine, (0.5, 0.9))
+            figures.append(
+                VersionLabels(
+                    model_version=version,
+                    rows_by_role={role: n for role, (n, _) in sorted(by_role.items())},
+                    rows=sum(n for n, _ in by_role.values()),
+                    matured_rows=matured_rows,
+                    # scaled from a 1-in-k sample it may overshoot by a little: capped
+                    labelled_rows=min(matured_labelled * every, matured_rows),
+                    labels=len(mine) * every,
+                    delay_p50_s=p50,
+                    delay_p90_s=p90,
+                    labels_every=every,
+                )
+            )
+        return figures
+
+    def _rows_by_version(
+        self,
+        conn: sa.Connection,
+        bounds: WindowBounds,
+        matured_before: float | None,
+        labelled: dict[tuple[str, str], tuple[int, int]],
+    ) -> dict[str, dict[str, tuple[int, int]]]:
+        """{version: {role: (rows, matured rows)}} of the window.
+
+        Per role, its first and last rows' versions (two lookups): when they agree with
+        each other and with every labelled row of the role, the role's exact index-only
+        counts are that version's; otherwise the role's rows are counted by version.
+        """
+        assert bounds.first_id is not None and bounds.last_id is not None
+        c = predictions_table.c
+        name = bounds.model_name
+        matured_last = bounds.last_id
+        if matured_before is not None:
+            newest = conn.execute(
+                sa.select(c.id)
+                .where(c.model_name == name, c.ts <= matured_before)
+                .order_by(c.ts.desc())
+                .limit(1)
+            ).scalar()
+            matured_last = min(bounds.last_id, int(newest) if newest is not None else -1)
+        matured_counts = (
+            self._role_counts(conn, name, bounds.first_id, matured_last)
+            if matured_last >= bounds.first_id
+            else {}
+        )
+        out: dict[str, dict[str, tuple[int, int]]] = {}
+        for role, n in bounds.rows_by_role.items():
+            in_role = [
+                c.model_name == name,
+                c.role == role,
+                c.id.between(bounds.first_id, bounds.last_id),
+            ]
+            ends = {
+                conn.execute(
+                    sa.select(c.model_version).where(
+                        c.id == sa.select(edge(c.id)).where(*in_role).scalar_subquery()
+                    )
+                ).scalar()
+                for edge in (sa.func.min, sa.func.max)
+            }
+            seen = ends | {v for v, r in labelled if r == role}
+            if len(seen) == 1:
+                (version,) = seen
+                out.setdefault(str(version), {})[role] = (n, matured_counts.get(role, 0))
+                continue
+            matured = sa.true() if matured_before is None else c.ts <= matured_before
+            for version, count, n_matured in conn.execute(
+                sa.select(
+                    c.model_version, sa.func.count(), sa.func.sum(sa.case((matured, 1), else_=0))
+                )
+                .where(*in_role)
                 .group_by(c.model_version)
             ):
-                counts[str(version)] = (int(n), int(n_matured or 0))
-            figures = []
-            for version in sorted(rows, key=_version_order):
-                labelled, labelled_matured = counts.get(version, (0, 0))
-                quantiles = [
-                    _nearest_rank(
-                        conn,
-                        sa.select(delay)
-                        .select_from(joined)
-                        .where(*in_window, c.model_version == version),
-                        labelled,
-                        q,
-                    )
-                    for q in (0.5, 0.9)
-                ]
-                by_role = rows[version]
-                figures.append(
-                    VersionLabels(
-                        model_version=version,
-                        rows_by_role={role: n for role, (n, _) in sorted(by_role.items())},
-                        rows=sum(n for n, _ in by_role.values()),
-                        matured_rows=sum(m for _, m in by_role.values()),
-                        labelled_rows=labelled_matured,
-                        labels=labelled,
-                        delay_p50_s=quantiles[0],
-                        delay_p90_s=quantiles[1],
-                    )
-                )
-        return figures
+                out.setdefault(str(version), {})[role] = (int(count), int(n_matured or 0))
+        return out
 
     def labelled_frame(self, bounds: WindowBounds) -> pd.DataFrame:
         """The window's answered requests that have a label, with their features (retraining)."""
@@ -1112,14 +1185,12 @@ def first_labels(model_name: str | None = None, *where: sa.ColumnElement[bool]) 
     )
 
 
-def _nearest_rank(conn: sa.Connection, query: sa.Select[Any], n: int, q: float) -> float | None:
-    """The nearest-rank `q` quantile of the query's one column (n = its row count)."""
-    if n <= 0:
-        return None
-    rank = max(1, math.ceil(q * n))
-    column = query.selected_columns[0]
-    value = conn.execute(query.order_by(column).offset(rank - 1).limit(1)).scalar()
-    return None if value is None else float(value)
+def _nearest_ranks(values: list[float], quantiles: Sequence[float]) -> list[float | None]:
+    """Nearest-rank quantiles: the value at rank ceil(q·n) of the n sorted values."""
+    if not values:
+        return [None for _ in quantiles]
+    ordered = sorted(values)
+    return [ordered[max(1, math.ceil(q * len(ordered))) - 1] for q in quantiles]
 
 
 def _version_order(version: str) -> tuple[int, str]:
@@ -1145,6 +1216,8 @@ class VersionLabels:
     """Median seconds from a prediction to its first label; None without labels."""
     delay_p90_s: float | None
     """90th percentile of the same delays."""
+    labels_every: int = 1
+    """1: every label counted; k: a 1-in-k sample of the labels, counts scaled by k."""
 
     @property
     def coverage(self) -> float | None:
@@ -1162,6 +1235,7 @@ class VersionLabels:
             "coverage": self.coverage,
             "delay_p50_s": self.delay_p50_s,
             "delay_p90_s": self.delay_p90_s,
+            "labels_every": self.labels_every,
         }
 
 

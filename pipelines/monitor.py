@@ -554,7 +554,7 @@ def read_window(
             roles=("champion",),
         )
         labelled = log.labelled(bounds, settings.live_max_labels)
-        label_figures = log.label_figures(bounds, matured_before)
+        label_figures = log.label_figures(bounds, matured_before, settings.live_max_labels)
     finally:
         log.close()
     return MonitorWindow(

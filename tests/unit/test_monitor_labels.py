@@ -78,6 +78,36 @@ def test_label_figures_give_coverage_and_delay_per_version(tmp_path: Path) -> No
     log.close()
 
 
+def test_label_figures_split_a_role_between_versions_and_bound_the_labels(
+    tmp_path: Path,
+) -> None:
+    """A promotion inside the window: the champion role holds v1 then v3 (counted by
+    version); above `max_labels` labels a 1-in-k sample is joined and scaled by k."""
+    log = PredictionLog(f"sqlite:///{tmp_path}/log.db")
+    t0 = 1_000_000.0
+    rows, labels = [], []
+    for i in range(400):
+        version = "1" if i < 100 else "3"
+        rid = f"r{i}"
+        rows.append((rid, None, t0 + i, "m", version, "champion", {"x1": 1.0}, 1.0, 1.0))
+        if i % 2 == 0:  # half of each version's requests labelled, 10 s later
+            labels.append(FeedbackRecord(rid, "m", 1.0, t0 + i + 10))
+    log.append(rows=rows, feedback=labels)
+    bounds = log.window("m")
+
+    exact = {f.model_version: f for f in log.label_figures(bounds)}
+    assert exact["1"].rows_by_role == {"champion": 100} and exact["1"].labelled_rows == 50
+    assert exact["3"].rows_by_role == {"champion": 300} and exact["3"].labelled_rows == 150
+    assert exact["3"].delay_p90_s == 10.0 and exact["3"].labels_every == 1
+
+    sampled = {f.model_version: f for f in log.label_figures(bounds, max_labels=50)}
+    assert sampled["3"].labels_every == 4  # 200 labels, at most 50 joined
+    assert sampled["3"].rows == 300  # rows are exact counts, never sampled
+    assert 100 <= sampled["3"].labelled_rows <= 200  # about 150: 1 in 4, scaled by 4
+    assert sampled["3"].delay_p50_s == 10.0
+    log.close()
+
+
 def test_label_figure_values_name_each_alias() -> None:
     summary = {
         "3": {"coverage": 0.1, "delay_p50_s": 30.0, "delay_p90_s": 50.0, "aliases": ["champion"]},
