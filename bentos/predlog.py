@@ -831,20 +831,19 @@ class PredictionLog:
         matured_before: float | None = None,
         max_labels: int | None = None,
     ) -> list[VersionLabels]:
-        """Label coverage and label delay of each model version in the window, by aggregate
-        SQL (no row leaves the database): rows per version and role, how many of the
-        matured ones (logged at or before `matured_before`; None = all) have a label, and
-        the median and 90th percentile of the delay between a prediction and its (first)
-        label over the labelled rows of the version.
+        """Label coverage and label delay of each model version in the window: rows per
+        version and role, how many of the matured ones (logged by `matured_before`; None =
+        all) have a label, and the median and 90th percentile of the delay between a
+        prediction and its (first) label. No feature or prediction is read.
 
         Bounded like `labelled`: rows per role are index-only counts of the window's id
-        range (matured ones: up to the newest row logged by `matured_before`); labels
-        drive the join to their predictions by request id, so its cost grows with the
-        labels, not the window; above `max_labels` labels only every k-th is joined and
-        the counts are scaled by k (`labels_every`). A role is read row by row only when
-        the window holds more than one version in it (a promotion inside the window).
-        The percentiles are nearest-rank (the delay at rank ceil(q·n)), read with ORDER
-        BY ... LIMIT 1 OFFSET, which SQLite and PostgreSQL both run.
+        range (matured ones: up to the newest row logged by `matured_before`; the service
+        logs in time order); the labels drive one join to their predictions by request id,
+        which returns (version, role, matured?, delay) per labelled row, so the cost grows
+        with the labels, not the window; above `max_labels` labels only every k-th is
+        joined and the counts are scaled by k (`labels_every`). A role's rows are counted
+        by version (a scan of that role) only when it holds more than one version in the
+        window (a promotion inside it). Percentiles are nearest-rank: rank ceil(q·n).
         """
         if bounds.requests == 0 or bounds.first_id is None or bounds.last_id is None:
             return []
