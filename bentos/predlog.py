@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import math
 import queue
 import sqlite3
 import threading
@@ -632,10 +633,17 @@ class PredictionLog:
             query = sa.select(newest.c.id).order_by(newest.c.id.desc()).offset(n - 1).limit(1)
         return int(conn.execute(query).scalar_one())
 
-    def sample(self, bounds: WindowBounds, max_rows: int, seed: int = 0) -> pd.DataFrame:
+    def sample(
+        self,
+        bounds: WindowBounds,
+        max_rows: int,
+        seed: int = 0,
+        roles: Sequence[str] = ANSWERED_ROLES,
+    ) -> pd.DataFrame:
         """A uniform random sample (without replacement) of at most `max_rows` of the window's
         requests, drawn by the database: features as columns plus the meta columns (`label`
-        left empty: labels come from `labelled`).
+        left empty: labels come from `labelled`). `roles` narrows it to the requests some
+        roles answered (the monitor's drift: the champion's).
 
         The whole window when it is small enough. Otherwise random row ids of the window's
         range are drawn (over-drawn by the share of the range that belongs to other models
@@ -646,11 +654,15 @@ class PredictionLog:
         """
         if max_rows <= 0:
             raise ValueError(f"max_rows must be positive, got {max_rows}")
-        if bounds.requests == 0 or bounds.first_id is None or bounds.last_id is None:
+        unknown = sorted(set(roles) - set(ANSWERED_ROLES))
+        if unknown:
+            raise ValueError(f"a sample is of answered requests {ANSWERED_ROLES}, not {unknown}")
+        requests = sum(bounds.rows_by_role.get(role, 0) for role in roles)
+        if requests == 0 or bounds.first_id is None or bounds.last_id is None:
             return pd.DataFrame(columns=_META_COLUMNS)
         c = predictions_table.c
-        answered = sa.and_(c.model_name == bounds.model_name, c.role.in_(ANSWERED_ROLES))
-        if bounds.requests <= max_rows:
+        answered = sa.and_(c.model_name == bounds.model_name, c.role.in_(list(roles)))
+        if requests <= max_rows:
             query = self._frame_query(
                 sa.and_(answered, c.id.between(bounds.first_id, bounds.last_id)),
                 with_labels=False,
@@ -658,7 +670,7 @@ class PredictionLog:
             return self._read_frame(query)
         rng = np.random.default_rng(seed)
         span = bounds.last_id - bounds.first_id + 1
-        density = bounds.requests / span
+        density = requests / span
         if density < _MIN_DENSITY:
             with self.engine.connect() as conn:
                 ids = np.fromiter(
@@ -812,6 +824,150 @@ class PredictionLog:
                 for chunk in self._chunks(conn, query):
                     rows += chunk
         return rows
+
+    def label_figures(
+        self,
+        bounds: WindowBounds,
+        matured_before: float | None = None,
+        max_labels: int | None = None,
+    ) -> list[VersionLabels]:
+        """Label coverage and label delay of each model version in the window: rows per
+        version and role, how many of the matured ones (logged by `matured_before`; None =
+        all) have a label, and the median and 90th percentile of the delay between a
+        prediction and its (first) label. No feature or prediction is read.
+
+        Bounded like `labelled`: rows per role are index-only counts of the window's id
+        range (matured ones: up to the newest row logged by `matured_before`; the service
+        logs in time order); the labels drive one join to their predictions by request id,
+        which returns (version, role, matured?, delay) per labelled row, so the cost grows
+        with the labels, not the window; above `max_labels` labels only every k-th is
+        joined and the counts are scaled by k (`labels_every`). A role's rows are counted
+        by version (a scan of that role) only when it holds more than one version in the
+        window (a promotion inside it). Percentiles are nearest-rank: rank ceil(q·n).
+        """
+        if bounds.requests == 0 or bounds.first_id is None or bounds.last_id is None:
+            return []
+        c = predictions_table.c
+        f = feedback_table.c
+        name = bounds.model_name
+        recent = [f.model_name == name, f.ts >= (bounds.start_ts or 0.0) - _LABEL_CLOCK_SKEW_S]
+        # `id + 0`: not an index range, so SQLite drives the join from the labels through
+        # the request id index instead of scanning the whole window (as `labelled` does).
+        in_window = [c.model_name == name, (c.id + 0).between(bounds.first_id, bounds.last_id)]
+        matured = sa.true() if matured_before is None else c.ts <= matured_before
+        with self.engine.connect() as conn:
+            candidates = int(conn.execute(sa.select(sa.func.count()).where(*recent)).scalar_one())
+            every = (
+                1 if not max_labels or candidates <= max_labels else -(-candidates // max_labels)
+            )
+            if every > 1:
+                recent.append(f.id % every == 0)
+            labels = first_labels(name, *recent)
+            # One pass over the (sampled) labels: version, role, matured?, delay of each
+            # labelled row; at most `max_labels` × the rows a request has (shadow included).
+            query = (
+                sa.select(
+                    c.model_version,
+                    c.role,
+                    sa.case((matured, 1), else_=0),
+                    labels.c.label_ts - c.ts,
+                )
+                .select_from(labels.join(predictions_table, c.request_id == labels.c.request_id))
+                .where(*in_window)
+            )
+            delays: dict[tuple[str, str], list[tuple[int, float]]] = {}
+            for chunk in self._chunks(conn, query):
+                for version, role, is_matured, delay in chunk:
+                    delays.setdefault((str(version), str(role)), []).append(
+                        (int(is_matured), float(delay))
+                    )
+            labelled = {
+                key: (len(found), sum(m for m, _ in found)) for key, found in delays.items()
+            }
+            rows = self._rows_by_version(conn, bounds, matured_before, labelled)
+        figures = []
+        for version in sorted(rows, key=_version_order):
+            by_role = rows[version]
+            mine = [d for role in by_role for _, d in delays.get((version, role), [])]
+            matured_rows = sum(m for _, m in by_role.values())
+            matured_labelled = sum(labelled.get((version, role), (0, 0))[1] for role in by_role)
+            p50, p90 = _nearest_ranks(mine, (0.5, 0.9))
+            figures.append(
+                VersionLabels(
+                    model_version=version,
+                    rows_by_role={role: n for role, (n, _) in sorted(by_role.items())},
+                    rows=sum(n for n, _ in by_role.values()),
+                    matured_rows=matured_rows,
+                    # scaled from a 1-in-k sample it may overshoot by a little: capped
+                    labelled_rows=min(matured_labelled * every, matured_rows),
+                    labels=len(mine) * every,
+                    delay_p50_s=p50,
+                    delay_p90_s=p90,
+                    labels_every=every,
+                )
+            )
+        return figures
+
+    def _rows_by_version(
+        self,
+        conn: sa.Connection,
+        bounds: WindowBounds,
+        matured_before: float | None,
+        labelled: dict[tuple[str, str], tuple[int, int]],
+    ) -> dict[str, dict[str, tuple[int, int]]]:
+        """{version: {role: (rows, matured rows)}} of the window.
+
+        Per role, its first and last rows' versions (two lookups): when they agree with
+        each other and with every labelled row of the role, the role's exact index-only
+        counts are that version's; otherwise the role's rows are counted by version.
+        """
+        assert bounds.first_id is not None and bounds.last_id is not None
+        c = predictions_table.c
+        name = bounds.model_name
+        matured_last = bounds.last_id
+        if matured_before is not None:
+            newest = conn.execute(
+                sa.select(c.id)
+                .where(c.model_name == name, c.ts <= matured_before)
+                .order_by(c.ts.desc())
+                .limit(1)
+            ).scalar()
+            matured_last = min(bounds.last_id, int(newest) if newest is not None else -1)
+        matured_counts = (
+            self._role_counts(conn, name, bounds.first_id, matured_last)
+            if matured_last >= bounds.first_id
+            else {}
+        )
+        out: dict[str, dict[str, tuple[int, int]]] = {}
+        for role, n in bounds.rows_by_role.items():
+            in_role = [
+                c.model_name == name,
+                c.role == role,
+                c.id.between(bounds.first_id, bounds.last_id),
+            ]
+            ends = {
+                conn.execute(
+                    sa.select(c.model_version).where(
+                        c.id == sa.select(edge(c.id)).where(*in_role).scalar_subquery()
+                    )
+                ).scalar()
+                for edge in (sa.func.min, sa.func.max)
+            }
+            seen = ends | {v for v, r in labelled if r == role}
+            if len(seen) == 1:
+                (version,) = seen
+                out.setdefault(str(version), {})[role] = (n, matured_counts.get(role, 0))
+                continue
+            matured = sa.true() if matured_before is None else c.ts <= matured_before
+            for version, count, n_matured in conn.execute(
+                sa.select(
+                    c.model_version, sa.func.count(), sa.func.sum(sa.case((matured, 1), else_=0))
+                )
+                .where(*in_role)
+                .group_by(c.model_version)
+            ):
+                out.setdefault(str(version), {})[role] = (int(count), int(n_matured or 0))
+        return out
 
     def labelled_frame(self, bounds: WindowBounds) -> pd.DataFrame:
         """The window's answered requests that have a label, with their features (retraining)."""
@@ -1008,8 +1164,8 @@ class PredictionLog:
 
 
 def first_labels(model_name: str | None = None, *where: sa.ColumnElement[bool]) -> sa.Subquery:
-    """(request_id, label): the first label given for each request (of `model_name`),
-    among the labels matching `where`.
+    """(request_id, label, label_ts): the first label given for each request (of
+    `model_name`), among the labels matching `where`; `label_ts` is when it was logged.
 
     The one place that says which label counts: a later label for the same request
     does not replace it.
@@ -1021,7 +1177,65 @@ def first_labels(model_name: str | None = None, *where: sa.ColumnElement[bool]) 
     if model_name is not None:
         same.append(earlier.c.model_name == model_name)
     first = ~sa.exists().where(*same)
-    return sa.select(f.request_id, f.label).where(*mine, *where, first).subquery()
+    return (
+        sa.select(f.request_id, f.label, f.ts.label("label_ts"))
+        .where(*mine, *where, first)
+        .subquery()
+    )
+
+
+def _nearest_ranks(values: list[float], quantiles: Sequence[float]) -> list[float | None]:
+    """Nearest-rank quantiles: the value at rank ceil(q·n) of the n sorted values."""
+    if not values:
+        return [None for _ in quantiles]
+    ordered = sorted(values)
+    return [ordered[max(1, math.ceil(q * len(ordered))) - 1] for q in quantiles]
+
+
+def _version_order(version: str) -> tuple[int, str]:
+    return (int(version), "") if version.isdigit() else (1 << 62, version)
+
+
+@dataclass(frozen=True)
+class VersionLabels:
+    """Label coverage and label delay of one model version in a window
+    (`PredictionLog.label_figures`)."""
+
+    model_version: str
+    rows_by_role: dict[str, int]
+    rows: int
+    """The version's rows in the window (all roles: its answers and its shadow rows)."""
+    matured_rows: int
+    """Rows old enough to have their label (older than `label_delay_s`)."""
+    labelled_rows: int
+    """Matured rows with a label: coverage is labelled_rows / matured_rows."""
+    labels: int
+    """Every labelled row, matured or not (the delays are measured over these)."""
+    delay_p50_s: float | None
+    """Median seconds from a prediction to its first label; None without labels."""
+    delay_p90_s: float | None
+    """90th percentile of the same delays."""
+    labels_every: int = 1
+    """1: every label counted; k: a 1-in-k sample of the labels, counts scaled by k."""
+
+    @property
+    def coverage(self) -> float | None:
+        """Share (0-1) of the matured rows that have a label; None without matured rows."""
+        return self.labelled_rows / self.matured_rows if self.matured_rows else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_version": self.model_version,
+            "rows_by_role": dict(self.rows_by_role),
+            "rows": self.rows,
+            "matured_rows": self.matured_rows,
+            "labelled_rows": self.labelled_rows,
+            "labels": self.labels,
+            "coverage": self.coverage,
+            "delay_p50_s": self.delay_p50_s,
+            "delay_p90_s": self.delay_p90_s,
+            "labels_every": self.labels_every,
+        }
 
 
 @dataclass(frozen=True)

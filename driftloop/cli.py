@@ -737,6 +737,7 @@ def print_check(result: dict[str, Any]) -> None:
     for key, value in classifier_drift_rows(result.get("drift") or {}):
         table.add_row(key, value)
     console.print(table)
+    print_labels(result.get("labels") or {})
     decision = result.get("decision", {})
     console.print(f"decision: [bold]{decision.get('action')}[/bold] — {decision.get('reason')}")
     if result.get("acted"):
@@ -767,6 +768,38 @@ def classifier_drift_rows(drift: dict[str, Any]) -> list[tuple[str, str]]:
         shown = "n/a" if value is None else f"{value:.4g}"
         rows.append(("score_drift", f"{verdict} ({score.get('method')}: {shown})"))
     return rows
+
+
+def print_labels(labels: dict[str, Any]) -> None:
+    """Label coverage and delay per version in the window (the check's `labels`)."""
+    if not labels:
+        return
+    table = Table(title="labels per version in the window")
+    for column in ("version", "aliases", "rows", "matured", "labelled", "coverage", "delay p50"):
+        table.add_column(column)
+    table.add_column("delay p90")
+    for version, entry in labels.items():
+        coverage = entry.get("coverage")
+        table.add_row(
+            f"v{version}",
+            ", ".join(entry.get("aliases", [])) or "-",
+            f"{entry.get('rows', 0):,}",
+            f"{entry.get('matured_rows', 0):,}",
+            f"{entry.get('labelled_rows', 0):,}",
+            "-" if coverage is None else f"{coverage:.1%}",
+            _duration(entry.get("delay_p50_s")),
+            _duration(entry.get("delay_p90_s")),
+        )
+    console.print(table)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if abs(seconds) >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} s"
 
 
 @app.command()

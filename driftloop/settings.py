@@ -213,6 +213,22 @@ class Settings(ServingSettings):
         description="Fewest fallback answers before a failing champion is rolled back "
         "(one odd request does not move the alias).",
     )
+    label_delay_s: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds a prediction needs before it counts as matured: live metrics, "
+        "promotion/rollback comparisons and label coverage use only predictions older than "
+        "this, so young ones whose labels cannot have arrived yet neither dilute coverage "
+        "nor bias the comparison toward fast labels. 0 = every prediction (labels arrive at "
+        "once). Set it near the label delay p90 the monitor prints.",
+    )
+    retrain_max_rows: int = Field(
+        100_000,
+        gt=0,
+        description="Live labelled rows a drift retrain carries at most: the champion's "
+        "earlier live rows plus the new window's, newest kept (the original training data "
+        "comes on top).",
+    )
     live_interval_level: float = Field(
         0.9,
         gt=0,

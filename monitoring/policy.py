@@ -377,9 +377,10 @@ def _check_rollback(f: Figures, t: Thresholds, now: datetime) -> _Check:
                 derived,
             )
     minutes = max(0.0, (now - promoted).total_seconds()) / 60
+    beyond = "" if interval is None else f" (its {_level(f)} interval {_span(interval)})"
     return _Check(
         True,
-        f"{comparison} > {_pct(t.rollback_margin)} rollback margin on "
+        f"{comparison} > {_pct(t.rollback_margin)} rollback margin{beyond} on "
         f"{f.champion_labelled_rows:,} labelled rows, {minutes:.0f} min after its promotion",
         derived,
     )
@@ -428,10 +429,16 @@ def _check_promote(f: Figures, t: Thresholds) -> _Check:
             derived,
         )
     if gain >= t.promotion_margin - _EPS:
+        cleared = (
+            ""
+            if interval is None
+            else f", and its {_level(f)} interval {_span(interval)} clears the margin"
+        )
         return _Check(
             True,
             f"{comparison} ≥ {_pct(t.promotion_margin)} promotion margin on "
-            f"{f.challenger_labelled_rows:,} / {f.champion_labelled_rows:,} labelled rows",
+            f"{f.challenger_labelled_rows:,} / {f.champion_labelled_rows:,} labelled rows"
+            + cleared,
             derived,
         )
     return _Check(False, f"{comparison} < {_pct(t.promotion_margin)} promotion margin", derived)

@@ -48,7 +48,7 @@ from registry import (
 )
 
 if TYPE_CHECKING:
-    from bentos.predlog import WindowBounds
+    from bentos.predlog import VersionLabels, WindowBounds
 
 LOCAL = dict(cache_policy=NO_CACHE)
 SERVER = dict(retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE, timeout_seconds=300)
@@ -67,6 +67,9 @@ class CheckResult:
     performance: dict[str, Any] = field(default_factory=dict)
     report_html: str | None = None
     report_json: str | None = None
+    labels: dict[str, Any] = field(default_factory=dict)
+    """Label coverage and delay per version in the window (`PredictionLog.label_figures`),
+    keyed by version, with the alias each version holds."""
     messages: list[str] = field(default_factory=list)
     acted: str | None = None
     error: str | None = None  # the check could not run (registry unreachable...)
@@ -375,6 +378,36 @@ def gain_intervals(
     )
 
 
+LABEL_FIGURES = ("label_coverage", "label_delay_p50_s", "label_delay_p90_s")
+"""Per alias (champion_label_coverage, ...): the figures a check adds about its labels."""
+
+
+def label_summary(
+    figures: list[VersionLabels], versions: dict[str, VersionInfo]
+) -> dict[str, dict[str, Any]]:
+    """Label coverage and delay per version in the window, with the aliases it holds."""
+    aliases: dict[str, list[str]] = {}
+    for alias, info in versions.items():
+        aliases.setdefault(str(info.version), []).append(alias)
+    return {
+        f.model_version: {**f.to_dict(), "aliases": sorted(aliases.get(f.model_version, []))}
+        for f in figures
+    }
+
+
+def label_figure_values(summary: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """The summary as flat figures per alias (`champion_label_coverage`, ...): what the
+    check records beside the policy's figures, the MLflow run logs as metrics and the
+    decision history keeps."""
+    out: dict[str, float | None] = {}
+    for entry in summary.values():
+        for alias in entry.get("aliases", []):
+            for name in LABEL_FIGURES:
+                key = "coverage" if name == "label_coverage" else name.removeprefix("label_")
+                out[f"{alias}_{name}"] = entry.get(key)
+    return out
+
+
 @dataclass
 class MonitorWindow:
     """What a check reads from the prediction log: the window's bounds and exact counts,
@@ -390,19 +423,39 @@ class MonitorWindow:
     """model_version, role, timestamp, prediction, label of the labelled rows (any role)."""
     labels_every: int = 1
     """1: every labelled row; k: a 1-in-k sample of the labels (above `live_max_labels`)."""
+    label_figures: list[VersionLabels] = field(default_factory=list)
+    """Label coverage and delay per version (aggregate SQL over the whole window)."""
+    matured_before: float | None = None
+    """Live metrics use only predictions logged at or before this (`label_delay_s`)."""
 
     @property
     def requests(self) -> int:
         return self.bounds.requests
 
     @property
+    def champion_rows(self) -> int:
+        """The requests the champion answered: what its drift and OOD are measured on."""
+        return self.bounds.rows_by_role.get("champion", 0)
+
+    def matured_labels(self) -> pd.DataFrame:
+        """The labelled rows old enough to count (all of them when no delay is set)."""
+        if self.matured_before is None or self.labels.empty:
+            return self.labels
+        cutoff = pd.Timestamp(self.matured_before, unit="s", tz="UTC")
+        return self.labels[self.labels["timestamp"] <= cutoff]
+
+    @property
     def sampled(self) -> bool:
-        return len(self.sample) < self.bounds.requests
+        return len(self.sample) < self.champion_rows
 
 
-def labelled_window(window: MonitorWindow, schema: dict[str, Any]) -> pd.DataFrame:
-    """Recent answered requests with their feedback label, as training rows."""
+def labelled_window(
+    window: MonitorWindow, schema: dict[str, Any], source: str | None = None
+) -> pd.DataFrame:
+    """Recent answered requests with their feedback label, as training rows; each row
+    carries `source` (where it came from), when it was logged and its request id."""
     from bentos.predlog import PredictionLog
+    from pipelines.train import LIVE_COLUMNS, LIVE_LOGGED_AT, LIVE_REQUEST_ID, LIVE_SOURCE
 
     log = PredictionLog(window.log_url)
     try:
@@ -411,10 +464,60 @@ def labelled_window(window: MonitorWindow, schema: dict[str, Any]) -> pd.DataFra
         log.close()
     missing = [c for c in schema["features"] if c not in answered.columns]
     if answered.empty or missing:
-        return pd.DataFrame(columns=[*schema["features"], schema["target"]])
+        return pd.DataFrame(columns=[*schema["features"], schema["target"], *LIVE_COLUMNS])
     rows = answered[schema["features"]].copy()
     rows[schema["target"]] = answered["label"].to_numpy()
+    rows[LIVE_SOURCE] = source or f"live window of {window.bounds.model_name}"
+    rows[LIVE_LOGGED_AT] = answered["timestamp"].map(pd.Timestamp.timestamp).to_numpy(float)
+    rows[LIVE_REQUEST_ID] = answered["request_id"].astype(str).to_numpy()
     return rows.reset_index(drop=True)
+
+
+def champion_live_rows(
+    settings: Settings, champion: VersionInfo, schema: dict[str, Any]
+) -> tuple[pd.DataFrame, str | None]:
+    """The live rows the champion was trained on besides its data source (what its own
+    drift retrain added), and a note when they cannot be read.
+
+    They are the file its `recent_rows_added` tag names, or the copy its training run
+    logged under `retrain_data/` when that file is gone (another machine, a cleaned
+    state folder). Rows from files without a source column are named after the file.
+    """
+    import mlflow
+
+    from pipelines.train import LIVE_SOURCE, RETRAIN_DATA_ARTIFACTS
+
+    empty = pd.DataFrame(columns=[*schema["features"], schema["target"]])
+    named = champion.tags.get("recent_rows_added") or ""
+    if not named:
+        return empty, None
+    path = Path(named)
+    try:
+        if not path.is_file():
+            path = Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=str(champion.run_id),
+                    artifact_path=f"{RETRAIN_DATA_ARTIFACTS}/{path.name}",
+                    dst_path=tempfile.mkdtemp(prefix="driftloop-retrain-"),
+                    tracking_uri=settings.resolved_tracking_uri(),
+                )
+            )
+        rows = pd.read_parquet(path)
+    except Exception as exc:  # gone everywhere: the retrain carries the new window only
+        return empty, (
+            f"the live rows v{champion.version} was trained on ({named}) cannot be read "
+            f"({type(exc).__name__}: {exc}); this retrain carries the new window only"
+        )
+    needed = [*schema["features"], schema["target"]]
+    lacking = [c for c in needed if c not in rows.columns]
+    if lacking:
+        return empty, (
+            f"the live rows v{champion.version} was trained on ({named}) lack {lacking}; "
+            "this retrain carries the new window only"
+        )
+    if LIVE_SOURCE not in rows.columns:
+        rows[LIVE_SOURCE] = f"live window {named}"
+    return rows, None
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
@@ -436,17 +539,33 @@ def read_window(
     given; None = no such bound): exact counts, a sample and the labelled rows."""
     from bentos.predlog import PredictionLog
 
-    since = time.time() - window_s if window_s is not None else None
+    now = time.time()
+    since = now - window_s if window_s is not None else None
+    matured_before = now - settings.label_delay_s if settings.label_delay_s > 0 else None
     log = PredictionLog(settings.resolved_prediction_log_url())
     try:
         bounds = log.window(settings.model_name, rows=window_rows, since=since)
+        # Drift and OOD of the champion: the requests it answered (a canary's answers are
+        # the challenger's, judged by its own live metrics).
         sample = log.sample(
-            bounds, max(settings.drift_max_rows, settings.ood_max_queries), seed=settings.seed
+            bounds,
+            max(settings.drift_max_rows, settings.ood_max_queries),
+            seed=settings.seed,
+            roles=("champion",),
         )
         labelled = log.labelled(bounds, settings.live_max_labels)
+        label_figures = log.label_figures(bounds, matured_before, settings.live_max_labels)
     finally:
         log.close()
-    return MonitorWindow(log.url, bounds, sample, labelled.rows, labelled.every)
+    return MonitorWindow(
+        log.url,
+        bounds,
+        sample,
+        labelled.rows,
+        labelled.every,
+        label_figures,
+        matured_before,
+    )
 
 
 @task(
@@ -548,8 +667,13 @@ def measure(
     metric = primary_metric(task_kind)
     answered = window.sample
     drift = ood = None
-    if window.requests == 0 or len(answered) == 0:
+    if window.requests == 0:
         messages.append("the window is empty: no traffic logged yet")
+    elif len(answered) == 0:
+        messages.append(
+            f"none of the window's {window.requests:,} requests was answered by the champion: "
+            "drift and OOD not measured"
+        )
     else:
         missing = [c for c in schema["features"] if c not in answered.columns]
         if missing:
@@ -588,7 +712,7 @@ def measure(
                 )
                 drift = replace(
                     drift,
-                    n_current_rows=window.requests,
+                    n_current_rows=window.champion_rows,
                     sampled=drift.sampled or window.sampled,
                 )
                 folder = monitor_dir(settings) / "reports" / now.strftime("%Y%m%dT%H%M%S")
@@ -611,12 +735,20 @@ def measure(
                     seed=settings.seed,
                 )
                 index.close()
-                ood = replace(ood, n_rows=window.requests, sampled=ood.sampled or window.sampled)
+                ood = replace(
+                    ood, n_rows=window.champion_rows, sampled=ood.sampled or window.sampled
+                )
                 result.ood = asdict(ood)
             except ValueError as exc:
                 messages.append(f"OOD not measured: {exc}")
     last_promotion, last_retrain = decision_times(state["history"])
-    labels = window.labels
+    all_labels = window.labels
+    labels = window.matured_labels()
+    if window.matured_before is not None:
+        messages.append(
+            f"live metrics on matured predictions only (older than label_delay_s "
+            f"{settings.label_delay_s:g} s): {len(labels):,} of {len(all_labels):,} labelled rows"
+        )
     if window.labels_every > 1:
         messages.append(
             f"live metrics on a 1-in-{window.labels_every} sample of the window's labels "
@@ -657,9 +789,11 @@ def measure(
         },
         prev_value,
     )
+    # What a drift retrain would learn from: every labelled request, young or matured.
     answered_labels = (
-        int(labels["role"].isin(("champion", "challenger")).sum()) if len(labels) else 0
+        int(all_labels["role"].isin(("champion", "challenger")).sum()) if len(all_labels) else 0
     )
+    result.labels = label_summary(window.label_figures, versions)
     result.performance = {
         "metric": metric.name,
         "champion": {"version": champion.version, "n": champ_n, **champ_details},
@@ -841,18 +975,31 @@ def request_retrain(
         return f"retraining (requested earlier): {earlier.reason}"
     resource = {"prefect.resource.id": f"driftloop.model.{settings.model_name}"}
     emit_event("driftloop.drift.detected", resource=resource, payload=decision.to_dict())
+    from pipelines.train import LIVE_SOURCE, accumulate_live_rows
+
     champion = state["versions"][CHAMPION]
     schema = schema_of(champion, settings)
-    recent = labelled_window(window, schema)
     path = monitor_dir(settings) / "retrain" / f"{decision_id}.parquet"
+    here = f"live window {path}"
+    fresh = labelled_window(window, schema, source=here)
+    earlier, note = champion_live_rows(settings, champion, schema)
+    if note:
+        _logger().warning("%s", note)
+    recent = accumulate_live_rows(earlier, fresh, settings.retrain_max_rows)
+    carried = int((recent[LIVE_SOURCE] != here).sum()) if len(recent) else 0
     path.parent.mkdir(parents=True, exist_ok=True)
     recent.to_parquet(path)
     run_name = trigger_retrain(settings, champion, path, idempotency_key=decision_id)
+    added = (
+        f"{len(recent)} labelled live rows added ({len(recent) - carried} from this window, "
+        f"{carried} carried from v{champion.version}'s training data, at most "
+        f"retrain_max_rows {settings.retrain_max_rows:,})"
+    )
     registry.history.append(
         AliasMove.now(
             action="retrain",
             moves={},
-            reason=f"{decision.reason}; {len(recent)} labelled recent rows added; {run_name}",
+            reason=f"{decision.reason}; {added}; {run_name}",
             actor="monitor",
             figures=figures,
             decision_id=decision_id,
@@ -861,7 +1008,7 @@ def request_retrain(
     registry.set_tags(
         champion.version, {"last_monitor_decision": f"retrain: {decision.reason}"[:4900]}
     )
-    return f"retraining: {run_name} with {len(recent)} recent labelled rows"
+    return f"retraining: {run_name} with {added}"
 
 
 def trigger_retrain(
@@ -908,9 +1055,17 @@ def trigger_retrain(
 
 
 def numeric_figures(figures: dict[str, Any]) -> dict[str, float]:
+    """The numbers among the figures (MLflow metrics, history figures); an interval
+    ``[low, high]`` becomes ``<name>_low`` and ``<name>_high``."""
+    flat: dict[str, Any] = {}
+    for k, v in figures.items():
+        if isinstance(v, list | tuple) and len(v) == 2 and k.endswith("_interval"):
+            flat[f"{k}_low"], flat[f"{k}_high"] = v
+        else:
+            flat[k] = v
     return {
         k: float(v)
-        for k, v in figures.items()
+        for k, v in flat.items()
         if isinstance(v, int | float) and not isinstance(v, bool) and v == v
     }
 
@@ -996,12 +1151,34 @@ def check_markdown(result: CheckResult) -> str:
     for name, share in shares.get("current", {}).items():
         before = shares.get("reference", {}).get(name, 0.0)
         lines.append(f"| share predicted {name} | {before:.1%} → {share:.1%} |")
+    if result.labels:
+        lines += [
+            "",
+            "| version | aliases | rows | matured | labelled | coverage | "
+            "label delay p50 / p90 (s) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for version, entry in result.labels.items():
+            lines.append(
+                f"| v{version} | {', '.join(entry.get('aliases', [])) or '-'} | {entry['rows']} "
+                f"| {entry['matured_rows']} | {entry['labelled_rows']} "
+                f"| {_share(entry.get('coverage'))} | {_seconds(entry.get('delay_p50_s'))} / "
+                f"{_seconds(entry.get('delay_p90_s'))} |"
+            )
     if result.acted:
         lines += ["", f"Action taken: {result.acted}"]
     if result.report_html:
         lines += ["", f"Evidently report: [{result.report_html}](file://{result.report_html})"]
     lines += [f"- {m}" for m in result.messages]
     return "\n".join(lines)
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
 
 
 # -- the flow --------------------------------------------------------------------------------
@@ -1063,9 +1240,7 @@ def check(
     window = read_window(settings, rows, seconds)
     figures, result = measure(settings, window, state)
     figures = replace(figures, **read_fallbacks(settings, state, rows, seconds))
-    decision = decide(figures, thresholds_from(settings))
-    result.decision = decision.to_dict()
-    result.figures = figures.to_dict()
+    decision = conclude(settings, figures, result)
     logger.info("%s: %s", decision.action, decision.reason)
     if act_on_decision and decision.action != Action.NONE:
         result.acted = act(settings, decision, window, state, check_id)
@@ -1073,6 +1248,17 @@ def check(
     if settings.log_retention_s is not None:
         prune_log(settings, settings.log_retention_s)
     return result.to_dict()
+
+
+def conclude(settings: Settings, figures: Figures, result: CheckResult) -> Decision:
+    """The policy's decision on the figures; the check's label coverage and delay figures
+    go beside the policy's, in the result and in the decision (and so in the history)."""
+    decision = decide(figures, thresholds_from(settings))
+    labels = label_figure_values(result.labels)
+    decision = replace(decision, figures={**decision.figures, **labels})
+    result.decision = decision.to_dict()
+    result.figures = {**figures.to_dict(), **labels}
+    return decision
 
 
 def window_of(

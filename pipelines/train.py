@@ -52,6 +52,15 @@ from registry.decision import DECISION_KEY, Decision, check_positive_class
 REGISTRATION_KEY_TAG = "driftloop.registration_key"
 MODEL_URI_TAG = "driftloop.model_uri"
 
+# The live rows a drift retrain adds carry where each came from, when it was logged and
+# its request id; training drops these columns (they are not features).
+LIVE_SOURCE = "_driftloop_source"
+LIVE_LOGGED_AT = "_driftloop_logged_at"
+LIVE_REQUEST_ID = "_driftloop_request_id"
+LIVE_COLUMNS = (LIVE_SOURCE, LIVE_LOGGED_AT, LIVE_REQUEST_ID)
+RETRAIN_DATA_ARTIFACTS = "retrain_data"
+"""The training run's folder of the live rows it added (the next retrain builds on them)."""
+
 # Tasks take frames and fitted models: never hash them into cache keys.
 LOCAL = dict(cache_policy=NO_CACHE)
 SERVER_RETRIES = dict(
@@ -441,6 +450,9 @@ def log_and_register(
             snapshot.task, holdout[snapshot.target], labels, importance
         ).items():
             mlflow.log_figure(figure, f"plots/{name}")
+        added = extra_tags.get("recent_rows_added")
+        if added and Path(added).is_file():  # what the next drift retrain builds on
+            mlflow.log_artifact(added, RETRAIN_DATA_ARTIFACTS)
         # The reference sample the monitor compares live traffic with.
         reference = train.sample(min(len(train), 5000), random_state=settings.seed)
         log_frame(reference, "reference/train_sample.parquet")
@@ -773,14 +785,47 @@ def train_flow(
     return result.to_dict()
 
 
+def accumulate_live_rows(
+    earlier: pd.DataFrame, window: pd.DataFrame, max_rows: int
+) -> pd.DataFrame:
+    """The live rows a drift retrain trains on: the champion's earlier live rows plus the
+    new window's, each request once (its earliest copy), the newest `max_rows` kept.
+
+    Rows without a logging time (files of older versions) count as the oldest; rows
+    without a source are named by the caller before they come here.
+    """
+    frames = [f for f in (earlier, window) if not f.empty]
+    if not frames:
+        return window.iloc[0:0]
+    rows = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].copy()
+    if LIVE_REQUEST_ID in rows.columns:
+        ids = rows[LIVE_REQUEST_ID]
+        rows = rows[ids.isna() | ~ids.duplicated(keep="first")]
+    if LIVE_LOGGED_AT in rows.columns:
+        order = pd.to_numeric(rows[LIVE_LOGGED_AT], errors="coerce").fillna(float("-inf"))
+        rows = rows.iloc[order.argsort(kind="stable").to_numpy()]
+    return rows.tail(max_rows).reset_index(drop=True)
+
+
 def append_recent(snapshot: Snapshot, path: Path) -> Snapshot:
-    """Add recent labelled rows (same columns) to the training snapshot."""
+    """Add recent labelled rows (same columns) to the training snapshot.
+
+    Each added row's origin is its `LIVE_SOURCE` value when the file has one (rows
+    carried over from earlier retrains name their own window), else ``live window
+    <path>``: contract failures count offending rows per origin.
+    """
     from data.sources import load_table
 
     recent = load_table(path)
     missing = [c for c in [*snapshot.features, snapshot.target] if c not in recent.columns]
     if missing:
         raise ValueError(f"{path} lacks columns {missing} that the model needs")
+    here = f"live window {path}"
+    sources = (
+        recent[LIVE_SOURCE].fillna(here).astype(str).to_numpy()
+        if LIVE_SOURCE in recent.columns
+        else [here] * len(recent)
+    )
     columns = list(snapshot.frame.columns)
     recent = recent[[c for c in columns if c in recent.columns]].copy()
     time_column = snapshot.time_column
@@ -794,9 +839,7 @@ def append_recent(snapshot: Snapshot, path: Path) -> Snapshot:
         if snapshot.provenance is not None
         else pd.Series(snapshot.source, index=snapshot.frame.index)
     )
-    origin = pd.concat(
-        [before, pd.Series(f"live window {path}", index=recent.index)], ignore_index=True
-    )
+    origin = pd.concat([before, pd.Series(sources, index=recent.index)], ignore_index=True)
     frame = pd.concat([snapshot.frame, recent], ignore_index=True)
     if snapshot.time_column:
         order = frame[snapshot.time_column].argsort(kind="stable").to_numpy()

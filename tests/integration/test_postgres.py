@@ -183,6 +183,13 @@ def test_prediction_log_on_postgres_reads_back_what_sqlite_reads(
         bounds = log.window("pg-model", rows=25)
         sample = log.sample(bounds, max_rows=10, seed=3)
         labelled = log.labelled(bounds).rows.sort_values(["role", "label"])
+        # Label coverage and delay by aggregate SQL (nearest-rank percentiles by OFFSET).
+        label_figures = [
+            (f.model_version, f.rows_by_role, f.matured_rows, f.labelled_rows, f.labels)
+            for f in log.label_figures(bounds, matured_before=1_700_000_020.0)
+        ]
+        delays = [(f.delay_p50_s, f.delay_p90_s) for f in log.label_figures(bounds) if f.labels]
+        assert delays and all(0 < p50 <= p90 for p50, p90 in delays), delays
         reads[name] = (
             bounds.requests,
             bounds.shadow_rows,
@@ -193,6 +200,7 @@ def test_prediction_log_on_postgres_reads_back_what_sqlite_reads(
             log.prune(1_700_000_010.0, model_name="pg-model", batch_rows=4),
             log.window("pg-model").requests,
             log.count("other"),
+            label_figures,
         )
         log.close()
     for receipt in receipts.values():
@@ -203,6 +211,15 @@ def test_prediction_log_on_postgres_reads_back_what_sqlite_reads(
         )
     assert reads["postgres"][:3] == (25, 1, 10)  # the shadow row is in range, not counted
     assert reads["postgres"] == reads["sqlite"], reads
+    # v1: r5..r29 but multiples of 3, 11 of them logged by ts 20, labelled r8 r16 r20 (r28
+    # too young); v2: 8 answers and the r0 shadow row, labelled r12 r0 (r24 too young).
+    # Matured rows are counted by id up to the newest row logged by the cutoff: the r0
+    # shadow row, appended after r29 with an older ts, is not among them (5, not 6), while
+    # its label counts by its own ts.
+    assert reads["postgres"][-1] == [
+        ("1", {"champion": 17}, 11, 3, 4),
+        ("2", {"challenger": 8, "shadow": 1}, 5, 2, 3),
+    ]
     pg, lite = frames["postgres"], frames["sqlite"]
     assert len(pg) == 20 and list(pg.columns) == list(lite.columns)
     assert pg["request_id"].tolist() == lite["request_id"].tolist()
