@@ -933,11 +933,12 @@ class PredictionLog:
                 .limit(1)
             ).scalar()
             matured_last = min(bounds.last_id, int(newest) if newest is not None else -1)
-        matured_counts = (
-            self._role_counts(conn, name, bounds.first_id, matured_last)
-            if matured_last >= bounds.first_id
-            else {}
-        )
+        if matured_last == bounds.last_id:  # every row matured: the window's own counts
+            matured_counts = dict(bounds.rows_by_role)
+        elif matured_last >= bounds.first_id:
+            matured_counts = self._role_counts(conn, name, bounds.first_id, matured_last)
+        else:
+            matured_counts = {}
         out: dict[str, dict[str, tuple[int, int]]] = {}
         for role, n in bounds.rows_by_role.items():
             in_role = [
