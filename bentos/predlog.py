@@ -741,7 +741,8 @@ class PredictionLog:
 
     def labelled(self, bounds: WindowBounds, max_labels: int | None = None) -> Labelled:
         """The window's rows that have a label (all roles, shadow included): model_version,
-        role, timestamp, prediction, label. Narrow: no features are read.
+        role, timestamp, prediction, label, scores (a classifier's ``{class: probability}``,
+        else None). Narrow: no features are read.
 
         One row per labelled prediction, with the request's first label (`first_labels`).
         The model's labels logged since the window began are read first (a label comes
@@ -750,7 +751,7 @@ class PredictionLog:
         label (by id, so spread evenly over time) is used, k = ceil(labels / max_labels):
         counting them is an index-only scan, the lookups are bounded.
         """
-        columns = ["model_version", "role", "timestamp", "prediction", "label"]
+        columns = ["model_version", "role", "timestamp", "prediction", "label", "scores"]
         if bounds.requests == 0 or bounds.first_id is None or bounds.last_id is None:
             return Labelled(pd.DataFrame(columns=columns), 0, 1)
         f = feedback_table.c
@@ -778,6 +779,7 @@ class PredictionLog:
         ts = [r[4] for r in rows]
         preds = [_json_value(r[5]) for r in rows]
         values = [_json_value(label_of[r[1]]) for r in rows]
+        scores = [None if r[6] is None else _json_value(r[6]) for r in rows]
         frame = pd.DataFrame(
             {
                 "model_version": pd.Categorical(versions),
@@ -785,14 +787,15 @@ class PredictionLog:
                 "timestamp": pd.to_datetime(ts, unit="s", utc=True),
                 "prediction": pd.Series(preds, dtype=object),
                 "label": pd.Series(values, dtype=object),
+                "scores": pd.Series(scores, dtype=object),
             },
             columns=columns,
         )
         return Labelled(frame, candidates, every)
 
     def _labelled_predictions(self, bounds: WindowBounds, request_ids: list[str]) -> list[Any]:
-        """(id, request_id, model_version, role, ts, prediction) of the window's rows (all
-        roles) answering these requests, looked up by request id.
+        """(id, request_id, model_version, role, ts, prediction, scores) of the window's rows
+        (all roles) answering these requests, looked up by request id.
 
         Two steps, not one join: joined in SQL, SQLite scans the whole window's id range and
         probes the labels for every row (28 s at 10M rows); looked up by request id, the
@@ -816,6 +819,7 @@ class PredictionLog:
                     c.role,
                     c.ts,
                     self._json_text(c.prediction),
+                    self._json_text(c.scores),
                 ).where(
                     c.model_name == bounds.model_name,
                     c.id.between(bounds.first_id, bounds.last_id),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -325,9 +325,14 @@ class PerformanceResult:
 
 
 def measure_performance(
-    y_true: Sequence[Any], y_pred: Sequence[Any], task: Task
+    y_true: Sequence[Any],
+    y_pred: Sequence[Any],
+    task: Task,
+    scores: Sequence[Mapping[str, float] | None] | None = None,
 ) -> PerformanceResult:
-    """RMSE/MAE or accuracy/macro F1 on the rows that have both a label and a prediction.
+    """RMSE/MAE or accuracy/macro F1 on the rows that have both a label and a prediction;
+    for a classifier whose rows carry class probabilities (`scores`), also roc_auc and
+    log_loss on the rows that have them (`score_metrics`).
 
     Rows without a label (feedback not in yet) are skipped and not counted in ``n_labelled``.
     """
@@ -366,4 +371,45 @@ def measure_performance(
             "accuracy": float(accuracy_score(labels, predicted)),
             "f1_macro": float(f1_score(labels, predicted, average="macro", zero_division=0)),
         }
+        if scores is not None:
+            metrics.update(score_metrics(t_keys, scores))
     return PerformanceResult(task, len(pairs), metrics, primary, higher)
+
+
+def score_metrics(
+    label_keys: Sequence[str | None], scores: Sequence[Mapping[str, float] | None]
+) -> dict[str, float]:
+    """roc_auc (binary: of the second class in sorted order, which gives the same area as
+    the first; more classes: one-vs-rest, macro) and log_loss, on the labelled rows whose
+    scores name every class of the scored rows; {} when fewer than two classes were
+    labelled or no row has scores."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    if len(label_keys) != len(scores):
+        raise ValueError(f"{len(label_keys)} labels but {len(scores)} score rows")
+    rows = [
+        (key, {str(k): float(v) for k, v in s.items()})
+        for key, s in zip(label_keys, scores, strict=True)
+        if key is not None and isinstance(s, Mapping) and s
+    ]
+    if not rows:
+        return {}
+    classes = sorted({c for _, s in rows for c in s})
+    rows = [(key, s) for key, s in rows if key in s and all(c in s for c in classes)]
+    seen = {key for key, _ in rows}
+    if len(seen) < 2:
+        return {}
+    truth = [key for key, _ in rows]
+    proba = np.array([[s[c] for c in classes] for _, s in rows], dtype=np.float64)
+    if not np.isfinite(proba).all():
+        return {}
+    if len(classes) == 2:
+        auc = roc_auc_score([k == classes[1] for k in truth], proba[:, 1])
+    elif len(seen) == len(classes):
+        auc = roc_auc_score(truth, proba, multi_class="ovr", labels=classes)
+    else:
+        auc = math.nan  # one-vs-rest needs every class labelled
+    result = {"log_loss": float(log_loss(truth, proba, labels=classes))}
+    if not math.isnan(auc):
+        result["roc_auc"] = float(auc)
+    return result

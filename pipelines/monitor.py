@@ -320,7 +320,10 @@ def live_metric(
     rows = version_rows(labels, version, roles, since)
     if rows.empty:
         return None, 0, {}
-    result = measure_performance(rows["label"].tolist(), rows["prediction"].tolist(), task)
+    scores = rows["scores"].tolist() if "scores" in rows.columns else None
+    result = measure_performance(
+        rows["label"].tolist(), rows["prediction"].tolist(), task, scores=scores
+    )
     return result.value, result.n_labelled, dict(result.metrics)
 
 

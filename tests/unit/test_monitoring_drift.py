@@ -227,3 +227,35 @@ def test_performance_without_labels_has_no_value() -> None:
 def test_performance_refuses_mismatched_lengths() -> None:
     with pytest.raises(ValueError, match="3 labels but 2 predictions"):
         measure_performance([1, 2, 3], [1, 2], "regression")
+
+
+def test_live_classifier_metrics_include_roc_auc_and_log_loss_when_scores_were_logged() -> None:
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    from monitoring.drift import measure_performance
+
+    labels = ["Yes", "No", "Yes", "No", "No", "Yes"]
+    p_yes = [0.9, 0.2, 0.4, 0.6, 0.1, 0.8]
+    scores = [{"No": 1 - p, "Yes": p} for p in p_yes]
+    predicted = ["Yes" if p >= 0.5 else "No" for p in p_yes]
+    result = measure_performance(labels, predicted, "classification", scores=scores)
+    assert result.metrics["roc_auc"] == pytest.approx(
+        roc_auc_score([x == "Yes" for x in labels], p_yes)
+    )
+    assert result.metrics["log_loss"] == pytest.approx(
+        log_loss(labels, [[1 - p, p] for p in p_yes], labels=["No", "Yes"])
+    )
+    # rows without scores (a labels-only version) are left out of the score metrics only
+    partial = measure_performance(
+        labels, predicted, "classification", scores=[None, None, *scores[2:]]
+    )
+    assert partial.n_labelled == 6
+    assert partial.metrics["roc_auc"] == pytest.approx(
+        roc_auc_score([x == "Yes" for x in labels[2:]], p_yes[2:])
+    )
+    # no scores at all: the label metrics only
+    plain = measure_performance(labels, predicted, "classification")
+    assert set(plain.metrics) == {"accuracy", "f1_macro"}
+    # one class labelled: no area to compute
+    one = measure_performance(["Yes"] * 3, ["Yes"] * 3, "classification", scores=scores[:3])
+    assert "roc_auc" not in one.metrics
