@@ -106,6 +106,9 @@ def prepare_environment(settings: Settings) -> None:
         os.environ["PREFECT_API_URL"] = stack["prefect_api_url"]
     else:
         os.environ.setdefault("PREFECT_HOME", str(state / "prefect"))
+        # Embedded mode starts Prefect's temporary server in this process; its 20 s default
+        # start-up bound fails the first command on a busy machine.
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     no_uri = not settings.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI")
     if no_uri and stack and stack.get("mlflow_tracking_uri"):
         os.environ["MLFLOW_TRACKING_URI"] = stack["mlflow_tracking_uri"]

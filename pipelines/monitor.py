@@ -878,7 +878,7 @@ def act(
     if decision.action == Action.RETRAIN:
         return request_retrain(settings, registry, decision, window, state, figures, decision_id)
     if decision.action == Action.RETRAIN_PENDING:
-        return retrain_pending(settings, registry, decision, state)
+        return retrain_pending(settings, registry, decision, state, figures, decision_id)
     return None
 
 
@@ -908,15 +908,32 @@ def retire_challenger(
 
 
 def retrain_pending(
-    settings: Settings, registry: Registry, decision: Decision, state: dict[str, Any]
+    settings: Settings,
+    registry: Registry,
+    decision: Decision,
+    state: dict[str, Any],
+    figures: dict[str, float] | None = None,
+    decision_id: str = "",
 ) -> str:
-    """Drift without enough labels: say so (champion tag; event and alert once per episode,
-    not at every scheduled check); the next checks retrain when the labels are in."""
+    """Drift without enough labels: say so (champion tag; a history record, an event and
+    an alert once per episode, not at every scheduled check); the next checks retrain
+    when the labels are in."""
     from prefect.events import emit_event
 
     champion = state["versions"][CHAMPION]
     already = champion.tags.get("last_monitor_decision", "").startswith(RETRAIN_PENDING_PREFIX)
-    if not already:
+    # A retry of this decision finds its record: no second record, no second alert.
+    if not already and registry.history.find(decision_id) is None:
+        registry.history.append(
+            AliasMove.now(
+                action="retrain-pending",
+                moves={},
+                reason=decision.reason,
+                actor="monitor",
+                figures=figures or {},
+                decision_id=decision_id,
+            )
+        )
         resource = {"prefect.resource.id": f"driftloop.model.{settings.model_name}"}
         emit_event("driftloop.retrain.pending", resource=resource, payload=decision.to_dict())
     registry.set_tags(champion.version, {"last_monitor_decision": decision.reason[:4900]})
