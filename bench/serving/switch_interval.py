@@ -18,10 +18,10 @@ import sys
 
 from bench.common import workdir
 from bench.model import prepare_model
+from bench.servers import checkout_bentos, driftloop_server, mlflow_server
 from bench.serving import run as srun
 from bench.serving.loadgen import run_load
 from bench.serving.run import API_KEY, _settings
-from bench.servers import checkout_bentos, driftloop_server, mlflow_server
 
 ALWAYS_ON_COMMIT = "26e82b4"  # main with sys.setswitchinterval(0.001) at worker start
 CELLS = ((1, 8), (100, 64), (1, 64))
