@@ -751,7 +751,15 @@ class PredictionLog:
         label (by id, so spread evenly over time) is used, k = ceil(labels / max_labels):
         counting them is an index-only scan, the lookups are bounded.
         """
-        columns = ["model_version", "role", "timestamp", "prediction", "label", "scores"]
+        columns = [
+            "model_version",
+            "role",
+            "timestamp",
+            "prediction",
+            "label",
+            "scores",
+            "label_delay_s",
+        ]
         if bounds.requests == 0 or bounds.first_id is None or bounds.last_id is None:
             return Labelled(pd.DataFrame(columns=columns), 0, 1)
         f = feedback_table.c
@@ -767,18 +775,22 @@ class PredictionLog:
         labels = first_labels(bounds.model_name, *recent)
         with self.engine.connect() as conn:
             label_of = {
-                request_id: label
+                request_id: (label, label_ts)
                 for chunk in self._chunks(
-                    conn, sa.select(labels.c.request_id, self._json_text(labels.c.label))
+                    conn,
+                    sa.select(
+                        labels.c.request_id, self._json_text(labels.c.label), labels.c.label_ts
+                    ),
                 )
-                for request_id, label in chunk
+                for request_id, label, label_ts in chunk
             }
         rows = sorted(self._labelled_predictions(bounds, list(label_of)))
         versions = [r[2] for r in rows]
         roles = [r[3] for r in rows]
         ts = [r[4] for r in rows]
         preds = [_json_value(r[5]) for r in rows]
-        values = [_json_value(label_of[r[1]]) for r in rows]
+        values = [_json_value(label_of[r[1]][0]) for r in rows]
+        delays = [float(label_of[r[1]][1]) - float(r[4]) for r in rows]
         scores = [None if r[6] is None else _json_value(r[6]) for r in rows]
         frame = pd.DataFrame(
             {
@@ -788,6 +800,7 @@ class PredictionLog:
                 "prediction": pd.Series(preds, dtype=object),
                 "label": pd.Series(values, dtype=object),
                 "scores": pd.Series(scores, dtype=object),
+                "label_delay_s": pd.Series(delays, dtype=np.float64),
             },
             columns=columns,
         )
@@ -834,6 +847,7 @@ class PredictionLog:
         bounds: WindowBounds,
         matured_before: float | None = None,
         max_labels: int | None = None,
+        labelled: Labelled | None = None,
     ) -> list[VersionLabels]:
         """Label coverage and label delay of each model version in the window: rows per
         version and role, how many of the matured ones (logged by `matured_before`; None =
@@ -848,6 +862,10 @@ class PredictionLog:
         joined and the counts are scaled by k (`labels_every`). A role's rows are counted
         by version (a scan of that role) only when it holds more than one version in the
         window (a promotion inside it). Percentiles are nearest-rank: rank ceil(q·n).
+
+        `labelled`: this window's `labelled(bounds, max_labels)`, when the caller read it
+        already; its rows carry the same (version, role, time, delay), so the labels are
+        not read a second time.
         """
         if bounds.requests == 0 or bounds.first_id is None or bounds.last_id is None:
             return []
@@ -859,42 +877,64 @@ class PredictionLog:
         # the request id index instead of scanning the whole window (as `labelled` does).
         in_window = [c.model_name == name, (c.id + 0).between(bounds.first_id, bounds.last_id)]
         matured = sa.true() if matured_before is None else c.ts <= matured_before
+        delays: dict[tuple[str, str], list[tuple[int, float]]] = {}
         with self.engine.connect() as conn:
-            candidates = int(conn.execute(sa.select(sa.func.count()).where(*recent)).scalar_one())
-            every = (
-                1 if not max_labels or candidates <= max_labels else -(-candidates // max_labels)
-            )
-            if every > 1:
-                recent.append(f.id % every == 0)
-            labels = first_labels(name, *recent)
-            # One pass over the (sampled) labels: version, role, matured?, delay of each
-            # labelled row; at most `max_labels` × the rows a request has (shadow included).
-            query = (
-                sa.select(
-                    c.model_version,
-                    c.role,
-                    sa.case((matured, 1), else_=0),
-                    labels.c.label_ts - c.ts,
+            if labelled is not None:
+                every = labelled.every
+                frame = labelled.rows
+                cutoff = (
+                    None
+                    if matured_before is None
+                    else pd.Timestamp(matured_before, unit="s", tz="UTC")
                 )
-                .select_from(labels.join(predictions_table, c.request_id == labels.c.request_id))
-                .where(*in_window)
-            )
-            delays: dict[tuple[str, str], list[tuple[int, float]]] = {}
-            for chunk in self._chunks(conn, query):
-                for version, role, is_matured, delay in chunk:
-                    delays.setdefault((str(version), str(role)), []).append(
-                        (int(is_matured), float(delay))
+                for version, role, stamp, delay in zip(
+                    frame["model_version"].astype(str),
+                    frame["role"].astype(str),
+                    frame["timestamp"],
+                    frame["label_delay_s"],
+                    strict=True,
+                ):
+                    is_matured = cutoff is None or stamp <= cutoff
+                    delays.setdefault((version, role), []).append((int(is_matured), float(delay)))
+            else:
+                candidates = int(
+                    conn.execute(sa.select(sa.func.count()).where(*recent)).scalar_one()
+                )
+                every = (
+                    1
+                    if not max_labels or candidates <= max_labels
+                    else -(-candidates // max_labels)
+                )
+                if every > 1:
+                    recent.append(f.id % every == 0)
+                labels = first_labels(name, *recent)
+                # One pass over the (sampled) labels: version, role, matured?, delay of each
+                # labelled row; at most `max_labels` × the rows a request has (shadow incl.).
+                query = (
+                    sa.select(
+                        c.model_version,
+                        c.role,
+                        sa.case((matured, 1), else_=0),
+                        labels.c.label_ts - c.ts,
                     )
-            labelled = {
-                key: (len(found), sum(m for m, _ in found)) for key, found in delays.items()
-            }
-            rows = self._rows_by_version(conn, bounds, matured_before, labelled)
+                    .select_from(
+                        labels.join(predictions_table, c.request_id == labels.c.request_id)
+                    )
+                    .where(*in_window)
+                )
+                for chunk in self._chunks(conn, query):
+                    for version, role, is_matured, delay in chunk:
+                        delays.setdefault((str(version), str(role)), []).append(
+                            (int(is_matured), float(delay))
+                        )
+            counted = {key: (len(found), sum(m for m, _ in found)) for key, found in delays.items()}
+            rows = self._rows_by_version(conn, bounds, matured_before, counted)
         figures = []
         for version in sorted(rows, key=_version_order):
             by_role = rows[version]
             mine = [d for role in by_role for _, d in delays.get((version, role), [])]
             matured_rows = sum(m for _, m in by_role.values())
-            matured_labelled = sum(labelled.get((version, role), (0, 0))[1] for role in by_role)
+            matured_labelled = sum(counted.get((version, role), (0, 0))[1] for role in by_role)
             p50, p90 = _nearest_ranks(mine, (0.5, 0.9))
             figures.append(
                 VersionLabels(

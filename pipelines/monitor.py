@@ -557,7 +557,9 @@ def read_window(
             roles=("champion",),
         )
         labelled = log.labelled(bounds, settings.live_max_labels)
-        label_figures = log.label_figures(bounds, matured_before, settings.live_max_labels)
+        label_figures = log.label_figures(
+            bounds, matured_before, settings.live_max_labels, labelled=labelled
+        )
     finally:
         log.close()
     return MonitorWindow(

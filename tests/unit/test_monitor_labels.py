@@ -70,6 +70,12 @@ def test_label_figures_give_coverage_and_delay_per_version(tmp_path: Path) -> No
     assert matured["1"].coverage == pytest.approx(0.80)
     assert matured["1"].labels == 40  # delays still over every label
 
+    # From the labelled rows the monitor read already: the same figures, no second read.
+    for cutoff in (None, t0 + 49):
+        assert log.label_figures(
+            bounds, matured_before=cutoff, labelled=log.labelled(bounds)
+        ) == log.label_figures(bounds, matured_before=cutoff)
+
     nothing = log.label_figures(log.window("n"))
     assert [(f.model_version, f.labels, f.coverage, f.delay_p50_s) for f in nothing] == [
         ("1", 0, 0.0, None)
@@ -105,6 +111,9 @@ def test_label_figures_split_a_role_between_versions_and_bound_the_labels(
     assert sampled["3"].rows == 300  # rows are exact counts, never sampled
     assert 100 <= sampled["3"].labelled_rows <= 200  # about 150: 1 in 4, scaled by 4
     assert sampled["3"].delay_p50_s == 10.0
+    assert log.label_figures(
+        bounds, max_labels=50, labelled=log.labelled(bounds, max_labels=50)
+    ) == log.label_figures(bounds, max_labels=50)
     log.close()
 
 
