@@ -38,6 +38,7 @@ def gate(
     champion_version: str | None = None,
     champion_error: str | None = None,
     losers_as_challenger: bool = False,
+    compared_on: str = "the same holdout",
 ) -> GateDecision:
     """Decide the new version's alias.
 
@@ -64,7 +65,7 @@ def gate(
     gain = relative_improvement(new_score, champion_score, higher_is_better)
     comparison = (
         f"{metric} {new_score:.4g} vs champion v{champion_version} {champion_score:.4g} "
-        f"on the same holdout ({gain:+.1%}, margin {margin:.1%})"
+        f"on {compared_on} ({gain:+.1%}, margin {margin:.1%})"
     )
     meets_margin = gain >= margin - 1e-9  # "at least the margin", robust to float error
     if meets_margin and policy == "auto":

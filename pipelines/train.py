@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -55,6 +56,8 @@ MODEL_URI_TAG = "driftloop.model_uri"
 # The live rows a drift retrain adds carry where each came from, when it was logged and
 # its request id; training drops these columns (they are not features).
 LIVE_SOURCE = "_driftloop_source"
+LIVE_ORIGIN_PREFIX = "live window"  # how the origin of every row from a live window begins
+MIN_LIVE_GATE_ROWS = 30  # fewest live-window holdout rows the gate compares on (else all)
 LIVE_LOGGED_AT = "_driftloop_logged_at"
 LIVE_REQUEST_ID = "_driftloop_request_id"
 LIVE_COLUMNS = (LIVE_SOURCE, LIVE_LOGGED_AT, LIVE_REQUEST_ID)
@@ -511,16 +514,37 @@ def earlier_registration(
 
 
 @task(name="score-champion", **SERVER_RETRIES, timeout_seconds=300)
+def live_holdout_rows(snapshot: Snapshot, holdout: pd.DataFrame) -> np.ndarray | None:
+    """Which holdout rows came from live windows (a drift retrain), when there are at least
+    `MIN_LIVE_GATE_ROWS` of them; None otherwise.
+
+    The gate compares a drift retrain with the champion on these rows: the traffic the
+    new version will serve. On the whole holdout the training file's rows, which the
+    champion still handles well, can outweigh the drifted ones, and a retrain that fixes
+    the drift loses the gate by a small average gain (seen with 17 % drifted rows: +0.8 %
+    against a 2 % margin, while the champion's F1 on the drifted rows was 0.16).
+    """
+    if snapshot.provenance is None:
+        return None
+    origin = snapshot.provenance.reindex(holdout.index).astype(str)
+    live = origin.str.startswith(LIVE_ORIGIN_PREFIX).to_numpy()
+    return live if int(live.sum()) >= MIN_LIVE_GATE_ROWS else None
+
+
 def score_champion(
-    settings: Settings, snapshot: Snapshot, holdout: pd.DataFrame
-) -> tuple[str | None, dict[str, float] | None, str | None]:
-    """The current champion's metrics on the new holdout: (version, metrics, error)."""
+    settings: Settings,
+    snapshot: Snapshot,
+    holdout: pd.DataFrame,
+    live: np.ndarray | None = None,
+) -> tuple[str | None, dict[str, float] | None, str | None, dict[str, float] | None]:
+    """The current champion's metrics on the new holdout: (version, metrics, error, metrics
+    on the `live` rows of the holdout (None without them))."""
     import mlflow
 
     registry = make_registry(settings)
     champion = registry.by_alias(CHAMPION)
     if champion is None:
-        return None, None, None
+        return None, None, None, None
     try:
         model = mlflow.pyfunc.load_model(champion.model_uri)
         recorded = (model.metadata.metadata or {}).get(DECISION_KEY)
@@ -533,9 +557,18 @@ def score_champion(
     except Exception as exc:  # a different schema, a missing dependency...
         message = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         get_run_logger().warning("champion v%s cannot score: %s", champion.version, message)
-        return champion.version, None, message
+        return champion.version, None, message, None
     metrics = holdout_metrics(snapshot.task, holdout[snapshot.target], predictions, proba, classes)
-    return champion.version, metrics, None
+    live_metrics = None
+    if live is not None:
+        live_metrics = holdout_metrics(
+            snapshot.task,
+            holdout[snapshot.target].to_numpy()[live],
+            np.asarray(predictions)[live],
+            None if proba is None else np.asarray(proba)[live],
+            classes,
+        )
+    return champion.version, metrics, None, live_metrics
 
 
 @task(name="package", **SERVER_RETRIES, timeout_seconds=600)
@@ -716,7 +749,30 @@ def train_flow(
         snapshot.task, holdout[snapshot.target], predicted, proba, fitted.classes
     )
     main_metric = primary_metric(snapshot.task)
-    champion_version, champion_metrics, champion_error = score_champion(settings, snapshot, holdout)
+    live = live_holdout_rows(snapshot, holdout)
+    champion_version, champion_metrics, champion_error, champion_live = score_champion(
+        settings, snapshot, holdout, live
+    )
+    gate_new, gate_champion, compared_on = metrics, champion_metrics, "the same holdout"
+    if live is not None:
+        gate_new = holdout_metrics(
+            snapshot.task,
+            holdout[snapshot.target].to_numpy()[live],
+            np.asarray(predicted)[live],
+            None if proba is None else np.asarray(proba)[live],
+            fitted.classes,
+        )
+        gate_champion = champion_live
+        compared_on = (
+            f"the {int(live.sum())} live-window rows of the same holdout (the traffic it will "
+            f"serve; whole holdout of {len(holdout)} rows: {main_metric.name} "
+            f"{metrics[main_metric.name]:.4g}"
+            + (
+                f" vs {champion_metrics[main_metric.name]:.4g})"
+                if champion_metrics and main_metric.name in champion_metrics
+                else ")"
+            )
+        )
     registration_key = new_decision_id("train")  # created once: task retries reuse it
     version, run_id = log_and_register(
         settings,
@@ -745,18 +801,24 @@ def train_flow(
         index_reference(settings, version, snapshot, train)
     decision = gate(
         main_metric.name,
-        metrics[main_metric.name],
-        champion_metrics.get(main_metric.name) if champion_metrics else None,
+        gate_new[main_metric.name],
+        gate_champion.get(main_metric.name) if gate_champion else None,
         main_metric.higher_is_better,
         settings.promotion_margin,
         settings.promotion_policy,
         champion_version=champion_version,
         champion_error=champion_error,
         losers_as_challenger=settings.gate_losers_as_challenger,
+        compared_on=compared_on,
     )
     figures = {f"new_{k}": v for k, v in metrics.items()}
     if champion_metrics:
         figures.update({f"champion_{k}": v for k, v in champion_metrics.items()})
+    if live is not None:
+        figures["live_holdout_rows"] = int(live.sum())
+        figures.update({f"live_new_{k}": v for k, v in gate_new.items()})
+        if gate_champion:
+            figures.update({f"live_champion_{k}": v for k, v in gate_champion.items()})
     alias, reason = apply_gate(
         settings, version, decision, figures, champion_version, f"gate-{registration_key}"
     )

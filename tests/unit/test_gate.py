@@ -63,3 +63,41 @@ def test_relative_improvement_signs() -> None:
     assert relative_improvement(40, 50, higher_is_better=False) == pytest.approx(0.2)
     assert relative_improvement(0.9, 0.8, higher_is_better=True) == pytest.approx(0.125)
     assert relative_improvement(1.0, 0.0, higher_is_better=True) > 0
+
+
+def test_a_drift_retrain_is_compared_on_the_live_window_rows_of_the_holdout() -> None:
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from pipelines.train import MIN_LIVE_GATE_ROWS, live_holdout_rows
+
+    n_live = MIN_LIVE_GATE_ROWS + 5
+    provenance = pd.Series(
+        ["data/credit.csv"] * 100
+        + ["live window /state/retrain/w1.parquet"] * n_live
+        + ["live window of credit"] * 3
+    )
+    snapshot = SimpleNamespace(provenance=provenance)
+    holdout = pd.DataFrame(index=provenance.index[50:])  # 50 file rows, all live rows
+    live = live_holdout_rows(snapshot, holdout)  # type: ignore[arg-type]
+    assert live is not None and live.tolist() == [False] * 50 + [True] * (n_live + 3)
+    # too few live rows to judge on: the whole holdout is compared
+    few = pd.DataFrame(index=provenance.index[: 100 + MIN_LIVE_GATE_ROWS - 1])
+    assert live_holdout_rows(snapshot, few) is None  # type: ignore[arg-type]
+    assert live_holdout_rows(SimpleNamespace(provenance=None), holdout) is None  # type: ignore[arg-type]
+
+
+def test_the_gate_names_the_rows_it_compared_on() -> None:
+    decision = gate(
+        "f1_macro",
+        0.87,
+        0.16,
+        True,
+        0.02,
+        "challenger",
+        champion_version="1",
+        compared_on="the 120 live-window rows of the same holdout",
+    )
+    assert decision.alias == "challenger"
+    assert "on the 120 live-window rows of the same holdout" in decision.reason
