@@ -66,6 +66,20 @@ def record_fallback_event(
         )
 
 
+def prune_fallback_events(
+    log: PredictionLog, older_than: float, model_name: str | None = None
+) -> int:
+    """Delete fallback events logged before `older_than` (of `model_name`, else every
+    model's); returns how many. One row per episode and serving process: one statement."""
+    _ensure_table(log)
+    e = fallback_events_table.c
+    where = [e.ts < older_than]
+    if model_name is not None:
+        where.append(e.model_name == model_name)
+    with log.engine.begin() as conn:
+        return int(conn.execute(sa.delete(fallback_events_table).where(*where)).rowcount or 0)
+
+
 @dataclass(frozen=True)
 class FallbackCounts:
     """Of the champion's newest requests: how many it answered, how many `previous` did."""

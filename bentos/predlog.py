@@ -1152,7 +1152,8 @@ class PredictionLog:
         progress: Callable[[int, int], None] | None = None,
     ) -> tuple[int, int]:
         """Delete predictions and labels logged before `older_than`; returns (predictions,
-        labels) deleted.
+        labels) deleted (labels: those that count and the superseded ones kept in
+        `label_history`).
 
         In transactions of at most `batch_rows` rows each, so the service's writes wait
         for one short batch at a time, never for the whole prune. `progress(predictions,
@@ -1165,7 +1166,8 @@ class PredictionLog:
         if batch_rows <= 0:
             raise ValueError(f"batch_rows must be positive, got {batch_rows}")
         done = [0, 0]
-        for slot, table in enumerate((predictions_table, feedback_table)):
+        tables = ((0, predictions_table), (1, feedback_table), (1, label_history_table))
+        for slot, table in tables:
             where = [table.c.ts < cutoff]
             if model_name is not None:
                 where.append(table.c.model_name == model_name)

@@ -1181,26 +1181,30 @@ def log_prune(
 
         seconds = parse_duration(older_than, "--older-than")
         settings = settings_from(model_name=model_name)
+        from bentos.fallbacks import prune_fallback_events
         from bentos.predlog import PredictionLog
 
         cutoff = time.time() - seconds
         log = PredictionLog(settings.resolved_prediction_log_url())
         which = "every model" if all_models else settings.model_name
+        only = None if all_models else settings.model_name
         try:
             with err.status(f"pruning {which}'s log rows older than {older_than}…") as status:
                 deleted = log.prune(
                     cutoff,
-                    model_name=None if all_models else settings.model_name,
+                    model_name=only,
                     batch_rows=batch_rows,
                     progress=lambda p, f: status.update(
                         f"pruning {which}: {p:,} predictions, {f:,} labels deleted…"
                     ),
                 )
+                events = prune_fallback_events(log, cutoff, model_name=only)
         finally:
             log.close()
         console.print(
             f"deleted {deleted[0]:,} predictions and {deleted[1]:,} labels of {which} "
             f"logged before {_iso(cutoff)}"
+            + (f" (and {events:,} fallback events)" if events else "")
         )
 
     run_command(body)

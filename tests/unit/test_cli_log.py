@@ -6,9 +6,11 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from bentos.predlog import FeedbackRecord, PredictionLog
+from bentos.fallbacks import fallback_events_table, record_fallback_event
+from bentos.predlog import FeedbackRecord, PredictionLog, label_history_table
 from driftloop.cli import CliError, app, parse_duration
 
 
@@ -39,13 +41,24 @@ def test_log_prune_deletes_one_models_old_rows(
             rows.append((f"{model}-{i}", None, ts, model, "1", "champion", {"x": i}, i, 1.0))
     log.append(
         rows=rows,
-        feedback=[FeedbackRecord("pruned-model-0", "pruned-model", 1.0, now - 39 * 86_400)],
+        feedback=[
+            FeedbackRecord("pruned-model-0", "pruned-model", 1.0, now - 39 * 86_400),
+            # a later label for the same prediction: kept in label_history, pruned too
+            FeedbackRecord("pruned-model-0", "pruned-model", 2.0, now - 38 * 86_400),
+        ],
     )
+    record_fallback_event(log, "pruned-model", "2", "1", "ValueError: x", ts=now - 33 * 86_400)
+    record_fallback_event(log, "kept-model", "2", "1", "ValueError: y", ts=now - 33 * 86_400)
     runner = CliRunner()
     result = runner.invoke(app, ["log", "prune", "--older-than", "30d", "-m", "pruned-model"])
     assert result.exit_code == 0, result.output
-    assert "deleted 2 predictions and 1 labels of pruned-model" in result.output
+    assert "deleted 2 predictions and 2 labels of pruned-model" in result.output
+    assert "(and 1 fallback events)" in result.output
     assert log.count("pruned-model") == 1 and log.count("kept-model") == 3
+    with log.engine.connect() as conn:
+        left = conn.execute(sa.select(fallback_events_table.c.model_name)).scalars().all()
+        history = conn.execute(sa.select(sa.func.count()).select_from(label_history_table))
+        assert left == ["kept-model"] and history.scalar_one() == 0
     bad = runner.invoke(app, ["log", "prune", "--older-than", "soon"])
     assert bad.exit_code == 2 and "is not a duration" in bad.output
     log.close()
