@@ -8,10 +8,8 @@ tests/integration/test_serving.py show a service following it).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import mlflow
 import pytest
 from typer.testing import CliRunner
 
@@ -19,15 +17,10 @@ from driftloop.cli import app
 from registry import CANARY_SHARE_TAG, CHALLENGER, CHAMPION, Registry
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    root = tmp_path_factory.mktemp("mlflow-challenger")
-    uri = f"sqlite:///{root}/mlflow.db"
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment = client.create_experiment("t", artifact_location=(root / "art").as_uri())
-    run = client.create_run(experiment)
-    client.log_text(run.info.run_id, "not a model", "model/MLmodel")
-    yield uri, run.info.run_id
+@pytest.fixture
+def store(mlflow_store: tuple[str, str]) -> tuple[str, str]:
+    """The session's SQLite MLflow store (tests/unit/conftest.py); model names are unique."""
+    return mlflow_store
 
 
 @pytest.fixture()

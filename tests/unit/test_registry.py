@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import mlflow
 import pytest
 
 from registry import CHALLENGER, CHAMPION, PREVIOUS, Registry, RegistryError
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """A SQLite store with one logged artifact to register versions from."""
-    root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root}/mlflow.db"
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment = client.create_experiment("t", artifact_location=(root / "art").as_uri())
-    run = client.create_run(experiment)
-    client.log_text(run.info.run_id, "not a model", "model/MLmodel")
-    yield uri, run.info.run_id
+@pytest.fixture
+def store(mlflow_store: tuple[str, str]) -> tuple[str, str]:
+    """The session's SQLite MLflow store (tests/unit/conftest.py); model names are unique."""
+    return mlflow_store
 
 
 def make(store: tuple[str, str], name: str, versions: int, tmp_path: Path) -> Registry:

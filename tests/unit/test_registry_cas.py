@@ -7,10 +7,8 @@ tests/integration/test_moves.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import mlflow
 import pytest
 
 from pipelines.monitor import decision_times, expected_aliases
@@ -114,15 +112,10 @@ def test_expected_aliases_cover_every_alias() -> None:
 # -- on a SQLite store ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    root = tmp_path_factory.mktemp("mlflow-cas")
-    uri = f"sqlite:///{root}/mlflow.db"
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment = client.create_experiment("t", artifact_location=(root / "art").as_uri())
-    run = client.create_run(experiment)
-    client.log_text(run.info.run_id, "not a model", "model/MLmodel")
-    yield uri, run.info.run_id
+@pytest.fixture
+def store(mlflow_store: tuple[str, str]) -> tuple[str, str]:
+    """The session's SQLite MLflow store (tests/unit/conftest.py); model names are unique."""
+    return mlflow_store
 
 
 def promoted(store: tuple[str, str], name: str, wait_s: float = 5.0) -> Registry:
