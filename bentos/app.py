@@ -41,7 +41,7 @@ from bentos.follower import (
     ModelLoader,
     Snapshot,
 )
-from bentos.gateway import GatewayConfig, KeyScope, feedback_scope
+from bentos.gateway import LARGE_BODY_RECORDS, GatewayConfig, KeyScope, feedback_scope
 from bentos.metrics import ServingMetrics
 from bentos.predlog import (
     FeedbackRecord,
@@ -58,7 +58,7 @@ from registry import CANARY_SHARE_TAG, Registry
 log = logging.getLogger("driftloop.serving")
 # Requests with more records are validated in a worker thread, so one large body does
 # not hold the event loop; the common 1-100-record body stays on the loop (no hop).
-INLINE_VALIDATION_RECORDS = 256
+INLINE_VALIDATION_RECORDS = LARGE_BODY_RECORDS  # 256 (gateway: shorter switch interval)
 
 Scores = dict[str, float] | None  # a classifier's {class: probability} for one record
 Predicted = tuple[list[Any], list[dict[str, float]] | None]  # one model call's answers

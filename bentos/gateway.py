@@ -20,7 +20,8 @@ BentoML reads a body:
   objects of at most ``max_records`` entries (422), all in the same
   ``{"detail": [...]}`` shape as field errors. Bodies over ``INLINE_PARSE_BYTES``
   are parsed in a worker thread so health probes keep being answered, and while
-  any such body is in flight the GIL switch interval is short
+  any such body (or one of more than ``LARGE_BODY_RECORDS`` records) is in flight the
+  GIL switch interval is short
   (`LARGE_BODY_SWITCH_INTERVAL_S`): the event loop then waits ~1 ms, not 5, each
   time it needs the GIL back from the threads that parse, validate, predict and log
   that body. Small-body traffic keeps CPython's default, which it is faster with.
@@ -66,6 +67,7 @@ MAX_JSON_DEPTH = 32  # records are flat; BentoML's own parser gives up near 200 
 MAX_LISTED_ERRORS = 20  # a 422/400 body lists at most this many problems
 INLINE_PARSE_BYTES = 64 * 1024  # larger bodies are parsed in a worker thread
 LARGE_BODY_SWITCH_INTERVAL_S = 0.001  # while a larger body is in flight (default 0.005)
+LARGE_BODY_RECORDS = 256  # a body of more records is large too (the API validates it in a thread)
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 
 # The list the gateway parsed from the current request's body, for the API function.
@@ -522,7 +524,11 @@ class Gateway:
             return
         if len(body) <= INLINE_PARSE_BYTES:
             items, problems = read_envelope(body, list_field, config.max_records)
-            await self._answer(scope, headers, receive, send, list_field, items, problems)
+            if items is None or len(items) <= LARGE_BODY_RECORDS:
+                await self._answer(scope, headers, receive, send, list_field, items, problems)
+                return
+            with self.large_bodies:  # few bytes, many records: validated in a thread
+                await self._answer(scope, headers, receive, send, list_field, items, problems)
             return
         with self.large_bodies:  # keep the event loop answering (health probes) meanwhile
             items, problems = await asyncio.to_thread(
