@@ -16,6 +16,7 @@ from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -145,6 +146,35 @@ def user_errors() -> Iterator[None]:
     except ConnectionError as exc:
         err.print(f"[red]cannot reach a server:[/red] {escape(str(exc))}")
         raise typer.Exit(EXIT_CHECK_FAILED) from None
+    except (typer.Exit, typer.Abort, click.ClickException, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        # Never a traceback for the user: one line, the exit code, and how to see more.
+        if os.environ.get("DRIFTLOOP_VERBOSE"):
+            raise
+        message, code = describe_unexpected(exc)
+        err.print(
+            f"[red]error:[/red] {escape(message)} (DRIFTLOOP_VERBOSE=1 shows the traceback)",
+            soft_wrap=True,
+        )
+        raise typer.Exit(code) from None
+
+
+# MLflow error codes that mean the request named something wrong (the user's to fix).
+_MLFLOW_USAGE_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
+
+
+def describe_unexpected(exc: BaseException) -> tuple[str, int]:
+    """One line for an exception no command handled, and its exit code: 2 when MLflow
+    says the request named something that does not exist or is invalid, 1 otherwise."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if len(text) > 300:
+        text = text[:297] + "..."
+    code = getattr(exc, "error_code", None)
+    if type(exc).__module__.startswith("mlflow") and code is not None:
+        usage = code in _MLFLOW_USAGE_CODES
+        return f"MLflow: {text}", EXIT_USAGE if usage else EXIT_CHECK_FAILED
+    return f"{type(exc).__name__}: {text}", EXIT_CHECK_FAILED
 
 
 def registry_for(settings: Settings) -> Any:
@@ -567,6 +597,9 @@ def challenger_share(
     run_command(body)
 
 
+HISTORY_WIDTH = 100
+
+
 @app.command()
 def history(
     model_name: ModelName = None,
@@ -575,6 +608,12 @@ def history(
         str | None, typer.Option(help="Show older decisions: the token the last page printed.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    wide: Annotated[
+        bool,
+        typer.Option(
+            "--wide", help="Full times, actors and decision ids (wider than 100 columns)."
+        ),
+    ] = False,
 ) -> None:
     """Every alias move and retrain, newest first: when, who, which versions, why, figures."""
 
@@ -586,13 +625,23 @@ def history(
             print(json.dumps([m.to_dict() for m in moves], indent=2))
         elif not moves:
             console.print(f"no decisions recorded for {settings.model_name!r} yet")
-        else:
+        elif wide:
             table = Table(title=f"{settings.model_name} — promotion history (newest first)")
-            for column in ("time (UTC)", "action", "by", "aliases", "reason"):
-                table.add_column(column, overflow="fold")
+            for column in ("time (UTC)", "action", "by", "aliases", "reason", "decision"):
+                # Only the reason wraps: ids, times and actors stay whole (copy-pasteable).
+                table.add_column(column, overflow="fold", no_wrap=column != "reason")
             for move in moves:
-                table.add_row(move.at, move.action, move.actor, move.describe_moves(), move.reason)
+                table.add_row(
+                    move.at,
+                    move.action,
+                    move.actor,
+                    move.describe_moves(),
+                    move.reason,
+                    move.decision_id or "",
+                )
             console.print(table)
+        else:
+            console.print(history_table(settings.model_name, moves), width=HISTORY_WIDTH)
         if page.next_page_token:
             err.print(
                 f"older decisions: driftloop history --limit {limit} "
@@ -603,6 +652,45 @@ def history(
             )
 
     run_command(body)
+
+
+def history_table(model_name: str, moves: list[Any]) -> Table:
+    """The history in at most HISTORY_WIDTH columns: short UTC times, who in one word,
+    the alias moves as ``champion 2→3``, reasons wrapped."""
+    table = Table(
+        title=f"{model_name} — history, newest first (UTC; --wide for more)",
+        width=HISTORY_WIDTH,
+        pad_edge=False,
+    )
+    table.add_column("when", no_wrap=True)
+    table.add_column("action", no_wrap=True)
+    table.add_column("by", no_wrap=True, max_width=10)
+    table.add_column("aliases", max_width=28)
+    table.add_column("reason", overflow="fold", ratio=1)
+    for move in moves:
+        table.add_row(
+            short_time(move.at),
+            move.action,
+            move.actor.split(":", 1)[0],
+            short_moves(move.moves),
+            move.reason,
+        )
+    return table
+
+
+def short_time(iso: str) -> str:
+    """``2026-12-01T15:04:05.123+00:00`` → ``12-01 15:04`` (what fits a narrow table)."""
+    date, _, clock = iso.partition("T")
+    return f"{date[5:10]} {clock[:5]}" if clock else iso
+
+
+def short_moves(moves: dict[str, tuple[str | None, str | None]]) -> str:
+    """``{"champion": ("2", "3")}`` → ``champion 2→3``; one alias per line."""
+    if not moves:
+        return "-"
+    return "\n".join(
+        f"{alias} {old or '-'}→{new or '-'}" for alias, (old, new) in sorted(moves.items())
+    )
 
 
 @app.command()
@@ -736,7 +824,7 @@ def print_check(result: dict[str, Any]) -> None:
     for key in shown:
         value = figures.get(key)
         if value not in (None, "", []):
-            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+            table.add_row(key, format_figure(key, value))
     for key, value in classifier_drift_rows(result.get("drift") or {}):
         table.add_row(key, value)
     console.print(table)
@@ -749,6 +837,19 @@ def print_check(result: dict[str, Any]) -> None:
         console.print(f"[yellow]note:[/yellow] {message}")
     if result.get("report_html"):
         console.print(f"Evidently report: {result['report_html']}")
+
+
+# Figures that are shares of rows or features: shown as percentages, not 0-1 floats.
+PERCENT_FIGURES = {"drift_share", "ood_rate", "fallback_share"}
+
+
+def format_figure(key: str, value: Any) -> str:
+    """A check figure for people: shares as percentages, floats to 4 significant digits."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if key in PERCENT_FIGURES:
+        return f"{value:.1%}"
+    return f"{value:.4g}" if isinstance(value, float) else f"{value:,}"
 
 
 def classifier_drift_rows(drift: dict[str, Any]) -> list[tuple[str, str]]:
@@ -806,12 +907,19 @@ def _duration(seconds: float | None) -> str:
 
 
 @app.command()
-def status(model_name: ModelName = None) -> None:
-    """The stack's health, the aliases, the last check's figures and the last action."""
+def status(
+    model_name: ModelName = None,
+    url: Annotated[
+        list[str] | None,
+        typer.Option("--url", help="A serving URL to check too (repeat for several replicas)."),
+    ] = None,
+) -> None:
+    """The stack's health, running services, the aliases, the last check and the last action."""
 
     def body() -> None:
         settings = environment_for(model_name)
         from driftloop import stack
+        from driftloop.serving import running_services
         from pipelines.monitor import read_last_check
 
         health = stack.status(settings)
@@ -820,11 +928,13 @@ def status(model_name: ModelName = None) -> None:
             table.add_column(column)
         for name, component in health["components"].items():
             healthy = component["healthy"]
-            table.add_row(
-                name,
-                "-" if healthy is None else ("yes" if healthy else "NO"),
-                component["url"] or "",
-            )
+            table.add_row(name, _yes_no(healthy), component["url"] or "")
+        services = stack.probe_services(
+            [*running_services(settings), *(u.rstrip("/") for u in url or [])],
+            known={c["url"].rstrip("/") for c in health["components"].values() if c["url"]},
+        )
+        for service_url, healthy in services.items():
+            table.add_row("serve", _yes_no(healthy), service_url)
         console.print(table)
         try:
             registry = registry_for(settings)
@@ -834,12 +944,20 @@ def status(model_name: ModelName = None) -> None:
             console.print(f"[yellow]registry unreachable:[/yellow] {exc}")
             aliases, moves = {}, []
         console.print(
-            f"{settings.model_name}: "
+            f"{settings.model_name} now: "
             + (", ".join(f"{a} v{v}" for a, v in sorted(aliases.items())) or "no versions yet")
         )
         check = read_last_check(settings)
         if check:
+            console.print(f"last monitor check ({check['at']}), its figures:")
             print_check(check)
+            if moves and moved_after(moves[0].at, check["at"]):
+                console.print(
+                    f"[yellow]note:[/yellow] the aliases moved at {moves[0].at}, after this "
+                    "check: its figures and versions are from before that move"
+                )
+        else:
+            console.print("no monitor check yet: `driftloop monitor` runs one")
         if moves:
             last = moves[0]
             console.print(
@@ -848,6 +966,20 @@ def status(model_name: ModelName = None) -> None:
             )
 
     run_command(body)
+
+
+def moved_after(move_at: str, check_at: str) -> bool:
+    """Whether a move (ISO time) came after a check (ISO time); False if either is unreadable."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(move_at) > datetime.fromisoformat(check_at)
+    except (TypeError, ValueError):
+        return False
+
+
+def _yes_no(healthy: bool | None) -> str:
+    return "-" if healthy is None else ("yes" if healthy else "NO")
 
 
 @app.command()

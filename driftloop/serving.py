@@ -227,6 +227,7 @@ def serve(
     warn_if_open(host, port, settings)
     argv, env, cwd = serve_command(settings, port, host, bento_tag if from_bento else None)
     process = subprocess.Popen(argv, env={**os.environ, **env}, cwd=str(cwd))
+    entry = record_service(settings, host, port, process.pid)
     try:
         return process.wait()
     except KeyboardInterrupt:
@@ -236,6 +237,40 @@ def serve(
         except subprocess.TimeoutExpired:
             process.kill()
             return process.wait()
+    finally:
+        entry.unlink(missing_ok=True)
+
+
+def services_dir(settings: Any) -> Path:
+    return Path(settings.state_path) / "services"
+
+
+def record_service(settings: Any, host: str, port: int, pid: int) -> Path:
+    """Note a running `driftloop serve` in the state folder, so that `driftloop status`
+    finds services on any port (removed when it stops; a dead pid is ignored)."""
+    reach = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    folder = services_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = folder / f"{port}.json"
+    entry.write_text(
+        json.dumps({"url": f"http://{reach}:{port}", "pid": pid, "model_name": settings.model_name})
+    )
+    return entry
+
+
+def running_services(settings: Any) -> list[str]:
+    """URLs of the `driftloop serve` processes of this model that are still running."""
+    urls = []
+    for entry in sorted(services_dir(settings).glob("*.json")):
+        try:
+            info = json.loads(entry.read_text())
+            os.kill(int(info["pid"]), 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            entry.unlink(missing_ok=True)  # its process is gone (or the file is not ours)
+            continue
+        if info.get("model_name") == settings.model_name:
+            urls.append(str(info["url"]))
+    return urls
 
 
 def package(settings: Any, version: str | int) -> str:

@@ -352,3 +352,16 @@ def status(settings: Settings) -> dict[str, Any]:
                 healthy = False
         result["components"][component.name] = {"healthy": healthy, "url": component.ui_url}
     return result
+
+
+def probe_services(urls: list[str], known: set[str] | None = None) -> dict[str, bool]:
+    """url -> whether its /healthz answers 200, for serving URLs not already in `known`."""
+    found: dict[str, bool] = {}
+    for url in urls:
+        if url in (known or set()) or url in found:
+            continue
+        try:
+            found[url] = httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            found[url] = False
+    return found

@@ -11,6 +11,7 @@ from registry.client import (
     RegistryError,
     VersionInfo,
     parse_canary_share,
+    version_number,
 )
 from registry.history import AliasMove, HistoryPage, PromotionHistory
 from registry.ledger import new_decision_id
@@ -30,4 +31,5 @@ __all__ = [
     "VersionInfo",
     "new_decision_id",
     "parse_canary_share",
+    "version_number",
 ]

@@ -39,6 +39,19 @@ class RegistryError(Exception):
     """A registry operation that cannot be carried out as asked (bad version, no alias...)."""
 
 
+def version_number(version: str | int) -> str:
+    """A version as the registry spells it: ``3``, ``"3"``, ``"v3"`` and ``"V3"`` are "3".
+
+    Raises RegistryError naming the accepted forms for anything else (MLflow would
+    answer "v3" with an INVALID_PARAMETER_VALUE error the user cannot act on).
+    """
+    text = str(version).strip()
+    digits = text[1:] if text[:1] in ("v", "V") else text
+    if not digits.isdecimal() or int(digits) < 1:
+        raise RegistryError(f"not a model version: {text!r} (a number such as 3, or v3)")
+    return str(int(digits))
+
+
 class AliasesMoved(RegistryError):
     """The aliases are not what the caller expected: someone else moved them first.
 
@@ -219,8 +232,9 @@ class Registry:
         return sorted(infos, key=lambda v: int(v.version), reverse=True)
 
     def get(self, version: str | int) -> VersionInfo:
+        version = version_number(version)
         try:
-            return _version_info(self.client.get_model_version(self.model_name, str(version)))
+            return _version_info(self.client.get_model_version(self.model_name, version))
         except MlflowException as exc:
             if _is_not_found(exc):
                 known = ", ".join(v.version for v in self.versions()) or "none"
