@@ -414,7 +414,7 @@ def rollback(
     """
 
     def body() -> None:
-        from registry import CHAMPION, PREVIOUS, AliasesMoved
+        from registry import CHAMPION, PREVIOUS, ROLLED_BACK_TAG, AliasesMoved
 
         settings = environment_for(model_name)
         registry = registry_for(settings)
@@ -423,6 +423,14 @@ def rollback(
         expected = {alias: seen.get(alias) for alias in (CHAMPION, PREVIOUS)}
         if expect_champion is not None:
             expected[CHAMPION] = expect_champion
+        if seen.get(PREVIOUS) is not None:
+            was = registry.get(seen[PREVIOUS]).tags.get(ROLLED_BACK_TAG)
+            if was:
+                err.print(
+                    f"[yellow]warning:[/yellow] previous v{seen[PREVIOUS]} was itself rolled "
+                    f"back ({escape(was)}); this makes it champion again",
+                    soft_wrap=True,
+                )
         try:
             move = registry.rollback(
                 reason, actor=_actor(), expected=expected, decision_id=decision_id

@@ -13,6 +13,7 @@ from registry.client import (
     parse_canary_share,
     version_number,
 )
+from registry.describe import ROLLED_BACK_TAG
 from registry.history import AliasMove, HistoryPage, PromotionHistory
 from registry.ledger import new_decision_id
 
@@ -22,6 +23,7 @@ __all__ = [
     "CHALLENGER",
     "CHAMPION",
     "PREVIOUS",
+    "ROLLED_BACK_TAG",
     "AliasMove",
     "AliasesMoved",
     "HistoryPage",

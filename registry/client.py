@@ -7,6 +7,7 @@ alias move is recorded in the promotion history (see ``registry.history``).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -19,13 +20,12 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from registry.describe import ROLLED_BACK_TAG, model_description, version_description, when
 from registry.history import AliasMove, PromotionHistory
 from registry.ledger import OK, Claim, MoveLedger, check_decision_id, new_decision_id
+from registry.names import ALIASES, CHALLENGER, CHAMPION, PREVIOUS
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-PREVIOUS = "previous"
-ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
+logger = logging.getLogger(__name__)
 
 
 DEFAULT_MOVE_WAIT_S = 30.0
@@ -628,6 +628,36 @@ class Registry:
                     new,
                     {f"{alias}_since": move.at, "last_decision": f"{move.action}: {move.reason}"},
                 )
+        try:
+            self._describe(move)
+        except MlflowException as exc:  # the move stands; the UI text is not worth failing it
+            logger.warning("could not write the registry descriptions of %s: %s", move, exc)
+
+    def _describe(self, move: AliasMove) -> None:
+        """Version and model descriptions after `move` (registry/describe.py); a champion a
+        rollback replaced gets the `rolled_back` tag, an explicit promotion clears it."""
+        old_champion, new_champion = move.moves.get(CHAMPION, (None, None))
+        if move.action == "rollback" and old_champion is not None:
+            self.set_tags(old_champion, {ROLLED_BACK_TAG: f"{when(move.at)}: {move.reason}"})
+        elif (
+            move.action != "rollback"
+            and new_champion is not None
+            and ROLLED_BACK_TAG in self.get(new_champion).tags
+        ):
+            self.client.delete_model_version_tag(self.model_name, new_champion, ROLLED_BACK_TAG)
+        aliases = self.aliases()
+        touched = {v for pair in move.moves.values() for v in pair if v is not None}
+        rolled_back = {}
+        for version in sorted(touched | set(aliases.values())):
+            tag = self.get(version).tags.get(ROLLED_BACK_TAG)
+            if tag:
+                rolled_back[version] = tag
+        for version in sorted(touched):
+            text = version_description(version, aliases, move, rolled_back.get(version))
+            self.client.update_model_version(self.model_name, version, description=text)
+        self.client.update_registered_model(
+            self.model_name, description=model_description(aliases, move, rolled_back)
+        )
 
     def _wait_ready(self, mv: ModelVersion, timeout_s: float = 60.0) -> VersionInfo:
         deadline = time.monotonic() + timeout_s

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from driftloop import cli
 from driftloop.cli import app, format_figure, short_moves, short_time
-from registry import CHALLENGER, CHAMPION, Registry, RegistryError, version_number
+from registry import CHALLENGER, CHAMPION, ROLLED_BACK_TAG, Registry, RegistryError, version_number
 
 
 @pytest.fixture()
@@ -169,3 +169,32 @@ def test_status_names_its_check_shows_shares_as_percent_and_finds_services(
     assert not (services / "39002.json").exists()  # a dead service's entry is dropped
     serve_rows = [line for line in out.splitlines() if "serve" in line and "39" in line]
     assert len(serve_rows) == 2 and all("NO" in line for line in serve_rows)
+
+
+def test_moves_write_descriptions_the_registry_ui_shows(model: Registry) -> None:
+    """Each move rewrites the touched versions' descriptions (role, since when, why, the
+    figures) and the model's; a champion a rollback replaced is tagged `rolled_back`."""
+    client = model.client
+    model.promote(2, "challenger better on live labels", actor="monitor", figures={"rmse": 28.4123})
+    v2 = client.get_model_version(model.model_name, "2").description
+    assert "**v2 is champion**" in v2 and "challenger better on live labels" in v2
+    assert "rmse 28.41" in v2 and "by `promote` (monitor)" in v2
+    v1 = client.get_model_version(model.model_name, "1").description
+    assert "**v1 is previous**" in v1 and "driftloop rollback" in v1
+    described = client.get_registered_model(model.model_name).description
+    assert "**champion: v2**" in described and "**previous: v1**" in described
+
+    model.rollback("worse on live labels", actor="user:bob")
+    assert "worse on live labels" in model.get(2).tags[ROLLED_BACK_TAG]
+    v2 = client.get_model_version(model.model_name, "2").description
+    assert "⚠ Rolled back" in v2 and "would make this version champion again" in v2
+    assert "(⚠ rolled back" in client.get_registered_model(model.model_name).description
+
+    # Rolling back again brings the rolled-back version back: the CLI says so first.
+    code, out = run(model, "rollback")
+    assert code == 0, out
+    assert "previous v2 was itself rolled back" in " ".join(out.split())
+    # An explicit promotion is new evidence: the tag goes.
+    model.rollback("undo", actor="user:bob")
+    model.promote(2, "fixed upstream data", actor="user:bob")
+    assert ROLLED_BACK_TAG not in model.get(2).tags
