@@ -73,6 +73,9 @@ class CheckResult:
     messages: list[str] = field(default_factory=list)
     acted: str | None = None
     error: str | None = None  # the check could not run (registry unreachable...)
+    judged: dict[str, Any] | None = None
+    """What the check judged (`judged_state`): a later check that finds the same does
+    nothing."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -1101,8 +1104,9 @@ def make_registry(settings: Settings) -> Registry:
 
 
 @task(name="record", **SERVER)
-def record(settings: Settings, result: CheckResult, check_id: str) -> None:
-    """MLflow monitoring run + Prefect artifact + the last-check file for `driftloop status`.
+def record(settings: Settings, result: CheckResult, check_id: str) -> str | None:
+    """MLflow monitoring run + the last-check file for `driftloop status`; the link to the
+    run's Evidently report that a browser opens (None without an HTTP tracking server).
 
     Idempotent under retries: the run is tagged with `check_id`, and a retry that
     finds a finished run with it does not log a second one.
@@ -1124,14 +1128,18 @@ def record(settings: Settings, result: CheckResult, check_id: str) -> None:
         max_results=1,
         output_format="list",
     )
-    if not logged:
-        with mlflow.start_run(experiment_id=experiment_id, run_name=f"check {result.at}"):
+    if logged:
+        run_id = logged[0].info.run_id
+    else:
+        with mlflow.start_run(experiment_id=experiment_id, run_name=check_run_name(result)) as run:
+            run_id = run.info.run_id
             mlflow.set_tags(
                 {
                     "driftloop.check_id": check_id,
                     "driftloop.action": result.decision.get("action", "none"),
                     "driftloop.reason": str(result.decision.get("reason", ""))[:4900],
                     "champion_version": str(result.figures.get("champion_version") or ""),
+                    "mlflow.note.content": check_markdown(result, thresholds_from(settings)),
                 }
             )
             mlflow.log_metrics(numeric_figures(result.figures))
@@ -1142,57 +1150,126 @@ def record(settings: Settings, result: CheckResult, check_id: str) -> None:
     path = last_check_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    if not result.report_html:
+        return None
+    return run_artifact_url(settings.resolved_tracking_uri(), experiment_id, run_id, "evidently")
+
+
+def check_run_name(result: CheckResult) -> str:
+    """The monitoring run's name in the MLflow UI: the decision first, then when.
+    ``rollback v3→v2 12-01 15:04``, ``retrain 12-01 15:09``, ``none 12-01 15:14``."""
+    action = str(result.decision.get("action", "none"))
+    figures = result.figures
+    champion = figures.get("champion_version")
+    target = {
+        "rollback": figures.get("previous_version"),
+        "promote": figures.get("challenger_version"),
+    }.get(action)
+    moves = f" v{champion}→v{target}" if champion and target else ""
+    date, _, clock = result.at.partition("T")
+    return f"{action}{moves} {date[5:10]} {clock[:5]}".strip()
+
+
+def run_artifact_url(tracking_uri: str, experiment_id: str, run_id: str, path: str) -> str | None:
+    """The MLflow UI page of a run's artifact folder, for links people open (the UI shows
+    the HTML report inline); None when the tracking URI is not an HTTP server."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
+    base = tracking_uri.rstrip("/")
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}"
+
+
+def publish_check(settings: Settings, result: CheckResult, report_url: str | None) -> None:
+    """The check as a Prefect Markdown artifact on the flow run (key per model, so the
+    artifact's history is the history of checks)."""
     create_markdown_artifact(
         key=f"monitor-{settings.model_name}".lower().replace("_", "-").replace(".", "-"),
-        markdown=check_markdown(result),
-        description=f"{settings.model_name}: {result.decision.get('action')}",
+        markdown=check_markdown(result, thresholds_from(settings), report_url),
+        description=f"{settings.model_name}: {check_run_name(result)}",
     )
 
 
-def check_markdown(result: CheckResult) -> str:
+def check_markdown(
+    result: CheckResult, thresholds: Thresholds | None = None, report_url: str | None = None
+) -> str:
+    """The check for people: the decision and why, rounded figures with the versions they
+    belong to and the thresholds they were held against, labels per version, the report."""
     figures = result.figures
+    t = thresholds or Thresholds()
+    action = result.decision.get("action", "none")
     lines = [
-        f"# Monitor check {result.at}: **{result.decision.get('action', 'none')}**",
+        f"# {result.model_name}: **{action}** (check at {result.at})",
         "",
         str(result.decision.get("reason", "")),
         "",
-        "| figure | value |",
-        "|---|---|",
+        "| figure | value | threshold |",
+        "|---|---|---|",
     ]
-    for key in (
-        "window_rows",
-        "drift_share",
-        "ood_rate",
-        "champion_metric",
-        "challenger_metric",
-        "previous_metric",
+    rows = figures.get("window_rows")
+    lines.append(
+        f"| requests in the window | {_count(rows)} | at least {t.min_window_rows:,} to judge |"
+    )
+    lines.append(
+        f"| drift share (features drifted) | {_share(figures.get('drift_share'))} "
+        f"| drift at ≥ {t.drift_share_threshold:.0%} |"
+    )
+    lines.append(
+        f"| OOD rate | {_share(figures.get('ood_rate'))} | OOD at ≥ {t.ood_rate_threshold:.0%} |"
+    )
+    metric = figures.get("metric_name") or "live metric"
+    for role, rule in (
+        ("champion", ""),
+        ("challenger", f"promoted when better by ≥ {t.promotion_margin:.0%}"),
+        ("previous", f"rollback when the champion is worse by ≥ {t.rollback_margin:.0%}"),
     ):
-        value = figures.get(key)
-        lines.append(f"| {key} | {'' if value is None else value} |")
+        version = figures.get(f"{role}_version")
+        if not version:
+            continue
+        value = figures.get(f"{role}_metric")
+        labelled = figures.get(f"{role}_labelled_rows")
+        shown = "-" if value is None else f"{value:.4g}"
+        if labelled is not None:
+            shown += f" on {_count(labelled)} labelled rows"
+        lines.append(f"| {role} v{version} {metric} (live) | {shown} | {rule} |")
+    fallback = figures.get("champion_fallback_rows")
+    if fallback:
+        lines.append(
+            f"| champion answers given by the fallback | {_count(fallback)} of "
+            f"{_count(figures.get('champion_requests'))} "
+            f"| rollback at ≥ {t.fallback_rollback_share:.0%} |"
+        )
     shares = (result.drift or {}).get("prediction_shares") or {}
     for name, share in shares.get("current", {}).items():
         before = shares.get("reference", {}).get(name, 0.0)
-        lines.append(f"| share predicted {name} | {before:.1%} → {share:.1%} |")
+        lines.append(f"| share predicted {name} | {before:.1%} → {share:.1%} | |")
     if result.labels:
         lines += [
             "",
-            "| version | aliases | rows | matured | labelled | coverage | "
-            "label delay p50 / p90 (s) |",
+            "| version | aliases | rows | matured | labelled | coverage | label delay p50 / p90 |",
             "|---|---|---|---|---|---|---|",
         ]
         for version, entry in result.labels.items():
             lines.append(
-                f"| v{version} | {', '.join(entry.get('aliases', [])) or '-'} | {entry['rows']} "
-                f"| {entry['matured_rows']} | {entry['labelled_rows']} "
-                f"| {_share(entry.get('coverage'))} | {_seconds(entry.get('delay_p50_s'))} / "
-                f"{_seconds(entry.get('delay_p90_s'))} |"
+                f"| v{version} | {', '.join(entry.get('aliases', [])) or '-'} "
+                f"| {_count(entry['rows'])} | {_count(entry['matured_rows'])} "
+                f"| {_count(entry['labelled_rows'])} | {_share(entry.get('coverage'))} "
+                f"| {_seconds(entry.get('delay_p50_s'))} / {_seconds(entry.get('delay_p90_s'))} |"
             )
     if result.acted:
-        lines += ["", f"Action taken: {result.acted}"]
-    if result.report_html:
-        lines += ["", f"Evidently report: [{result.report_html}](file://{result.report_html})"]
+        lines += ["", f"**Done:** {result.acted}"]
+    if report_url:
+        lines += ["", f"Evidently report: [open it in MLflow]({report_url})"]
+    elif result.report_html:
+        lines += [
+            "",
+            f"Evidently report (on the machine that ran the check): `{result.report_html}`",
+        ]
     lines += [f"- {m}" for m in result.messages]
     return "\n".join(lines)
+
+
+def _count(value: Any) -> str:
+    return "-" if value is None else f"{int(value):,}"
 
 
 def _share(value: float | None) -> str:
@@ -1200,7 +1277,12 @@ def _share(value: float | None) -> str:
 
 
 def _seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
+    if value is None:
+        return "-"
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if abs(value) >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value:.0f} s"
 
 
 # -- the flow --------------------------------------------------------------------------------
@@ -1226,6 +1308,10 @@ def monitor_flow(
     settings = load_settings(model_name=model_name)
     rows, seconds = window_of(settings, window_rows, window_s)
     logger = get_run_logger()
+    late = late_scheduled_run(settings)
+    if late is not None:
+        logger.warning("skipped: %s", late)
+        return skipped_check(settings, late)
     try:
         with monitor_guard(settings):
             return check(settings, rows, act_on_decision, seconds)
@@ -1260,16 +1346,83 @@ def check(
         logger.error(message)
         return failed_check(settings, message)
     window = read_window(settings, rows, seconds)
+    judged = judged_state(window, state)
+    already = already_judged(read_last_check(settings), judged)
+    if already is not None:
+        logger.info(already)
+        return skipped_check(settings, already)
     figures, result = measure(settings, window, state)
+    result.judged = judged
     figures = replace(figures, **read_fallbacks(settings, state, rows, seconds))
     decision = conclude(settings, figures, result)
     logger.info("%s: %s", decision.action, decision.reason)
     if act_on_decision and decision.action != Action.NONE:
         result.acted = act(settings, decision, window, state, check_id)
-    record(settings, result, check_id)
+    report_url = record(settings, result, check_id)
+    publish_check(settings, result, report_url)
     if settings.log_retention_s is not None:
         prune_log(settings, settings.log_retention_s)
     return result.to_dict()
+
+
+def judged_state(window: MonitorWindow, state: dict[str, Any]) -> dict[str, Any]:
+    """What a check's decision rests on: the window's newest request and size, the labels
+    per version, the aliases and the newest promote/retrain. JSON-comparable."""
+    return {
+        "last_id": window.bounds.last_id,
+        "requests": window.bounds.requests,
+        "labels": {v.model_version: v.labels for v in window.label_figures},
+        "aliases": {alias: info.version for alias, info in state["versions"].items()},
+        "moves": [move.decision_id or move.at for move in state["history"]],
+    }
+
+
+def already_judged(last: dict[str, Any] | None, judged: dict[str, Any]) -> str | None:
+    """Why this check has nothing to do (the last check judged the same requests, labels
+    and aliases and decided nothing), or None. A check that acted or failed is never
+    a reason to skip: its action changed the aliases or history anyway."""
+    if not last or last.get("error") or last.get("judged") != judged:
+        return None
+    if (last.get("decision") or {}).get("action", "none") != "none":
+        return None
+    return (
+        f"nothing new since the check at {last.get('at')}: the same requests (newest id "
+        f"{judged['last_id']}), labels and aliases, judged then: "
+        f"{(last.get('decision') or {}).get('reason', '')}"
+    )
+
+
+def skipped_check(settings: Settings, reason: str) -> dict[str, Any]:
+    """A check that did nothing on purpose (nothing new, or a late scheduled run)."""
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    result = CheckResult(settings.model_name, now, {"action": "none", "reason": reason}, {})
+    result.messages.append(f"skipped: {reason}")
+    return result.to_dict()
+
+
+def late_scheduled_run(settings: Settings) -> str | None:
+    """Why this flow run is skipped: a scheduled run that starts more than one monitor
+    interval after its time (the stack or worker was down) is superseded by the next
+    scheduled one, so catch-up runs after downtime do not judge old traffic in a burst.
+    None for runs started by hand, in process, or on time."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    run = getattr(context, "flow_run", None)
+    if run is None or not getattr(run, "auto_scheduled", False):
+        return None
+    expected = run.expected_start_time
+    if expected is None:
+        return None
+    late_s = (datetime.now(UTC) - expected).total_seconds()
+    if late_s <= settings.monitor_interval_s:
+        return None
+    return (
+        f"late scheduled run: due at {expected.isoformat(timespec='seconds')}, "
+        f"{late_s:,.0f} s late (more than the {settings.monitor_interval_s:,.0f} s monitor "
+        "interval: the stack or the worker was down); the next scheduled check judges the "
+        "traffic"
+    )
 
 
 def conclude(settings: Settings, figures: Figures, result: CheckResult) -> Decision:
