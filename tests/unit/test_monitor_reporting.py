@@ -138,7 +138,8 @@ def test_late_scheduled_runs_are_skipped_and_the_rest_run(
         (False, 3_600): False,  # started by hand (or `prefect deployment run`): runs
     }
     for (auto, late_s), skipped in cases.items():
-        monkeypatch.setattr(FlowRunContext, "get", classmethod(lambda cls: _context(auto, late_s)))
+        context = _context(auto, late_s)
+        monkeypatch.setattr(FlowRunContext, "get", classmethod(lambda cls, c=context: c))
         reason = late_scheduled_run(settings)
         assert (reason is not None) == skipped, (auto, late_s, reason)
     monkeypatch.setattr(FlowRunContext, "get", classmethod(lambda cls: None))
