@@ -21,7 +21,7 @@ UV_INDEX_ARGS := $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL) \
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup test test-slow test-all test-unit test-integration lint format demo up down status bench clean lock \
+.PHONY: setup chromium test test-slow test-all test-unit test-integration lint format demo up down status bench clean lock \
 	lock-upgrade
 
 setup: $(STAMP)  ## venv in .venv: exactly the lock (hash-checked), then the project editable
@@ -32,13 +32,19 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(PIP) install --quiet --no-deps -e .
 	@touch $(STAMP)
 
-test: setup  ## unit + integration tests (real servers), all but those marked slow: < 20 min on 2 cores
+# Headless Chromium from the OS packages: the browser test and the demo's screenshots.
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		{ { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+		>/dev/null 2>&1 || echo "could not install chromium (apt-get install chromium): the browser test will fail and the demo takes no screenshots"; }
+
+test: setup chromium  ## unit + integration tests (real servers), all but those marked slow: < 20 min on 2 cores
 	$(PY) -m pytest tests -q -p no:cacheprovider -m "not slow"
 
 test-slow: setup  ## the tests marked slow (the loop, faults, PostgreSQL, stack, packaging); CI runs them too
 	$(PY) -m pytest tests -q -p no:cacheprovider -m slow
 
-test-all: setup  ## every test, slow ones included (what CI runs, as make test + make test-slow)
+test-all: setup chromium  ## every test, slow ones included (what CI runs, as make test + make test-slow)
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 test-unit: setup
@@ -55,7 +61,7 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-demo: setup  ## the whole loop on the bundled data
+demo: setup chromium  ## the whole loop on the bundled data
 	$(VENV)/bin/driftloop demo --fresh
 
 up: setup

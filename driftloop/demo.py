@@ -201,7 +201,50 @@ def run_demo(settings: Settings, console: Console) -> int:
     timeline.add("service follows the rollback", f"v{restored}", "")
 
     print_timeline(console, timeline, settings, info, registry)
+    with console.status("screenshots of the key pages (headless Chromium)…"):
+        shots, problem = take_screenshots(settings, info, restored)
+    if shots:
+        console.print(f"Screenshots in {settings.state_path / 'screenshots'}:")
+        for name, path in shots:
+            console.print(f"  {name}: {path}")
+    if problem:
+        console.print(f"[yellow]screenshots:[/yellow] {problem}")
     return 0
+
+
+def key_pages(settings: Settings, info: dict[str, Any], champion: str) -> dict[str, str]:
+    """name -> URL of the pages that tell the story: the registry (which version is
+    champion and why), the Prefect runs and the monitor's artifact, the service's docs."""
+    mlflow_url = info["mlflow_tracking_uri"].rstrip("/")
+    prefect_ui = info["prefect_api_url"].removesuffix("/api").rstrip("/")
+    model = settings.model_name
+    artifact_key = f"monitor-{model}".lower().replace("_", "-").replace(".", "-")
+    pages = {
+        "mlflow-model": f"{mlflow_url}/#/models/{model}",
+        "mlflow-champion": f"{mlflow_url}/#/models/{model}/versions/{champion}",
+        "prefect-runs": f"{prefect_ui}/runs",
+        "prefect-monitor-artifact": f"{prefect_ui}/artifacts/key/{artifact_key}",
+        "service-docs": f"{info['serve_url'].rstrip('/')}/",
+    }
+    if info.get("evidently_url"):
+        pages["evidently-dashboard"] = info["evidently_url"]
+    return pages
+
+
+def take_screenshots(
+    settings: Settings, info: dict[str, Any], champion: str
+) -> tuple[list[tuple[str, Any]], str | None]:
+    """PNGs of `key_pages` in the state folder's `screenshots/`; ([(name, path)], problem)."""
+    from driftloop.browser import BrowserError, screenshot
+
+    folder = settings.state_path / "screenshots"
+    shots = []
+    for name, url in key_pages(settings, info, champion).items():
+        try:
+            shots.append((name, screenshot(url, folder / f"{name}.png")))
+        except BrowserError as exc:
+            return shots, str(exc)
+    return shots, None
 
 
 # -- helpers ----------------------------------------------------------------------------------
