@@ -194,9 +194,14 @@ def mlflow_server_argv(port: int, state: Path, backend_uri: str | None = None) -
     ]
 
 
-def prefect_server_env(state: Path, database_url: str | None = None) -> dict[str, str]:
-    """Prefect server settings: SQLite in `state`, or `database_url` (postgresql+asyncpg)."""
-    return {
+def prefect_server_env(
+    state: Path, database_url: str | None = None, port: int | None = None
+) -> dict[str, str]:
+    """Prefect server settings: SQLite in `state`, or `database_url` (postgresql+asyncpg).
+
+    `port`: the server's port, so that its UI calls its own API (the UI otherwise
+    assumes port 4200 and shows "Can't connect to Server API")."""
+    env = {
         "PREFECT_HOME": str(state / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "true",
@@ -204,6 +209,9 @@ def prefect_server_env(state: Path, database_url: str | None = None) -> dict[str
             database_url or f"sqlite+aiosqlite:///{state / 'prefect' / 'prefect.db'}"
         ),
     }
+    if port is not None:
+        env["PREFECT_UI_API_URL"] = f"http://127.0.0.1:{port}/api"
+    return env
 
 
 def prefect_server_argv(port: int) -> list[str]:

@@ -48,7 +48,7 @@ def prefect_server(stack_dir: Path) -> Iterator[procs.Server]:
         health_url=f"http://127.0.0.1:{port}/api/health",
         base_url=f"http://127.0.0.1:{port}/api",
         log_path=state / "prefect.log",
-        env=procs.prefect_server_env(state),
+        env=procs.prefect_server_env(state, port=port),
     )
     try:
         server.wait_healthy(timeout_s=120)
