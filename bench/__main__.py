@@ -5,7 +5,8 @@ README (`bench/readme.py`).
 
     python -m bench                      # all sections (~9 min on 2 cores)
     python -m bench --quick              # shorter runs, fewer sizes (a smoke test)
-    python -m bench --only serving       # one section: serving | monitoring | loop | training
+    python -m bench --only serving       # one section (serving, monitoring, loop, training,
+                                         # peers)
     python -m bench --output out.md      # write the table somewhere else
 
 Each section starts what it needs (servers, stacks) in temp folders and stops it at the
@@ -30,6 +31,7 @@ SECTIONS = {
     "monitoring": "2. Monitoring cost",
     "loop": "3. The loop",
     "training": "4. Training overhead",
+    "peers": "5. Serving against other inference servers",
 }
 DEFAULT_OUTPUT = REPO / "bench" / "RESULTS.md"
 
@@ -87,7 +89,8 @@ def write(
         "run. Absolute numbers depend on the machine and on whatever else runs on it, so each "
         "is set against a baseline measured in the same run: the FastAPI wrapper (serving), "
         "the 1k-row check (monitoring), the alias poll interval (the loop), a plain fit "
-        "(training). How to read and rerun them: [README.md](README.md).",
+        "(training), the best other inference server (peers). How to read and rerun them: "
+        "[README.md](README.md).",
         "",
         f"- command: `{command}`",
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",

@@ -363,23 +363,31 @@ def log_and_register(
 ) -> tuple[str, str]:
     """One MLflow run with everything a reviewer needs, then a new registry version.
 
-    Idempotent under retries: the flow creates `registration_key` once; the run and
-    the version carry it. A retry returns the version already registered under it,
-    or registers the model a finished earlier attempt logged, instead of logging
-    and registering a duplicate.
+    Idempotent under retries: the flow creates `registration_key` once, fresh, for
+    this call; the run and the version carry it. A retry returns the version already
+    registered under it, or registers the model a finished earlier attempt logged,
+    instead of logging and registering a duplicate. The first attempt skips those
+    look-ups: nothing can carry a key made for it.
+
+    Round trips are few: the run is created with its tags, params and metrics go in
+    one `log_batch`, both datasets in one `log_inputs`.
     """
     import mlflow
     from mlflow.models import infer_signature
+    from prefect.runtime import task_run
 
     registry = make_registry(settings)
     tags = version_tags(snapshot, report, settings.family, metrics, parent_version)
     tags.update(extra_tags)
     if decision is not None:
         tags.update(decision.tags())
-    earlier = earlier_registration(registry, experiment_id, registration_key, tags)
-    if earlier is not None:
-        get_run_logger().info("retry: v%s was already registered from run %s", *earlier)
-        return earlier
+    # run_count is 1 on a task's first attempt (0 outside a task run: look up then).
+    first_attempt = task_run.run_count == 1
+    if not first_attempt:
+        earlier = earlier_registration(registry, experiment_id, registration_key, tags)
+        if earlier is not None:
+            get_run_logger().info("retry: v%s was already registered from run %s", *earlier)
+            return earlier
     features = list(snapshot.features)
     x_holdout = holdout[features]
     predictions = fitted.predict(x_holdout)
@@ -390,18 +398,17 @@ def log_and_register(
     with mlflow.start_run(
         experiment_id=experiment_id,
         run_name=f"{settings.family} {snapshot.digest[:8]}",
+        tags={
+            "driftloop.stage": "training",
+            "driftloop.model_name": settings.model_name,
+            REGISTRATION_KEY_TAG: registration_key,
+            "family": settings.family,
+            "task": snapshot.task,
+            "data_digest": snapshot.digest,
+        },
     ) as run:
-        mlflow.set_tags(
-            {
-                "driftloop.stage": "training",
-                "driftloop.model_name": settings.model_name,
-                REGISTRATION_KEY_TAG: registration_key,
-                "family": settings.family,
-                "task": snapshot.task,
-                "data_digest": snapshot.digest,
-            }
-        )
-        mlflow.log_params(
+        log_params_and_metrics(
+            run.info.run_id,
             {
                 "family": settings.family,
                 "task": snapshot.task,
@@ -413,25 +420,18 @@ def log_and_register(
                 "holdout_fraction": settings.holdout_fraction,
                 "seed": settings.seed,
                 **{f"model.{k}": v for k, v in fitted.params.items()},
-            }
+            },
+            {f"holdout_{k}": v for k, v in metrics.items()},
+            fitted.history(),
         )
-        mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
-        history = fitted.history()
-        if history:
-            for name, values in history.items():
-                for epoch, value in enumerate(values):
-                    mlflow.log_metric(f"epoch_{name}", float(value), step=epoch)
-        mlflow.log_input(
-            mlflow.data.from_pandas(
-                train, source=snapshot.source, targets=snapshot.target, name="train"
-            ),
-            context="training",
-        )
-        mlflow.log_input(
-            mlflow.data.from_pandas(
-                holdout, source=snapshot.source, targets=snapshot.target, name="holdout"
-            ),
-            context="holdout",
+        mlflow.log_inputs(
+            datasets=[
+                mlflow.data.from_pandas(
+                    frame, source=snapshot.source, targets=snapshot.target, name=name
+                )
+                for name, frame in (("train", train), ("holdout", holdout))
+            ],
+            contexts=["training", "holdout"],
         )
         mlflow.log_dict(report.to_dict(), "validation.json")
         mlflow.log_dict(
@@ -477,9 +477,39 @@ def log_and_register(
         )
         mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
         run_id = run.info.run_id
-    version = registry.register(info.model_uri, run_id, tags, registration_key=registration_key)
+    version = registry.register(
+        info.model_uri,
+        run_id,
+        tags,
+        registration_key=registration_key,
+        fresh_key=first_attempt,
+    )
     get_run_logger().info("registered %s version %s", settings.model_name, version.version)
     return version.version, run_id
+
+
+def log_params_and_metrics(
+    run_id: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    history: dict[str, list[float]] | None = None,
+) -> None:
+    """Params, metrics and per-epoch `epoch_<name>` metrics of a run in one `log_batch`
+    (the client splits it only past the server's per-request limits)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+    from mlflow.utils.time import get_current_time_millis
+
+    now = get_current_time_millis()
+    entries = [Metric(name, float(value), now, 0) for name, value in metrics.items()]
+    for name, values in (history or {}).items():
+        entries += [Metric(f"epoch_{name}", float(v), now, step) for step, v in enumerate(values)]
+    MlflowClient().log_batch(
+        run_id,
+        metrics=entries,
+        params=[Param(key, str(value)) for key, value in params.items()],
+        synchronous=True,
+    )
 
 
 def earlier_registration(

@@ -342,28 +342,21 @@ class Registry:
         run_id: str | None,
         tags: dict[str, Any] | None = None,
         registration_key: str | None = None,
+        fresh_key: bool = False,
     ) -> VersionInfo:
         """Create a new version from a logged model and wait until it is READY.
 
         With a `registration_key` the call is idempotent: a version already
         registered under that key (an earlier attempt whose answer was lost) is
-        returned instead of a duplicate.
+        returned instead of a duplicate. `fresh_key`: the caller made the key for
+        this very call (a first attempt), so that look-up is skipped.
         """
-        if registration_key is not None:
+        if registration_key is not None and not fresh_key:
             existing = self.find_registered(registration_key)
             if existing is not None:
                 return self._wait_ready(
                     self.client.get_model_version(self.model_name, existing.version)
                 )
-        if not self.exists():
-            try:
-                self.client.create_registered_model(
-                    self.model_name,
-                    description="Managed by driftloop: aliases champion / challenger / previous.",
-                )
-            except MlflowException as exc:  # created concurrently by another process
-                if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
-                    raise
         # MLflow 3 logs models as `models:/m-<id>`; the server wants that id named too.
         model_id = (
             model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
@@ -371,9 +364,26 @@ class Registry:
         all_tags = {k: str(v) for k, v in (tags or {}).items()}
         if registration_key is not None:
             all_tags[REGISTRATION_KEY_TAG] = check_decision_id(registration_key)
-        mv = self.client.create_model_version(
-            self.model_name, source=model_uri, run_id=run_id, tags=all_tags, model_id=model_id
-        )
+
+        def create() -> ModelVersion:
+            return self.client.create_model_version(
+                self.model_name, source=model_uri, run_id=run_id, tags=all_tags, model_id=model_id
+            )
+
+        try:  # the registered model exists but for the first version: one call, not two
+            mv = create()
+        except MlflowException as exc:
+            if not _is_not_found(exc) or self.exists():
+                raise
+            try:
+                self.client.create_registered_model(
+                    self.model_name,
+                    description="Managed by driftloop: aliases champion / challenger / previous.",
+                )
+            except MlflowException as exc2:  # created concurrently by another process
+                if getattr(exc2, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            mv = create()
         return self._wait_ready(mv)
 
     def find_registered(self, registration_key: str) -> VersionInfo | None:

@@ -40,6 +40,8 @@ _FAMILY_REQUIREMENTS: dict[str, tuple[str, ...]] = {"sklearn": (), "torch": ("to
 
 # Permutation importance repeats each column shuffle this many times and averages.
 _IMPORTANCE_REPEATS = 3
+# At most this many rows go into one predict call of the permutation importance.
+_IMPORTANCE_ROWS_PER_CALL = 100_000
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,10 @@ class FittedModel(ABC):
 
     def score(self, X: pd.DataFrame, y: pd.Series) -> float:
         """R² for regression, accuracy for classification (higher is better)."""
-        predictions = self.predict(X)
-        truth = np.asarray(y)
+        return self._score_predictions(self.predict(X), np.asarray(y))
+
+    def _score_predictions(self, predictions: Any, truth: np.ndarray) -> float:
+        predictions = np.asarray(predictions)
         if self.task == "classification":
             return float(np.mean(predictions == truth))
         residual = float(np.sum((truth - predictions) ** 2))
@@ -130,16 +134,28 @@ class FittedModel(ABC):
             rows = np.sort(rng.choice(len(X), size=max_rows, replace=False))
             X, y = X.iloc[rows], y.iloc[rows]
         X = X.reset_index(drop=True)
-        y = y.reset_index(drop=True)
-        baseline = self.score(X, y)
-        drops: dict[str, float] = {}
+        truth = np.asarray(y)
+        # Every shuffled copy is scored from one predict call per chunk (not one call per
+        # copy): a call's fixed cost (encoders, frame checks) dominates at these sizes.
+        # Same permutations in the same order, rows predicted independently: same result.
+        copies: list[tuple[str, pd.DataFrame]] = []
         for column in X.columns:
-            scores = []
             for _ in range(_IMPORTANCE_REPEATS):
                 shuffled = X.copy()
                 shuffled[column] = X[column].to_numpy()[rng.permutation(len(X))]
-                scores.append(self.score(shuffled, y))
-            drops[column] = baseline - float(np.mean(scores))
+                copies.append((column, shuffled))
+        frames = [X, *(frame for _, frame in copies)]
+        per_call = max(1, _IMPORTANCE_ROWS_PER_CALL // max(1, len(X)))
+        predictions: list[np.ndarray] = []
+        for start in range(0, len(frames), per_call):
+            chunk = frames[start : start + per_call]
+            joined = np.asarray(self.predict(pd.concat(chunk, ignore_index=True)))
+            predictions += np.split(joined, len(chunk))
+        baseline = self._score_predictions(predictions[0], truth)
+        scores: dict[str, list[float]] = {}
+        for (column, _), predicted in zip(copies, predictions[1:], strict=True):
+            scores.setdefault(column, []).append(self._score_predictions(predicted, truth))
+        drops = {column: baseline - float(np.mean(values)) for column, values in scores.items()}
         return pd.Series(drops, name="importance").sort_values(ascending=False)
 
 

@@ -118,7 +118,21 @@ def test_bikeshare_sklearn_then_torch_registers_two_versions(env: dict[str, str]
             client.get_model_version("bikeshare-demand", str(row["version"])).run_id
         )
         assert run.inputs.dataset_inputs, "dataset lineage logged with mlflow.data"
+        contexts = {
+            tag.value
+            for d in run.inputs.dataset_inputs
+            for tag in d.tags
+            if tag.key == "mlflow.data.context"
+        }
+        assert contexts == {"training", "holdout"}
         assert run.data.tags["data_digest"] == row["data_digest"]
+        # Params and metrics (one log_batch): the family, every holdout metric.
+        assert run.data.params["family"] == row["family"]
+        assert run.data.params["rows_train"].isdigit()
+        assert {"holdout_rmse", "holdout_r2"} <= set(run.data.metrics)
+        if row["family"] == "torch":  # the loss per epoch, one step each
+            epochs = client.get_metric_history(run.info.run_id, "epoch_train_loss")
+            assert len(epochs) >= 2 and sorted(m.step for m in epochs) == list(range(len(epochs)))
 
     table = driftloop(env, "models")
     assert table.returncode == 0 and "torch" in table.stdout

@@ -192,6 +192,50 @@ def test_feature_importance_finds_the_signal(fitted, family: str) -> None:
     assert importance["x1"] > 5 * abs(importance["x3"])
 
 
+def _importance_one_call_per_copy(model, X, y, max_rows: int, seed: int = 0) -> pd.Series:
+    """Permutation importance as it was computed before: one `score` call per copy."""
+    from pipelines.families.base import _IMPORTANCE_REPEATS
+
+    rng = np.random.default_rng(seed)
+    if len(X) > max_rows:
+        rows = np.sort(rng.choice(len(X), size=max_rows, replace=False))
+        X, y = X.iloc[rows], y.iloc[rows]
+    X, y = X.reset_index(drop=True), y.reset_index(drop=True)
+    baseline = model.score(X, y)
+    drops = {}
+    for column in X.columns:
+        scores = []
+        for _ in range(_IMPORTANCE_REPEATS):
+            shuffled = X.copy()
+            shuffled[column] = X[column].to_numpy()[rng.permutation(len(X))]
+            scores.append(model.score(shuffled, y))
+        drops[column] = baseline - float(np.mean(scores))
+    return pd.Series(drops, name="importance").sort_values(ascending=False)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_feature_importance_batched_equals_one_call_per_copy(
+    fitted, task: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scoring every shuffled copy from one predict call gives the per-copy figures."""
+    import pipelines.families.base as base
+
+    model, X, y = fitted["sklearn", task]
+    expected = _importance_one_call_per_copy(model, X, y, max_rows=150)
+    calls = []
+    predict = type(model).predict
+    monkeypatch.setattr(
+        type(model), "predict", lambda self, f: calls.append(len(f)) or predict(self, f)
+    )
+    got = model.feature_importance(X, y, max_rows=150)
+    pd.testing.assert_series_equal(got, expected, rtol=1e-12)
+    assert len(calls) == 1  # the baseline and every copy in one call
+    monkeypatch.setattr(base, "_IMPORTANCE_ROWS_PER_CALL", 400)  # chunks of two copies
+    calls.clear()
+    pd.testing.assert_series_equal(model.feature_importance(X, y, max_rows=150), expected)
+    assert calls and max(calls) <= 400
+
+
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_logged_pyfunc_predicts_like_the_model(

@@ -22,7 +22,7 @@ from registry import (
     RegistryError,
     VersionInfo,
 )
-from registry.client import alias_differences, plan_promote, plan_rollback
+from registry.client import REGISTRATION_KEY_TAG, alias_differences, plan_promote, plan_rollback
 from registry.ledger import Claim, claim_key, done_key, parse_ledger
 
 # -- pure parts -------------------------------------------------------------------------------
@@ -218,6 +218,32 @@ def test_registration_key_makes_register_idempotent(store: tuple[str, str]) -> N
     other = registry.register(f"runs:/{run_id}/model", run_id, registration_key="train-2")
     assert again.version == first.version == "1" and other.version == "2"
     assert [v.version for v in registry.versions()] == ["2", "1"]
+
+
+def test_fresh_registration_key_skips_the_lookup_and_still_tags_the_version(
+    store: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first attempt (`fresh_key`) registers without searching for its key, the first
+    version of a new model included; a retry with the key finds that version."""
+    uri, run_id = store
+    registry = Registry("cas-h", uri)
+    searched: list[str] = []
+    real = Registry.find_registered
+    monkeypatch.setattr(
+        Registry, "find_registered", lambda self, key: searched.append(key) or real(self, key)
+    )
+    first = registry.register(
+        f"runs:/{run_id}/model", run_id, {"family": "sklearn"}, "train-9", fresh_key=True
+    )
+    assert searched == [] and first.version == "1"
+    assert registry.get("1").tags[REGISTRATION_KEY_TAG] == "train-9"
+    assert registry.get("1").tags["family"] == "sklearn"
+    retried = registry.register(f"runs:/{run_id}/model", run_id, registration_key="train-9")
+    assert searched == ["train-9"] and retried.version == "1"
+    second = registry.register(
+        f"runs:/{run_id}/model", run_id, registration_key="t-2", fresh_key=True
+    )
+    assert second.version == "2" and [v.version for v in registry.versions()] == ["2", "1"]
 
 
 def test_history_is_newest_first_and_pages_past_the_first_page(store: tuple[str, str]) -> None:

@@ -1,0 +1,1 @@
+"""Inference servers a user would pick instead of driftloop, benchmarked side by side."""
