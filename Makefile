@@ -73,7 +73,7 @@ down:
 status: setup
 	$(VENV)/bin/driftloop status
 
-bench: setup  ## benchmarks (~9 min on 2 cores); writes bench/RESULTS.md
+bench: setup  ## benchmarks (~16 min on 2 cores, peers included); writes bench/RESULTS.md
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } >/dev/null 2>&1 \
 		|| echo "wrk unavailable: the bundled asyncio load generator (bench/serving/loadgen.py) is used"
 	$(PY) -m bench $(BENCH_ARGS)

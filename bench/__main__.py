@@ -3,7 +3,7 @@
 A full run (no `--quick`, no `--only`) also copies RESULTS.md's targets table into the
 README (`bench/readme.py`).
 
-    python -m bench                      # all sections (~9 min on 2 cores)
+    python -m bench                      # all sections (~16 min on 2 cores)
     python -m bench --quick              # shorter runs, fewer sizes (a smoke test)
     python -m bench --only serving       # one section (serving, monitoring, loop, training,
                                          # peers)

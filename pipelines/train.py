@@ -432,6 +432,7 @@ def log_and_register(
                 for name, frame in (("train", train), ("holdout", holdout))
             ],
             contexts=["training", "holdout"],
+            tags_list=[None, None],
         )
         mlflow.log_dict(report.to_dict(), "validation.json")
         mlflow.log_dict(

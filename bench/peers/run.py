@@ -140,6 +140,11 @@ def _running(
         yield server
     finally:
         stop_tree(server)
+        # The temp folder goes; the server's log stays for a look at what it did.
+        kept = PEERS_STATE / "logs" / server.log_path.name
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            shutil.copyfile(server.log_path, kept)
 
 
 def _get_ok(url: str) -> Callable[[], bool]:
@@ -245,6 +250,9 @@ def start_ray(ctx: Context) -> Iterator[Endpoint]:
     env = {
         "PATH": f"{venv / 'bin'}:{os.environ.get('PATH', '')}",
         "RAY_USAGE_STATS_ENABLED": "0",
+        # A worker process importing Ray on a busy 2-core machine can take more than the
+        # default 60 s to register; Ray then cancels the actor it was meant for.
+        "RAY_worker_register_timeout_seconds": "300",
         "RAY_TMPDIR": str(ctx.tmp / "ray"),
         # Not the project's PYTHONPATH: the Ray venv has its own packages.
         "PYTHONPATH": "",

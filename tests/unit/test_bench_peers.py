@@ -115,3 +115,17 @@ def test_report_without_driftloop_says_so() -> None:
     report(section, peers, outcomes, 2.0, 6.0)
     assert section.targets[0][2] == "no cell: driftloop failed"
     assert section.targets[0][3] is False
+
+
+def test_report_survives_empty_cells() -> None:
+    """A cell without requests (a stalled server) gives "–", not a crash."""
+    peers = (Peer("driftloop", "driftloop", _start), Peer("fastapi", "FastAPI", _start))
+    outcomes = {
+        "driftloop": Outcome(cells=_cells(10.0, 0.0)),
+        "fastapi": Outcome(cells=_cells(0.0, 2.0)),
+    }
+    section = Section("peers", "5. peers")
+    report(section, peers, outcomes, 2.0, 6.0)
+    last = section.tables[0].rows[-1]
+    assert last[1] == "– (fastapi: 0 req/s)"
+    assert last[-2] == "– (driftloop: no latency)"
