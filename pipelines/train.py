@@ -494,9 +494,11 @@ def log_params_and_metrics(
     params: dict[str, Any],
     metrics: dict[str, float],
     history: dict[str, list[float]] | None = None,
+    client: Any = None,
 ) -> None:
     """Params, metrics and per-epoch `epoch_<name>` metrics of a run in one `log_batch`
-    (the client splits it only past the server's per-request limits)."""
+    (the client splits it only past the server's per-request limits). `client`: an
+    `MlflowClient`, else one for the current tracking URI."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
     from mlflow.utils.time import get_current_time_millis
@@ -505,7 +507,7 @@ def log_params_and_metrics(
     entries = [Metric(name, float(value), now, 0) for name, value in metrics.items()]
     for name, values in (history or {}).items():
         entries += [Metric(f"epoch_{name}", float(v), now, step) for step, v in enumerate(values)]
-    MlflowClient().log_batch(
+    (client or MlflowClient()).log_batch(
         run_id,
         metrics=entries,
         params=[Param(key, str(value)) for key, value in params.items()],

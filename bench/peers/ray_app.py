@@ -17,6 +17,8 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+START_ATTEMPTS = 3
+
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=256)
 class Model:
@@ -50,7 +52,17 @@ def main() -> None:
     parser.add_argument("model_path")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # Ray gives its raylet a fixed 30 s to register with the GCS; on a busy 2-core
+    # machine that is sometimes too short, and a second start usually makes it.
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception as exc:
+            print(f"ray start {attempt}/{START_ATTEMPTS} failed: {exc}", flush=True)
+            ray.shutdown()
+            if attempt == START_ATTEMPTS:
+                raise
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     serve.run(Model.bind(args.model_path), route_prefix="/predict", name="bench")
     stop = threading.Event()

@@ -48,7 +48,7 @@ CONCURRENCY = (1, 8, 64)
 TOLERANCE = 1e-6
 CHECK_ROWS = 100
 START_TIMEOUT_S = 180.0
-RAY_START_TIMEOUT_S = 300.0  # a Ray head (GCS, raylet, dashboard agent...) comes first
+RAY_START_TIMEOUT_S = 420.0  # a Ray head (GCS, raylet...) first, up to 3 tries
 MLSERVER = ("mlserver==1.7.1", "mlserver-mlflow==1.7.1", "uvloop<0.21")
 RAY = ("ray[serve]==2.60.0",)
 MLSERVER_BATCH = {"max_batch_size": 64, "max_batch_time": 0.002}  # seconds
