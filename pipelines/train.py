@@ -546,7 +546,6 @@ def earlier_registration(
     return version.version, run.info.run_id
 
 
-@task(name="score-champion", **SERVER_RETRIES, timeout_seconds=300)
 def live_holdout_rows(snapshot: Snapshot, holdout: pd.DataFrame) -> np.ndarray | None:
     """Which holdout rows came from live windows (a drift retrain), when there are at least
     `MIN_LIVE_GATE_ROWS` of them; None otherwise.
@@ -564,6 +563,7 @@ def live_holdout_rows(snapshot: Snapshot, holdout: pd.DataFrame) -> np.ndarray |
     return live if int(live.sum()) >= MIN_LIVE_GATE_ROWS else None
 
 
+@task(name="score-champion", **SERVER_RETRIES, timeout_seconds=300)
 def score_champion(
     settings: Settings,
     snapshot: Snapshot,
