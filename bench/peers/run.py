@@ -419,6 +419,11 @@ def best_peer(
     return max(cells, key=lambda kv: key(kv[1]), default=None)
 
 
+def _rps(result: LoadResult, seconds: float) -> float | str:
+    """A cell's req/s; a cell where no request came back says so (not "0.00")."""
+    return result.rps if result.requests else f"none answered in {fmt(seconds)} s"
+
+
 def report(
     section: Section,
     peers: tuple[Peer, ...],
@@ -438,7 +443,7 @@ def report(
             continue
         table.add(
             peer.label,
-            *(outcome.cells[cell].rps for cell in cells),
+            *(_rps(outcome.cells[cell], seconds) for cell in cells),
             *(outcome.cells[(s, 1)].p99_ms for s in SIZES),
             sum(r.failed for r in outcome.cells.values()),
         )

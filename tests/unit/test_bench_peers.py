@@ -126,6 +126,8 @@ def test_report_survives_empty_cells() -> None:
     }
     section = Section("peers", "5. peers")
     report(section, peers, outcomes, 2.0, 6.0)
-    last = section.tables[0].rows[-1]
+    rows = section.tables[0].rows
+    assert rows[1][1] == "none answered in 6.00 s"  # fastapi's row
+    last = rows[-1]
     assert last[1] == "– (fastapi: 0 req/s)"
     assert last[-2] == "– (driftloop: no latency)"
