@@ -276,6 +276,10 @@ class AliasFollower:
         cached = self.cache.load()
         self.share = ShareOverride.from_tag(self.cache.load_canary_share(), "cache")
         if cached:
+            if cached.get(CHAMPION) and len(self._wanted_versions(cached)) > 1:
+                # A restarted worker answers as soon as its champion is loaded; the
+                # challenger and `previous` follow in the next reconcile.
+                self.reconcile({CHAMPION: cached[CHAMPION]}, source="cache", allow_import=False)
             self.reconcile(cached, source="cache", allow_import=False)
         elif self.pinned_version is not None:
             self.reconcile({CHAMPION: self.pinned_version}, source="pinned", allow_import=False)
