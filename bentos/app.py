@@ -175,8 +175,9 @@ class ServingApp:
         self._froze_after_load = False
 
     # -- lifecycle ------------------------------------------------------------------------
-    def start(self) -> None:
-        self.follower.start()
+    def start(self, load_first: bool = False) -> None:
+        """Follow the aliases; `load_first`: load the champion before returning."""
+        self.follower.start(load_first=load_first)
 
     async def close(self) -> None:
         self.follower.stop()

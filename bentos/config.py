@@ -110,6 +110,13 @@ class ServingSettings(BaseSettings):
         description="BentoML traffic timeout (504 above). Also bounds how long BentoML "
         "keeps per-request timers alive, which drives garbage-collection pauses.",
     )
+    workers: int = Field(
+        2,
+        ge=1,
+        description="Serving worker processes, each with its own copy of the models, "
+        "batcher and prediction log writer (one SQLite WAL log or PostgreSQL shared). "
+        "2 uses both cores of a 2-core machine; memory grows by one model set per worker.",
+    )
     access_log: bool = Field(
         False, description="BentoML's per-request access log (costs ~40 % throughput)."
     )

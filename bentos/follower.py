@@ -241,9 +241,24 @@ class AliasFollower:
         self._lock = threading.Lock()  # one reconcile at a time (thread vs. tests)
 
     # -- lifecycle ---------------------------------------------------------------------
-    def start(self) -> None:
-        """Serve from the on-disk cache at once, then follow the registry."""
-        self._thread = threading.Thread(target=self._run, name="alias-follower", daemon=True)
+    def start(self, load_first: bool = False) -> None:
+        """Serve from the on-disk cache at once, then follow the registry.
+
+        `load_first`: load the champion in the calling thread before following (the
+        cached aliases from the local store, else one registry poll), so a serving worker
+        only accepts connections once it can answer (with several workers, a worker that
+        is still loading must not take requests its siblings could serve).
+        """
+        if load_first:
+            try:
+                self.start_from_cache()
+                if self.snapshot.champion is None:
+                    self.poll_once()
+            except Exception:  # never fail start-up: the thread keeps trying
+                log.exception("loading the champion before serving failed; will retry")
+        self._thread = threading.Thread(
+            target=self._run, args=(not load_first,), name="alias-follower", daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -251,11 +266,14 @@ class AliasFollower:
         if self._thread is not None:
             self._thread.join(timeout_s)
 
-    def _run(self) -> None:
-        try:
-            self.start_from_cache()
-        except Exception:  # never let the thread die
-            log.exception("serving from the alias cache failed")
+    def _run(self, from_cache: bool = True) -> None:
+        if from_cache:
+            try:
+                self.start_from_cache()
+            except Exception:  # never let the thread die
+                log.exception("serving from the alias cache failed")
+        else:  # start() polled already
+            self._stop.wait(self._next_wait_s())
         while not self._stop.is_set():
             try:
                 self.poll_once()
@@ -276,6 +294,10 @@ class AliasFollower:
         cached = self.cache.load()
         self.share = ShareOverride.from_tag(self.cache.load_canary_share(), "cache")
         if cached:
+            if cached.get(CHAMPION) and len(self._wanted_versions(cached)) > 1:
+                # A restarted worker answers as soon as its champion is loaded; the
+                # challenger and `previous` follow in the next reconcile.
+                self.reconcile({CHAMPION: cached[CHAMPION]}, source="cache", allow_import=False)
             self.reconcile(cached, source="cache", allow_import=False)
         elif self.pinned_version is not None:
             self.reconcile({CHAMPION: self.pinned_version}, source="pinned", allow_import=False)

@@ -35,7 +35,7 @@ from bentos.gateway import Gateway, parsed_list
     name=SERVICE_NAME,
     description="driftloop: a registered MLflow model served with canary/shadow routing, "
     "alias following and a durable prediction log.",
-    workers=1,
+    workers=2,  # the `workers` setting (DRIFTLOOP_WORKERS via `driftloop serve`)
     logging={"access": {"enabled": False}},
     traffic={"timeout": 10},
 )
@@ -61,7 +61,10 @@ class DriftloopService:
             pinned_version=pinned,
             bento_tag=str(bento.tag) if bento is not None else None,
         )
-        self.app.start()
+        # The champion loads before this worker accepts connections (local store, no
+        # MLflow call when the aliases are cached): with several workers a sibling
+        # that is still loading takes no requests, and a restarted worker is warm.
+        self.app.start(load_first=True)
         gc.collect()
         gc.freeze()
 

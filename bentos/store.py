@@ -9,6 +9,7 @@ being down, even across restarts.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -155,6 +156,9 @@ class LoadedModel:
     decision: Decision | None = None
     """A classifier's recorded rule (positive class, threshold); None: labels only."""
     proba: Callable[[pd.DataFrame], Any] | None = None
+    direct: DirectPredict | None = None
+    """The model implementation's predict, for frames MLflow would not change (see
+    `direct_predict`); None: every call goes through `pyfunc.predict`."""
 
     @property
     def scored(self) -> bool:
@@ -181,11 +185,34 @@ class LoadedModel:
         self, frame: pd.DataFrame, n: int
     ) -> tuple[list[Any], list[dict[str, float]] | None]:
         if self.decision is None or self.proba is None:
-            return jsonable_predictions(_finite(self.pyfunc.predict(frame)), n), None
+            direct = self.direct
+            if direct is not None and direct.applies(frame):
+                raw = direct.predict(frame)
+            else:
+                raw = self.pyfunc.predict(frame)
+            return jsonable_predictions(_finite(raw), n), None
         proba = _finite(np.asarray(self.proba(frame), dtype=np.float64))
         labels = jsonable_predictions(self.decision.labels(proba), n)
         keys = [class_key(c) for c in self.decision.classes]
         return labels, [dict(zip(keys, row, strict=True)) for row in proba.tolist()]
+
+
+@dataclass(frozen=True)
+class DirectPredict:
+    """The model implementation's own predict, skipping MLflow's second schema enforcement.
+
+    `RecordSchema` has already checked every value and built the frame with the
+    signature's columns and dtypes; `pyfunc.predict` would enforce the same schema again
+    (column by column, copying the frame) on every call. `direct_predict` checks once at
+    load that enforcement leaves such a frame unchanged and that both calls agree; a frame
+    with other dtypes (an optional column holding nulls) still goes through MLflow.
+    """
+
+    predict: Callable[[pd.DataFrame], Any]
+    dtypes: tuple[Any, ...]
+
+    def applies(self, frame: pd.DataFrame) -> bool:
+        return tuple(frame.dtypes) == self.dtypes
 
 
 class NonFinitePredictions(ValueError):
@@ -212,24 +239,94 @@ def _finite(raw: Any) -> Any:
 
 
 def load_model(model: bentoml.Model) -> LoadedModel:
-    """Load a stored version as an MLflow pyfunc (no network)."""
+    """Load a stored version as an MLflow pyfunc (no network), warmed up.
+
+    Before the version is handed to the follower (and /readyz can say ready) it answers
+    its own input example once through the serving path, so the first caller does not
+    pay the lazy imports, the schema's caches and the model's first-call costs.
+    """
     pyfunc = bentoml.mlflow.load_model(model)
     meta = pyfunc.metadata
     labels = dict(model.info.labels)
     version = labels.get(LABEL_VERSION) or str(model.tag.version).removeprefix("v")
     decision, proba = classifier_rule(pyfunc, (meta.metadata or {}).get(DECISION_KEY), version)
-    return LoadedModel(
+    schema = RecordSchema.from_mlflow(meta.get_input_schema())
+    example = example_batch(pyfunc, schema)
+    loaded = LoadedModel(
         version=version,
         tag=str(model.tag),
         pyfunc=pyfunc,
-        schema=RecordSchema.from_mlflow(meta.get_input_schema()),
+        schema=schema,
         label_schema=LabelSchema.from_mlflow(
             meta.get_output_schema(), (meta.metadata or {}).get(LABEL_RULE_KEY)
         ),
         labels=labels,
         decision=decision,
         proba=proba,
+        direct=direct_predict(pyfunc, schema, example),
     )
+    if example is not None:
+        try:
+            loaded.predict_batches([example])
+        except Exception as exc:  # a model that fails on its own example fails callers too
+            log.warning("version %s failed on its input example: %s", version, exc)
+    return loaded
+
+
+def example_batch(pyfunc: Any, schema: RecordSchema) -> ValidBatch | None:
+    """The version's logged input example as a validated batch, or None.
+
+    None when the version has no example (or one our schema refuses): it then serves
+    through `pyfunc.predict` without warm-up, as versions always did.
+    """
+    example = getattr(pyfunc, "input_example", None)
+    if not isinstance(example, pd.DataFrame) or example.empty or not schema.checked:
+        return None
+    try:
+        records = json.loads(example.to_json(orient="records", date_format="iso"))
+        return schema.validate_batch(records)
+    except Exception as exc:
+        log.info("input example not usable for warm-up: %s", exc)
+        return None
+
+
+def direct_predict(
+    pyfunc: Any, schema: RecordSchema, example: ValidBatch | None
+) -> DirectPredict | None:
+    """The implementation's predict when MLflow's enforcement provably changes nothing.
+
+    Only for a plain column signature (no type-hint signature, no params schema) and a
+    validated example: MLflow's `_enforce_schema` must return the frame `RecordSchema`
+    builds with the same columns and dtypes, and both calls must give the same answers.
+    Anything else (or any error while checking) keeps `pyfunc.predict`.
+    """
+    if example is None or not schema.checked:
+        return None
+    try:
+        from mlflow.models.utils import _enforce_schema
+
+        meta = pyfunc.metadata
+        if meta._is_signature_from_type_hint() or meta._is_type_hint_from_example():
+            return None
+        if meta.get_params_schema() is not None:
+            return None
+        predict = pyfunc._predict_fn
+        frame = schema.frame_of_batches([example])
+        enforced = _enforce_schema(frame.copy(), meta.get_input_schema(), pyfunc.loader_module)
+        if not isinstance(enforced, pd.DataFrame):
+            return None
+        if list(enforced.columns) != list(frame.columns) or tuple(enforced.dtypes) != tuple(
+            frame.dtypes
+        ):
+            return None
+        ours = np.asarray(predict(frame))
+        theirs = np.asarray(pyfunc.predict(frame))
+        if ours.shape != theirs.shape or not np.array_equal(ours, theirs):
+            return None
+    except Exception as exc:
+        log.info("serving through pyfunc.predict (direct call not verified: %s)", exc)
+        return None
+    return DirectPredict(predict, tuple(frame.dtypes))
 
 
 def classifier_rule(

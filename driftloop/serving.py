@@ -94,6 +94,7 @@ def service_env(settings: Any) -> dict[str, str]:
                     SERVICE_NAME: {
                         "logging": {"access": {"enabled": bool(settings.access_log)}},
                         "traffic": {"timeout": float(settings.request_timeout_s)},
+                        "workers": int(getattr(settings, "workers", 1)),
                     }
                 }
             }

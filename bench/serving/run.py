@@ -27,6 +27,7 @@ from typing import Any
 from bench.common import Section, Table, log, ratio, run_json, workdir
 from bench.model import PreparedModel, prepare_model
 from bench.servers import checkout_bentos, driftloop_server, fastapi_server, mlflow_server
+from bench.serving import restart
 from bench.serving.loadgen import LoadResult, have_wrk, run_load
 
 API_KEY = "bench-api-key"
@@ -129,7 +130,15 @@ def run(section: Section, quick: bool) -> None:
                         )
                 for key, measured in runs.items():
                     results[(key, size, concurrency)] = median_run(measured)
+        log("serving: kill -9 of every driftloop worker, time to the next answer")
+        restart_s = restart.measure(plain, plain.base_url + "/predict", model.body(1), auth)
     report(section, floor, targets, results, seconds, rounds, model)
+    section.target(
+        "driftloop answers again after kill -9 of its workers (defaults)",
+        "≤ 3 s",
+        f"{restart_s:.1f} s",
+        restart_s <= 3,
+    )
 
 
 def median_run(runs: list[LoadResult]) -> LoadResult:

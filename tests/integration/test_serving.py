@@ -216,7 +216,7 @@ def settings_for(state: Path, model_name: str, uri: str, **overrides: Any) -> Se
         registry_timeout_s=2.0,
         registry_backoff_initial_s=0.5,
         registry_backoff_max_s=2.0,
-        **overrides,
+        **{"workers": 1, **overrides},  # one worker per test service; test_faults runs two
     )
 
 

@@ -48,6 +48,7 @@ def test_serve_env_carries_every_setting_to_the_child(
         api_key="k",
         access_log=True,
         request_timeout_s=7,
+        workers=3,
     )
     env = service_env(settings)
     assert env["DRIFTLOOP_CANARY_SHARE"] == "0.3"
@@ -62,7 +63,11 @@ def test_serve_env_carries_every_setting_to_the_child(
     assert env["MLFLOW_TRACKING_URI"] == env["DRIFTLOOP_TRACKING_URI"] == "http://m:5000"
     assert env["BENTOML_HOME"] == str(tmp_path / "bentoml")
     overrides = json.loads(env["BENTOML_CONFIG_OVERRIDES"])["services"]["driftloop"]
-    assert overrides == {"logging": {"access": {"enabled": True}}, "traffic": {"timeout": 7.0}}
+    assert overrides == {
+        "logging": {"access": {"enabled": True}},
+        "traffic": {"timeout": 7.0},
+        "workers": 3,
+    }
     for key, value in env.items():  # the child reads them back from its environment
         monkeypatch.setenv(key, value)
     child = ServingSettings()

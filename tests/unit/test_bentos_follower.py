@@ -134,6 +134,26 @@ def test_a_restart_while_the_registry_is_down_serves_the_cached_aliases(tmp_path
     assert all(allow is False for _, allow in loader.calls)  # nothing fetched from MLflow
 
 
+def test_a_restart_serves_its_champion_before_loading_previous_and_challenger(
+    tmp_path: Path,
+) -> None:
+    registry = Registry({"champion": "2", "challenger": "3", "previous": "1"})
+    follower(tmp_path, registry, Loader()).poll_once()  # writes the cache
+    seen: list[tuple[str, str | None]] = []
+
+    class Watching(Loader):
+        def __call__(self, version: str, allow_import: bool) -> LoadedModel:
+            champion = restarted.snapshot.champion
+            seen.append((version, champion.version if champion else None))
+            return super().__call__(version, allow_import)
+
+    restarted = follower(tmp_path, registry, Watching())
+    restarted.start_from_cache()
+    assert seen[0] == ("2", None)  # the champion first, alone
+    assert sorted(seen[1:]) == [("1", "2"), ("3", "2")]  # the others while it serves
+    assert versions(restarted) == ("2", "3") and restarted.snapshot.previous is not None
+
+
 def test_without_cache_or_registry_a_bento_serves_its_own_version(tmp_path: Path) -> None:
     registry = Registry({})
     registry.down = True

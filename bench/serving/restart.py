@@ -1,0 +1,59 @@
+"""Worker restart: seconds from `kill -9` of every serving worker to the next 200.
+
+`measure(server, url, body, headers)` finds the BentoML service workers under a running
+`bentoml serve`, SIGKILLs them all while one client keeps posting `body`, and returns
+how long after the kill the first request sent after it was answered with 200 (the
+arbiter starts new workers; each loads its champion from the local store before it
+accepts connections).
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import psutil
+
+from driftloop import procs
+
+WORKER_MARK = "_bentoml_impl.worker.service"
+
+
+def worker_pids(server: procs.Server) -> set[int]:
+    """Pids of the service workers under `bentoml serve` (not the arbiter)."""
+    pids = set()
+    for child in psutil.Process(server.process.pid).children(recursive=True):
+        try:
+            if WORKER_MARK in " ".join(child.cmdline()):
+                pids.add(child.pid)
+        except psutil.Error:
+            continue
+    return pids
+
+
+def measure(
+    server: procs.Server,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    timeout_s: float = 120.0,
+) -> float:
+    """Seconds from SIGKILL of all workers to the first 200 for a request sent after it."""
+    headers = {"content-type": "application/json", **headers}
+    with httpx.Client(timeout=10) as client:
+        if client.post(url, content=body, headers=headers).status_code != 200:
+            raise RuntimeError(f"{server.name} does not answer before the kill")
+        pids = worker_pids(server)
+        if not pids:
+            raise RuntimeError(f"no BentoML workers found under {server.name}")
+        killed_at = time.perf_counter()
+        for pid in pids:
+            psutil.Process(pid).kill()
+        while time.perf_counter() - killed_at < timeout_s:
+            try:
+                if client.post(url, content=body, headers=headers).status_code == 200:
+                    return time.perf_counter() - killed_at
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.02)
+    raise TimeoutError(f"{server.name} did not answer within {timeout_s:g} s of the kill")
