@@ -114,3 +114,20 @@ assert not leaked, leaked
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "3.0"  # 2 * a + b at a = b = 1
+
+
+def test_the_build_context_is_staged_with_only_the_included_folders() -> None:
+    """BentoML walks its whole build context: the staged one holds the folders the
+    bentofile includes (caches left out), not the virtualenv or the state folder."""
+    from bentos.packaging import BUILD_CONTEXT, bento_config, staged_context
+
+    config = bento_config()
+    with staged_context(config) as root:
+        tops = sorted(p.name for p in root.iterdir())
+        assert tops == sorted({str(p).split("/", 1)[0] for p in config["include"]})
+        assert (root / "bentos" / "service.py").read_bytes() == (
+            BUILD_CONTEXT / "bentos" / "service.py"
+        ).read_bytes()
+        assert not list(root.rglob("__pycache__"))
+        assert (root / "registry" / "client.py").exists()
+    assert not root.exists()  # removed afterwards
