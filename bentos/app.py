@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import threading
 import time
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
 from starlette.responses import JSONResponse, Response
 
 from bentos import jsonio
@@ -662,6 +664,37 @@ class ServingApp:
             "max_records_per_request": self.gateway_config.max_records,
         }
 
+    def docs_details(self) -> dict[str, Any]:
+        """What `/docs.json` adds to BentoML's document (bentos/openapi.py): the model,
+        the champion, its features and an example record, the label rule, auth, limits."""
+        champion = self.follower.snapshot.champion
+        config = self.gateway_config
+        auth = (
+            "`Authorization: Bearer <DRIFTLOOP_API_KEY>` on /predict and /metadata; "
+            f"/feedback: {_feedback_auth(config.scopes.get('/feedback'))}"
+            if config.api_key is not None
+            else "none (this service runs without an API key)"
+        )
+        details: dict[str, Any] = {
+            "model_name": self.model_name,
+            "champion_version": champion.version if champion else None,
+            "auth": auth,
+            "max_records": config.max_records,
+            "max_body_bytes": config.max_body_bytes,
+        }
+        if champion is not None:
+            details["features"] = champion.schema.describe()
+            details["example_record"] = _first_example_record(champion)
+            rule = champion.label_schema.describe()
+            classes = rule.get("classes")
+            details["label_rule"] = (
+                f"one of {', '.join(map(str, classes))}"
+                if classes
+                else f"a number (target `{rule.get('target')}`)"
+            )
+            details["example_label"] = classes[0] if classes else 1.0
+        return details
+
     def _not_ready_reason(self) -> str:
         status = self.follower.status()
         if not status["registry"]["reachable"] and not status["aliases"]:
@@ -704,6 +737,20 @@ def _iso(ts: float) -> str:
 def _feedback_auth(scope: KeyScope | None) -> str:
     """Who may post labels, in words for /metadata (never the keys)."""
     return "anyone (no key configured)" if scope is None else scope.who
+
+
+def _first_example_record(model: LoadedModel) -> dict[str, Any] | None:
+    """The first row of the version's logged input example, as JSON values; None if it
+    has none (or it does not pass the version's own schema)."""
+    example = getattr(model.pyfunc, "input_example", None)
+    if not isinstance(example, pd.DataFrame) or example.empty:
+        return None
+    try:
+        record = json.loads(example.head(1).to_json(orient="records", date_format="iso"))[0]
+        model.schema.validate([record])
+    except Exception:
+        return None
+    return record
 
 
 def _describe(model: LoadedModel | None) -> dict[str, Any] | None:

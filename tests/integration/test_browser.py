@@ -163,8 +163,12 @@ def test_prefect_shows_the_monitor_decision_on_its_flow_run_with_a_report_link_t
 
 def test_the_service_docs_example_answers_200(loop: Loop) -> None:
     page = text_of(rendered_dom(f"{loop.service_url}/"))
-    assert "predict" in page
+    assert f"{MODEL} — driftloop" in page, page[:2000]  # Swagger UI's title: the model
+    assert f"champion v{loop.champion}" in page
+    assert "temp" in page and "double" in page  # the features and their types
+    assert "additionalProp1" not in page
     schema = httpx.get(f"{loop.service_url}/docs.json", timeout=10).json()
+    assert "/metadata" in schema["paths"]
     operation = schema["paths"]["/predict"]["post"]
     content = operation["requestBody"]["content"]["application/json"]
     example = content.get("example") or content["schema"].get("example")
