@@ -1403,6 +1403,8 @@ def log_migrate(
             raise CliError(
                 f"cannot migrate the prediction log at {shown}: {reason}", EXIT_CHECK_FAILED
             ) from None
+        except RuntimeError as exc:  # a revision this driftloop does not know
+            raise CliError(str(exc), EXIT_CHECK_FAILED) from None
         finally:
             engine.dispose()
         if not done.changed:

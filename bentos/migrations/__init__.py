@@ -83,6 +83,12 @@ def upgrade(engine: sa.Engine, target: str = "head") -> Migration:
         elif backend == "postgresql":
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
         before = _revision(conn)
+        if before is not None and before not in known_revisions():
+            raise RuntimeError(
+                f"the prediction log is at schema revision {before}, which this driftloop "
+                f"does not know (its newest is {HEAD}): a newer driftloop migrated it; "
+                "install that version here"
+            )
         adopted = before is None and sa.inspect(conn).has_table("predictions")
         config = Config()
         config.set_main_option("script_location", str(FOLDER))
@@ -93,6 +99,13 @@ def upgrade(engine: sa.Engine, target: str = "head") -> Migration:
     if after is None:
         raise RuntimeError(f"the prediction log records no revision after upgrading to {target}")
     return Migration(before, after, adopted)
+
+
+def known_revisions() -> set[str]:
+    """Every revision in `versions/`."""
+    from alembic.script import ScriptDirectory
+
+    return {script.revision for script in ScriptDirectory(str(FOLDER)).walk_revisions()}
 
 
 def script_heads() -> tuple[str, ...]:

@@ -235,3 +235,17 @@ def test_a_log_that_cannot_be_opened_is_a_clear_error(
     assert result.exit_code == 1
     assert "cannot migrate the prediction log at postgresql+psycopg://nobody:***@" in result.output
     assert "secret" not in result.output
+
+
+def test_a_log_migrated_by_a_newer_driftloop_is_refused_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "predictions.db"
+    PredictionLog(url(path)).close()
+    with sqlite3.connect(path) as raw:
+        raw.execute(f"UPDATE {migrations.VERSION_TABLE} SET version_num = '9999'")
+    with pytest.raises(RuntimeError, match=r"revision 9999, which this driftloop does not know"):
+        PredictionLog(url(path))
+    assert revisions(path) == ["9999"]  # left as it was
+    engine = sa.create_engine(url(path))
+    with pytest.raises(RuntimeError, match="a newer driftloop migrated it"):
+        migrations.upgrade(engine)
+    engine.dispose()
