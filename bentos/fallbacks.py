@@ -37,11 +37,8 @@ fallback_events_table = sa.Table(
     sa.Column("error", sa.String(_ERROR_CHARS), nullable=False),
     sa.Index("ix_fallback_events_model_version", "model_name", "failed_version", "id"),
 )
-
-
-def _ensure_table(log: PredictionLog) -> None:
-    """Logs made before fallback events existed get the table on first use."""
-    _metadata.create_all(log.engine, checkfirst=True)
+"""Created with the log's other tables by its migrations (`bentos/migrations`); logs made
+before fallback events existed gain it when opened."""
 
 
 def record_fallback_event(
@@ -53,7 +50,6 @@ def record_fallback_event(
     ts: float | None = None,
 ) -> None:
     """Note that `failed_version` failed (with `error`) and `answered_by` answered for it."""
-    _ensure_table(log)
     with log.engine.begin() as conn:
         conn.execute(
             fallback_events_table.insert().values(
@@ -71,7 +67,6 @@ def prune_fallback_events(
 ) -> int:
     """Delete fallback events logged before `older_than` (of `model_name`, else every
     model's); returns how many. One row per episode and serving process: one statement."""
-    _ensure_table(log)
     e = fallback_events_table.c
     where = [e.ts < older_than]
     if model_name is not None:
@@ -113,7 +108,6 @@ def fallback_counts(
     if rows <= 0:
         raise ValueError(f"rows must be positive, got {rows}")
     c = predictions_table.c
-    _ensure_table(log)
     e = fallback_events_table.c
     with log.engine.connect() as conn:
         first_id = 0

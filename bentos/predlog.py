@@ -41,11 +41,13 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from bentos import jsonio
+from bentos import jsonio, migrations
 
 log = logging.getLogger("driftloop.predlog")
 
 _metadata = sa.MetaData()
+"""The log's tables as the code reads and writes them; `bentos/migrations` creates and
+upgrades them (tests/unit/test_predlog_migrations.py checks the two agree)."""
 
 predictions_table = sa.Table(
     "predictions",
@@ -61,7 +63,7 @@ predictions_table = sa.Table(
     sa.Column("prediction", sa.JSON, nullable=True),
     sa.Column("latency_ms", sa.Double, nullable=False),
     # A classifier's {class: probability} (null for regressors and labels-only versions);
-    # added to logs created before it by `PredictionLog._ensure_columns`.
+    # added to logs created before it by the baseline migration.
     sa.Column("scores", sa.JSON, nullable=True),
     sa.Index("ix_predictions_version_ts", "model_version", "ts"),
     # The monitor's reads: a model's answered requests by id (window bounds, exact counts,
@@ -298,9 +300,9 @@ class PredictionLog:
         self.engine = sa.create_engine(url, **kwargs)
         if self.is_sqlite:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout_s))
-        _metadata.create_all(self.engine)
-        self._ensure_columns()
-        self._ensure_indexes()
+        # The schema is Alembic's (bentos/migrations): a log not at the head revision
+        # (new, older, or made before migrations) is upgraded here, rows kept.
+        migrations.ensure_head(self.engine)
         # `->`/`->>` need SQLite 3.38; older ones take the row-by-row insert.
         self._single_statement = self.is_sqlite and sqlite3.sqlite_version_info >= (3, 38)
         self._labels_lock = threading.Lock()
@@ -316,34 +318,6 @@ class PredictionLog:
                 conn.rollback()
             else:
                 conn.execute(sa.select(sa.literal(1)))
-
-    def _ensure_columns(self) -> None:
-        """Nullable columns added after a log was created (`create_all` only makes missing
-        tables): an older log gains them, its rows read back as null."""
-        with self.engine.connect() as conn:
-            present = {c["name"] for c in sa.inspect(conn).get_columns("predictions")}
-        for column in predictions_table.columns:
-            if column.name in present:
-                continue
-            kind = column.type.compile(dialect=self.engine.dialect)
-            with self.engine.begin() as conn:
-                conn.exec_driver_sql(f"ALTER TABLE predictions ADD COLUMN {column.name} {kind}")
-
-    def _ensure_indexes(self) -> None:
-        """Indexes added after a log was created (`create_all` only makes missing tables).
-
-        On an existing large log the first open builds them once (about a second per
-        million rows).
-        """
-        with self.engine.connect() as conn:
-            existing = {
-                table.name: {ix["name"] for ix in sa.inspect(conn).get_indexes(table.name)}
-                for table in (predictions_table, feedback_table)
-            }
-        for table in (predictions_table, feedback_table):
-            for index in table.indexes:
-                if index.name not in existing[table.name]:
-                    index.create(self.engine, checkfirst=True)
 
     # -- writing -----------------------------------------------------------------------
     def append(

@@ -1288,7 +1288,9 @@ def contract_widen(
 
 
 log_app = typer.Typer(
-    help="The prediction log: retention.", no_args_is_help=True, add_completion=False
+    help="The prediction log: retention and schema migrations.",
+    no_args_is_help=True,
+    add_completion=False,
 )
 app.add_typer(log_app, name="log")
 
@@ -1346,6 +1348,70 @@ def log_prune(
             f"logged before {_iso(cutoff)}"
             + (f" (and {events:,} fallback events)" if events else "")
         )
+
+    run_command(body)
+
+
+@log_app.command("migrate")
+def log_migrate(
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Only show the log's schema revision; exit 1 if it is not the head.",
+        ),
+    ] = False,
+) -> None:
+    """Upgrade the prediction log's schema to the head revision (Alembic) and show it.
+
+    Every service, monitor and CLI command upgrades the log when it opens it; this runs
+    the same upgrade on purpose (e.g. before starting new replicas on PostgreSQL). A log
+    made before migrations is adopted: its rows stay.
+    """
+
+    def body() -> None:
+        import sqlalchemy as sa
+
+        from bentos import migrations
+
+        settings = settings_from()
+        url = settings.resolved_prediction_log_url()
+        parsed = sa.engine.make_url(url)
+        shown = parsed.render_as_string(hide_password=True)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            path = Path(parsed.database).expanduser()
+            if not path.exists():
+                if check:
+                    raise CliError(f"no prediction log at {path}", EXIT_CHECK_FAILED)
+                path.parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url)
+        try:
+            if check:
+                revision = migrations.current_revision(engine)
+                state = "head" if revision == migrations.HEAD else f"head is {migrations.HEAD}"
+                console.print(f"prediction log {shown}: revision {revision or 'none'} ({state})")
+                if revision != migrations.HEAD:
+                    raise CliError(
+                        f"the prediction log is not at the head revision "
+                        f"{migrations.HEAD}: run `driftloop log migrate`",
+                        EXIT_CHECK_FAILED,
+                    )
+                return
+            done = migrations.upgrade(engine)
+        except sa.exc.SQLAlchemyError as exc:
+            reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0]
+            raise CliError(
+                f"cannot migrate the prediction log at {shown}: {reason}", EXIT_CHECK_FAILED
+            ) from None
+        except RuntimeError as exc:  # a revision this driftloop does not know
+            raise CliError(str(exc), EXIT_CHECK_FAILED) from None
+        finally:
+            engine.dispose()
+        if not done.changed:
+            console.print(f"prediction log {shown}: revision {done.after} (head), nothing to do")
+            return
+        source = "made before migrations, adopted" if done.adopted else done.before or "new"
+        console.print(f"prediction log {shown}: {source} → revision {done.after} (head)")
 
     run_command(body)
 

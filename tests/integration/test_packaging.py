@@ -62,6 +62,11 @@ def test_sklearn_bento_installs_the_locked_set_without_torch(bentos: dict[str, P
     assert "FROM python:3.11-slim" in dockerfile
     assert "pip install -r $BENTO_PATH/env/python/requirements.txt" in dockerfile
     assert "UV_INDEX_STRATEGY" not in dockerfile
+    # the service migrates its prediction log when it opens it: Alembic and the revisions
+    assert "alembic==" in requirements
+    migrations = bentos["sklearn"] / "src" / "bentos" / "migrations"
+    assert (migrations / "env.py").is_file()
+    assert (migrations / "versions" / "0001_baseline.py").is_file()
 
 
 def test_torch_bento_adds_the_cpu_build_of_torch(bentos: dict[str, Path]) -> None:

@@ -225,3 +225,90 @@ def test_prediction_log_on_postgres_reads_back_what_sqlite_reads(
     assert pg["request_id"].tolist() == lite["request_id"].tolist()
     for column in ("temp", "hr", "weathersit", "prediction", "label", "model_version", "role"):
         assert pg[column].astype(str).tolist() == lite[column].astype(str).tolist(), column
+
+
+def test_prediction_log_migrations_on_postgres(postgres: procs.PostgresCluster) -> None:
+    """A log made before migrations is adopted with its rows; a new one reaches exactly the
+    code's schema; replicas opening it at once upgrade it once; `driftloop log migrate`."""
+    import threading
+
+    import sqlalchemy as sa
+
+    from bentos import migrations
+    from bentos.predlog import PredictionLog, PredictionRecord, predictions_table
+
+    old_url = postgres.url(postgres.create_database("predlog_old"))
+    engine = sa.create_engine(old_url)
+    migrations.code_metadata().create_all(engine)  # what the code made before Alembic
+    with engine.begin() as conn:
+        conn.execute(
+            predictions_table.insert(),
+            [
+                {
+                    "request_id": f"old{i}",
+                    "ts": 1.0e9 + i,
+                    "model_name": "m",
+                    "model_version": "1",
+                    "role": "champion",
+                    "features": {"x": i},
+                    "prediction": i,
+                    "latency_ms": 1.0,
+                }
+                for i in range(3)
+            ],
+        )
+    assert migrations.current_revision(engine) is None
+    engine.dispose()
+    log = PredictionLog(old_url)
+    try:
+        assert migrations.current_revision(log.engine) == migrations.HEAD
+        assert migrations.schema_differences(log.engine) == []
+        assert [p.request_id for p in log.predictions()] == ["old0", "old1", "old2"]
+    finally:
+        log.close()
+
+    new_url = postgres.url(postgres.create_database("predlog_new"))
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def open_log(i: int) -> None:
+        try:
+            start.wait()
+            replica = PredictionLog(new_url)
+            replica.append([PredictionRecord(f"r{i}", "m", "1", "champion", {"x": i}, i, 1.0)])
+            replica.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_log, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    engine = sa.create_engine(new_url)
+    try:
+        with engine.connect() as conn:
+            versions = conn.execute(sa.text(f"SELECT * FROM {migrations.VERSION_TABLE}")).all()
+            tables = set(sa.inspect(conn).get_table_names())
+        assert [tuple(v) for v in versions] == [(migrations.HEAD,)]
+        assert tables == {*migrations.TABLES, migrations.VERSION_TABLE}
+        assert migrations.schema_differences(engine) == []
+    finally:
+        engine.dispose()
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DRIFTLOOP_")},
+        "DRIFTLOOP_PREDICTION_LOG_URL": new_url,
+    }
+    driftloop = str(Path(sys.executable).parent / "driftloop")
+    check = subprocess.run(
+        [driftloop, "log", "migrate", "--check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr
+    assert f"revision {migrations.HEAD} (head)" in check.stdout

@@ -18,6 +18,7 @@ from typing import Any
 import mlflow
 import pytest
 
+from bentos import migrations
 from bentos.fallbacks import fallback_counts, record_fallback_event
 from bentos.predlog import PredictionLog, PredictionRecord
 from driftloop.settings import Settings
@@ -134,11 +135,14 @@ def test_a_log_made_before_fallback_events_still_counts(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     old = PredictionLog(url)
     old.append(rows("6", "fallback", 9, time.time(), "f"))
-    with old.engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE IF EXISTS fallback_events")
-    counts = fallback_counts(old, "bikes", "7", "6", since=None, rows=100)
-    assert (counts.fallback_rows, counts.error) == (9, None)
+    with old.engine.begin() as conn:  # back to a log of before fallback events and migrations
+        conn.exec_driver_sql("DROP TABLE fallback_events")
+        conn.exec_driver_sql(f"DROP TABLE {migrations.VERSION_TABLE}")
     old.close()
+    log = PredictionLog(url)  # opening it adds the table
+    counts = fallback_counts(log, "bikes", "7", "6", since=None, rows=100)
+    assert (counts.fallback_rows, counts.error) == (9, None)
+    log.close()
 
 
 # -- the monitor records the rollback through the registry's compare-and-swap ---------------

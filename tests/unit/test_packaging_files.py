@@ -73,13 +73,14 @@ def test_the_root_bentofile_is_the_packaging_one() -> None:
 
 
 # Distributions full `mlflow` adds to `mlflow-skinny` that the Bento leaves out.
-FULL_MLFLOW_ONLY = ("flask", "flask_cors", "alembic", "graphene", "gunicorn", "huey", "docker")
+# (Alembic is one, but the Bento installs it itself: the prediction log's migrations.)
+FULL_MLFLOW_ONLY = ("flask", "flask_cors", "graphene", "gunicorn", "huey", "docker")
 FULL_MLFLOW_ONLY += ("matplotlib", "pyarrow")
 
 
 def test_the_service_runs_on_mlflow_skinny(tmp_path: Path) -> None:
-    """Import the service and load + predict with a logged sklearn pyfunc while the
-    modules only full mlflow brings are unimportable."""
+    """Import the service, load + predict with a logged sklearn pyfunc and open (migrate)
+    a prediction log while the modules only full mlflow brings are unimportable."""
     code = f"""
 import importlib.abc, sys
 BLOCKED = {FULL_MLFLOW_ONLY!r}
@@ -101,6 +102,8 @@ model = LinearRegression().fit(X, X["a"] * 2 + X["b"])
 mlflow.sklearn.save_model(model, {str(tmp_path / "model")!r}, pip_requirements=["scikit-learn"])
 loaded = mlflow.pyfunc.load_model({str(tmp_path / "model")!r})
 print(round(float(loaded.predict(X.iloc[[1]])[0]), 6))
+from bentos.predlog import PredictionLog
+PredictionLog("sqlite:///{tmp_path / "predictions.db"}").close()  # migrations run
 leaked = sorted({{m.split(".")[0] for m in sys.modules}} & set(BLOCKED))
 assert not leaked, leaked
 """
