@@ -289,13 +289,20 @@ class Settings(ServingSettings):
         "`<state_dir>/evidently`: drift over time, one project per model).",
     )
     evidently_retention_runs: int | None = Field(
-        2000,
+        500,
         gt=0,
         description="Runs (one per monitor check) kept per model in the Evidently workspace; "
-        "older ones are deleted after each check. 2,000 is about a week of checks every "
-        "5 minutes. Empty = keep everything.",
+        "older ones are deleted after each check. 500 is ~42 hours of checks every 5 minutes; "
+        "a run is ~6 KB plus ~12 KB per monitored column (160 KB for the demo). Empty = keep "
+        "everything.",
     )
     work_pool: str = Field("driftloop", description="Prefect process work pool for deployments.")
+
+    @field_validator("evidently_retention_runs", mode="before")
+    @classmethod
+    def _empty_keeps_every_run(cls, value: object) -> object:
+        """``DRIFTLOOP_EVIDENTLY_RETENTION_RUNS=`` (empty) turns the default retention off."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("model_name")
     @classmethod

@@ -92,9 +92,7 @@ def run_name(check: Mapping[str, Any]) -> str:
     figures = check.get("figures") or {}
     action = (check.get("decision") or {}).get("action", "none")
     versions = ", ".join(
-        f"{role} v{figures[f'{role}_version']}"
-        for role in ROLES
-        if figures.get(f"{role}_version")
+        f"{role} v{figures[f'{role}_version']}" for role in ROLES if figures.get(f"{role}_version")
     )
     parts = [f"{check.get('model_name', '?')}: {action}", versions or "no champion"]
     if figures.get("window_rows") is not None:
@@ -111,7 +109,9 @@ def run_tags(check: Mapping[str, Any]) -> list[str]:
     figures = check.get("figures") or {}
     action = (check.get("decision") or {}).get("action", "none")
     tags = [f"decision:{action}"]
-    tags += [f"{role}:v{figures[f'{role}_version']}" for role in ROLES if figures.get(f"{role}_version")]
+    tags += [
+        f"{role}:v{figures[f'{role}_version']}" for role in ROLES if figures.get(f"{role}_version")
+    ]
     if check.get("drift"):
         tags.append("drift-report")
     return tags
@@ -164,18 +164,69 @@ def check_snapshot(
         tags=run_tags(check),
         name=run_name(check),
     )
-    if drift is None:
-        return snapshot
     model = snapshot.to_snapshot_model()
-    other = drift.to_snapshot_model()
-    model.metric_results = {**model.metric_results, **other.metric_results}
-    model.top_level_metrics = [
-        *model.top_level_metrics,
-        *[m for m in other.top_level_metrics if m not in model.top_level_metrics],
-    ]
-    model.widgets = [*model.widgets, *other.widgets]
-    model.tests_widgets = [*model.tests_widgets, *other.tests_widgets]
+    # One counter widget for the figures instead of a bar chart per single value.
+    model.widgets = [figures_widget(check)]
+    if drift is not None:
+        other = drift.to_snapshot_model()
+        model.metric_results = {**model.metric_results, **other.metric_results}
+        model.top_level_metrics = [
+            *model.top_level_metrics,
+            *[m for m in other.top_level_metrics if m not in model.top_level_metrics],
+        ]
+        model.widgets = [*model.widgets, *(_slim(w) for w in other.widgets)]
+        model.tests_widgets = [*model.tests_widgets, *other.tests_widgets]
+    for result in model.metric_results.values():
+        result.widget = None  # a copy of `widgets`, which the UI shows; the values stay
     return Snapshot.load_model(model)
+
+
+def figures_widget(check: Mapping[str, Any]) -> Any:
+    """The check's figures and decision as one Evidently counter widget (the run's page)."""
+    from evidently.legacy.renderers.html_widgets import CounterData, counter
+
+    figures = check.get("figures") or {}
+    decision = check.get("decision") or {}
+
+    def share(key: str) -> str:
+        value = figures.get(key)
+        return "-" if value is None else f"{value:.1%}"
+
+    counters = [
+        CounterData("decision", str(decision.get("action", "none"))),
+        CounterData("requests in the window", f"{figures.get('window_rows') or 0:,}"),
+        CounterData("drift share", share("drift_share")),
+        CounterData("OOD rate", share("ood_rate")),
+    ]
+    metric = figures.get("metric_name") or "live metric"
+    for role in ROLES:
+        version = figures.get(f"{role}_version")
+        if version:
+            value = figures.get(f"{role}_metric")
+            shown = "-" if value is None else f"{value:.4g}"
+            counters.append(CounterData(f"{role} v{version} {metric}", shown))
+    return counter(counters=counters, title=str(decision.get("reason", ""))[:300])
+
+
+def _slim(widget: Any) -> Any:
+    """The widget without Plotly's per-figure theme (`layout.template`, ~70% of a drift
+    run's bytes, repeated in every chart): the charts draw in Plotly's default style."""
+    from evidently.legacy.model.widget import BaseWidgetInfo
+
+    def strip(node: Any) -> None:
+        if isinstance(node, dict):
+            layout = node.get("layout")
+            if isinstance(layout, dict):
+                layout.pop("template", None)
+            for value in node.values():
+                strip(value)
+        elif isinstance(node, list):
+            for value in node:
+                strip(value)
+
+    data = widget.dict()
+    strip(data)
+    return BaseWidgetInfo.parse_obj(data)
 
 
 def dashboard(metric_name: str | None) -> DashboardModel:

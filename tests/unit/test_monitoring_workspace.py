@@ -163,3 +163,37 @@ def test_saved_snapshot_loads_back(drift_report: Path) -> None:
     loaded = Snapshot.load(drift_report)
     assert loaded.metric_results
     assert json.loads(drift_report.read_text())["widgets"]
+
+
+def test_a_run_stays_small(tmp_path: Path, drift_report: Path) -> None:
+    """Retention counts runs: each must stay small (no repeated widgets or Plotly themes)."""
+    found = check("2026-12-01T10:00:00+00:00", "none", 0.5, 0.01)
+    assert add_check(tmp_path, found, "c", THRESHOLDS, None, drift_report) is None
+    (run,) = tmp_path.glob("*/snapshots/*.json")
+    assert run.stat().st_size < drift_report.stat().st_size / 2
+    stored = json.loads(run.read_text())
+    assert stored["widgets"][0]["type"] == "counter"
+    assert len(stored["widgets"]) > 1  # the drift report's charts follow the figures
+
+
+def test_the_monitor_adds_its_check_and_reports_a_broken_workspace(tmp_path: Path) -> None:
+    from driftloop.settings import Settings
+    from pipelines.monitor import CheckResult, add_to_workspace
+
+    settings = Settings(state_dir=tmp_path, model_name="bikes", evidently_retention_runs=3)
+    found = check("2026-12-01T10:00:00+00:00", "retrain", 0.75, 0.3)
+    result = CheckResult(
+        "bikes", found["at"], found["decision"], found["figures"], drift=found["drift"]
+    )
+    add_to_workspace(settings, result, "c1")
+    assert result.messages == []
+    workspace = open_workspace(settings.evidently_workspace())
+    (project,) = workspace.search_project("bikes")
+    (run,) = workspace.list_runs(project.id)
+    assert workspace.get_run(project.id, run).metadata["drift_share"] == "0.75"
+
+    broken = Settings(state_dir=tmp_path / "other", model_name="bikes")
+    broken.state_path.mkdir()
+    broken.evidently_workspace().write_text("a file where the workspace folder should be")
+    add_to_workspace(broken, result, "c2")
+    assert len(result.messages) == 1 and "Evidently workspace" in result.messages[0]
