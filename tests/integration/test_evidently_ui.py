@@ -59,6 +59,21 @@ def test_evidently_ui_lists_the_project_and_its_runs(tmp_path: Path) -> None:
         ).json()
         values = {s["params"]["column"]: s["values"] for s in series["series"]}
         assert values == {"ood_rate": [0.02, 0.35], "ood_rate_threshold": [0.2, 0.2]}
+
+        # A check made while the UI runs shows up without a restart (it watches the folder).
+        later = {
+            "model_name": "bikes",
+            "at": "2026-12-01T10:05:00+00:00",
+            "decision": {"action": "promote", "reason": "why"},
+            "figures": {"window_rows": 500, "ood_rate": 0.01},
+        }
+        assert add_check(folder, later, "c9", {}, 10) is None
+
+        def listed() -> bool:
+            found = httpx.get(f"{base}/api/projects/{project['id']}/snapshots", timeout=10)
+            return len(found.json()) == 3
+
+        procs.wait_until(listed, 60, what="the new run listed by evidently ui")
     finally:
         server.stop()
     assert not procs.port_in_use(port)
