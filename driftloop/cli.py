@@ -1003,7 +1003,7 @@ def up(
         from driftloop import stack
 
         try:
-            with err.status("starting MLflow, Prefect, the worker and bentoml serve…"):
+            with err.status("starting MLflow, Prefect, the worker, bentoml serve and Evidently…"):
                 info = stack.up(settings, deploy=not no_deploy)
         except stack.StackError as exc:
             raise CliError(str(exc), EXIT_CHECK_FAILED) from exc
@@ -1013,6 +1013,8 @@ def up(
         console.print(f"MLflow UI:  {info['mlflow_tracking_uri']}")
         console.print(f"Prefect UI: {prefect_ui}")
         console.print(f"Service:    {info['serve_url']} (starts once a champion exists)")
+        if info.get("evidently_url"):
+            console.print(f"Evidently:  {info['evidently_url']} (drift over time, per model)")
         console.print(f"Logs:       {settings.state_path / 'logs'}")
 
     run_command(body)

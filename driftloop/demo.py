@@ -358,5 +358,7 @@ def print_timeline(
     )
     if last.get("report_html"):
         console.print(f"Latest Evidently report: {last['report_html']}")
+    if info.get("evidently_url"):
+        console.print(f"Evidently UI (drift over time, every check): {info['evidently_url']}")
     console.print(f"Service docs (Swagger UI): {info['serve_url']}/")
     console.print("History: `driftloop history`   Stop the stack: `make down`")

@@ -281,7 +281,28 @@ class Settings(ServingSettings):
     mlflow_port: int = Field(5000, gt=0, lt=65536, description="`driftloop up`: MLflow port.")
     prefect_port: int = Field(4200, gt=0, lt=65536, description="`driftloop up`: Prefect port.")
     serve_port: int = Field(3000, gt=0, lt=65536, description="`bentoml serve` port.")
+    evidently_port: int = Field(
+        8000,
+        gt=0,
+        lt=65536,
+        description="`driftloop up`: Evidently UI port (`evidently ui` over the workspace in "
+        "`<state_dir>/evidently`: drift over time, one project per model).",
+    )
+    evidently_retention_runs: int | None = Field(
+        500,
+        gt=0,
+        description="Runs (one per monitor check) kept per model in the Evidently workspace; "
+        "older ones are deleted after each check. 500 is ~42 hours of checks every 5 minutes; "
+        "a run is ~6 KB plus ~12 KB per monitored column (160 KB for the demo). Empty = keep "
+        "everything.",
+    )
     work_pool: str = Field("driftloop", description="Prefect process work pool for deployments.")
+
+    @field_validator("evidently_retention_runs", mode="before")
+    @classmethod
+    def _empty_keeps_every_run(cls, value: object) -> object:
+        """``DRIFTLOOP_EVIDENTLY_RETENTION_RUNS=`` (empty) turns the default retention off."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("model_name")
     @classmethod
@@ -317,6 +338,10 @@ class Settings(ServingSettings):
     @property
     def bento_name(self) -> str:
         return f"{self.model_name.lower()}-service"
+
+    def evidently_workspace(self) -> Path:
+        """The local Evidently workspace the monitor feeds and `evidently ui` serves."""
+        return self.state_path / "evidently"
 
     def artifact_root(self) -> Path:
         """Where the embedded store keeps artifacts (used only with the SQLite default)."""

@@ -45,11 +45,27 @@ def components(settings: Settings) -> list[Component]:
     mlflow = f"http://127.0.0.1:{settings.mlflow_port}"
     prefect = f"http://127.0.0.1:{settings.prefect_port}"
     serve = f"http://127.0.0.1:{settings.serve_port}"
+    evidently = f"http://127.0.0.1:{settings.evidently_port}"
     return [
         Component("mlflow", f"{mlflow}/health", mlflow),
         Component("prefect", f"{prefect}/api/health", prefect),
         Component("worker", None, f"{prefect}/work-pools/work-pool/{settings.work_pool}"),
         Component("serve", f"{serve}/healthz", f"{serve}/"),
+        Component("evidently", f"{evidently}/api/version", evidently),
+    ]
+
+
+def evidently_ui_argv(port: int, workspace: Path) -> list[str]:
+    """`evidently ui` over the local workspace the monitor feeds (drift over time)."""
+    return [
+        procs.venv_bin("evidently"),
+        "ui",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workspace",
+        str(workspace),
     ]
 
 
@@ -94,6 +110,10 @@ def procfile(settings: Settings) -> str:
         "--type process",
         "serve": f"exec {q(str(bin_dir / 'driftloop'))} serve --wait-for-champion "
         f"--port {settings.serve_port}",
+        "evidently": "exec "
+        + " ".join(
+            q(a) for a in evidently_ui_argv(settings.evidently_port, settings.evidently_workspace())
+        ),
     }
     return "".join(
         f"{name}: {command} >> {q(str(logs / (name + '.log')))} 2>&1\n"
@@ -127,6 +147,7 @@ def up(settings: Settings, timeout_s: float = 180.0, deploy: bool = True) -> dic
             ("mlflow", settings.mlflow_port),
             ("prefect", settings.prefect_port),
             ("serve", settings.serve_port),
+            ("evidently", settings.evidently_port),
         )
         if procs.port_in_use(port)
     ]
@@ -135,10 +156,11 @@ def up(settings: Settings, timeout_s: float = 180.0, deploy: bool = True) -> dic
         raise StackError(
             f"cannot start the stack: {detail} already in use by another program. Stop it, "
             "or choose other ports with DRIFTLOOP_MLFLOW_PORT / DRIFTLOOP_PREFECT_PORT / "
-            "DRIFTLOOP_SERVE_PORT."
+            "DRIFTLOOP_SERVE_PORT / DRIFTLOOP_EVIDENTLY_PORT."
         )
     (state / "logs").mkdir(parents=True, exist_ok=True)
     (state / "prefect").mkdir(parents=True, exist_ok=True)
+    settings.evidently_workspace().mkdir(parents=True, exist_ok=True)
     procfile_path = state / "Procfile"
     procfile_path.write_text(procfile(settings))
     env = {**os.environ, **stack_env(settings)}
@@ -167,8 +189,14 @@ def up(settings: Settings, timeout_s: float = 180.0, deploy: bool = True) -> dic
         "mlflow_tracking_uri": env["MLFLOW_TRACKING_URI"],
         "prefect_api_url": env["PREFECT_API_URL"],
         "serve_url": f"http://127.0.0.1:{settings.serve_port}",
+        "evidently_url": f"http://127.0.0.1:{settings.evidently_port}",
         "model_name": settings.model_name,
-        "ports": [settings.mlflow_port, settings.prefect_port, settings.serve_port],
+        "ports": [
+            settings.mlflow_port,
+            settings.prefect_port,
+            settings.serve_port,
+            settings.evidently_port,
+        ],
     }
     write_stack(state, info)
     try:

@@ -234,14 +234,24 @@ def drifted_columns_count(snapshot: Snapshot) -> tuple[int, float] | None:
 
 
 def save_report(snapshot: Snapshot, folder: Path, name: str = "drift") -> tuple[Path, Path]:
-    """Write ``<name>.html`` (for people) and ``<name>.json`` (for machines) into ``folder``."""
+    """Write ``<name>.html`` (for people) and ``<name>.json`` (for machines) into ``folder``,
+    and the whole snapshot beside them (`snapshot_file`), which Evidently can load again."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     html_path, json_path = folder / f"{name}.html", folder / f"{name}.json"
     # Evidently 0.7 writes only when given a str: a Path is silently ignored.
     snapshot.save_html(str(html_path))
     snapshot.save_json(str(json_path))
+    snapshot_file(json_path).write_text(snapshot.dumps())
     return html_path, json_path
+
+
+def snapshot_file(report_json: Path | str) -> Path:
+    """Where `save_report` keeps the loadable snapshot of a report (``<name>.snapshot.json``
+    beside ``<name>.json``): `save_json` writes only the results, which
+    ``Snapshot.load`` cannot read back."""
+    path = Path(report_json)
+    return path.with_name(f"{path.stem}.snapshot.json")
 
 
 def _check_inputs(

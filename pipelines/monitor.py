@@ -1147,12 +1147,35 @@ def record(settings: Settings, result: CheckResult, check_id: str) -> str | None
             for report in (result.report_html, result.report_json):
                 if report:
                     mlflow.log_artifact(report, "evidently")
+    add_to_workspace(settings, result, check_id)
     path = last_check_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result.to_dict(), indent=2, default=str))
     if not result.report_html:
         return None
     return run_artifact_url(settings.resolved_tracking_uri(), experiment_id, run_id, "evidently")
+
+
+def add_to_workspace(settings: Settings, result: CheckResult, check_id: str) -> None:
+    """The check as a run in the Evidently workspace `evidently ui` shows (drift over
+    time); a workspace that cannot be written is a message, never a failed check."""
+    from monitoring.drift import snapshot_file
+    from monitoring.workspace import add_check
+
+    problem = add_check(
+        settings.evidently_workspace(),
+        result.to_dict(),
+        check_id,
+        {
+            "drift_share_threshold": settings.drift_share_threshold,
+            "ood_rate_threshold": settings.ood_rate_threshold,
+        },
+        settings.evidently_retention_runs,
+        snapshot_file(result.report_json) if result.report_json else None,
+    )
+    if problem:
+        _logger().warning(problem)
+        result.messages.append(problem)
 
 
 def check_run_name(result: CheckResult) -> str:

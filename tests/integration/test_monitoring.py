@@ -48,6 +48,7 @@ def test_the_loop_retrains_promotes_and_rolls_back(tmp_path: Path) -> None:
         "DRIFTLOOP_MLFLOW_PORT": str(procs.free_port()),
         "DRIFTLOOP_PREFECT_PORT": str(procs.free_port()),
         "DRIFTLOOP_SERVE_PORT": str(procs.free_port()),
+        "DRIFTLOOP_EVIDENTLY_PORT": str(procs.free_port()),
     }
     try:
         demo = run(env, "demo", timeout=1200)
@@ -74,6 +75,16 @@ def test_the_loop_retrains_promotes_and_rolls_back(tmp_path: Path) -> None:
     ]
     assert rollback["figures"]["champion_metric"] > rollback["figures"]["previous_metric"]
     assert "service follows the rollback" in demo.stdout
+    # Every check is a run in the Evidently workspace `evidently ui` shows, tagged by decision.
+    from monitoring.workspace import open_workspace
+
+    workspace = open_workspace(tmp_path / "state" / "evidently")
+    (project,) = workspace.search_project("bikeshare-demand")
+    decisions = {
+        workspace.get_run(project.id, run).metadata["decision"]
+        for run in workspace.list_runs(project.id)
+    }
+    assert {"retrain", "promote", "rollback"} <= decisions, decisions
 
 
 # -- edge cases on windows written straight into the prediction log ------------------------

@@ -27,7 +27,7 @@ def run(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.Com
 
 
 def test_up_serves_every_component_and_down_leaves_nothing(tmp_path: Path) -> None:
-    ports = {name: procs.free_port() for name in ("MLFLOW", "PREFECT", "SERVE")}
+    ports = {name: procs.free_port() for name in ("MLFLOW", "PREFECT", "SERVE", "EVIDENTLY")}
     env = {
         **{
             k: v
@@ -50,6 +50,11 @@ def test_up_serves_every_component_and_down_leaves_nothing(tmp_path: Path) -> No
         prefect_api = f"http://127.0.0.1:{ports['PREFECT']}/api"
         assert httpx.get(f"{mlflow_url}/health", timeout=5).status_code == 200
         assert httpx.get(f"{prefect_api}/health", timeout=5).status_code == 200
+        evidently_url = f"http://127.0.0.1:{ports['EVIDENTLY']}"
+        procs.wait_until(
+            lambda: _answers(f"{evidently_url}/api/version"), 90, what="evidently ui /api/version"
+        )
+        assert (tmp_path / "state" / "evidently").is_dir()
         deployments = httpx.post(f"{prefect_api}/deployments/filter", json={}, timeout=10).json()
         assert {d["name"] for d in deployments} >= {"train", "monitor", "package"}
 
@@ -80,7 +85,7 @@ def test_up_serves_every_component_and_down_leaves_nothing(tmp_path: Path) -> No
         assert status.returncode == 0 and "champion v1" in status.stdout
 
         tree = [root, *root.children(recursive=True)]
-        assert len(tree) >= 5  # honcho + mlflow + prefect + worker + serve (and their children)
+        assert len(tree) >= 6  # honcho + mlflow + prefect + worker + serve + evidently (+ children)
     finally:
         tree = [root, *root.children(recursive=True)] if root.is_running() else [root]
         stopped = run(env, "down")
@@ -90,3 +95,10 @@ def test_up_serves_every_component_and_down_leaves_nothing(tmp_path: Path) -> No
     for port in ports.values():
         assert not procs.port_in_use(port)
     assert not (tmp_path / "state" / "stack.json").exists()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
