@@ -25,7 +25,7 @@ def run(section: Section, quick: bool) -> None:
 
     with workdir("loop") as tmp:
         state = tmp / "state"
-        ports = {name: procs.free_port() for name in ("MLFLOW", "PREFECT", "SERVE")}
+        ports = {name: procs.free_port() for name in ("MLFLOW", "PREFECT", "SERVE", "EVIDENTLY")}
         env = quiet_env()  # the stack's own servers only: no MLflow/Prefect URL inherited
         env.update(
             {
