@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -25,6 +26,14 @@ import pytest
 
 from driftloop import procs
 from driftloop.browser import rendered_dom
+from driftloop.stack import evidently_ui_argv
+from monitoring.workspace import (
+    DECISIONS_TITLE,
+    DRIFT_TITLE,
+    LIVE_TITLE,
+    OOD_TITLE,
+    VERSIONS_TITLE,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -57,6 +66,7 @@ class Loop:
     champion: str
     rolled_back: str
     check: dict
+    evidently_url: str
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +95,7 @@ def loop(
     run(env, "promote", "v2", "--reason", "browser test: v2 by hand")
     run(env, "rollback", "--reason", "browser test: v2 answered worse on live labels")
 
+    stoppers: list[Any] = []
     port = procs.free_port()
     service = procs.start_server(
         "serve-browser",
@@ -108,6 +119,16 @@ def loop(
         fed = httpx.post(f"{service.base_url}/feedback", json={"labels": labels}, timeout=60)
         assert fed.status_code == 200, fed.text
         check = json.loads(run(env, "monitor", "--json", "--dry-run").stdout)
+        evidently_port = procs.free_port()
+        evidently = procs.start_server(
+            "evidently-browser",
+            evidently_ui_argv(evidently_port, state / "evidently"),
+            health_url=f"http://127.0.0.1:{evidently_port}/api/version",
+            base_url=f"http://127.0.0.1:{evidently_port}",
+            log_path=state / "evidently.log",
+        )
+        stoppers.append(evidently.stop)
+        evidently.wait_healthy(timeout_s=120)
         yield Loop(
             env,
             mlflow_server.base_url,
@@ -116,9 +137,11 @@ def loop(
             champion="1",
             rolled_back="2",
             check=check,
+            evidently_url=evidently.base_url,
         )
     finally:
-        service.stop()
+        for stop in [*stoppers, service.stop]:
+            stop()
 
 
 def test_mlflow_shows_which_version_is_champion_and_why(loop: Loop) -> None:
@@ -175,3 +198,13 @@ def test_the_service_docs_example_answers_200(loop: Loop) -> None:
     assert example, "the /predict docs carry no example"
     answer = httpx.post(f"{loop.service_url}/predict", json=example, timeout=30)
     assert answer.status_code == 200, answer.text
+
+
+def test_evidently_shows_drift_and_decisions_over_time(loop: Loop) -> None:
+    projects = httpx.get(f"{loop.evidently_url}/api/projects", timeout=10).json()
+    project = next(p for p in projects if p["name"] == MODEL)
+    page = text_of(rendered_dom(f"{loop.evidently_url}/projects/{project['id']}"))
+    panels = (DRIFT_TITLE, OOD_TITLE, LIVE_TITLE, VERSIONS_TITLE, DECISIONS_TITLE)
+    missing = [title for title in panels if title not in page]
+    assert not missing, (missing, page[:3000])
+    assert "retrain threshold" in page and "OOD rate" in page  # the series' legends
