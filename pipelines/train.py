@@ -489,6 +489,61 @@ def log_and_register(
     return version.version, run_id
 
 
+def data_range(snapshot: Snapshot) -> str:
+    """The rows a version learned from, in words: ``day 1–90`` or ``dteday 2011-01-01–
+    2011-03-31`` along the time column, else ``data <digest>``."""
+    column = snapshot.time_column
+    if column and column in snapshot.frame.columns and len(snapshot.frame):
+        values = snapshot.frame[column].dropna()
+        if len(values):
+            low, high = values.min(), values.max()
+            if isinstance(low, pd.Timestamp):
+                return f"{column} {low.date()}–{high.date()}"
+            if isinstance(low, float) and low.is_integer() and high.is_integer():
+                low, high = int(low), int(high)
+            return f"{column} {low}–{high}"
+    return f"data {snapshot.digest[:8]}"
+
+
+def label_training_run(
+    settings: Settings,
+    run_id: str,
+    version: str,
+    snapshot: Snapshot,
+    holdout_rows: int,
+    champion_version: str | None,
+    champion_metrics: dict[str, float] | None,
+) -> None:
+    """What the MLflow UI shows of a training run once its version is known: the name
+    ``v<N> <family> <data range>``, and the champion's metrics on this run's own holdout
+    (``gate_champion_<metric>``) beside the run's ``holdout_<metric>``, so *Compare* sets
+    figures side by side that were measured on the same rows."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, RunTag
+
+    described = data_range(snapshot)
+    holdout = f"{holdout_rows:,} holdout rows of {described} (data {snapshot.digest[:8]})"
+    note = [
+        f"**v{version}** ({settings.family}, {snapshot.task}) trained on {described}.",
+        f"`holdout_*` metrics: this version on {holdout}.",
+    ]
+    tags = [RunTag("mlflow.runName", f"v{version} {settings.family} {described}")]
+    metrics = []
+    if champion_version and champion_metrics:
+        note.append(
+            f"`gate_champion_*` metrics: champion v{champion_version} on the same rows "
+            "(what the gate compared)."
+        )
+        tags.append(RunTag("gate_champion_version", str(champion_version)))
+        stamp = int(time.time() * 1000)
+        metrics = [
+            Metric(f"gate_champion_{name}", float(value), stamp, 0)
+            for name, value in champion_metrics.items()
+        ]
+    tags += [RunTag("holdout", holdout), RunTag("mlflow.note.content", "\n\n".join(note))]
+    MlflowClient(settings.resolved_tracking_uri()).log_batch(run_id, metrics=metrics, tags=tags)
+
+
 def log_params_and_metrics(
     run_id: str,
     params: dict[str, Any],
@@ -854,6 +909,9 @@ def train_flow(
             figures.update({f"live_champion_{k}": v for k, v in gate_champion.items()})
     alias, reason = apply_gate(
         settings, version, decision, figures, champion_version, f"gate-{registration_key}"
+    )
+    label_training_run(
+        settings, run_id, version, snapshot, len(holdout), champion_version, champion_metrics
     )
     result = TrainResult(
         model_name=settings.model_name,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import mlflow
 import pandas as pd
 import pytest
 
@@ -148,6 +149,15 @@ def test_mlflow_shows_which_version_is_champion_and_why(loop: Loop) -> None:
     page = text_of(rendered_dom(f"{loop.mlflow_url}/#/models/{MODEL}/versions/{loop.champion}"))
     assert f"v{loop.champion} is champion" in page, page[:2000]
     assert "browser test: v2 answered worse on live labels" in page
+    assert f"v{loop.champion} sklearn" in page  # its training run, named by version and data
+    runs = mlflow.MlflowClient(loop.mlflow_url).search_runs(
+        [mlflow.MlflowClient(loop.mlflow_url).get_experiment_by_name(MODEL).experiment_id],
+        filter_string="tags.`driftloop.stage` = 'training'",
+    )
+    second = next(r for r in runs if r.info.run_name.startswith("v2 sklearn"))
+    # Compare shows the champion's figure on v2's own holdout beside v2's.
+    assert {"holdout_rmse", "gate_champion_rmse"} <= set(second.data.metrics)
+    assert second.data.tags["gate_champion_version"] == "1"
     model_page = text_of(rendered_dom(f"{loop.mlflow_url}/#/models/{MODEL}"))
     assert f"champion: v{loop.champion}" in model_page, model_page[:2000]
     assert f"previous: v{loop.rolled_back} (⚠ rolled back" in model_page

@@ -44,3 +44,29 @@ def test_no_history_logs_no_epoch_metrics(mlflow_store: tuple[str, str]) -> None
     run_id = client.create_run(client.get_experiment_by_name("t").experiment_id).info.run_id
     log_params_and_metrics(run_id, {"family": "sklearn"}, {"holdout_rmse": 1.0}, None, client)
     assert set(client.get_run(run_id).data.metrics) == {"holdout_rmse"}
+
+
+def test_data_range_names_the_rows_along_the_time_column() -> None:
+    import pandas as pd
+
+    from data.sources import Snapshot
+    from pipelines.train import data_range
+
+    def snapshot(frame: pd.DataFrame, time_column: str | None) -> Snapshot:
+        return Snapshot(
+            frame=frame,
+            target="y",
+            features=("x",),
+            categorical=(),
+            numeric=("x",),
+            time_column=time_column,
+            digest="abcdef0123456789",
+            source="t.csv",
+            task="regression",
+        )
+
+    days = pd.DataFrame({"day": [3.0, 1.0, 90.0], "x": [1, 2, 3], "y": [1, 2, 3]})
+    assert data_range(snapshot(days, "day")) == "day 1–90"
+    dates = days.assign(when=pd.to_datetime(["2011-01-02", "2011-01-01", "2011-03-31"]))
+    assert data_range(snapshot(dates, "when")) == "when 2011-01-01–2011-03-31"
+    assert data_range(snapshot(days, None)) == "data abcdef01"
