@@ -137,16 +137,17 @@ def contract_from_tracking(settings: Settings) -> Contract | None:
     for run in runs:
         if run.data.tags.get("driftloop.stage") not in ("training", "contract"):
             continue
-        try:
-            local = mlflow.artifacts.download_artifacts(
-                run_id=run.info.run_id,
-                artifact_path=CONTRACT_ARTIFACT,
-                dst_path=tempfile.mkdtemp(prefix="driftloop-contract-"),
-                tracking_uri=settings.resolved_tracking_uri(),
-            )
-        except Exception:  # runs logged before contracts travelled with them
-            continue
-        return Contract.load(Path(local))
+        with tempfile.TemporaryDirectory(prefix="driftloop-contract-") as tmp:
+            try:
+                local = mlflow.artifacts.download_artifacts(
+                    run_id=run.info.run_id,
+                    artifact_path=CONTRACT_ARTIFACT,
+                    dst_path=tmp,
+                    tracking_uri=settings.resolved_tracking_uri(),
+                )
+            except Exception:  # runs logged before contracts travelled with them
+                continue
+            return Contract.load(Path(local))
     return None
 
 
