@@ -319,12 +319,16 @@ def test_the_loop_runs_scaled_out_without_a_shared_disk(
         ]
         for client in clients:
             client.start()
-        procs.wait_until(
-            lambda: all(r.labelled >= WINDOW_ROWS // 2 + 20 for r in replicas),
-            180,
-            interval_s=0.5,
-            what="labelled traffic on both replicas",
-        )
+        try:
+            procs.wait_until(
+                lambda: all(r.labelled >= WINDOW_ROWS // 2 + 20 for r in replicas),
+                300,
+                interval_s=0.5,
+                what="labelled traffic on both replicas",
+            )
+        except TimeoutError as exc:
+            seen = [(r.name, len(r.answers), r.labelled, r.failures[:3]) for r in replicas]
+            raise AssertionError(f"{exc}: (replica, answers, labelled, failures) {seen}") from exc
         wait_run(stack, packaged, worker, 300)
         assert registry.get("1").tags.get("bento_tag") == f"{MODEL}-service:v1"
 
