@@ -227,7 +227,10 @@ def start_replica(name: str, stack: Stack, state: Path) -> Replica:
         health_url=f"http://127.0.0.1:{port}/readyz",
         base_url=f"http://127.0.0.1:{port}",
         log_path=state / f"{name}.log",
-        env={**stack.env, **env},
+        # One OpenMP thread per replica, as on the worker: two replicas and a training on
+        # two shared cores otherwise spin OpenMP threads against each other (requests
+        # stalled past 15 s while the worker trained without this).
+        env={**stack.env, **env, "OMP_NUM_THREADS": "1"},
         cwd=cwd,
     )
     return Replica(name, server)
@@ -238,7 +241,7 @@ def load(
 ) -> None:
     """Single-record requests in a loop; every answer is labelled (in batches of 20)."""
     pending: list[dict[str, Any]] = []
-    with httpx.Client(base_url=replica.server.base_url, timeout=15) as client:
+    with httpx.Client(base_url=replica.server.base_url, timeout=35) as client:
         i = 0
         while not stop.is_set():
             record = {**rows[i % len(rows)], "request_id": f"{replica.name}-{uuid.uuid4().hex}"}
