@@ -10,6 +10,7 @@ act      = retrain (the `train` deployment, recent labelled rows added), promote
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
@@ -485,13 +486,19 @@ def champion_live_rows(
     """The live rows the champion was trained on besides its data source (what its own
     drift retrain added), and a note when they cannot be read.
 
-    They are the file its `recent_rows_added` tag names, or the copy its training run
-    logged under `retrain_data/` when that file is gone (another machine, a cleaned
-    state folder). Rows from files without a source column are named after the file.
+    They are the file its `recent_rows_added` tag names, or (an artifact URI since the
+    monitor hands retrains their rows through MLflow; a file gone from another machine
+    or a cleaned state folder) the copy its training run logged under `retrain_data/`.
+    Rows from files without a source column are named after the file.
     """
     import mlflow
 
-    from pipelines.train import LIVE_SOURCE, RETRAIN_DATA_ARTIFACTS
+    from pipelines.train import (
+        LIVE_SOURCE,
+        RETRAIN_DATA_ARTIFACTS,
+        fetch_live_rows,
+        is_artifact_uri,
+    )
 
     empty = pd.DataFrame(columns=[*schema["features"], schema["target"]])
     named = champion.tags.get("recent_rows_added") or ""
@@ -499,6 +506,9 @@ def champion_live_rows(
         return empty, None
     path = Path(named)
     try:
+        if is_artifact_uri(named):  # the rows the monitor logged for that retrain
+            with contextlib.suppress(Exception):  # else the training run's copy below
+                path = fetch_live_rows(settings, named)
         if not path.is_file():
             path = Path(
                 mlflow.artifacts.download_artifacts(
@@ -1004,17 +1014,17 @@ def request_retrain(
 
     champion = state["versions"][CHAMPION]
     schema = schema_of(champion, settings)
-    path = monitor_dir(settings) / "retrain" / f"{decision_id}.parquet"
-    here = f"live window {path}"
+    run_id = retrain_rows_run(settings, decision_id)
+    uri = f"runs:/{run_id}/{RETRAIN_ROWS_ARTIFACTS}/{decision_id}.parquet"
+    here = f"live window {uri}"
     fresh = labelled_window(window, schema, source=here)
     earlier, note = champion_live_rows(settings, champion, schema)
     if note:
         _logger().warning("%s", note)
     recent = accumulate_live_rows(earlier, fresh, settings.retrain_max_rows)
     carried = int((recent[LIVE_SOURCE] != here).sum()) if len(recent) else 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    recent.to_parquet(path)
-    run_name = trigger_retrain(settings, champion, path, idempotency_key=decision_id)
+    log_retrain_rows(settings, run_id, recent, f"{decision_id}.parquet")
+    run_name = trigger_retrain(settings, champion, uri, idempotency_key=decision_id)
     added = (
         f"{len(recent)} labelled live rows added ({len(recent) - carried} from this window, "
         f"{carried} carried from v{champion.version}'s training data, at most "
@@ -1036,20 +1046,67 @@ def request_retrain(
     return f"retraining: {run_name} with {added}"
 
 
+RETRAIN_ROWS_ARTIFACTS = "retrain_rows"  # on the retrain's MLflow run: the rows it trains on
+
+
+def retrain_rows_run(settings: Settings, decision_id: str) -> str:
+    """The MLflow run (in `<model>-monitoring`) that carries a retrain's live rows to the
+    trainer: found by its decision id on a retry, else created."""
+    import mlflow
+
+    from pipelines.tracking import configure_mlflow
+
+    experiment_id = configure_mlflow(
+        settings.resolved_tracking_uri(),
+        f"{settings.model_name}-monitoring",
+        settings.artifact_root(),
+    )
+    client = mlflow.MlflowClient(tracking_uri=settings.resolved_tracking_uri())
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`driftloop.decision_id` = '{decision_id}'",
+        max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(
+        experiment_id,
+        run_name=f"retrain rows {decision_id}",
+        tags={"driftloop.stage": "retrain-rows", "driftloop.decision_id": decision_id},
+    )
+    return run.info.run_id
+
+
+def log_retrain_rows(settings: Settings, run_id: str, rows: pd.DataFrame, name: str) -> None:
+    """Upload a retrain's rows as an artifact of `run_id` (the tracking server keeps them:
+    the worker that trains needs no disk shared with this one) and finish the run."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=settings.resolved_tracking_uri())
+    with tempfile.TemporaryDirectory(prefix="driftloop-retrain-") as tmp:
+        path = Path(tmp) / name
+        rows.to_parquet(path)
+        client.log_artifact(run_id, str(path), RETRAIN_ROWS_ARTIFACTS)
+    client.log_metric(run_id, "rows", len(rows))
+    client.set_terminated(run_id)
+
+
 def trigger_retrain(
-    settings: Settings, champion: VersionInfo, recent: Path, idempotency_key: str | None = None
+    settings: Settings, champion: VersionInfo, recent: str, idempotency_key: str | None = None
 ) -> str:
     """Run the `train` deployment (the worker picks it up); in-process when none exists.
 
-    The deployment run carries `idempotency_key`: a retry gets the same flow run back
-    instead of a second training. The in-process fallback has no such key.
+    `recent` is the artifact URI of the live rows to add (``runs:/…``): the trainer
+    downloads them from the tracking server. The deployment run carries
+    `idempotency_key`: a retry gets the same flow run back instead of a second
+    training. The in-process fallback has no such key.
     """
     parameters: dict[str, Any] = {
         "model_name": settings.model_name,
         "data": champion.tags.get("data_source_arg") or None,
         "target": champion.tags.get("target") or None,
         "family": champion.tags.get("family") or None,
-        "extra_data": str(recent),
+        "extra_data": recent,
         # Drift is why this retrain runs: the window may hold values beyond the contract's
         # ranges; they are admitted in a new contract revision (hard rules still apply).
         "widen_contract": True,

@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -62,6 +63,7 @@ LIVE_LOGGED_AT = "_driftloop_logged_at"
 LIVE_REQUEST_ID = "_driftloop_request_id"
 LIVE_COLUMNS = (LIVE_SOURCE, LIVE_LOGGED_AT, LIVE_REQUEST_ID)
 RETRAIN_DATA_ARTIFACTS = "retrain_data"
+CONTRACT_ARTIFACT = "contract.json"  # on training and contract runs: the rules in force
 """The training run's folder of the live rows it added (the next retrain builds on them)."""
 
 # Tasks take frames and fitted models: never hash them into cache keys.
@@ -108,10 +110,61 @@ def contract_path(settings: Settings) -> Path:
     return local
 
 
+def shares_tracking_server(settings: Settings) -> bool:
+    """Whether the tracking store lives outside this state folder (a server, or a store
+    named by URI): then another machine may have trained, and what it logged is there."""
+    return settings.resolved_tracking_uri() != f"sqlite:///{settings.state_path / 'mlflow.db'}"
+
+
+def contract_from_tracking(settings: Settings) -> Contract | None:
+    """The newest contract logged for the model (by its training or contract-widening
+    runs), or None: a machine with an empty state folder continues from the revision
+    another machine's retrain left, instead of the committed or a rebuilt one."""
+    import tempfile
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=settings.resolved_tracking_uri())
+    experiment = client.get_experiment_by_name(settings.experiment)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string="attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=50,
+    )
+    for run in runs:
+        if run.data.tags.get("driftloop.stage") not in ("training", "contract"):
+            continue
+        with tempfile.TemporaryDirectory(prefix="driftloop-contract-") as tmp:
+            try:
+                local = mlflow.artifacts.download_artifacts(
+                    run_id=run.info.run_id,
+                    artifact_path=CONTRACT_ARTIFACT,
+                    dst_path=tmp,
+                    tracking_uri=settings.resolved_tracking_uri(),
+                )
+            except Exception:  # runs logged before contracts travelled with them
+                continue
+            return Contract.load(Path(local))
+    return None
+
+
 def load_or_build_contract(
     settings: Settings, snapshot: Snapshot, rebuild: bool = False
 ) -> tuple[Contract, bool]:
-    """The model's data contract; built from this snapshot the first time or on `rebuild`."""
+    """The model's data contract; built from this snapshot the first time or on `rebuild`.
+
+    Without a local copy, the newest contract logged to the tracking server comes first
+    (saved to the state folder), then the committed one.
+    """
+    local = settings.state_path / "contracts" / f"{settings.model_name}.json"
+    if not rebuild and not local.exists() and shares_tracking_server(settings):
+        logged = contract_from_tracking(settings)
+        if logged is not None:
+            logged.save(local)
+            return logged, False
     path = contract_path(settings)
     if rebuild:
         path = settings.state_path / "contracts" / f"{settings.model_name}.json"
@@ -455,8 +508,8 @@ def log_and_register(
         ).items():
             mlflow.log_figure(figure, f"plots/{name}")
         added = extra_tags.get("recent_rows_added")
-        if added and Path(added).is_file():  # what the next drift retrain builds on
-            mlflow.log_artifact(added, RETRAIN_DATA_ARTIFACTS)
+        if added:  # what the next drift retrain builds on
+            mlflow.log_artifact(str(fetch_live_rows(settings, added)), RETRAIN_DATA_ARTIFACTS)
         # The reference sample the monitor compares live traffic with.
         reference = train.sample(min(len(train), 5000), random_state=settings.seed)
         log_frame(reference, "reference/train_sample.parquet")
@@ -466,6 +519,7 @@ def log_and_register(
         signature = infer_signature(served.head(200), predictions[:200])
         # Serving checks feedback labels against the target's contract rule (bentos.schema).
         contract, _ = load_or_build_contract(settings, snapshot)
+        mlflow.log_dict(contract.to_dict(), CONTRACT_ARTIFACT)  # for machines without it
         rule = label_rule(contract, snapshot.task, train[snapshot.target])
         info = fitted.log_model(
             "model",
@@ -804,7 +858,7 @@ def train_flow(
     )
     snapshot = load_data(settings, time_from, time_until)
     if extra_data:
-        snapshot = append_recent(snapshot, Path(extra_data))
+        snapshot = append_recent(snapshot, fetch_live_rows(settings, extra_data), extra_data)
     check = validate_data(settings, snapshot, experiment_id, rebuild_contract, widen_contract)
     report = check.report
     if snapshot.task == "classification" and settings.positive_class:
@@ -960,20 +1014,54 @@ def accumulate_live_rows(
     return rows.tail(max_rows).reset_index(drop=True)
 
 
-def append_recent(snapshot: Snapshot, path: Path) -> Snapshot:
+def is_artifact_uri(location: str) -> bool:
+    """An MLflow artifact URI (``runs:/…``, ``mlflow-artifacts:/…``, ``s3://…``), not a path."""
+    scheme = urlparse(location).scheme
+    return len(scheme) > 1 and scheme != "file"
+
+
+def fetch_live_rows(settings: Settings, location: str) -> Path:
+    """A local copy of a retrain's live rows: a path as it is, an artifact URI (what the
+    monitor hands the train deployment) downloaded once into a temporary folder, so the
+    worker that trains needs no disk shared with the monitor."""
+    if not is_artifact_uri(location):
+        return Path(location)
+    import hashlib
+    import tempfile
+
+    import mlflow
+
+    folder = Path(tempfile.gettempdir()) / "driftloop-live-rows"
+    folder /= hashlib.sha256(location.encode()).hexdigest()[:16]
+    cached = folder / Path(urlparse(location).path).name
+    if cached.is_file():
+        return cached
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=location,
+            dst_path=str(folder),
+            tracking_uri=settings.resolved_tracking_uri(),
+        )
+    )
+
+
+def append_recent(snapshot: Snapshot, path: Path, name: str | None = None) -> Snapshot:
     """Add recent labelled rows (same columns) to the training snapshot.
 
     Each added row's origin is its `LIVE_SOURCE` value when the file has one (rows
     carried over from earlier retrains name their own window), else ``live window
-    <path>``: contract failures count offending rows per origin.
+    <name>`` (`name` defaults to the path: the artifact URI a download came from):
+    contract failures count offending rows per origin.
     """
     from data.sources import load_table
 
     recent = load_table(path)
+    name = name or str(path)
     missing = [c for c in [*snapshot.features, snapshot.target] if c not in recent.columns]
     if missing:
-        raise ValueError(f"{path} lacks columns {missing} that the model needs")
-    here = f"live window {path}"
+        raise ValueError(f"{name} lacks columns {missing} that the model needs")
+    here = f"live window {name}"
     sources = (
         recent[LIVE_SOURCE].fillna(here).astype(str).to_numpy()
         if LIVE_SOURCE in recent.columns
@@ -999,7 +1087,7 @@ def append_recent(snapshot: Snapshot, path: Path) -> Snapshot:
         frame = frame.iloc[order].reset_index(drop=True)
         origin = origin.iloc[order].reset_index(drop=True)
     appended = load_snapshot_from_frame(snapshot, frame)
-    return replace(appended, provenance=origin, source=f"{snapshot.source} + live window {path}")
+    return replace(appended, provenance=origin, source=f"{snapshot.source} + live window {name}")
 
 
 def shuffled(snapshot: Snapshot, seed: int) -> Snapshot:

@@ -27,6 +27,7 @@ from pipelines.train import (
     RETRAIN_DATA_ARTIFACTS,
     accumulate_live_rows,
     append_recent,
+    fetch_live_rows,
 )
 from registry import CHAMPION, Registry, VersionInfo
 
@@ -137,11 +138,11 @@ def test_a_second_drift_retrain_keeps_the_first_retrains_rows(
     """v1 retrained on window A gave v2; v2's drift retrain trains on A and B."""
     settings, registry = monitored("accumulate", monitor_window_rows=100, retrain_max_rows=150)
     monkeypatch.setattr("prefect.events.emit_event", lambda *a, **k: None)
-    requested: list[Path] = []
+    requested: list[str] = []
     monkeypatch.setattr(
         monitor,
         "trigger_retrain",
-        lambda s, champion, path, idempotency_key=None: requested.append(path) or "run-x",
+        lambda s, champion, uri, idempotency_key=None: requested.append(uri) or "run-x",
     )
     decision = Decision(Action.RETRAIN, "drift", {})
 
@@ -162,7 +163,9 @@ def test_a_second_drift_retrain_keeps_the_first_retrains_rows(
         state = read_registry.fn(settings)
         window = read_window.fn(settings, settings.monitor_window_rows)
         request_retrain(settings, registry, decision, window, state, {}, decision_id)
-        return pd.read_parquet(requested[-1])
+        # The trainer gets an artifact URI, not a path: it reads the rows from MLflow.
+        assert requested[-1].startswith("runs:/") and not Path(requested[-1]).exists()
+        return pd.read_parquet(fetch_live_rows(settings, requested[-1]))
 
     t0 = time.time() - 3_600
     log_window(0, t0)
