@@ -39,10 +39,10 @@ chromium:
 		>/dev/null 2>&1 || echo "could not install chromium (apt-get install chromium): the browser test will fail and the demo takes no screenshots"; }
 
 test: setup chromium  ## unit + integration tests (real servers), all but those marked slow: < 20 min on 2 cores
-	$(PY) -m pytest tests -q -p no:cacheprovider -m "not slow"
+	$(PY) -m pytest tests -q -p no:cacheprovider -m "not slow" --durations=25
 
 test-slow: setup  ## the tests marked slow (the loop, faults, PostgreSQL, stack, packaging); CI runs them too
-	$(PY) -m pytest tests -q -p no:cacheprovider -m slow
+	$(PY) -m pytest tests -q -p no:cacheprovider -m slow --durations=25
 
 test-all: setup chromium  ## every test, slow ones included (what CI runs, as make test + make test-slow)
 	$(PY) -m pytest tests -q -p no:cacheprovider

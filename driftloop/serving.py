@@ -116,7 +116,16 @@ def service_env(settings: Any) -> dict[str, str]:
             env[f"DRIFTLOOP_{name.upper()}"] = str(value)
     if settings.api_key is not None:
         env["DRIFTLOOP_API_KEY"] = settings.api_key.get_secret_value()
+    # One native thread per worker unless the caller chose: the service runs `workers`
+    # processes (one per core by default), and an OpenMP/BLAS pool in each would fight
+    # them (seen: single-record answers stalled 10-15 s while a training ran beside them).
+    for var in NATIVE_THREAD_VARS:
+        if var not in os.environ:
+            env[var] = "1"
     return env
+
+
+NATIVE_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def serve_command(
