@@ -227,8 +227,20 @@ def key_pages(settings: Settings, info: dict[str, Any], champion: str) -> dict[s
         "service-docs": f"{info['serve_url'].rstrip('/')}/",
     }
     if info.get("evidently_url"):
-        pages["evidently-dashboard"] = info["evidently_url"]
+        pages["evidently-dashboard"] = evidently_dashboard(info["evidently_url"], model)
     return pages
+
+
+def evidently_dashboard(base: str, model: str) -> str:
+    """The URL of the model's project dashboard in `evidently ui` (its home page when the
+    project cannot be found)."""
+    base = base.rstrip("/")
+    try:
+        projects = httpx.get(f"{base}/api/projects", timeout=10).json()
+        project = next(p for p in projects if p.get("name") == model)
+    except (httpx.HTTPError, ValueError, StopIteration, TypeError, AttributeError):
+        return base
+    return f"{base}/projects/{project['id']}"
 
 
 def take_screenshots(

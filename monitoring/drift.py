@@ -246,6 +246,35 @@ def save_report(snapshot: Snapshot, folder: Path, name: str = "drift") -> tuple[
     return html_path, json_path
 
 
+def title_report(html_path: Path | str, title: str, lines: Sequence[str]) -> None:
+    """Give a saved HTML report a title and a header (Evidently writes neither): the page
+    title and, above the widgets, `title` and `lines` (model, versions, window, OOD rate,
+    decision) so that a report opened on its own says what it is."""
+    import html
+
+    path = Path(html_path)
+    text = path.read_text(encoding="utf-8")
+    header = (
+        '<div id="driftloop-header" style="font-family:sans-serif;margin:16px 24px">'
+        f'<h1 style="font-size:22px;margin:0 0 8px">{html.escape(title)}</h1>'
+        + "".join(f'<p style="margin:2px 0">{html.escape(line)}</p>' for line in lines)
+        + "</div>"
+    )
+    page_title = f"<title>{html.escape(title)}</title>"
+    if "<title>" in text:
+        start, end = text.index("<title>"), text.index("</title>") + len("</title>")
+        text = text[:start] + page_title + text[end:]
+    elif "<head>" in text:
+        text = text.replace("<head>", "<head>" + page_title, 1)
+    body = text.find("<body")
+    if body >= 0:
+        close = text.index(">", body) + 1
+        text = text[:close] + header + text[close:]
+    else:
+        text = header + text
+    path.write_text(text, encoding="utf-8")
+
+
 def snapshot_file(report_json: Path | str) -> Path:
     """Where `save_report` keeps the loadable snapshot of a report (``<name>.snapshot.json``
     beside ``<name>.json``): `save_json` writes only the results, which

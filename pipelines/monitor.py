@@ -1185,6 +1185,10 @@ def record(settings: Settings, result: CheckResult, check_id: str) -> str | None
         max_results=1,
         output_format="list",
     )
+    if result.report_html and Path(result.report_html).exists() and not logged:
+        from monitoring.drift import title_report
+
+        title_report(result.report_html, *report_title(result))
     if logged:
         run_id = logged[0].info.run_id
     else:
@@ -1208,9 +1212,42 @@ def record(settings: Settings, result: CheckResult, check_id: str) -> str | None
     path = last_check_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    prune_local_reports(monitor_dir(settings) / "reports", settings.evidently_retention_runs)
     if not result.report_html:
         return None
     return run_artifact_url(settings.resolved_tracking_uri(), experiment_id, run_id, "evidently")
+
+
+def report_title(result: CheckResult) -> tuple[str, list[str]]:
+    """The HTML report's title and header lines: model, decision, versions, window, OOD."""
+    figures = result.figures
+    versions = ", ".join(
+        f"{role} v{figures[f'{role}_version']}"
+        for role in ("champion", "challenger", "previous")
+        if figures.get(f"{role}_version")
+    )
+    action = result.decision.get("action", "none")
+    title = f"{result.model_name}: drift report — decision {action} ({result.at})"
+    lines = [
+        f"Versions: {versions or 'none'}",
+        f"Window: {_count(figures.get('window_rows'))} requests; drift share "
+        f"{_share(figures.get('drift_share'))}; OOD rate {_share(figures.get('ood_rate'))}",
+        f"Decision: {action} — {result.decision.get('reason', '')}",
+    ]
+    return title, lines
+
+
+def prune_local_reports(folder: Path, keep: int | None) -> int:
+    """Delete the oldest local report folders beyond `keep` (None: keep all); the copies
+    logged to MLflow stay. Folders are named by check time, so name order is age order."""
+    import shutil
+
+    if keep is None or not folder.is_dir():
+        return 0
+    old = sorted(p for p in folder.iterdir() if p.is_dir())[:-keep] if keep > 0 else []
+    for path in old:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(old)
 
 
 def add_to_workspace(settings: Settings, result: CheckResult, check_id: str) -> None:

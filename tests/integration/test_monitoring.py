@@ -85,6 +85,13 @@ def test_the_loop_retrains_promotes_and_rolls_back(tmp_path: Path) -> None:
         for run in workspace.list_runs(project.id)
     }
     assert {"retrain", "promote", "rollback"} <= decisions, decisions
+    # The demo ends with screenshots of the key pages (headless Chromium), listed.
+    shots = sorted((tmp_path / "state" / "screenshots").glob("*.png"))
+    names = {p.stem for p in shots}
+    assert {"mlflow-model", "mlflow-champion", "prefect-runs", "service-docs"} <= names, names
+    assert "evidently-dashboard" in names, names
+    assert all(p.stat().st_size > 10_000 for p in shots)  # a rendered page, not an empty one
+    assert all(str(p) in "".join(demo.stdout.split()) for p in shots), demo.stdout[-2000:]
 
 
 # -- edge cases on windows written straight into the prediction log ------------------------

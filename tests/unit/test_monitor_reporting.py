@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -147,3 +148,33 @@ def test_late_scheduled_runs_are_skipped_and_the_rest_run(
     monkeypatch.setattr(FlowRunContext, "get", classmethod(lambda cls: _context(True, 3_600)))
     assert "3,600 s late" in (late_scheduled_run(settings) or "")
     assert monitor.skipped_check(settings, "late")["decision"]["action"] == "none"
+
+
+def test_the_html_report_says_what_it_is(tmp_path: Path) -> None:
+    from monitoring.drift import title_report
+    from pipelines.monitor import report_title
+
+    page = tmp_path / "drift.html"
+    page.write_text("<html><head><title>Report</title></head><body><div>widgets</div></body>")
+    title_report(page, *report_title(result("rollback")))
+    text = page.read_text()
+    assert "<title>bike: drift report — decision rollback (2026-12-01T15:04:05+00:00)</title>" in (
+        text
+    )
+    assert text.index('id="driftloop-header"') < text.index("widgets")
+    for words in ("champion v3, previous v2", "2,000 requests", "drift share 36.4%", "100.0%"):
+        assert words in text, words
+    assert "champion worse than previous by 35%" in text
+
+
+def test_local_reports_keep_the_newest(tmp_path: Path) -> None:
+    from pipelines.monitor import prune_local_reports
+
+    names = [f"20261201T15{m:02d}00" for m in range(6)]
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "drift.html").write_text("x")
+    assert prune_local_reports(tmp_path, None) == 0
+    assert prune_local_reports(tmp_path, 4) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == names[2:]
+    assert prune_local_reports(tmp_path / "missing", 4) == 0
