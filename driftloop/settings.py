@@ -293,8 +293,9 @@ class Settings(ServingSettings):
         gt=0,
         description="Runs (one per monitor check) kept per model in the Evidently workspace; "
         "older ones are deleted after each check. 500 is ~42 hours of checks every 5 minutes; "
-        "a run is ~6 KB plus ~12 KB per monitored column (160 KB for the demo). Empty = keep "
-        "everything.",
+        "a run is ~6 KB plus ~12 KB per monitored column (160 KB for the demo). The same "
+        "number of local HTML/JSON report folders is kept (the copies logged to MLflow "
+        "stay). Empty = keep everything.",
     )
     work_pool: str = Field("driftloop", description="Prefect process work pool for deployments.")
 
