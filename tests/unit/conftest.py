@@ -4,6 +4,7 @@ staged on it (the monitor tests read windows, measure and act against it)."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -63,3 +64,22 @@ def monitored(tmp_path: Path, mlflow_store: tuple[str, str]) -> Monitored:
         return settings, registry
 
     return stage
+
+
+@pytest.fixture()
+def lifecycle_model(
+    mlflow_store: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Registry:
+    """A fresh model on the session's store for CLI tests: versions 1-3, champion v1,
+    challenger v2; the CLI's environment points at it (state folder in tmp_path)."""
+    uri, run_id = mlflow_store
+    monkeypatch.setenv("DRIFTLOOP_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("DRIFTLOOP_TRACKING_URI", uri)
+    monkeypatch.delenv("DRIFTLOOP_CANARY_SHARE", raising=False)
+    monkeypatch.delenv("DRIFTLOOP_VERBOSE", raising=False)
+    registry = Registry(f"lifecycle-{uuid.uuid4().hex[:8]}", uri)
+    for _ in range(3):
+        registry.register(f"runs:/{run_id}/model", run_id)
+    registry.set_alias(CHAMPION, 1, "first")
+    registry.set_alias(CHALLENGER, 2, "gate")
+    return registry

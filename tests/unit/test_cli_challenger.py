@@ -7,9 +7,6 @@ tests/integration/test_serving.py show a service following it).
 
 from __future__ import annotations
 
-import uuid
-from pathlib import Path
-
 import pytest
 from typer.testing import CliRunner
 
@@ -17,25 +14,10 @@ from driftloop.cli import app
 from registry import CANARY_SHARE_TAG, CHALLENGER, CHAMPION, Registry
 
 
-@pytest.fixture
-def store(mlflow_store: tuple[str, str]) -> tuple[str, str]:
-    """The session's SQLite MLflow store (tests/unit/conftest.py); model names are unique."""
-    return mlflow_store
-
-
 @pytest.fixture()
-def model(store: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Registry:
-    """A fresh model: versions 1-3, champion v1, challenger v2."""
-    uri, run_id = store
-    monkeypatch.setenv("DRIFTLOOP_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("DRIFTLOOP_TRACKING_URI", uri)
-    monkeypatch.delenv("DRIFTLOOP_CANARY_SHARE", raising=False)
-    registry = Registry(f"lifecycle-{uuid.uuid4().hex[:8]}", uri)
-    for _ in range(3):
-        registry.register(f"runs:/{run_id}/model", run_id)
-    registry.set_alias(CHAMPION, 1, "first")
-    registry.set_alias(CHALLENGER, 2, "gate")
-    return registry
+def model(lifecycle_model: Registry) -> Registry:
+    """A fresh model: versions 1-3, champion v1, challenger v2 (tests/unit/conftest.py)."""
+    return lifecycle_model
 
 
 def run(registry: Registry, *args: str) -> tuple[int, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 
 import pytest
@@ -13,24 +12,13 @@ from typer.testing import CliRunner
 
 from driftloop import cli
 from driftloop.cli import app, format_figure, short_moves, short_time
-from registry import CHALLENGER, CHAMPION, ROLLED_BACK_TAG, Registry, RegistryError, version_number
+from registry import CHAMPION, ROLLED_BACK_TAG, Registry, RegistryError, version_number
 
 
 @pytest.fixture()
-def model(
-    mlflow_store: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Registry:
-    """Versions 1-3 of a fresh model, champion v1, challenger v2."""
-    uri, run_id = mlflow_store
-    monkeypatch.setenv("DRIFTLOOP_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("DRIFTLOOP_TRACKING_URI", uri)
-    monkeypatch.delenv("DRIFTLOOP_VERBOSE", raising=False)
-    registry = Registry(f"cli-{uuid.uuid4().hex[:8]}", uri)
-    for _ in range(3):
-        registry.register(f"runs:/{run_id}/model", run_id)
-    registry.set_alias(CHAMPION, 1, "first")
-    registry.set_alias(CHALLENGER, 2, "gate")
-    return registry
+def model(lifecycle_model: Registry) -> Registry:
+    """Versions 1-3 of a fresh model, champion v1, challenger v2 (tests/unit/conftest.py)."""
+    return lifecycle_model
 
 
 def run(registry: Registry, *args: str) -> tuple[int, str]:
