@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
 import threading
 import time
@@ -25,7 +24,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import pandas as pd
 from starlette.responses import JSONResponse, Response
 
 from bentos import jsonio
@@ -54,7 +52,14 @@ from bentos.predlog import (
 )
 from bentos.routing import SHADOW, model_salt, route, routing_secret
 from bentos.schema import ENTITY_ID, MAX_ERRORS, REQUEST_ID, Label, SchemaError, ValidBatch
-from bentos.store import LoadedModel, NonFinitePredictions, import_version, load_model, local_model
+from bentos.store import (
+    LoadedModel,
+    NonFinitePredictions,
+    example_records,
+    import_version,
+    load_model,
+    local_model,
+)
 from registry import CANARY_SHARE_TAG, Registry
 
 log = logging.getLogger("driftloop.serving")
@@ -742,11 +747,11 @@ def _feedback_auth(scope: KeyScope | None) -> str:
 def _first_example_record(model: LoadedModel) -> dict[str, Any] | None:
     """The first row of the version's logged input example, as JSON values; None if it
     has none (or it does not pass the version's own schema)."""
-    example = getattr(model.pyfunc, "input_example", None)
-    if not isinstance(example, pd.DataFrame) or example.empty:
-        return None
     try:
-        record = json.loads(example.head(1).to_json(orient="records", date_format="iso"))[0]
+        records = example_records(model.pyfunc)
+        if not records:
+            return None
+        record = records[0]
         model.schema.validate([record])
     except Exception:
         return None

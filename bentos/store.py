@@ -279,15 +279,23 @@ def example_batch(pyfunc: Any, schema: RecordSchema) -> ValidBatch | None:
     None when the version has no example (or one our schema refuses): it then serves
     through `pyfunc.predict` without warm-up, as versions always did.
     """
-    example = getattr(pyfunc, "input_example", None)
-    if not isinstance(example, pd.DataFrame) or example.empty or not schema.checked:
+    records = example_records(pyfunc)
+    if records is None or not schema.checked:
         return None
     try:
-        records = json.loads(example.to_json(orient="records", date_format="iso"))
         return schema.validate_batch(records)
     except Exception as exc:
         log.info("input example not usable for warm-up: %s", exc)
         return None
+
+
+def example_records(pyfunc: Any) -> list[dict[str, Any]] | None:
+    """The version's logged input example as JSON records (what a caller would send), or
+    None without one."""
+    example = getattr(pyfunc, "input_example", None)
+    if not isinstance(example, pd.DataFrame) or example.empty:
+        return None
+    return json.loads(example.to_json(orient="records", date_format="iso"))
 
 
 def direct_predict(
