@@ -53,9 +53,10 @@ test-unit: setup
 test-integration: setup
 	$(PY) -m pytest tests/integration -q
 
-lint: setup  ## the same checks as pre-commit
+lint: setup  ## the same checks as pre-commit, and the import rules (docs/architecture.md)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 format: setup
 	$(VENV)/bin/ruff check --fix .

@@ -50,8 +50,9 @@ def _prepare(state: Path, tracking_uri: str | None) -> PreparedModel:
     from mlflow.models import infer_signature
 
     from bentos.store import bentoml_home, import_version
+    from config.settings import Settings
+    from data.sources import load_dataset
     from data.split import time_split
-    from driftloop.settings import Settings
     from pipelines.families import FitConfig, fit_model
     from pipelines.tracking import configure_mlflow
     from pipelines.train import numeric_as_float
@@ -60,7 +61,7 @@ def _prepare(state: Path, tracking_uri: str | None) -> PreparedModel:
     state.mkdir(parents=True, exist_ok=True)
     uri = tracking_uri or f"sqlite:///{state / 'mlflow.db'}"
     settings = Settings(state_dir=state, model_name=MODEL_NAME, tracking_uri=uri)
-    snapshot = settings.dataset_spec().load(settings.task)
+    snapshot = load_dataset(settings.dataset_spec(), settings.task)
     train, holdout = time_split(snapshot.frame, snapshot.time_column, 0.2, seed=42)
     features = list(snapshot.features)
     config = FitConfig(

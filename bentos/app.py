@@ -26,10 +26,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
-from bentos import jsonio
 from bentos.batching import MicroBatcher
-from bentos.config import ServingSettings
-from bentos.fallbacks import FALLBACK, record_fallback_event
 from bentos.follower import (
     CHALLENGER,
     CHAMPION,
@@ -43,13 +40,6 @@ from bentos.follower import (
 )
 from bentos.gateway import LARGE_BODY_RECORDS, GatewayConfig, KeyScope, feedback_scope
 from bentos.metrics import ServingMetrics
-from bentos.predlog import (
-    FeedbackRecord,
-    GroupCommitWriter,
-    LogRow,
-    LogUnavailable,
-    PredictionLog,
-)
 from bentos.routing import SHADOW, model_salt, route, routing_secret
 from bentos.schema import ENTITY_ID, MAX_ERRORS, REQUEST_ID, Label, SchemaError, ValidBatch
 from bentos.store import (
@@ -59,6 +49,16 @@ from bentos.store import (
     import_version,
     load_model,
     local_model,
+)
+from config.serving import ServingSettings
+from predlog import jsonio
+from predlog.fallbacks import FALLBACK, record_fallback_event
+from predlog.log import (
+    FeedbackRecord,
+    GroupCommitWriter,
+    LogRow,
+    LogUnavailable,
+    PredictionLog,
 )
 from registry import CANARY_SHARE_TAG, Registry
 

@@ -43,7 +43,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bentos import jsonio
+from config.serving import DEFAULT_OPEN_PATHS
+from predlog import jsonio
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -56,16 +57,6 @@ UTF8 = ("utf-8", "utf8")
 GET_ENDPOINTS = {"/healthz": "healthz", "/readyz": "readyz", "/metadata": "metadata"}
 DOCS_PATH = "/docs.json"  # BentoML's OpenAPI document, completed live (bentos/openapi.py)
 logger = logging.getLogger("driftloop.serving")
-DEFAULT_OPEN_PATHS = (
-    "/healthz",
-    "/readyz",
-    "/livez",
-    "/metrics",
-    "/",
-    "/docs.json",
-    "/schema.json",
-    "/static_content/*",
-)
 MAX_JSON_DEPTH = 32  # records are flat; BentoML's own parser gives up near 200 levels
 MAX_LISTED_ERRORS = 20  # a 422/400 body lists at most this many problems
 INLINE_PARSE_BYTES = 64 * 1024  # larger bodies are parsed in a worker thread

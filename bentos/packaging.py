@@ -125,7 +125,7 @@ def build_bento(info: VersionInfo, model_tag: str, bentofile: Path = BENTOFILE) 
 @contextmanager
 def staged_context(config: dict[str, Any], source: Path = BUILD_CONTEXT) -> Iterator[Path]:
     """A temporary build context holding only the top-level folders the bentofile's
-    `include` patterns name (bentos/, registry/, data/), caches left out.
+    `include` patterns name (bentos/, config/, predlog/, registry/, data/), caches left out.
 
     BentoML walks the whole build context to match `include`; from the repo root that
     is the virtualenv and the state folder too (~131k entries: ~40 % of a training

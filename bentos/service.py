@@ -27,8 +27,8 @@ from typing import Any
 import bentoml
 from bentoml.exceptions import BentoMLException
 
-from bentos.config import SERVICE_NAME
 from bentos.gateway import Gateway, parsed_list
+from config.serving import SERVICE_NAME
 
 
 @bentoml.service(
@@ -44,8 +44,8 @@ class DriftloopService:
 
     def __init__(self) -> None:
         from bentos.app import ServingApp
-        from bentos.config import ServingSettings
         from bentos.store import LABEL_MODEL_NAME, LABEL_VERSION
+        from config.serving import ServingSettings
 
         settings = ServingSettings()
         _prepare_process(settings.registry_timeout_s)
@@ -95,7 +95,7 @@ def _prepare_process(registry_timeout_s: float) -> None:
     parent process left in the environment (the CLI and the stack set slower ones for
     flows): a registry call must never hold the follower longer than that.
     """
-    from bentos.config import registry_http_env
+    from config.serving import registry_http_env
 
     logging.getLogger("driftloop").setLevel(logging.INFO)
     os.environ.update(registry_http_env(registry_timeout_s))

@@ -15,12 +15,16 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
 from data.errors import DataError
+
+if TYPE_CHECKING:
+    from config.settings import DatasetSpec
 
 TASKS = ("auto", "regression", "classification")
 MAX_CLASSES = 50
@@ -361,6 +365,18 @@ def _prepare_time(frame: pd.DataFrame, time_column: str, path: Path | str) -> pd
             f"{_examples(times.unique())} that are neither numbers nor dates ({exc}): use "
             "ISO dates (2011-01-31) or numbers, or choose another time column"
         ) from exc
+
+
+def load_dataset(spec: DatasetSpec, task: str = "auto") -> Snapshot:
+    """Read and check the data a `DatasetSpec` (the settings' dataset) names."""
+    return load_snapshot(
+        spec.path,
+        target=spec.target,
+        time_column=spec.time_column,
+        drop_columns=spec.drop_columns,
+        categorical_columns=spec.categorical_columns,
+        task=task,
+    )
 
 
 def load_snapshot(

@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from driftloop.settings import Settings
+    from config.settings import Settings
 
 app = typer.Typer(
     name="driftloop",
@@ -57,10 +57,17 @@ class CliError(Exception):
         self.code = code
 
 
+def registry_for(settings: Settings) -> Any:
+    """The registry of the settings' model (imported late: the CLI starts without MLflow)."""
+    from registry import Registry
+
+    return Registry.from_settings(settings)
+
+
 def settings_from(**overrides: Any) -> Settings:
     from pydantic import ValidationError
 
-    from driftloop.settings import load_settings
+    from config.settings import load_settings
 
     try:
         return load_settings(**overrides)
@@ -175,16 +182,6 @@ def describe_unexpected(exc: BaseException) -> tuple[str, int]:
         usage = code in _MLFLOW_USAGE_CODES
         return f"MLflow: {text}", EXIT_USAGE if usage else EXIT_CHECK_FAILED
     return f"{type(exc).__name__}: {text}", EXIT_CHECK_FAILED
-
-
-def registry_for(settings: Settings) -> Any:
-    from registry import Registry
-
-    return Registry(
-        settings.model_name,
-        settings.resolved_tracking_uri(),
-        move_wait_s=settings.alias_move_wait_s,
-    )
 
 
 def run_command(body: Callable[[], None]) -> None:
@@ -1255,13 +1252,14 @@ def contract_widen(
 
     def body() -> None:
         from data.contract import Contract, diff, validate, widen
+        from data.sources import load_dataset
 
         settings = settings_from(
             data=data, target=target, time_column=time_column, model_name=model_name
         )
         path = _contract_file(settings)
         contract = Contract.load(path)
-        snapshot = settings.dataset_spec().load(settings.task)
+        snapshot = load_dataset(settings.dataset_spec(), settings.task)
         report = validate(snapshot.frame, contract, source=str(data))
         if report.success:
             console.print(f"{data} already meets contract r{contract.revision}: nothing to widen")
@@ -1325,8 +1323,8 @@ def log_prune(
 
         seconds = parse_duration(older_than, "--older-than")
         settings = settings_from(model_name=model_name)
-        from bentos.fallbacks import prune_fallback_events
-        from bentos.predlog import PredictionLog
+        from predlog.fallbacks import prune_fallback_events
+        from predlog.log import PredictionLog
 
         cutoff = time.time() - seconds
         log = PredictionLog(settings.resolved_prediction_log_url())
@@ -1374,7 +1372,7 @@ def log_migrate(
     def body() -> None:
         import sqlalchemy as sa
 
-        from bentos import migrations
+        from predlog import migrations
 
         settings = settings_from()
         url = settings.resolved_prediction_log_url()

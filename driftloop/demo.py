@@ -20,7 +20,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from driftloop.settings import Settings
+from config.settings import Settings
 
 # Day-of-year boundaries of the bundled 2011 data.
 APRIL, JULY, SEPTEMBER, NOVEMBER = 91, 182, 244, 305

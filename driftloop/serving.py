@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bentos.config import SERVICE_NAME, ServingSettings, registry_http_env
+from config.serving import SERVICE_NAME, ServingSettings, registry_http_env
 from driftloop.procs import venv_bin
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +74,7 @@ def warn_if_open(host: str, port: int, settings: Any) -> None:
 def service_env(settings: Any) -> dict[str, str]:
     """Environment of the `bentoml serve` child: resolved paths, every serving field.
 
-    `settings` is duck-typed (driftloop `Settings` or `bentos.config.ServingSettings`).
+    `settings` is duck-typed (driftloop `Settings` or `config.serving.ServingSettings`).
     """
     tracking_uri = settings.resolved_tracking_uri()
     env = {

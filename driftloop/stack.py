@@ -25,8 +25,8 @@ import httpx
 import psutil
 import yaml
 
+from config.settings import REPO_ROOT, Settings
 from driftloop import procs
-from driftloop.settings import REPO_ROOT, Settings
 from driftloop.stackfile import read_stack, stack_file, write_stack
 
 

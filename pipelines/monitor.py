@@ -27,7 +27,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from driftloop.settings import Settings, load_settings
+from config.settings import Settings, load_settings
 from monitoring.policy import (
     RETRAIN_PENDING_PREFIX,
     Action,
@@ -37,6 +37,13 @@ from monitoring.policy import (
     decide,
 )
 from pipelines.evaluate import primary_metric
+from pipelines.reference import (
+    SCORE_COLUMN,
+    ensure_ood_reference,
+    monitor_dir,
+    reference_of,
+    schema_of,
+)
 from registry import (
     CHALLENGER,
     CHAMPION,
@@ -49,7 +56,7 @@ from registry import (
 )
 
 if TYPE_CHECKING:
-    from bentos.predlog import VersionLabels, WindowBounds
+    from predlog.log import VersionLabels, WindowBounds
 
 LOCAL = dict(cache_policy=NO_CACHE)
 SERVER = dict(retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE, timeout_seconds=300)
@@ -103,10 +110,6 @@ def thresholds_from(settings: Settings) -> Thresholds:
     )
 
 
-def monitor_dir(settings: Settings) -> Path:
-    return settings.state_path / "monitor" / settings.model_name
-
-
 def last_check_path(settings: Settings) -> Path:
     return monitor_dir(settings) / "last_check.json"
 
@@ -118,74 +121,10 @@ def read_last_check(settings: Settings) -> dict[str, Any] | None:
         return None
 
 
-def schema_of(version: VersionInfo, settings: Settings) -> dict[str, Any]:
-    """features / categorical / numeric / target / task of a version (its schema.json)."""
-    import mlflow
-
-    cache = monitor_dir(settings) / f"v{version.version}" / "schema.json"
-    if cache.exists():
-        return json.loads(cache.read_text())
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    local = mlflow.artifacts.download_artifacts(
-        run_id=str(version.run_id),
-        artifact_path="schema.json",
-        dst_path=str(cache.parent),
-        tracking_uri=settings.resolved_tracking_uri(),
-    )
-    return json.loads(Path(local).read_text())
-
-
-def reference_of(version: VersionInfo, settings: Settings, schema: dict[str, Any]) -> pd.DataFrame:
-    """The version's training sample with the champion's predictions on it (cached)."""
-    import mlflow
-
-    cache = monitor_dir(settings) / f"v{version.version}" / "reference.parquet"
-    if cache.exists():
-        return pd.read_parquet(cache)
-    # Every MLflow read names the resolved tracking URI: MLflow's global default would
-    # be ./mlflow.db in the working folder (embedded mode has no MLFLOW_TRACKING_URI).
-    local = mlflow.artifacts.download_artifacts(
-        run_id=str(version.run_id),
-        artifact_path="reference/train_sample.parquet",
-        tracking_uri=settings.resolved_tracking_uri(),
-    )
-    reference = pd.read_parquet(local)
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = make_registry(settings).download_model(version.version, Path(tmp))
-        model = mlflow.pyfunc.load_model(str(model_dir))
-        features = reference[schema["features"]].astype(
-            {c: "float64" for c in schema["numeric"] if c in reference.columns}
-        )
-        reference["prediction"], score = reference_predictions(model, features, schema["task"])
-        if score is not None:
-            reference[SCORE_COLUMN] = score
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    reference.to_parquet(cache)
-    return reference
-
-
-SCORE_COLUMN = "score"  # a binary classifier's P(positive) beside its prediction
-
-
-def reference_predictions(model: Any, features: pd.DataFrame, task: str) -> tuple[Any, Any]:
-    """The version's predictions on its reference rows, labelled by the decision rule it
-    recorded (as serving labels them), and P(positive) for a binary classifier (else None).
-    """
-    from pipelines.evaluate import score_pyfunc
-    from registry.decision import DECISION_KEY, Decision
-
-    recorded = (model.metadata.metadata or {}).get(DECISION_KEY)
-    if task != "classification" or not recorded:
-        return model.predict(features), None
-    decision = Decision.from_dict(recorded)
-    labels, proba, _ = score_pyfunc(model, features, task, decision)
-    return labels, None if proba is None else decision.scores(proba)
-
-
 def window_scores(log_url: str, model_name: str, sample: pd.DataFrame, positive: str) -> pd.Series:
     """P(`positive`) of each sampled prediction, from the scores the service logged (NaN
     where none were: regressors, versions registered before probabilities were served)."""
-    from bentos.predlog import PredictionLog
+    from predlog.log import PredictionLog
 
     log = PredictionLog(log_url)
     try:
@@ -198,45 +137,6 @@ def window_scores(log_url: str, model_name: str, sample: pd.DataFrame, positive:
     }
     keys = zip(sample["request_id"], sample["model_version"], sample["role"], strict=True)
     return pd.Series([lookup.get(k) for k in keys], index=sample.index, dtype="float64")
-
-
-def ood_collection(settings: Settings, version: str) -> str:
-    safe = "".join(ch if ch.isalnum() else "_" for ch in settings.model_name.lower())
-    return f"{safe}_v{version}"
-
-
-def ensure_ood_reference(
-    settings: Settings, version: str, reference: pd.DataFrame, schema: dict[str, Any]
-) -> tuple[Any, Any, Any]:
-    """(index, OODReference, TabularEmbedder) for a version; indexed on first use."""
-    from monitoring.ood import OODReference, TabularEmbedder, fit_reference, make_ood_index
-
-    folder = settings.state_path / "ood"
-    index = make_ood_index(settings.qdrant_url, folder)
-    meta_path = monitor_dir(settings) / f"v{version}" / "ood.json"
-    collection = ood_collection(settings, version)
-    if meta_path.exists() and index.exists(collection):
-        meta = json.loads(meta_path.read_text())
-        return (
-            index,
-            OODReference.from_dict(meta["reference"]),
-            TabularEmbedder.from_dict(meta["embedder"]),
-        )
-    embedder = TabularEmbedder.fit(
-        reference[schema["features"]],
-        numeric=schema["numeric"],
-        categorical=schema["categorical"],
-    )
-    ref = fit_reference(
-        index,
-        collection,
-        embedder.transform(reference[schema["features"]]),
-        max_points=settings.ood_max_points,
-        seed=settings.seed,
-    )
-    meta_path.parent.mkdir(parents=True, exist_ok=True)
-    meta_path.write_text(json.dumps({"reference": ref.to_dict(), "embedder": embedder.to_dict()}))
-    return index, ref, embedder
 
 
 def decision_times(moves: list[AliasMove]) -> tuple[datetime | None, datetime | None]:
@@ -461,8 +361,8 @@ def labelled_window(
 ) -> pd.DataFrame:
     """Recent answered requests with their feedback label, as training rows; each row
     carries `source` (where it came from), when it was logged and its request id."""
-    from bentos.predlog import PredictionLog
     from pipelines.train import LIVE_COLUMNS, LIVE_LOGGED_AT, LIVE_REQUEST_ID, LIVE_SOURCE
+    from predlog.log import PredictionLog
 
     log = PredictionLog(window.log_url)
     try:
@@ -553,7 +453,7 @@ def read_window(
 ) -> MonitorWindow:
     """The model's latest `window_rows` requests (logged within `window_s` seconds when
     given; None = no such bound): exact counts, a sample and the labelled rows."""
-    from bentos.predlog import PredictionLog
+    from predlog.log import PredictionLog
 
     now = time.time()
     since = now - window_s if window_s is not None else None
@@ -594,7 +494,7 @@ def read_window(
     timeout_seconds=120,
 )
 def read_registry(settings: Settings) -> dict[str, Any]:
-    registry = make_registry(settings)
+    registry = Registry.from_settings(settings)
     aliases = registry.aliases()
     versions = {alias: registry.get(v) for alias, v in aliases.items()}
     # The newest of each kind, however long the history: cool-down and watch period.
@@ -624,8 +524,8 @@ def read_fallbacks(
     since it took the alias (and within `seconds`), so failures of an earlier champion
     never count against this one. {} without a champion or a previous version.
     """
-    from bentos.fallbacks import fallback_counts
-    from bentos.predlog import PredictionLog
+    from predlog.fallbacks import fallback_counts
+    from predlog.log import PredictionLog
 
     versions: dict[str, VersionInfo] = state["versions"]
     champion, previous = versions.get(CHAMPION), versions.get(PREVIOUS)
@@ -880,7 +780,7 @@ def act(
     meanwhile, nothing moves and the result says so (the next check decides
     anew). A retrain is requested once per `decision_id`.
     """
-    registry = make_registry(settings)
+    registry = Registry.from_settings(settings)
     figures = {k: float(v) for k, v in numeric_figures(decision.figures).items()}
     try:
         if decision.action in (Action.ROLLBACK, Action.PROMOTE):
@@ -1150,14 +1050,6 @@ def numeric_figures(figures: dict[str, Any]) -> dict[str, float]:
         for k, v in flat.items()
         if isinstance(v, int | float) and not isinstance(v, bool) and v == v
     }
-
-
-def make_registry(settings: Settings) -> Registry:
-    return Registry(
-        settings.model_name,
-        settings.resolved_tracking_uri(),
-        move_wait_s=settings.alias_move_wait_s,
-    )
 
 
 @task(name="record", **SERVER)
@@ -1565,7 +1457,7 @@ def window_of(
 @task(name="prune-log", **LOCAL)
 def prune_log(settings: Settings, older_than_s: float) -> tuple[int, int]:
     """Retention: delete the model's log rows older than `older_than_s` (batched)."""
-    from bentos.predlog import PredictionLog
+    from predlog.log import PredictionLog
 
     log = PredictionLog(settings.resolved_prediction_log_url())
     try:

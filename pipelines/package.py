@@ -50,7 +50,7 @@ def package_version(settings: Any, version: str | int) -> str:
 @flow(name="package")
 def package_flow(version: str, model_name: str | None = None) -> str:
     """Package one registered version as a Bento; returns the Bento tag."""
-    from driftloop.settings import load_settings
+    from config.settings import load_settings
 
     settings = load_settings(model_name=model_name)
     return package_version(settings, version)

@@ -22,6 +22,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from config.settings import REPO_ROOT, Settings, load_settings
 from data.contract import (
     LABEL_RULE_KEY,
     Contract,
@@ -34,9 +35,8 @@ from data.contract import (
     validate,
     widen,
 )
-from data.sources import Snapshot
+from data.sources import Snapshot, load_dataset
 from data.split import time_split, train_validation_split
-from driftloop.settings import REPO_ROOT, Settings, load_settings
 from pipelines.evaluate import (
     classifier_decision,
     evaluation_plots,
@@ -246,7 +246,7 @@ def version_tags(
 
 @task(name="load-data", **LOCAL)
 def load_data(settings: Settings, time_from: float | None, time_until: float | None) -> Snapshot:
-    snapshot = settings.dataset_spec().load(settings.task)
+    snapshot = load_dataset(settings.dataset_spec(), settings.task)
     if time_from is not None or time_until is not None:
         frame = select_rows(snapshot.frame, snapshot.time_column, time_from, time_until)
         snapshot = load_snapshot_from_frame(snapshot, frame)
@@ -429,7 +429,7 @@ def log_and_register(
     from mlflow.models import infer_signature
     from prefect.runtime import task_run
 
-    registry = make_registry(settings)
+    registry = Registry.from_settings(settings)
     tags = version_tags(snapshot, report, settings.family, metrics, parent_version)
     tags.update(extra_tags)
     if decision is not None:
@@ -683,7 +683,7 @@ def score_champion(
     on the `live` rows of the holdout (None without them))."""
     import mlflow
 
-    registry = make_registry(settings)
+    registry = Registry.from_settings(settings)
     champion = registry.by_alias(CHAMPION)
     if champion is None:
         return None, None, None, None
@@ -726,7 +726,7 @@ def index_reference(
     settings: Settings, version: str, snapshot: Snapshot, train: pd.DataFrame
 ) -> None:
     """Index a bounded sample of the version's training rows for the OOD check (Qdrant)."""
-    from pipelines.monitor import ensure_ood_reference
+    from pipelines.reference import ensure_ood_reference
 
     schema = {
         "features": list(snapshot.features),
@@ -760,7 +760,7 @@ def apply_gate(
     stale, so the new version becomes challenger instead and the monitor compares
     them on live traffic. Idempotent under retries through `decision_id`.
     """
-    registry = make_registry(settings)
+    registry = Registry.from_settings(settings)
     registry.set_tags(version, {"gate_decision": f"{decision.alias}: {decision.reason}"})
     alias, reason = decision.alias, decision.reason
     if alias == CHAMPION:
@@ -803,14 +803,6 @@ def apply_gate(
         )
     get_run_logger().info("v%s → %s: %s", version, alias, reason)
     return alias, reason
-
-
-def make_registry(settings: Settings) -> Registry:
-    return Registry(
-        settings.model_name,
-        settings.resolved_tracking_uri(),
-        move_wait_s=settings.alias_move_wait_s,
-    )
 
 
 # -- the flow -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
@@ -24,6 +24,9 @@ from registry.describe import ROLLED_BACK_TAG, model_description, version_descri
 from registry.history import AliasMove, PromotionHistory
 from registry.ledger import OK, Claim, MoveLedger, check_decision_id, new_decision_id
 from registry.names import ALIASES, CHALLENGER, CHAMPION, PREVIOUS
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +208,16 @@ class Registry:
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self.history = PromotionHistory(self.client, model_name)
         self.ledger = MoveLedger(self.client, self.history, model_name, move_wait_s)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Registry:
+        """The settings' model on the settings' tracking server (how flows and the CLI
+        open the registry)."""
+        return cls(
+            settings.model_name,
+            settings.resolved_tracking_uri(),
+            move_wait_s=settings.alias_move_wait_s,
+        )
 
     # -- reading ------------------------------------------------------------
     def exists(self) -> bool:

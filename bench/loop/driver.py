@@ -125,6 +125,7 @@ def main() -> None:
 
     from rich.console import Console
 
+    from config.settings import Settings
     from data.replay import replay
     from driftloop import stack
     from driftloop.demo import (
@@ -140,7 +141,6 @@ def main() -> None:
         monitor_now,
         wait_for,
     )
-    from driftloop.settings import Settings
     from registry import Registry
 
     console = Console(stderr=True)

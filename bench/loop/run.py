@@ -20,8 +20,8 @@ FEEDBACK_KEY = "bench-loop-feedback-key"
 
 
 def run(section: Section, quick: bool) -> None:
+    from config.settings import Settings
     from driftloop import stack
-    from driftloop.settings import Settings
 
     with workdir("loop") as tmp:
         state = tmp / "state"

@@ -69,9 +69,10 @@ def run(requests: int, repeats: int) -> dict[str, Any]:
     import mlflow
     import qdrant_edge  # noqa: F401
 
-    from driftloop.settings import Settings
+    from config.settings import Settings
     from monitoring.policy import decide
     from pipelines import monitor
+    from pipelines.reference import ensure_ood_reference, monitor_dir
     from pipelines.tracking import configure_mlflow
     from registry import CHAMPION, VersionInfo
 
@@ -102,13 +103,13 @@ def run(requests: int, repeats: int) -> dict[str, Any]:
             "target": "bikers",
             "task": "regression",
         }
-        cache = monitor.monitor_dir(settings) / "v1"
+        cache = monitor_dir(settings) / "v1"
         cache.mkdir(parents=True)
         (cache / "schema.json").write_text(json.dumps(schema))
         reference = reference_frame()
         reference.to_parquet(cache / "reference.parquet")
         started = time.perf_counter()
-        index, _, _ = monitor.ensure_ood_reference(settings, "1", reference, schema)
+        index, _, _ = ensure_ood_reference(settings, "1", reference, schema)
         index.close()
         out["fit_reference_s"] = time.perf_counter() - started
         started = time.perf_counter()

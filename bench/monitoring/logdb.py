@@ -54,7 +54,7 @@ def schema_key() -> str:
     from sqlalchemy.dialects import sqlite
     from sqlalchemy.schema import CreateIndex, CreateTable
 
-    from bentos.predlog import feedback_table, predictions_table
+    from predlog.tables import feedback_table, predictions_table
 
     dialect = sqlite.dialect()
     parts = [GENERATOR_VERSION]
@@ -66,7 +66,7 @@ def schema_key() -> str:
 
 
 def cache_dir() -> Path:
-    from driftloop.settings import Settings
+    from config.settings import Settings
 
     state = Settings().state_path
     return (state if state.is_absolute() else REPO / state) / "bench"
@@ -91,8 +91,9 @@ def generate(path: Path, requests: int) -> None:
     import numpy as np
     import pandas as pd
 
-    from bentos import jsonio
-    from bentos.predlog import PredictionLog, feedback_table, predictions_table
+    from predlog import jsonio
+    from predlog.log import PredictionLog
+    from predlog.tables import feedback_table, predictions_table
 
     log = PredictionLog(f"sqlite:///{path}")  # the real schema
     log.close()

@@ -89,7 +89,7 @@ class Outcome:
 
 
 def _driftloop_settings(model: PreparedModel, state: Path) -> Any:
-    from bentos.config import ServingSettings
+    from config.serving import ServingSettings
 
     state.mkdir(parents=True, exist_ok=True)
     shutil.copytree(model.state / "bentoml", state / "bentoml", dirs_exist_ok=True)

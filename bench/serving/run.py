@@ -48,7 +48,7 @@ class Target:
 
 
 def _settings(model: PreparedModel, state: Path, **overrides: Any) -> Any:
-    from bentos.config import ServingSettings
+    from config.serving import ServingSettings
 
     state.mkdir(parents=True, exist_ok=True)
     shutil.copytree(model.state / "bentoml", state / "bentoml", dirs_exist_ok=True)

@@ -14,14 +14,15 @@ import time
 
 def main() -> None:
     process_started = time.perf_counter()
+    from config.settings import Settings
+    from data.sources import load_dataset
     from data.split import time_split
-    from driftloop.settings import Settings
     from pipelines.evaluate import holdout_metrics
     from pipelines.families import FitConfig, fit_model
 
     imported = time.perf_counter()
     settings = Settings()
-    snapshot = settings.dataset_spec().load(settings.task)
+    snapshot = load_dataset(settings.dataset_spec(), settings.task)
     train, holdout = time_split(
         snapshot.frame, snapshot.time_column, settings.holdout_fraction, seed=settings.seed
     )

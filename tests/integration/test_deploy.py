@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from config.settings import REPO_ROOT
 from driftloop import procs
-from driftloop.settings import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -66,8 +66,8 @@ def test_monitor_reads_new_champion_artifacts_without_tracking_env(tmp_path: Pat
     workdir.mkdir()
     script = f"""
 import json
-from driftloop.settings import Settings
-from pipelines.monitor import reference_of, schema_of
+from config.settings import Settings
+from pipelines.reference import reference_of, schema_of
 from registry import Registry
 
 settings = Settings(state_dir={str(state)!r}, model_name={MODEL!r})

@@ -33,8 +33,8 @@ from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import Pipeline
 
 from bentos.packaging import package_version
+from config.settings import Settings
 from driftloop import procs
-from driftloop.settings import Settings
 from monitoring.policy import Action, Figures, decide
 from pipelines import monitor
 from registry import Registry

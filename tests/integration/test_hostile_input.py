@@ -35,8 +35,8 @@ from test_serving import (
 from test_serving import home as home  # the module-scoped fixtures, shared
 from test_serving import models as models
 
-from bentos.config import ServingSettings
 from bentos.packaging import package_version
+from config.serving import ServingSettings
 from driftloop import procs
 from registry import Registry
 

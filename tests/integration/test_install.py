@@ -102,7 +102,7 @@ def test_the_installed_package_runs_without_torch(venv: Venv) -> None:
     where = venv.run(
         "python",
         "-c",
-        "import bentos.migrations as m, driftloop.cli as c; print(c.__file__); print(m.FOLDER)",
+        "import predlog.migrations as m, driftloop.cli as c; print(c.__file__); print(m.FOLDER)",
     )
     assert where.returncode == 0, where.stderr
     cli_file, migrations = (Path(line) for line in where.stdout.split())

@@ -19,10 +19,10 @@ import mlflow
 import pandas as pd
 import pytest
 
-from bentos.predlog import FeedbackRecord, PredictionLog, PredictionRecord
 from data.sources import load_snapshot
 from data.split import time_split
 from driftloop import procs
+from predlog.log import FeedbackRecord, PredictionLog, PredictionRecord
 
 pytestmark = pytest.mark.integration
 

@@ -26,8 +26,8 @@ import pytest
 from prefect import flow
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from config.settings import Settings
 from driftloop import procs
-from driftloop.settings import Settings
 from monitoring.policy import Action, Decision
 from pipelines.monitor import act, monitor_guard
 from registry import CHAMPION, PREVIOUS, AliasesMoved, AliasMove, Registry

@@ -135,7 +135,7 @@ print(check())
 def test_prediction_log_on_postgres_reads_back_what_sqlite_reads(
     postgres: procs.PostgresCluster, tmp_path: Path
 ) -> None:
-    from bentos.predlog import FeedbackRecord, PredictionLog, PredictionRecord
+    from predlog.log import FeedbackRecord, PredictionLog, PredictionRecord
 
     records = [
         PredictionRecord(
@@ -234,8 +234,9 @@ def test_prediction_log_migrations_on_postgres(postgres: procs.PostgresCluster) 
 
     import sqlalchemy as sa
 
-    from bentos import migrations
-    from bentos.predlog import PredictionLog, PredictionRecord, predictions_table
+    from predlog import migrations
+    from predlog.log import PredictionLog, PredictionRecord
+    from predlog.tables import predictions_table
 
     old_url = postgres.url(postgres.create_database("predlog_old"))
     engine = sa.create_engine(old_url)

@@ -32,10 +32,10 @@ import httpx
 import pandas as pd
 import pytest
 
-from bentos.config import ServingSettings
+from config.serving import ServingSettings
+from config.settings import BUNDLED_DATA, REPO_ROOT
 from driftloop import procs
 from driftloop.serving import serve_command
-from driftloop.settings import BUNDLED_DATA, REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -40,12 +40,12 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from bentos.config import ServingSettings
 from bentos.packaging import package_version
-from bentos.predlog import PredictionLog
 from bentos.store import bentoml_home
+from config.serving import ServingSettings
 from driftloop import procs
 from driftloop.serving import serve_command
+from predlog.log import PredictionLog
 from registry import Registry, VersionInfo
 
 pytestmark = pytest.mark.integration

@@ -20,8 +20,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.models import get_model_info
 
+from config.settings import Settings
 from driftloop import procs
-from driftloop.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -4,6 +4,7 @@ staged on it (the monitor tests read windows, measure and act against it)."""
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,12 +15,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop.settings import Settings
+from config.settings import Settings
 from registry import CHALLENGER, CHAMPION, Registry
 
 MONITORED_FEATURES = ["x1", "x2"]
 
 Monitored = Callable[..., tuple[Settings, Registry]]
+
+
+@pytest.fixture(autouse=True)
+def restored_environment() -> Iterator[None]:
+    """The CLI prepares the process environment (BENTOML_HOME, MLflow, Prefect): every
+    unit test gets back the environment it started with."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +52,7 @@ def monitored(tmp_path: Path, mlflow_store: tuple[str, str]) -> Monitored:
     cache (what the monitor would otherwise download from the run)."""
 
     def stage(model: str, **extra: Any) -> tuple[Settings, Registry]:
-        from pipelines.monitor import monitor_dir
+        from pipelines.reference import monitor_dir
 
         uri, run_id = mlflow_store
         settings = Settings(model_name=model, state_dir=tmp_path, tracking_uri=uri, **extra)

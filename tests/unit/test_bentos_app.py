@@ -14,9 +14,9 @@ import pytest
 from mlflow.types import ColSpec, Schema
 
 from bentos.app import ServingApp
-from bentos.config import ServingSettings
 from bentos.schema import LabelSchema, RecordSchema
 from bentos.store import LoadedModel
+from config.serving import ServingSettings
 
 SCHEMA = RecordSchema.from_mlflow(Schema([ColSpec("double", "temp"), ColSpec("string", "city")]))
 
@@ -328,7 +328,7 @@ def test_the_registry_share_overrides_the_setting_without_a_restart(tmp_path: Pa
 
 
 def test_a_fallback_logs_which_champion_failed_and_why_for_the_monitor(tmp_path: Path) -> None:
-    from bentos.fallbacks import fallback_counts
+    from predlog.fallbacks import fallback_counts
 
     app, models, _ = make_app(tmp_path, {"champion": "2", "previous": "1"})
     models["2"].broken = True

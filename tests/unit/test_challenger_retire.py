@@ -14,7 +14,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from driftloop.settings import Settings
+from config.settings import Settings
 from monitoring.policy import Action, Figures, Thresholds, decide
 from pipelines import monitor
 from registry import CHALLENGER, CHAMPION, Registry

@@ -15,9 +15,9 @@ import pytest
 from mlflow.types import ColSpec, Schema
 
 from bentos.app import ServingApp
-from bentos.config import ServingSettings
 from bentos.schema import LabelSchema, RecordSchema
 from bentos.store import LoadedModel, classifier_rule
+from config.serving import ServingSettings
 from monitoring.drift import label_shares, measure_drift
 from pipelines.evaluate import (
     classifier_decision,
@@ -411,8 +411,8 @@ def test_label_shares_cover_classes_seen_on_either_side() -> None:
 
 
 def test_the_monitor_reads_p_positive_of_each_sampled_prediction(tmp_path: Path) -> None:
-    from bentos.predlog import PredictionLog
     from pipelines.monitor import window_scores
+    from predlog.log import PredictionLog
 
     url = f"sqlite:///{tmp_path / 'log.db'}"
     log = PredictionLog(url)
@@ -444,7 +444,7 @@ class _Logged(_Pyfunc):
 def test_the_monitors_reference_is_labelled_by_the_recorded_rule() -> None:
     from sklearn.linear_model import LogisticRegression
 
-    from pipelines.monitor import reference_predictions
+    from pipelines.reference import reference_predictions
 
     X = pd.DataFrame({"temp": np.linspace(0, 1, 50)})
     raw = LogisticRegression().fit(X, np.where(X["temp"] > 0.5, "Yes", "No"))

@@ -9,9 +9,10 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from bentos.fallbacks import fallback_events_table, record_fallback_event
-from bentos.predlog import FeedbackRecord, PredictionLog, label_history_table
 from driftloop.cli import CliError, app, parse_duration
+from predlog.fallbacks import record_fallback_event
+from predlog.log import FeedbackRecord, PredictionLog
+from predlog.tables import fallback_events_table, label_history_table
 
 
 def test_durations() -> None:

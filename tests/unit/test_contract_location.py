@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from config.settings import REPO_ROOT, Settings
 from data.sources import load_snapshot
-from driftloop.settings import REPO_ROOT, Settings
 from pipelines.train import contract_path, load_or_build_contract
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from config.settings import Settings
 from data.contract import (
     BETWEEN,
     EXIST,
@@ -20,7 +21,6 @@ from data.contract import (
     widen,
 )
 from data.sources import Snapshot, load_snapshot
-from driftloop.settings import Settings
 from pipelines.train import append_recent, check_contract
 
 BUNDLED = Path(__file__).resolve().parents[2] / "data" / "bundled" / "bikeshare_2011.csv"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from prefect.cli.deploy._models import PrefectYamlModel
 
-from driftloop.settings import Settings
+from config.settings import Settings
 from driftloop.stack import GIT_CLONE_STEP, PREFECT_FILE, StackError, render_deployments
 
 

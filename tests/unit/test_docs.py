@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from config.settings import Settings
 from driftloop.cli import app
-from driftloop.settings import Settings
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
 

@@ -18,12 +18,12 @@ from typing import Any
 import mlflow
 import pytest
 
-from bentos import migrations
-from bentos.fallbacks import fallback_counts, record_fallback_event
-from bentos.predlog import PredictionLog, PredictionRecord
-from driftloop.settings import Settings
+from config.settings import Settings
 from monitoring.policy import Action, Figures, Thresholds, decide
 from pipelines import monitor
+from predlog import migrations
+from predlog.fallbacks import fallback_counts, record_fallback_event
+from predlog.log import PredictionLog, PredictionRecord
 from registry import CHAMPION, PREVIOUS, Registry
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

@@ -21,10 +21,10 @@ from mlflow.types import ColSpec, Schema
 from pydantic import SecretStr
 
 from bentos.app import ServingApp
-from bentos.config import ServingSettings
 from bentos.gateway import Gateway, parsed_list
 from bentos.schema import LabelSchema, RecordSchema
 from bentos.store import LoadedModel
+from config.serving import ServingSettings
 from monitoring.policy import Action, Figures, Thresholds, decide
 from pipelines.monitor import live_metric
 

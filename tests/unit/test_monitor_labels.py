@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bentos.predlog import FeedbackRecord, PredictionLog
-from driftloop.settings import Settings
+from config.settings import Settings
 from monitoring.policy import Action
 from pipelines.monitor import (
     act,
@@ -29,6 +28,7 @@ from pipelines.monitor import (
     read_registry,
     read_window,
 )
+from predlog.log import FeedbackRecord, PredictionLog
 from registry import CHALLENGER, CHAMPION, Registry
 
 Monitored = Callable[..., tuple[Settings, Registry]]  # the `monitored` fixture (conftest)

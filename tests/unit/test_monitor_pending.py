@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from driftloop.settings import Settings
+from config.settings import Settings
 from monitoring.policy import RETRAIN_PENDING_PREFIX, Action, Decision
 from pipelines.monitor import retrain_pending
 from registry import CHAMPION, AliasMove, VersionInfo

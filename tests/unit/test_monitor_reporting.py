@@ -11,8 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bentos.predlog import FeedbackRecord, PredictionLog
-from driftloop.settings import Settings
+from config.settings import Settings
 from monitoring.policy import Thresholds
 from pipelines import monitor
 from pipelines.monitor import (
@@ -26,6 +25,7 @@ from pipelines.monitor import (
     read_window,
     run_artifact_url,
 )
+from predlog.log import FeedbackRecord, PredictionLog
 from registry import Registry
 
 Monitored = Callable[..., tuple[Settings, Registry]]

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bentos.predlog import FeedbackRecord, PredictionLog
-from driftloop.settings import BUNDLED_DATA, Settings
+from config.settings import BUNDLED_DATA, Settings
 from pipelines.monitor import live_metric, read_window, window_of
+from predlog.log import FeedbackRecord, PredictionLog
 
 
 def settings_for(state: Path, model: str, **extra: object) -> Settings:

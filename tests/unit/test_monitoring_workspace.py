@@ -177,7 +177,7 @@ def test_a_run_stays_small(tmp_path: Path, drift_report: Path) -> None:
 
 
 def test_the_monitor_adds_its_check_and_reports_a_broken_workspace(tmp_path: Path) -> None:
-    from driftloop.settings import Settings
+    from config.settings import Settings
     from pipelines.monitor import CheckResult, add_to_workspace
 
     settings = Settings(state_dir=tmp_path, model_name="bikes", evidently_retention_runs=3)

@@ -102,7 +102,7 @@ model = LinearRegression().fit(X, X["a"] * 2 + X["b"])
 mlflow.sklearn.save_model(model, {str(tmp_path / "model")!r}, pip_requirements=["scikit-learn"])
 loaded = mlflow.pyfunc.load_model({str(tmp_path / "model")!r})
 print(round(float(loaded.predict(X.iloc[[1]])[0]), 6))
-from bentos.predlog import PredictionLog
+from predlog.log import PredictionLog
 PredictionLog("sqlite:///{tmp_path / "predictions.db"}").close()  # migrations run
 leaked = sorted({{m.split(".")[0] for m in sys.modules}} & set(BLOCKED))
 assert not leaked, leaked

@@ -1,4 +1,4 @@
-"""The prediction log's schema migrations (Alembic, bentos/migrations) on SQLite: a new
+"""The prediction log's schema migrations (Alembic, predlog/migrations) on SQLite: a new
 log, a log made before migrations by this code, an older log with rows, repeated and
 concurrent opens, and `driftloop log migrate`."""
 
@@ -12,10 +12,11 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from bentos import migrations
-from bentos.fallbacks import fallback_events_table, record_fallback_event
-from bentos.predlog import FeedbackRecord, PredictionLog, predictions_table
 from driftloop.cli import app
+from predlog import migrations
+from predlog.fallbacks import record_fallback_event
+from predlog.log import FeedbackRecord, PredictionLog
+from predlog.tables import fallback_events_table, predictions_table
 
 
 def url(path: Path) -> str:

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from config.settings import Settings
 from data.contract import BETWEEN, build_contract, validate
 from data.sources import Snapshot
-from driftloop.settings import Settings
 from monitoring.policy import Action, Decision
 from pipelines import monitor
 from pipelines.monitor import champion_live_rows, read_registry, read_window, request_retrain
@@ -147,7 +147,7 @@ def test_a_second_drift_retrain_keeps_the_first_retrains_rows(
     decision = Decision(Action.RETRAIN, "drift", {})
 
     def log_window(first: int, t0: float) -> None:
-        from bentos.predlog import FeedbackRecord, PredictionLog
+        from predlog.log import FeedbackRecord, PredictionLog
 
         rows, labels = [], []
         for i in range(first, first + 100):

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from bentos.config import ServingSettings
+from config.serving import ServingSettings
 from driftloop.cli import app
 from driftloop.serving import UnsafeBind, check_bind, is_loopback_host, warn_if_open
-
-
-@pytest.fixture(autouse=True)
-def restored_environment() -> Iterator[None]:
-    """The CLI prepares the process environment (BENTOML_HOME, MLflow, Prefect): undo it."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
 
 
 @pytest.mark.parametrize(

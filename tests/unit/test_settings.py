@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from driftloop.settings import BUNDLED_DATA, Settings, load_settings
+from config.settings import BUNDLED_DATA, Settings, load_settings
+from data.sources import load_dataset
 
 
 def test_defaults_serve_the_bundled_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,7 +83,7 @@ def test_the_dataset_spec_loads_what_it_describes(tmp_path: Path) -> None:
     spec = type(spec)(
         spec.path, spec.target, spec.time_column, ("noise",), categorical_columns=("code",)
     )
-    snapshot = spec.load("regression")
+    snapshot = load_dataset(spec, "regression")
     assert snapshot.target == "y" and snapshot.task == "regression"
     assert list(snapshot.frame["when"]) == [1, 2, 3]  # sorted by the time column
     assert "noise" not in snapshot.frame.columns

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.settings import Settings
+from config.settings import Settings
 from driftloop.stack import components, procfile
 
 

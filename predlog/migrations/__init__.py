@@ -116,12 +116,11 @@ def script_heads() -> tuple[str, ...]:
 
 
 def code_metadata() -> sa.MetaData:
-    """The tables as the code reads and writes them (`bentos.predlog`, `bentos.fallbacks`)."""
-    from bentos.fallbacks import fallback_events_table
-    from bentos.predlog import predictions_table
+    """The tables as the code reads and writes them (`predlog.tables`)."""
+    from predlog.tables import METADATA
 
-    metadata = sa.MetaData()
-    for table in (*predictions_table.metadata.tables.values(), fallback_events_table):
+    metadata = sa.MetaData()  # a copy: callers (Alembic's comparison) may change theirs
+    for table in METADATA.tables.values():
         table.to_metadata(metadata)
     return metadata
 

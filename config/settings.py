@@ -13,15 +13,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from bentos.config import ServingSettings
-
-if TYPE_CHECKING:
-    from data.sources import Snapshot
+from config.serving import ServingSettings
 
 Task = Literal["auto", "regression", "classification"]
 Family = Literal["sklearn", "torch"]
@@ -37,7 +34,8 @@ _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """Where the training data comes from and how to read it."""
+    """Where the training data comes from and how to read it
+    (`data.sources.load_dataset` reads it)."""
 
     path: Path
     target: str
@@ -46,25 +44,12 @@ class DatasetSpec:
     bundled: bool = False
     categorical_columns: tuple[str, ...] = field(default=())
 
-    def load(self, task: str = "auto") -> Snapshot:
-        """Read and check the data as this spec says (see `data.sources.load_snapshot`)."""
-        from data.sources import load_snapshot
-
-        return load_snapshot(
-            self.path,
-            target=self.target,
-            time_column=self.time_column,
-            drop_columns=self.drop_columns,
-            categorical_columns=self.categorical_columns,
-            task=task,
-        )
-
 
 class Settings(ServingSettings):
     """Everything driftloop can be told; see the README's configuration table.
 
     The serving fields (canary share, API key, batching, prediction log...) are
-    inherited from `bentos.config.ServingSettings`, which the service reads on its
+    inherited from `config.serving.ServingSettings`, which the service reads on its
     own because `bentos/` does not import `driftloop`.
     """
 

@@ -18,27 +18,11 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from bentos.predlog import PredictionLog, predictions_table
+from predlog.log import PredictionLog
+from predlog.tables import ERROR_CHARS, fallback_events_table, predictions_table
 
 FALLBACK = "fallback"
 """Log role of a row that `previous` answered because the champion failed."""
-_ERROR_CHARS = 500
-
-_metadata = sa.MetaData()
-
-fallback_events_table = sa.Table(
-    "fallback_events",
-    _metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("ts", sa.Double, nullable=False),
-    sa.Column("model_name", sa.String(128), nullable=False),
-    sa.Column("failed_version", sa.String(32), nullable=False),
-    sa.Column("answered_by", sa.String(32), nullable=False),
-    sa.Column("error", sa.String(_ERROR_CHARS), nullable=False),
-    sa.Index("ix_fallback_events_model_version", "model_name", "failed_version", "id"),
-)
-"""Created with the log's other tables by its migrations (`bentos/migrations`); logs made
-before fallback events existed gain it when opened."""
 
 
 def record_fallback_event(
@@ -57,7 +41,7 @@ def record_fallback_event(
                 model_name=model_name,
                 failed_version=str(failed_version),
                 answered_by=str(answered_by),
-                error=error[:_ERROR_CHARS],
+                error=error[:ERROR_CHARS],
             )
         )
 

@@ -1,4 +1,4 @@
-"""Alembic environment of the prediction log: run by `bentos.migrations.upgrade` (and
+"""Alembic environment of the prediction log: run by `predlog.migrations.upgrade` (and
 ``driftloop log migrate``) on a connection that already holds the write lock."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ connection = context.config.attributes.get("connection")
 if connection is None:
     raise RuntimeError(
         "run the prediction log's migrations through `driftloop log migrate` "
-        "(or bentos.migrations.upgrade), not the alembic command: they need the "
+        "(or predlog.migrations.upgrade), not the alembic command: they need the "
         "log's connection and its version table"
     )
 context.configure(

@@ -41,66 +41,15 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from bentos import jsonio, migrations
+from predlog import jsonio, migrations
+from predlog.tables import feedback_table, label_history_table, predictions_table
 
 log = logging.getLogger("driftloop.predlog")
-
-_metadata = sa.MetaData()
-"""The log's tables as the code reads and writes them; `bentos/migrations` creates and
-upgrades them (tests/unit/test_predlog_migrations.py checks the two agree)."""
-
-predictions_table = sa.Table(
-    "predictions",
-    _metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.String(128), nullable=False, index=True),
-    sa.Column("entity_id", sa.String(128), nullable=True),
-    sa.Column("ts", sa.Double, nullable=False, index=True),  # seconds since the epoch (UTC)
-    sa.Column("model_name", sa.String(128), nullable=False),
-    sa.Column("model_version", sa.String(32), nullable=False),
-    sa.Column("role", sa.String(16), nullable=False),  # champion | challenger | shadow
-    sa.Column("features", sa.JSON, nullable=False),
-    sa.Column("prediction", sa.JSON, nullable=True),
-    sa.Column("latency_ms", sa.Double, nullable=False),
-    # A classifier's {class: probability} (null for regressors and labels-only versions);
-    # added to logs created before it by the baseline migration.
-    sa.Column("scores", sa.JSON, nullable=True),
-    sa.Index("ix_predictions_version_ts", "model_version", "ts"),
-    # The monitor's reads: a model's answered requests by id (window bounds, exact counts,
-    # sampling) and by time (time windows, retention); index-only where they can be.
-    sa.Index("ix_predictions_model_role_id", "model_name", "role", "id"),
-    sa.Index("ix_predictions_model_ts", "model_name", "ts"),
-)
-
-feedback_table = sa.Table(
-    "feedback",
-    _metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.String(128), nullable=False, index=True),
-    sa.Column("ts", sa.Double, nullable=False, index=True),
-    sa.Column("model_name", sa.String(128), nullable=False),
-    sa.Column("label", sa.JSON, nullable=False),
-    sa.Index("ix_feedback_model_request_id", "model_name", "request_id", "id"),
-    sa.Index("ix_feedback_model_ts", "model_name", "ts"),
-)
 
 ANSWERED_ROLES = ("champion", "challenger")
 """Roles whose rows are answers callers got: one per request. Shadow rows are extra
 predictions of the same requests and never count toward a window's size."""
 
-
-label_history_table = sa.Table(
-    "label_history",
-    _metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.String(128), nullable=False, index=True),
-    sa.Column("ts", sa.Double, nullable=False),
-    sa.Column("model_name", sa.String(128), nullable=False),
-    sa.Column("label", sa.JSON, nullable=False),
-    sa.Column("reason", sa.String(32), nullable=False),  # superseded: a later label
-)
-"""Labels that do not count: later labels for a prediction already labelled (first wins).
-Kept for audit; the monitor never reads them."""
 
 SUPERSEDED = "superseded"
 
@@ -300,7 +249,7 @@ class PredictionLog:
         self.engine = sa.create_engine(url, **kwargs)
         if self.is_sqlite:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout_s))
-        # The schema is Alembic's (bentos/migrations): a log not at the head revision
+        # The schema is Alembic's (predlog/migrations): a log not at the head revision
         # (new, older, or made before migrations) is upgraded here, rows kept.
         migrations.ensure_head(self.engine)
         # `->`/`->>` need SQLite 3.38; older ones take the row-by-row insert.

@@ -1,8 +1,8 @@
 """Settings of the serving side, read from ``DRIFTLOOP_*`` environment variables.
 
-`bentos/` may not import `driftloop`, so the fields the service needs live here;
-`driftloop.settings.Settings` can inherit them so there is still one settings
-object. Field names match the main settings where they overlap. Nothing here
+The bottom layer (``config/``): every package may import it, it imports none of
+ours. `config.settings.Settings` inherits these fields so there is still one
+settings object. Field names match the main settings where they overlap. Nothing here
 touches the disk or the network.
 """
 
@@ -15,8 +15,17 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bentos.gateway import DEFAULT_OPEN_PATHS
-
+# Answered without the API key (the probes, metrics, the docs and BentoML's UI assets).
+DEFAULT_OPEN_PATHS = (
+    "/healthz",
+    "/readyz",
+    "/livez",
+    "/metrics",
+    "/",
+    "/docs.json",
+    "/schema.json",
+    "/static_content/*",
+)
 SERVICE_NAME = "driftloop"  # the BentoML service name (BentoML config key services.<name>)
 
 
@@ -27,7 +36,7 @@ class ServingSettings(BaseSettings):
         env_prefix="DRIFTLOOP_", extra="ignore", validate_assignment=True
     )
 
-    # -- shared with driftloop.settings.Settings ------------------------------
+    # -- shared with config.settings.Settings ------------------------------
     model_name: str = Field("bikeshare-demand", description="Registered model name.")
     state_dir: Path = Field(
         Path(".driftloop"), description="Runtime state: MLflow store, logs, prediction log."

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bentos.config import ServingSettings
+from config.serving import ServingSettings
 from driftloop.serving import service_env
 
 

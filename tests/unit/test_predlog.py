@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bentos.predlog import (
+from predlog.log import (
     FeedbackRecord,
     GroupCommitWriter,
     LogUnavailable,

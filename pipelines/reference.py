@@ -1,0 +1,126 @@
+"""What a version is compared against: its schema, its reference rows (the training
+sample with the version's own predictions on it) and its out-of-distribution index.
+
+Training prepares them when a version is registered (`index_reference`); the monitor
+reads them, from a cache in the state folder or from the version's MLflow run (a
+machine that never trained the version rebuilds them from there).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from config.settings import Settings
+from registry import Registry, VersionInfo
+
+
+def monitor_dir(settings: Settings) -> Path:
+    return settings.state_path / "monitor" / settings.model_name
+
+
+def schema_of(version: VersionInfo, settings: Settings) -> dict[str, Any]:
+    """features / categorical / numeric / target / task of a version (its schema.json)."""
+    import mlflow
+
+    cache = monitor_dir(settings) / f"v{version.version}" / "schema.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    local = mlflow.artifacts.download_artifacts(
+        run_id=str(version.run_id),
+        artifact_path="schema.json",
+        dst_path=str(cache.parent),
+        tracking_uri=settings.resolved_tracking_uri(),
+    )
+    return json.loads(Path(local).read_text())
+
+
+def reference_of(version: VersionInfo, settings: Settings, schema: dict[str, Any]) -> pd.DataFrame:
+    """The version's training sample with the champion's predictions on it (cached)."""
+    import mlflow
+
+    cache = monitor_dir(settings) / f"v{version.version}" / "reference.parquet"
+    if cache.exists():
+        return pd.read_parquet(cache)
+    # Every MLflow read names the resolved tracking URI: MLflow's global default would
+    # be ./mlflow.db in the working folder (embedded mode has no MLFLOW_TRACKING_URI).
+    local = mlflow.artifacts.download_artifacts(
+        run_id=str(version.run_id),
+        artifact_path="reference/train_sample.parquet",
+        tracking_uri=settings.resolved_tracking_uri(),
+    )
+    reference = pd.read_parquet(local)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Registry.from_settings(settings).download_model(version.version, Path(tmp))
+        model = mlflow.pyfunc.load_model(str(model_dir))
+        features = reference[schema["features"]].astype(
+            {c: "float64" for c in schema["numeric"] if c in reference.columns}
+        )
+        reference["prediction"], score = reference_predictions(model, features, schema["task"])
+        if score is not None:
+            reference[SCORE_COLUMN] = score
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    reference.to_parquet(cache)
+    return reference
+
+
+SCORE_COLUMN = "score"  # a binary classifier's P(positive) beside its prediction
+
+
+def reference_predictions(model: Any, features: pd.DataFrame, task: str) -> tuple[Any, Any]:
+    """The version's predictions on its reference rows, labelled by the decision rule it
+    recorded (as serving labels them), and P(positive) for a binary classifier (else None).
+    """
+    from pipelines.evaluate import score_pyfunc
+    from registry.decision import DECISION_KEY, Decision
+
+    recorded = (model.metadata.metadata or {}).get(DECISION_KEY)
+    if task != "classification" or not recorded:
+        return model.predict(features), None
+    decision = Decision.from_dict(recorded)
+    labels, proba, _ = score_pyfunc(model, features, task, decision)
+    return labels, None if proba is None else decision.scores(proba)
+
+
+def ood_collection(settings: Settings, version: str) -> str:
+    safe = "".join(ch if ch.isalnum() else "_" for ch in settings.model_name.lower())
+    return f"{safe}_v{version}"
+
+
+def ensure_ood_reference(
+    settings: Settings, version: str, reference: pd.DataFrame, schema: dict[str, Any]
+) -> tuple[Any, Any, Any]:
+    """(index, OODReference, TabularEmbedder) for a version; indexed on first use."""
+    from monitoring.ood import OODReference, TabularEmbedder, fit_reference, make_ood_index
+
+    folder = settings.state_path / "ood"
+    index = make_ood_index(settings.qdrant_url, folder)
+    meta_path = monitor_dir(settings) / f"v{version}" / "ood.json"
+    collection = ood_collection(settings, version)
+    if meta_path.exists() and index.exists(collection):
+        meta = json.loads(meta_path.read_text())
+        return (
+            index,
+            OODReference.from_dict(meta["reference"]),
+            TabularEmbedder.from_dict(meta["embedder"]),
+        )
+    embedder = TabularEmbedder.fit(
+        reference[schema["features"]],
+        numeric=schema["numeric"],
+        categorical=schema["categorical"],
+    )
+    ref = fit_reference(
+        index,
+        collection,
+        embedder.transform(reference[schema["features"]]),
+        max_points=settings.ood_max_points,
+        seed=settings.seed,
+    )
+    meta_path.parent.mkdir(parents=True, exist_ok=True)
+    meta_path.write_text(json.dumps({"reference": ref.to_dict(), "embedder": embedder.to_dict()}))
+    return index, ref, embedder
