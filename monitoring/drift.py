@@ -21,17 +21,16 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from monitoring.frames import category_key, category_keys, sample_rows
+from monitoring.metrics import PRIMARY_METRICS, Task
 
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot
-
-Task = Literal["regression", "classification"]
 
 _VALUE_DRIFT = "evidently:metric_v2:ValueDrift"
 _DRIFTED_COUNT = "evidently:metric_v2:DriftedColumnsCount"
@@ -387,7 +386,7 @@ def measure_performance(
         raise ValueError(
             f"{len(truth)} labels but {len(pred)} predictions; join them by request id"
         )
-    primary, higher = ("rmse", False) if task == "regression" else ("f1_macro", True)
+    primary, higher = PRIMARY_METRICS[task].name, PRIMARY_METRICS[task].higher_is_better
     if task == "regression":
         t = pd.to_numeric(truth, errors="coerce").to_numpy(dtype=np.float64)
         p = pd.to_numeric(pred, errors="coerce").to_numpy(dtype=np.float64)

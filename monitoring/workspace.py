@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from config.names import ALIASES
+
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot
     from evidently.sdk.models import DashboardModel
@@ -35,7 +37,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ROLES = ("champion", "challenger", "previous")
 ACTIONS = ("retrain", "retrain_pending", "promote", "rollback", "retire_challenger")
 """The policy's actions other than none (monitoring.policy.Action): one 0/1 column each."""
 DRIFT_TITLE = "Drift share (share of features drifted)"
@@ -63,8 +64,8 @@ def figure_row(check: Mapping[str, Any], thresholds: Mapping[str, float]) -> dic
         "prediction_drift_score": figures.get("prediction_drift_score"),
         "ood_rate": figures.get("ood_rate"),
         "window_rows": figures.get("window_rows"),
-        **{f"{role}_metric": figures.get(f"{role}_metric") for role in ROLES},
-        **{f"{role}_version": _number(figures.get(f"{role}_version")) for role in ROLES},
+        **{f"{role}_metric": figures.get(f"{role}_metric") for role in ALIASES},
+        **{f"{role}_version": _number(figures.get(f"{role}_version")) for role in ALIASES},
         **{name: thresholds.get(name) for name in ("drift_share_threshold", "ood_rate_threshold")},
     }
     action = (check.get("decision") or {}).get("action", "none")
@@ -92,7 +93,9 @@ def run_name(check: Mapping[str, Any]) -> str:
     figures = check.get("figures") or {}
     action = (check.get("decision") or {}).get("action", "none")
     versions = ", ".join(
-        f"{role} v{figures[f'{role}_version']}" for role in ROLES if figures.get(f"{role}_version")
+        f"{role} v{figures[f'{role}_version']}"
+        for role in ALIASES
+        if figures.get(f"{role}_version")
     )
     parts = [f"{check.get('model_name', '?')}: {action}", versions or "no champion"]
     if figures.get("window_rows") is not None:
@@ -110,7 +113,9 @@ def run_tags(check: Mapping[str, Any]) -> list[str]:
     action = (check.get("decision") or {}).get("action", "none")
     tags = [f"decision:{action}"]
     tags += [
-        f"{role}:v{figures[f'{role}_version']}" for role in ROLES if figures.get(f"{role}_version")
+        f"{role}:v{figures[f'{role}_version']}"
+        for role in ALIASES
+        if figures.get(f"{role}_version")
     ]
     if check.get("drift"):
         tags.append("drift-report")
@@ -134,7 +139,7 @@ def run_metadata(check: Mapping[str, Any], check_id: str) -> dict[str, str]:
         "acted": str(check.get("acted") or ""),
         "report_html": str(check.get("report_html") or ""),
     }
-    for role in ROLES:
+    for role in ALIASES:
         meta[f"{role}_version"] = str(figures.get(f"{role}_version") or "")
     return meta
 
@@ -199,7 +204,7 @@ def figures_widget(check: Mapping[str, Any]) -> Any:
         CounterData("OOD rate", share("ood_rate")),
     ]
     metric = figures.get("metric_name") or "live metric"
-    for role in ROLES:
+    for role in ALIASES:
         version = figures.get(f"{role}_version")
         if version:
             value = figures.get(f"{role}_metric")
@@ -261,14 +266,14 @@ def dashboard(metric_name: str | None) -> DashboardModel:
         ),
         line_plot_panel(
             LIVE_TITLE,
-            [value(f"{role}_metric", role) for role in ROLES],
+            [value(f"{role}_metric", role) for role in ALIASES],
             description=f"Live {metric} on labelled requests (previous: its holdout figure "
             "when it has no live rows)",
             size="half",
         ),
         line_plot_panel(
             VERSIONS_TITLE,
-            [value(f"{role}_version", role) for role in ROLES],
+            [value(f"{role}_version", role) for role in ALIASES],
             description="Steps are promotions and rollbacks",
             size="half",
         ),

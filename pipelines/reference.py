@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from config.settings import Settings
+from monitoring.figures import SCORE_COLUMN
 from registry import Registry, VersionInfo
 
 
@@ -67,9 +68,6 @@ def reference_of(version: VersionInfo, settings: Settings, schema: dict[str, Any
     cache.parent.mkdir(parents=True, exist_ok=True)
     reference.to_parquet(cache)
     return reference
-
-
-SCORE_COLUMN = "score"  # a binary classifier's P(positive) beside its prediction
 
 
 def reference_predictions(model: Any, features: pd.DataFrame, task: str) -> tuple[Any, Any]:

@@ -70,7 +70,7 @@ def run(requests: int, repeats: int) -> dict[str, Any]:
     import qdrant_edge  # noqa: F401
 
     from config.settings import Settings
-    from monitoring.policy import decide
+    from monitoring.policy import decide, thresholds_from
     from pipelines import monitor
     from pipelines.reference import ensure_ood_reference, monitor_dir
     from pipelines.tracking import configure_mlflow
@@ -141,7 +141,7 @@ def _check(
     t1 = time.perf_counter()
     figures, result = monitor.measure.fn(settings, window, state)
     t2 = time.perf_counter()
-    decision = decide(figures, monitor.thresholds_from(settings))
+    decision = decide(figures, thresholds_from(settings))
     result.decision = decision.to_dict()
     result.figures = figures.to_dict()
     t3 = time.perf_counter()

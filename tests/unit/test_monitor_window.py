@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from config.settings import BUNDLED_DATA, Settings
-from pipelines.monitor import live_metric, read_window, window_of
+from monitoring.figures import live_metric
+from pipelines.monitor import read_window, window_of
 from predlog.log import FeedbackRecord, PredictionLog
 
 

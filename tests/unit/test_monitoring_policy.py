@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitoring.policy import Action, Decision, Figures, Thresholds, decide, relative_gain
+from monitoring.metrics import relative_gain
+from monitoring.policy import Action, Decision, Figures, Thresholds, decide
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 T = Thresholds()
@@ -407,7 +408,7 @@ def test_decision_records_figures_and_thresholds_as_json() -> None:
         {"drift_share_threshold": 1.5},
         {"ood_rate_threshold": -0.1},
         {"min_labelled_rows": -1},
-        {"promotion_margin": -0.01},
+        {"live_promotion_margin": -0.01},
     ],
 )
 def test_thresholds_reject_nonsense(bad: dict[str, float]) -> None:
@@ -469,7 +470,7 @@ thresholds_strategy = st.builds(
     ood_rate_threshold=st.floats(min_value=0, max_value=1),
     min_window_rows=st.integers(min_value=0, max_value=1_000),
     min_labelled_rows=st.integers(min_value=0, max_value=1_000),
-    promotion_margin=st.floats(min_value=0, max_value=1),
+    live_promotion_margin=st.floats(min_value=0, max_value=1),
     rollback_margin=st.floats(min_value=0, max_value=1),
     watch_period_s=st.floats(min_value=0, max_value=1e12),
     retrain_cooldown_s=st.floats(min_value=0, max_value=1e12),
