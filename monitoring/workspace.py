@@ -144,7 +144,7 @@ def run_metadata(check: Mapping[str, Any], check_id: str) -> dict[str, str]:
     return meta
 
 
-def check_snapshot(
+def check_report_run(
     check: Mapping[str, Any],
     thresholds: Mapping[str, float],
     check_id: str,
@@ -161,7 +161,7 @@ def check_snapshot(
     report = Report([MeanValue(column=column) for column in row])
     at = check.get("at")
     timestamp = datetime.fromisoformat(at) if at else None
-    snapshot = report.run(
+    run = report.run(
         Dataset.from_pandas(frame, data_definition=DataDefinition(numerical_columns=list(row))),
         None,
         timestamp=timestamp,
@@ -169,7 +169,7 @@ def check_snapshot(
         tags=run_tags(check),
         name=run_name(check),
     )
-    model = snapshot.to_snapshot_model()
+    model = run.to_snapshot_model()
     # One counter widget for the figures instead of a bar chart per single value.
     model.widgets = [figures_widget(check)]
     if drift is not None:
@@ -336,11 +336,11 @@ def add_check(
     check_id: str,
     thresholds: Mapping[str, float],
     keep_runs: int | None,
-    drift_snapshot: Path | None = None,
+    drift_run_file: Path | None = None,
 ) -> str | None:
     """Add the check as a run of its model's project; prune to `keep_runs` (None = keep all).
 
-    `drift_snapshot` is the loadable snapshot `monitoring.drift.save_report` wrote, when
+    `drift_run_file` is the loadable report run `monitoring.drift.save_report` wrote, when
     drift was measured. Never raises: returns a sentence for the check's messages when the
     workspace could not be written (the check itself stands). A retry of the same check
     (same `check_id` as the newest run) adds nothing.
@@ -357,9 +357,9 @@ def add_check(
             if newest is not None and newest.metadata.get("check_id") == check_id:
                 return None
         drift = None
-        if drift_snapshot is not None and Path(drift_snapshot).is_file():
-            drift = Snapshot.load(drift_snapshot)
-        workspace.add_run(project.id, check_snapshot(check, thresholds, check_id, drift))
+        if drift_run_file is not None and Path(drift_run_file).is_file():
+            drift = Snapshot.load(drift_run_file)
+        workspace.add_run(project.id, check_report_run(check, thresholds, check_id, drift))
         if keep_runs is not None:
             pruned = prune_runs(workspace, project.id, keep_runs)
             if pruned:

@@ -842,7 +842,7 @@ def prune_local_reports(folder: Path, keep: int | None) -> int:
 def add_to_workspace(settings: Settings, result: CheckResult, check_id: str) -> None:
     """The check as a run in the Evidently workspace `evidently ui` shows (drift over
     time); a workspace that cannot be written is a message, never a failed check."""
-    from monitoring.drift import snapshot_file
+    from monitoring.drift import report_run_file
     from monitoring.workspace import add_check
 
     problem = add_check(
@@ -854,7 +854,7 @@ def add_to_workspace(settings: Settings, result: CheckResult, check_id: str) -> 
             "ood_rate_threshold": settings.ood_rate_threshold,
         },
         settings.evidently_retention_runs,
-        snapshot_file(result.report_json) if result.report_json else None,
+        report_run_file(result.report_json) if result.report_json else None,
     )
     if problem:
         _logger().warning(problem)

@@ -70,7 +70,7 @@ def run(requests: int, repeats: int) -> dict[str, Any]:
     import qdrant_edge  # noqa: F401
 
     from config.settings import Settings
-    from monitoring.policy import decide, thresholds_from
+    from monitoring.policy import decide
     from pipelines import monitor
     from pipelines.reference import ensure_ood_reference, monitor_dir
     from pipelines.tracking import configure_mlflow
@@ -135,6 +135,8 @@ def _check(
     settings: Any, state: dict[str, Any], experiment: str, monitor: Any, decide: Any, mlflow: Any
 ) -> dict[str, Any]:
     """One whole check; its phases timed, the process's peak RSS during it."""
+    from monitoring.policy import thresholds_from
+
     _reset_peak()
     t0 = time.perf_counter()
     window = monitor.read_window.fn(settings, settings.monitor_window_rows)

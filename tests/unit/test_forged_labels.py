@@ -25,8 +25,8 @@ from bentos.gateway import Gateway, parsed_list
 from bentos.schema import LabelSchema, RecordSchema
 from bentos.store import LoadedModel
 from config.serving import ServingSettings
-from monitoring.policy import Action, Figures, Thresholds, decide
 from monitoring.figures import live_metric
+from monitoring.policy import Action, Figures, Thresholds, decide
 
 SCHEMA = RecordSchema.from_mlflow(Schema([ColSpec("double", "temp")]))
 RULE = {"target": "y", "task": "regression", "kind": "numeric", "classes": None}
