@@ -136,6 +136,7 @@ def _check(
 ) -> dict[str, Any]:
     """One whole check; its phases timed, the process's peak RSS during it."""
     from monitoring.policy import thresholds_from
+    from monitoring.report import numeric_figures
 
     _reset_peak()
     t0 = time.perf_counter()
@@ -149,7 +150,7 @@ def _check(
     t3 = time.perf_counter()
     with mlflow.start_run(experiment_id=experiment, run_name=f"check {result.at}"):
         mlflow.set_tags({"driftloop.action": decision.action, "driftloop.reason": decision.reason})
-        mlflow.log_metrics(monitor.numeric_figures(result.figures))
+        mlflow.log_metrics(numeric_figures(result.figures))
         mlflow.log_dict(result.to_dict(), "check.json")
         for report in (result.report_html, result.report_json):
             if report:

@@ -27,7 +27,7 @@ THRESHOLDS = {"drift_share_threshold": 0.5, "ood_rate_threshold": 0.2}
 
 
 def check(at: str, action: str, drift_share: float, ood: float, **figures: Any) -> dict[str, Any]:
-    """A check's result as `pipelines.monitor.CheckResult.to_dict` gives it."""
+    """A check's result as `monitoring.report.CheckResult.to_dict` gives it."""
     return {
         "model_name": "bikes",
         "at": at,
@@ -178,7 +178,8 @@ def test_a_run_stays_small(tmp_path: Path, drift_report: Path) -> None:
 
 def test_the_monitor_adds_its_check_and_reports_a_broken_workspace(tmp_path: Path) -> None:
     from config.settings import Settings
-    from pipelines.monitor import CheckResult, add_to_workspace
+    from monitoring.report import CheckResult
+    from pipelines.monitor import add_to_workspace
 
     settings = Settings(state_dir=tmp_path, model_name="bikes", evidently_retention_runs=3)
     found = check("2026-12-01T10:00:00+00:00", "retrain", 0.75, 0.3)
