@@ -245,43 +245,22 @@ def decide(figures: Figures, thresholds: Thresholds) -> Decision:
         checks = checks[1:] if failing is rollback else checks
         return tuple(c.sentence for c in checks if c is not chosen and c.sentence)
 
-    if rollback.fires:
-        return Decision(
-            Action.ROLLBACK,
-            _sentence(rollback),
-            used,
-            figures.champion_version,
-            figures.previous_version,
-            notes_except(rollback),
-        )
-    if promote.fires:
-        return Decision(
-            Action.PROMOTE,
-            _sentence(promote),
-            used,
-            figures.champion_version,
-            figures.challenger_version,
-            notes_except(promote),
-        )
-    if retire.fires:
-        return Decision(
-            Action.RETIRE_CHALLENGER,
-            _sentence(retire),
-            used,
-            figures.challenger_version,
-            None,
-            notes_except(retire),
-        )
-    if retrain.fires:
-        pending = retrain.derived.get("retrain_pending", False)
-        return Decision(
+    pending = retrain.derived.get("retrain_pending", False)
+    ranked = (
+        (Action.ROLLBACK, rollback, figures.champion_version, figures.previous_version),
+        (Action.PROMOTE, promote, figures.champion_version, figures.challenger_version),
+        (Action.RETIRE_CHALLENGER, retire, figures.challenger_version, None),
+        (
             Action.RETRAIN_PENDING if pending else Action.RETRAIN,
-            _sentence(retrain),
-            used,
+            retrain,
             figures.champion_version,
             None,
-            notes_except(retrain),
-        )
+        ),
+    )
+    for action, check, from_version, to_version in ranked:
+        if check.fires:
+            notes = notes_except(check)
+            return Decision(action, _sentence(check), used, from_version, to_version, notes)
     # For NONE the window's own state leads, then what held back the alias moves; a bare
     # "no challenger waiting" is left to the notes unless nothing else is worth saying.
     checks = (failing, rollback, retrain, promote, retire)
@@ -334,14 +313,11 @@ def _check_rollback(f: Figures, t: Thresholds, now: datetime) -> _Check:
         sentence = f"no previous version with a {name} to roll back to" if inside else None
         return _Check(False, sentence, derived)
     if champion is None or f.champion_labelled_rows < t.min_labelled_rows:
-        if not inside:
-            return _Check(False, None, derived)
-        return _Check(
-            False,
+        sentence = (
             f"not enough labelled rows for champion {cv} to judge a rollback: "
-            f"{f.champion_labelled_rows:,} < {t.min_labelled_rows:,}",
-            derived,
+            f"{f.champion_labelled_rows:,} < {t.min_labelled_rows:,}"
         )
+        return _Check(False, sentence if inside else None, derived)
 
     gain = relative_gain(champion, previous, f.higher_is_better)
     derived["champion_vs_previous_gain"] = gain
@@ -349,15 +325,9 @@ def _check_rollback(f: Figures, t: Thresholds, now: datetime) -> _Check:
         f"champion {cv} {name} {_m(champion)} is {_change(gain)} than previous {pv} "
         f"({_m(previous)})"
     )
-    worse_by_margin = -gain > t.rollback_margin + _EPS
-    if not worse_by_margin:
-        if not inside:
-            return _Check(False, None, derived)
-        return _Check(
-            False,
-            f"{comparison}, within the {_pct(t.rollback_margin)} rollback margin",
-            derived,
-        )
+    if not -gain > t.rollback_margin + _EPS:  # not worse by the margin
+        sentence = f"{comparison}, within the {_pct(t.rollback_margin)} rollback margin"
+        return _Check(False, sentence if inside else None, derived)
     if not inside:
         return _Check(
             False,
@@ -366,6 +336,14 @@ def _check_rollback(f: Figures, t: Thresholds, now: datetime) -> _Check:
             "not rolling back",
             derived,
         )
+    return _rollback_beyond_margin(f, t, now - promoted, comparison, derived)
+
+
+def _rollback_beyond_margin(
+    f: Figures, t: Thresholds, since: timedelta, comparison: str, derived: dict[str, Any]
+) -> _Check:
+    """A champion worse by more than the margin, `since` its promotion (in the watch
+    period): rolled back unless its gain's interval does not rule out the margin."""
     interval = f.champion_gain_interval
     if interval is not None:
         derived["champion_gain_interval"] = list(interval)
@@ -377,7 +355,7 @@ def _check_rollback(f: Figures, t: Thresholds, now: datetime) -> _Check:
                 f"rule out staying within the {_pct(t.rollback_margin)} rollback margin",
                 derived,
             )
-    minutes = max(0.0, (now - promoted).total_seconds()) / 60
+    minutes = max(0.0, since.total_seconds()) / 60
     beyond = "" if interval is None else f" (its {_level(f)} interval {_span(interval)})"
     return _Check(
         True,
@@ -412,11 +390,16 @@ def _check_promote(f: Figures, t: Thresholds) -> _Check:
         return _Check(False, f"no live {name} for {missing} yet")
 
     gain = relative_gain(challenger, champion, f.higher_is_better)
-    derived = {"challenger_vs_champion_gain": gain}
     comparison = (
         f"challenger {xv} {name} {_m(challenger)} is {_change(gain)} than champion {cv} "
         f"({_m(champion)})"
     )
+    return _promote_by_gain(f, t, gain, comparison)
+
+
+def _promote_by_gain(f: Figures, t: Thresholds, gain: float, comparison: str) -> _Check:
+    """Promote when the gain, and its interval when there is one, clear the margin."""
+    derived: dict[str, Any] = {"challenger_vs_champion_gain": gain}
     interval = f.challenger_gain_interval
     if interval is not None:
         derived["challenger_gain_interval"] = list(interval)
@@ -458,6 +441,20 @@ def _check_retrain(f: Figures, t: Thresholds, now: datetime) -> _Check:
     if share is None and ood is None:
         return _Check(False, f"no drift or OOD figures for the window of {rows}")
 
+    triggers, calm = _drift_triggers(f, t, share, ood)
+    if not triggers:
+        return _Check(False, f"no drift on {rows}: " + ", ".join(calm))
+
+    what = " and ".join(triggers) + f" on {rows}"
+    if f.prediction_drift:
+        what += ", with prediction drift"
+    return _retrain_unless_held(f, t, now, what)
+
+
+def _drift_triggers(
+    f: Figures, t: Thresholds, share: float | None, ood: float | None
+) -> tuple[list[str], list[str]]:
+    """(what crossed its threshold, what stayed below), as phrases for the reason."""
     triggers, calm = [], []
     if share is not None:
         text = f"drift share {share:.2f}"
@@ -471,12 +468,12 @@ def _check_retrain(f: Figures, t: Thresholds, now: datetime) -> _Check:
             triggers.append(f"{text} ≥ {_pct(t.ood_rate_threshold)}")
         else:
             calm.append(f"{text} < {_pct(t.ood_rate_threshold)}")
-    if not triggers:
-        return _Check(False, f"no drift on {rows}: " + ", ".join(calm))
+    return triggers, calm
 
-    what = " and ".join(triggers) + f" on {rows}"
-    if f.prediction_drift:
-        what += ", with prediction drift"
+
+def _retrain_unless_held(f: Figures, t: Thresholds, now: datetime, what: str) -> _Check:
+    """Retrain on `what` drifted, unless cooling down or a challenger is still waiting;
+    pending while the window lacks the labels to learn the drift from."""
     derived: dict[str, Any] = {}
     if f.last_retrain_at is not None:
         last = _utc(f.last_retrain_at)

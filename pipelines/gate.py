@@ -63,6 +63,17 @@ def gate(
         f"{metric} {new_score:.4g} vs champion v{champion_version} {champion_score:.4g} "
         f"on {compared_on} ({gain:+.1%}, margin {margin:.1%})"
     )
+    return _by_margin(gain, comparison, margin, policy, losers_as_challenger)
+
+
+def _by_margin(
+    gain: float,
+    comparison: str,
+    margin: float,
+    policy: Literal["challenger", "auto"],
+    losers_as_challenger: bool,
+) -> GateDecision:
+    """The alias of a new version compared with the champion: `gain` against `margin`."""
     meets_margin = gain >= margin - 1e-9  # "at least the margin", robust to float error
     if meets_margin and policy == "auto":
         return GateDecision(CHAMPION, f"beats the champion: {comparison}; policy 'auto'", gain)

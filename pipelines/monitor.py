@@ -199,34 +199,14 @@ def champion_live_rows(
     or a cleaned state folder) the copy its training run logged under `retrain_data/`.
     Rows from files without a source column are named after the file.
     """
-    import mlflow
-
-    from pipelines.train import (
-        LIVE_SOURCE,
-        RETRAIN_DATA_ARTIFACTS,
-        fetch_live_rows,
-        is_artifact_uri,
-    )
+    from pipelines.train import LIVE_SOURCE
 
     empty = pd.DataFrame(columns=[*schema["features"], schema["target"]])
     named = champion.tags.get("recent_rows_added") or ""
     if not named:
         return empty, None
-    path = Path(named)
     try:
-        if is_artifact_uri(named):  # the rows the monitor logged for that retrain
-            with contextlib.suppress(Exception):  # else the training run's copy below
-                path = fetch_live_rows(settings, named)
-        if not path.is_file():
-            path = Path(
-                mlflow.artifacts.download_artifacts(
-                    run_id=str(champion.run_id),
-                    artifact_path=f"{RETRAIN_DATA_ARTIFACTS}/{path.name}",
-                    dst_path=tempfile.mkdtemp(prefix="driftloop-retrain-"),
-                    tracking_uri=settings.resolved_tracking_uri(),
-                )
-            )
-        rows = pd.read_parquet(path)
+        rows = pd.read_parquet(live_rows_path(settings, champion, named))
     except Exception as exc:  # gone everywhere: the retrain carries the new window only
         return empty, (
             f"the live rows v{champion.version} was trained on ({named}) cannot be read "
@@ -242,6 +222,29 @@ def champion_live_rows(
     if LIVE_SOURCE not in rows.columns:
         rows[LIVE_SOURCE] = f"live window {named}"
     return rows, None
+
+
+def live_rows_path(settings: Settings, champion: VersionInfo, named: str) -> Path:
+    """A local copy of the live rows `named` (a file, or the artifact URI the monitor
+    logged them under), else of the copy the champion's training run logged."""
+    import mlflow
+
+    from pipelines.train import RETRAIN_DATA_ARTIFACTS, fetch_live_rows, is_artifact_uri
+
+    path = Path(named)
+    if is_artifact_uri(named):  # the rows the monitor logged for that retrain
+        with contextlib.suppress(Exception):  # else the training run's copy below
+            path = fetch_live_rows(settings, named)
+    if path.is_file():
+        return path
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=str(champion.run_id),
+            artifact_path=f"{RETRAIN_DATA_ARTIFACTS}/{path.name}",
+            dst_path=tempfile.mkdtemp(prefix="driftloop-retrain-"),
+            tracking_uri=settings.resolved_tracking_uri(),
+        )
+    )
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
@@ -722,8 +725,6 @@ def record(settings: Settings, result: CheckResult, check_id: str) -> str | None
     Idempotent under retries: the run is tagged with `check_id`, and a retry that
     finds a finished run with it does not log a second one.
     """
-    import mlflow
-
     from pipelines.tracking import configure_mlflow
 
     experiment_id = configure_mlflow(
@@ -731,37 +732,7 @@ def record(settings: Settings, result: CheckResult, check_id: str) -> str | None
         f"{settings.model_name}-monitoring",
         settings.artifact_root(),
     )
-    logged = mlflow.search_runs(
-        [experiment_id],
-        filter_string=(
-            f"tags.`driftloop.check_id` = '{check_id}' and attributes.status = 'FINISHED'"
-        ),
-        max_results=1,
-        output_format="list",
-    )
-    if result.report_html and Path(result.report_html).exists() and not logged:
-        from monitoring.drift import title_report
-
-        title_report(result.report_html, *report_title(result))
-    if logged:
-        run_id = logged[0].info.run_id
-    else:
-        with mlflow.start_run(experiment_id=experiment_id, run_name=check_run_name(result)) as run:
-            run_id = run.info.run_id
-            mlflow.set_tags(
-                {
-                    "driftloop.check_id": check_id,
-                    "driftloop.action": result.decision.get("action", "none"),
-                    "driftloop.reason": str(result.decision.get("reason", ""))[:4900],
-                    "champion_version": str(result.figures.get("champion_version") or ""),
-                    "mlflow.note.content": check_markdown(result, thresholds_from(settings)),
-                }
-            )
-            mlflow.log_metrics(numeric_figures(result.figures))
-            mlflow.log_dict(result.to_dict(), "check.json")
-            for report in (result.report_html, result.report_json):
-                if report:
-                    mlflow.log_artifact(report, "evidently")
+    run_id = log_check_run(settings, result, check_id, experiment_id)
     add_to_workspace(settings, result, check_id)
     path = last_check_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -770,6 +741,45 @@ def record(settings: Settings, result: CheckResult, check_id: str) -> str | None
     if not result.report_html:
         return None
     return run_artifact_url(settings.resolved_tracking_uri(), experiment_id, run_id, "evidently")
+
+
+def log_check_run(
+    settings: Settings, result: CheckResult, check_id: str, experiment_id: str
+) -> str:
+    """The check's MLflow run (figures as metrics, the titled Evidently report, the
+    Markdown as its note): the finished run a retry finds by `check_id`, else a new one."""
+    import mlflow
+
+    logged = mlflow.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`driftloop.check_id` = '{check_id}' and attributes.status = 'FINISHED'"
+        ),
+        max_results=1,
+        output_format="list",
+    )
+    if logged:
+        return logged[0].info.run_id
+    if result.report_html and Path(result.report_html).exists():
+        from monitoring.drift import title_report
+
+        title_report(result.report_html, *report_title(result))
+    with mlflow.start_run(experiment_id=experiment_id, run_name=check_run_name(result)) as run:
+        mlflow.set_tags(
+            {
+                "driftloop.check_id": check_id,
+                "driftloop.action": result.decision.get("action", "none"),
+                "driftloop.reason": str(result.decision.get("reason", ""))[:4900],
+                "champion_version": str(result.figures.get("champion_version") or ""),
+                "mlflow.note.content": check_markdown(result, thresholds_from(settings)),
+            }
+        )
+        mlflow.log_metrics(numeric_figures(result.figures))
+        mlflow.log_dict(result.to_dict(), "check.json")
+        for report in (result.report_html, result.report_json):
+            if report:
+                mlflow.log_artifact(report, "evidently")
+        return run.info.run_id
 
 
 def prune_local_reports(folder: Path, keep: int | None) -> int:

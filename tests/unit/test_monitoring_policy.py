@@ -556,3 +556,21 @@ def test_drift_without_labels_is_a_pending_retrain_until_labels_arrive() -> None
     assert decide(drifting(labelled_rows=0), now).action is Action.RETRAIN
     cooling = drifting(labelled_rows=0, last_retrain_at=NOW - timedelta(minutes=5))
     assert decide(cooling, T).action is Action.NONE
+
+
+def test_the_thresholds_are_the_settings_of_the_same_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One set of defaults (`config.thresholds`); the live promotion margin is not the
+    training gate's `promotion_margin`; the environment variables keep their names."""
+    from config.settings import Settings
+    from monitoring.policy import thresholds_from
+
+    assert thresholds_from(Settings()) == Thresholds()
+    monkeypatch.setenv("DRIFTLOOP_PROMOTION_MARGIN", "0.3")
+    monkeypatch.setenv("DRIFTLOOP_LIVE_PROMOTION_MARGIN", "0.07")
+    monkeypatch.setenv("DRIFTLOOP_ROLLBACK_MARGIN", "0.2")
+    settings = Settings()
+    thresholds = thresholds_from(settings)
+    assert settings.promotion_margin == 0.3  # the gate's, on the holdout
+    assert (thresholds.live_promotion_margin, thresholds.rollback_margin) == (0.07, 0.2)
