@@ -1,11 +1,15 @@
 """The monitor flow: gather figures from the prediction log, decide, act, record.
 
-figures  = drift (Evidently) + OOD rate (Qdrant) of the latest window against the
-           champion's training reference, and live metrics per version from feedback;
+read     = the latest window of the prediction log and the registry's aliases;
+figures  = `monitoring.figures.gather_figures` (pure): drift (Evidently) + OOD rate
+           (Qdrant) of the window against the champion's training reference, and live
+           metrics per version from feedback;
 decision = `monitoring.policy.decide(figures, thresholds)` (pure);
 act      = retrain (the `train` deployment, recent labelled rows added), promote or
            roll back through `registry`, each recorded in the promotion history,
-           as a Prefect event, on the version tags and in an MLflow monitoring run.
+           as a Prefect event (`monitoring.events`), on the version tags;
+record   = an MLflow monitoring run, the Evidently workspace, a Prefect artifact
+           (`monitoring.report` says what they show).
 """
 
 from __future__ import annotations
