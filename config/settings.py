@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+import config.thresholds as T
 from config.serving import ServingSettings
 
 Task = Literal["auto", "regression", "classification"]
@@ -145,47 +146,65 @@ class Settings(ServingSettings):
         300, gt=0, description="Schedule of the `monitor` deployment, in seconds."
     )
     drift_share_threshold: float = Field(
-        0.5, ge=0, le=1, description="Share of drifted features that triggers a retrain."
+        T.DRIFT_SHARE_THRESHOLD,
+        ge=0,
+        le=1,
+        description="Share of drifted features that triggers a retrain.",
     )
     ood_rate_threshold: float = Field(
-        0.2, ge=0, le=1, description="Share of out-of-distribution rows that triggers a retrain."
+        T.OOD_RATE_THRESHOLD,
+        ge=0,
+        le=1,
+        description="Share of out-of-distribution rows that triggers a retrain.",
     )
-    min_window_rows: int = Field(200, ge=0, description="Fewest rows before drift is judged.")
+    min_window_rows: int = Field(
+        T.MIN_WINDOW_ROWS, ge=0, description="Fewest rows before drift is judged."
+    )
     min_labelled_rows: int = Field(
-        100, ge=0, description="Fewest labelled rows per model before live metrics compare."
+        T.MIN_LABELLED_ROWS,
+        ge=0,
+        description="Fewest labelled rows per model before live metrics compare.",
     )
     live_promotion_margin: float = Field(
-        0.05, ge=0, description="Live improvement a challenger needs over the champion."
+        T.LIVE_PROMOTION_MARGIN,
+        ge=0,
+        description="Live improvement a challenger needs over the champion.",
     )
     rollback_margin: float = Field(
-        0.10, ge=0, description="Live degradation vs the previous champion that rolls back."
+        T.ROLLBACK_MARGIN,
+        ge=0,
+        description="Live degradation vs the previous champion that rolls back.",
     )
     watch_period_s: float = Field(
-        3600, ge=0, description="Seconds after a promotion in which a rollback is considered."
+        T.WATCH_PERIOD_S,
+        ge=0,
+        description="Seconds after a promotion in which a rollback is considered.",
     )
     retrain_cooldown_s: float = Field(
-        1800, ge=0, description="Seconds after a retrain before drift may trigger another."
+        T.RETRAIN_COOLDOWN_S,
+        ge=0,
+        description="Seconds after a retrain before drift may trigger another.",
     )
     challenger_patience_s: float = Field(
-        86400,
+        T.CHALLENGER_PATIENCE_S,
         ge=0,
         description="Seconds a challenger may wait to be judged on live labels before it is "
         "retired (its alias cleared, with the reason recorded).",
     )
     min_retrain_labelled_rows: int = Field(
-        100,
+        T.MIN_RETRAIN_LABELLED_ROWS,
         ge=0,
         description="Labelled rows the drifted window needs before a drift retrain runs; "
         "with fewer the check records 'retrain pending' and alerts, and retrains by itself "
         "once the labels arrive.",
     )
     retrain_without_labels: bool = Field(
-        False,
+        T.RETRAIN_WITHOUT_LABELS,
         description="On drift, retrain at once on whatever is labelled instead of waiting "
         "for min_retrain_labelled_rows.",
     )
     fallback_rollback_share: float = Field(
-        0.01,
+        T.FALLBACK_ROLLBACK_SHARE,
         ge=0,
         le=1,
         description="Share of the champion's requests (since it took the alias, within the "
@@ -193,7 +212,7 @@ class Settings(ServingSettings):
         "NaN/inf, at or above which the monitor rolls back (0.01 = 1 %).",
     )
     fallback_min_rows: int = Field(
-        5,
+        T.FALLBACK_MIN_ROWS,
         ge=1,
         description="Fewest fallback answers before a failing champion is rolled back "
         "(one odd request does not move the alias).",

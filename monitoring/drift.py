@@ -5,7 +5,7 @@
 ``DataDriftPreset`` generates (``DriftedColumnsCount`` + ``ValueDrift`` per feature, not the
 preset's own summary table, which recomputes every column's drift to draw it: a third of
 the check) plus ``ValueDrift`` on the prediction column, and reads the results by metric type
-and column from the snapshot, never by position. Evidently chooses each column's test from
+and column from the report's run, never by position. Evidently chooses each column's test from
 the reference size and column type (K-S / chi-square up to 1,000 rows, Wasserstein /
 Jensen-Shannon above); a column drifts when its test fails.
 
@@ -21,20 +21,18 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from monitoring.frames import category_key, category_keys, sample_rows
+from monitoring.metrics import PRIMARY_METRICS, Task
 
 if TYPE_CHECKING:
-    from evidently.core.report import Snapshot
-
-Task = Literal["regression", "classification"]
+    from evidently.core.report import Snapshot as EvidentlyRun
 
 _VALUE_DRIFT = "evidently:metric_v2:ValueDrift"
-_DRIFTED_COUNT = "evidently:metric_v2:DriftedColumnsCount"
 _ALL_MISSING = "all values missing"
 
 
@@ -101,7 +99,7 @@ def measure_drift(
     seed: int = 0,
     drift_share: float = 0.5,
     score_column: str | None = None,
-) -> tuple[DriftResult, Snapshot]:
+) -> tuple[DriftResult, EvidentlyRun]:
     """Compare ``current`` with ``reference`` on ``features`` (and the prediction column).
 
     A classifier's prediction column goes in ``categorical`` (its label distribution is
@@ -111,19 +109,78 @@ def measure_drift(
     Each side is sampled down to ``max_rows`` rows (deterministic for ``seed``). Columns in
     ``categorical`` are compared as categories, the rest as numbers. Raises ``ValueError``
     for an empty side, missing columns or a window with nothing testable; the caller turns
-    that into "no action" with the message as its reason.
+    that into "no action" with the message as its reason. Returns the result and
+    Evidently's run of the report (`save_report` writes it).
     """
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import DriftedColumnsCount, ValueDrift
-
     columns = _check_inputs(reference, current, features, categorical, prediction_column)
-    if score_column is not None:
-        if score_column in columns:
-            raise ValueError(f"score column {score_column!r} is also a feature or the prediction")
-        if score_column not in reference.columns or score_column not in current.columns:
-            score_column = None  # not logged on one side (an older version): not judged
-        else:
-            columns = [*columns, score_column]
+    score_column = _score_column(reference, current, columns, score_column)
+    columns += [score_column] if score_column else []
+    categories = set(categorical)
+    ref, cur, sampled = _sides(reference, current, columns, categories, max_rows, seed)
+    plan = _plan(ref, cur, features, prediction_column, score_column)
+    run = _run_report(ref, cur, columns, categories, plan, drift_share)
+    found = _read_value_drift(run)
+    per_feature = _per_feature(found, features, plan)
+    drifted = tuple(c for c, d in per_feature.items() if d.drifted)
+    share = len(drifted) / len(features)
+    result = DriftResult(
+        n_reference=len(ref),
+        n_current=len(cur),
+        sampled=sampled,
+        drift_share=share,
+        drifted_features=drifted,
+        per_feature=per_feature,
+        dataset_drift=share >= drift_share,
+        drift_share_threshold=drift_share,
+        prediction_drift=found.get(plan.prediction) if plan.prediction else None,
+        n_current_rows=len(current),
+        not_judged=tuple(plan.empty_reference),
+        score_drift=found.get(plan.score) if plan.score else None,
+        prediction_shares=(
+            label_shares(ref[prediction_column], cur[prediction_column])
+            if prediction_column is not None and prediction_column in categories
+            else {}
+        ),
+    )
+    return result, run
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the report tests: the features both sides have, the prediction and score
+    columns when both sides have them (None otherwise), and the features left out."""
+
+    testable: list[str]
+    empty_current: list[str]
+    """Entirely missing in the window: drifted (the model sees only imputed values)."""
+    empty_reference: list[str]
+    """Entirely missing in the reference: not judged."""
+    prediction: str | None
+    score: str | None
+
+
+def _score_column(
+    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], score_column: str | None
+) -> str | None:
+    """The score column to compare, or None when a side did not log it (an older version)."""
+    if score_column is None:
+        return None
+    if score_column in columns:
+        raise ValueError(f"score column {score_column!r} is also a feature or the prediction")
+    if score_column not in reference.columns or score_column not in current.columns:
+        return None
+    return score_column
+
+
+def _sides(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    columns: list[str],
+    categories: set[str],
+    max_rows: int,
+    seed: int,
+) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
+    """Both sides sampled to ``max_rows`` and prepared; whether either was sampled."""
     if len(reference) == 0:
         raise ValueError("the reference frame is empty: no rows to compare the window with")
     if len(current) == 0:
@@ -132,85 +189,84 @@ def measure_drift(
         )
     ref, ref_sampled = sample_rows(reference, max_rows, seed)
     cur, cur_sampled = sample_rows(current, max_rows, seed + 1)
-    categories = set(categorical)
-    ref, cur = _prepare(ref, columns, categories), _prepare(cur, columns, categories)
+    prepared = _prepare(ref, columns, categories), _prepare(cur, columns, categories)
+    return *prepared, ref_sampled or cur_sampled
+
+
+def _plan(
+    ref: pd.DataFrame,
+    cur: pd.DataFrame,
+    features: list[str],
+    prediction_column: str | None,
+    score_column: str | None,
+) -> _Plan:
+    """Which columns the report can test; a ValueError when nothing is testable."""
+
+    def on_both_sides(column: str | None) -> str | None:
+        if column is None or cur[column].isna().all() or ref[column].isna().all():
+            return None
+        return column
 
     empty_current = [c for c in features if cur[c].isna().all()]
     empty_reference = [c for c in features if ref[c].isna().all() and c not in empty_current]
     testable = [c for c in features if c not in empty_current and c not in empty_reference]
-    test_prediction = (
-        prediction_column is not None
-        and not cur[prediction_column].isna().all()
-        and not ref[prediction_column].isna().all()
-    )
-    test_score = (
-        score_column is not None
-        and not cur[score_column].isna().all()
-        and not ref[score_column].isna().all()
-    )
-    if not testable and not test_prediction:
+    prediction = on_both_sides(prediction_column)
+    if not testable and prediction is None:
         raise ValueError(
             f"nothing to test for drift: every feature is missing in the window "
             f"({empty_current}) or in the reference ({empty_reference})"
         )
+    score = on_both_sides(score_column)
+    return _Plan(testable, empty_current, empty_reference, prediction, score)
+
+
+def _run_report(
+    ref: pd.DataFrame,
+    cur: pd.DataFrame,
+    columns: list[str],
+    categories: set[str],
+    plan: _Plan,
+    drift_share: float,
+) -> EvidentlyRun:
+    """Evidently's run of the drift metrics on both sides."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import DriftedColumnsCount, ValueDrift
 
     definition = DataDefinition(
         numerical_columns=[c for c in columns if c not in categories],
         categorical_columns=[c for c in columns if c in categories],
     )
     metrics: list[Any] = []
-    if testable:
+    if plan.testable:
         # The metrics DataDriftPreset generates, without the preset's own render, which
         # recomputes every column's drift through Evidently's legacy metrics to draw its
         # table (about half the check): each ValueDrift still draws its own widget.
-        metrics.append(DriftedColumnsCount(columns=testable, drift_share=drift_share))
-        metrics += [ValueDrift(column=column) for column in testable]
-    if test_prediction:
-        metrics.append(ValueDrift(column=prediction_column))
-    if test_score:
-        metrics.append(ValueDrift(column=score_column))
+        metrics.append(DriftedColumnsCount(columns=plan.testable, drift_share=drift_share))
+        metrics += [ValueDrift(column=column) for column in plan.testable]
+    metrics += [ValueDrift(column=c) for c in (plan.prediction, plan.score) if c is not None]
     report = Report(metrics, include_tests=True)
     with warnings.catch_warnings():
         # scipy divides by zero for categories seen on one side only; the test still fails
         # (drift), which is the right answer.
         warnings.simplefilter("ignore", RuntimeWarning)
-        snapshot = report.run(
+        return report.run(
             Dataset.from_pandas(cur, data_definition=definition),
             Dataset.from_pandas(ref, data_definition=definition),
         )
 
-    found = _read_value_drift(snapshot)
+
+def _per_feature(
+    found: dict[str, FeatureDrift], features: list[str], plan: _Plan
+) -> dict[str, FeatureDrift]:
+    """Each judged feature's drift in feature order; one missing in the window drifted."""
     per_feature: dict[str, FeatureDrift] = {}
-    for column in testable:
+    for column in plan.testable:
         if column not in found:
             raise RuntimeError(f"Evidently returned no ValueDrift result for column {column!r}")
         per_feature[column] = found[column]
-    for column in empty_current:
+    for column in plan.empty_current:
         per_feature[column] = FeatureDrift(math.nan, _ALL_MISSING, None, True)
-    per_feature = {c: per_feature[c] for c in features if c in per_feature}
-
-    drifted = tuple(c for c, d in per_feature.items() if d.drifted)
-    share = len(drifted) / len(features)
-    result = DriftResult(
-        n_reference=len(ref),
-        n_current=len(cur),
-        sampled=ref_sampled or cur_sampled,
-        drift_share=share,
-        drifted_features=drifted,
-        per_feature=per_feature,
-        dataset_drift=share >= drift_share,
-        drift_share_threshold=drift_share,
-        prediction_drift=found.get(prediction_column or "") if test_prediction else None,
-        n_current_rows=len(current),
-        not_judged=tuple(empty_reference),
-        score_drift=found.get(score_column or "") if test_score else None,
-        prediction_shares=(
-            label_shares(ref[prediction_column], cur[prediction_column])
-            if prediction_column is not None and prediction_column in categories
-            else {}
-        ),
-    )
-    return result, snapshot
+    return {c: per_feature[c] for c in features if c in per_feature}
 
 
 def label_shares(reference: pd.Series, current: pd.Series) -> dict[str, dict[str, float]]:
@@ -224,25 +280,16 @@ def label_shares(reference: pd.Series, current: pd.Series) -> dict[str, dict[str
     }
 
 
-def drifted_columns_count(snapshot: Snapshot) -> tuple[int, float] | None:
-    """Evidently's own (count, share) of drifted columns, if the preset ran."""
-    for metric in snapshot.dict()["metrics"]:
-        if metric.get("config", {}).get("type") == _DRIFTED_COUNT:
-            value = metric["value"]
-            return int(value["count"]), float(value["share"])
-    return None
-
-
-def save_report(snapshot: Snapshot, folder: Path, name: str = "drift") -> tuple[Path, Path]:
+def save_report(run: EvidentlyRun, folder: Path, name: str = "drift") -> tuple[Path, Path]:
     """Write ``<name>.html`` (for people) and ``<name>.json`` (for machines) into ``folder``,
-    and the whole snapshot beside them (`snapshot_file`), which Evidently can load again."""
+    and the whole run beside them (`report_run_file`), which Evidently can load again."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     html_path, json_path = folder / f"{name}.html", folder / f"{name}.json"
     # Evidently 0.7 writes only when given a str: a Path is silently ignored.
-    snapshot.save_html(str(html_path))
-    snapshot.save_json(str(json_path))
-    snapshot_file(json_path).write_text(snapshot.dumps())
+    run.save_html(str(html_path))
+    run.save_json(str(json_path))
+    report_run_file(json_path).write_text(run.dumps())
     return html_path, json_path
 
 
@@ -275,10 +322,10 @@ def title_report(html_path: Path | str, title: str, lines: Sequence[str]) -> Non
     path.write_text(text, encoding="utf-8")
 
 
-def snapshot_file(report_json: Path | str) -> Path:
-    """Where `save_report` keeps the loadable snapshot of a report (``<name>.snapshot.json``
-    beside ``<name>.json``): `save_json` writes only the results, which
-    ``Snapshot.load`` cannot read back."""
+def report_run_file(report_json: Path | str) -> Path:
+    """Where `save_report` keeps the loadable run of a report (``<name>.snapshot.json``,
+    Evidently's own word, beside ``<name>.json``): `save_json` writes only the results,
+    which Evidently's ``Snapshot.load`` cannot read back."""
     path = Path(report_json)
     return path.with_name(f"{path.stem}.snapshot.json")
 
@@ -321,9 +368,9 @@ def _prepare(frame: pd.DataFrame, columns: list[str], categorical: set[str]) -> 
     return pd.DataFrame(out, index=frame.index).reset_index(drop=True)
 
 
-def _read_value_drift(snapshot: Snapshot) -> dict[str, FeatureDrift]:
+def _read_value_drift(run: EvidentlyRun) -> dict[str, FeatureDrift]:
     """Every ValueDrift result keyed by column, with its verdict from the matching test."""
-    data = snapshot.dict()
+    data = run.dict()
     verdicts: dict[str, bool] = {}
     for test in data["tests"]:
         params = test.get("metric_config", {}).get("params", {})
@@ -387,7 +434,7 @@ def measure_performance(
         raise ValueError(
             f"{len(truth)} labels but {len(pred)} predictions; join them by request id"
         )
-    primary, higher = ("rmse", False) if task == "regression" else ("f1_macro", True)
+    primary, higher = PRIMARY_METRICS[task].name, PRIMARY_METRICS[task].higher_is_better
     if task == "regression":
         t = pd.to_numeric(truth, errors="coerce").to_numpy(dtype=np.float64)
         p = pd.to_numeric(pred, errors="coerce").to_numpy(dtype=np.float64)

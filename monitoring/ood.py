@@ -26,15 +26,19 @@ import math
 import re
 import shutil
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
 from monitoring.frames import category_keys, sample_rows
+
+if TYPE_CHECKING:
+    from sklearn.compose import ColumnTransformer
 
 _COLLECTION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _UPSERT_BATCH = 4_096
@@ -493,19 +497,19 @@ def ood_rate_frame(
 
 @dataclass
 class TabularEmbedder:
-    """A fixed, model-independent vector space for tabular rows.
+    """A fixed, model-independent vector space for tabular rows: sklearn's
+    ``StandardScaler`` on the numbers and ``OneHotEncoder`` on the categories, side by side
+    in a ``ColumnTransformer`` (`tabular_encoder`).
 
-    Numeric columns are standardised (missing -> the column mean, i.e. 0); categorical
-    columns are one-hot over the categories seen at fit time (at most ``max_categories``
-    most frequent per column), so unseen and missing categories become all-zero. Stored as
+    Numbers are standardised on their observed values (missing -> the mean, i.e. 0);
+    categories are one-hot over the at most ``max_categories`` most frequent seen at fit
+    time, so unseen and missing ones become all-zero. The fitted figures are stored as
     JSON beside the index (``to_dict``/``from_dict``) so live rows land in the same space.
     """
 
-    numeric: list[str] = field(default_factory=list)
-    categorical: list[str] = field(default_factory=list)
-    means: dict[str, float] = field(default_factory=dict)
-    scales: dict[str, float] = field(default_factory=dict)
-    categories: dict[str, list[str]] = field(default_factory=dict)
+    numeric: list[str]
+    categorical: list[str]
+    encoder: ColumnTransformer
 
     @classmethod
     def fit(
@@ -528,16 +532,23 @@ class TabularEmbedder:
             categorical = [c for c in frame.columns if c not in numeric]
         numeric, categorical = list(numeric or []), list(categorical or [])
         _require_columns(frame, [*numeric, *categorical], "the reference frame")
-        embedder = cls(numeric=numeric, categorical=categorical)
-        for column in numeric:
-            values = _numeric(frame[column], column)
-            mean, std = values.mean(), values.std(ddof=0)
-            embedder.means[column] = 0.0 if math.isnan(mean) else float(mean)
-            embedder.scales[column] = 1.0 if not std or math.isnan(std) else float(std)
-        for column in categorical:
-            counts = category_keys(frame[column]).value_counts(dropna=True)
-            embedder.categories[column] = [str(c) for c in counts.index[:max_categories]]
-        return embedder
+        clean = _clean(frame, numeric, categorical)
+        categories = {
+            c: [str(k) for k in clean[c].value_counts(dropna=True).index[:max_categories]]
+            for c in categorical
+        }
+        with warnings.catch_warnings():
+            # A column missing everywhere has no mean (0 / 0): it embeds as 0 everywhere.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            encoder = tabular_encoder(numeric, categories).fit(clean)
+        return cls(numeric, categorical, encoder)
+
+    @property
+    def categories(self) -> dict[str, list[str]]:
+        """The categories each categorical column is one-hot over (most frequent first)."""
+        _, onehot, encoded = self.encoder.transformers[1]
+        found = dict(zip(encoded, onehot.categories, strict=True))
+        return {c: list(found.get(c, [])) for c in self.categorical}
 
     @property
     def dim(self) -> int:
@@ -546,29 +557,75 @@ class TabularEmbedder:
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """Rows as float32 vectors (n x ``dim``); never NaN."""
         _require_columns(frame, [*self.numeric, *self.categorical], "the frame to embed")
-        out = np.zeros((len(frame), self.dim), dtype=np.float32)
-        for i, column in enumerate(self.numeric):
-            values = _numeric(frame[column], column).to_numpy(dtype=np.float64)
-            scaled = (values - self.means[column]) / self.scales[column]
-            out[:, i] = np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0)
-        offset = len(self.numeric)
-        rows = np.arange(len(frame))
-        for column in self.categorical:
-            known = self.categories[column]
-            keys = category_keys(frame[column])
-            codes = pd.Categorical(keys, categories=known).codes
-            seen = codes >= 0
-            out[rows[seen], offset + codes[seen]] = 1.0
-            offset += len(known)
-        return out
+        if len(frame) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.encoder.transform(_clean(frame, self.numeric, self.categorical))
+        return np.nan_to_num(np.asarray(vectors, dtype=np.float64), nan=0.0).astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": 1, **asdict(self)}
+        """The fitted figures as JSON-friendly data (the format before sklearn did the work)."""
+        means: dict[str, float] = {}
+        scales: dict[str, float] = {}
+        if self.numeric:
+            scaler = self.encoder.named_transformers_["numeric"]
+            for column, mean, scale in zip(self.numeric, scaler.mean_, scaler.scale_, strict=True):
+                unknown = math.isnan(mean)  # never observed: mean 0, scale 1
+                means[column] = 0.0 if unknown else float(mean)
+                scales[column] = 1.0 if unknown or math.isnan(scale) else float(scale)
+        return {
+            "version": 1,
+            "numeric": self.numeric,
+            "categorical": self.categorical,
+            "means": means,
+            "scales": scales,
+            "categories": self.categories,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TabularEmbedder:
-        data = {k: v for k, v in data.items() if k != "version"}
-        return cls(**data)
+        """The embedder `to_dict` stored; a ValueError when the data is not one."""
+        try:
+            numeric, categorical = list(data["numeric"]), list(data["categorical"])
+            means = np.array([float(data["means"][c]) for c in numeric])
+            scales = np.array([float(data["scales"][c]) for c in numeric])
+            categories = {c: [str(k) for k in data["categories"][c]] for c in categorical}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a stored embedder ({type(exc).__name__}: {exc})") from exc
+        # Fit on one row at the means (the categories are given), then set the scales.
+        row = {c: [m] for c, m in zip(numeric, means, strict=True)}
+        row |= {c: [(categories[c] or [None])[0]] for c in categorical}
+        encoder = tabular_encoder(numeric, categories).fit(pd.DataFrame(row))
+        if numeric:
+            scaler = encoder.named_transformers_["numeric"]
+            scaler.scale_, scaler.var_ = scales, scales**2
+        return cls(numeric, categorical, encoder)
+
+
+def tabular_encoder(numeric: list[str], categories: dict[str, list[str]]) -> ColumnTransformer:
+    """Standardised numbers, then one-hot categories over the given ones (unseen -> zeros);
+    categorical columns without a category are left out (they add no dims)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    encoded = [c for c, known in categories.items() if known]
+    onehot = OneHotEncoder(
+        categories=[categories[c] for c in encoded],
+        handle_unknown="ignore",
+        sparse_output=False,
+    )
+    return ColumnTransformer(
+        [("numeric", StandardScaler(), numeric), ("categorical", onehot, encoded)],
+        remainder="drop",
+        sparse_threshold=0.0,
+    )
+
+
+def _clean(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
+    """Numbers as floats (unparseable or infinite -> missing), categories as one string
+    spelling each (`category_keys`: ``1.0`` and ``1`` alike, missing -> None)."""
+    out = {c: _numeric(frame[c], c).replace([np.inf, -np.inf], np.nan) for c in numeric}
+    out |= {c: category_keys(frame[c]) for c in categorical}
+    return pd.DataFrame(out, index=frame.index)
 
 
 def _numeric(series: pd.Series, column: str) -> pd.Series:

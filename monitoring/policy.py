@@ -8,7 +8,7 @@
    it. No labels or watch period needed: the champion is broken, not just worse.
 1. ROLLBACK: inside the watch period after a promotion, the champion is worse than the
    previous champion by more than ``rollback_margin`` on enough live labels.
-2. PROMOTE: the challenger beats the champion by at least ``promotion_margin`` on live
+2. PROMOTE: the challenger beats the champion by at least ``live_promotion_margin`` on live
    labels, both with enough labelled rows.
 3. RETIRE_CHALLENGER: the challenger was judged on live labels and lost, or waited longer
    than ``challenger_patience_s`` without being judged: its alias is cleared, with why.
@@ -22,7 +22,7 @@
 
 Labels late or partial: when the monitor passes a bootstrap interval of a gain
 (``challenger_gain_interval``, ``champion_gain_interval``), promotion needs the whole
-interval to clear ``promotion_margin`` and rollback needs it wholly beyond
+interval to clear ``live_promotion_margin`` and rollback needs it wholly beyond
 ``rollback_margin``; a point estimate alone never moves an alias on a thin sample.
 
 Margins are relative and direction-aware: ``higher_is_better`` says whether a larger metric
@@ -36,7 +36,8 @@ would ever be promoted. The guard lifts once the challenger has been judged (it 
 waited longer than ``challenger_patience_s`` (no labels are arriving, or it predates the
 drift), so a starved challenger cannot block retraining forever.
 
-Nothing here imports Evidently, Qdrant or any other part of driftloop.
+Nothing here imports Evidently, Qdrant or the flows: only the threshold defaults
+(`config.thresholds`) and the metric vocabulary (`monitoring.metrics`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,13 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import config.thresholds as T
+from monitoring.metrics import relative_gain
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 # Float slack when a relative change is compared with a margin: 0.84 vs 0.80 is a 5 % gain
 # on paper but 0.04999999999999993 in binary floating point.
@@ -60,31 +67,32 @@ RETRAIN_PENDING_PREFIX = "drift detected — retrain pending"
 class Thresholds:
     """Named thresholds of the policy; shares and margins are fractions (0.05 = 5 %)."""
 
-    drift_share_threshold: float = 0.5
+    drift_share_threshold: float = T.DRIFT_SHARE_THRESHOLD
     """Share of drifted features (0-1) at or above which the window counts as drifted."""
-    ood_rate_threshold: float = 0.2
+    ood_rate_threshold: float = T.OOD_RATE_THRESHOLD
     """Share of out-of-distribution rows (0-1) at or above which the window counts as OOD."""
-    min_window_rows: int = 200
+    min_window_rows: int = T.MIN_WINDOW_ROWS
     """Fewest rows in the window before drift or OOD is judged."""
-    min_labelled_rows: int = 100
+    min_labelled_rows: int = T.MIN_LABELLED_ROWS
     """Fewest labelled rows per model before its live metric is compared."""
-    promotion_margin: float = 0.05
-    """Relative improvement of challenger over champion needed to promote."""
-    rollback_margin: float = 0.10
+    live_promotion_margin: float = T.LIVE_PROMOTION_MARGIN
+    """Relative improvement of challenger over champion on live labels needed to promote
+    (not the training gate's `promotion_margin` on the holdout)."""
+    rollback_margin: float = T.ROLLBACK_MARGIN
     """Relative degradation of champion vs the previous champion that triggers a rollback."""
-    watch_period_s: float = 3600.0
+    watch_period_s: float = T.WATCH_PERIOD_S
     """Seconds after a promotion during which a rollback is considered."""
-    retrain_cooldown_s: float = 1800.0
+    retrain_cooldown_s: float = T.RETRAIN_COOLDOWN_S
     """Seconds after a retrain before drift may trigger another one."""
-    challenger_patience_s: float = 86_400.0
+    challenger_patience_s: float = T.CHALLENGER_PATIENCE_S
     """Seconds a challenger may wait for labels before it is retired (and stops blocking)."""
-    min_retrain_labelled_rows: int = 100
+    min_retrain_labelled_rows: int = T.MIN_RETRAIN_LABELLED_ROWS
     """Fewest labelled rows in the drifted window before a drift retrain runs."""
-    retrain_without_labels: bool = False
+    retrain_without_labels: bool = T.RETRAIN_WITHOUT_LABELS
     """Retrain on drift at once, on whatever is labelled, instead of waiting for labels."""
-    fallback_rollback_share: float = 0.01
+    fallback_rollback_share: float = T.FALLBACK_ROLLBACK_SHARE
     """Share of the champion's requests answered by the fallback (0-1) that rolls back."""
-    fallback_min_rows: int = 5
+    fallback_min_rows: int = T.FALLBACK_MIN_ROWS
     """Fewest fallback answers before a failing champion is rolled back."""
 
     def __post_init__(self) -> None:
@@ -95,7 +103,7 @@ class Thresholds:
         for name in (
             "min_window_rows",
             "min_labelled_rows",
-            "promotion_margin",
+            "live_promotion_margin",
             "rollback_margin",
             "watch_period_s",
             "retrain_cooldown_s",
@@ -106,6 +114,11 @@ class Thresholds:
             value = getattr(self, name)
             if value < 0 or (isinstance(value, float) and math.isnan(value)):
                 raise ValueError(f"{name} must be zero or positive, got {value}")
+
+
+def thresholds_from(settings: Settings) -> Thresholds:
+    """The policy's thresholds from the settings (each has a setting of the same name)."""
+    return Thresholds(**{f.name: getattr(settings, f.name) for f in fields(Thresholds)})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,18 +224,6 @@ class _Check:
     derived: dict[str, Any] = field(default_factory=dict)
 
 
-def relative_gain(candidate: float, baseline: float, higher_is_better: bool) -> float:
-    """How much better ``candidate`` is than ``baseline``, relative to ``|baseline|``.
-
-    Positive means better whatever the metric's direction; a zero baseline gives +/-inf
-    (or 0 when both are equal).
-    """
-    diff = candidate - baseline if higher_is_better else baseline - candidate
-    if baseline == 0:
-        return 0.0 if diff == 0 else math.copysign(math.inf, diff)
-    return diff / abs(baseline)
-
-
 def decide(figures: Figures, thresholds: Thresholds) -> Decision:
     """Choose rollback > promote > retrain > none from the figures; never raises on None."""
     now = _utc(figures.now)
@@ -244,43 +245,22 @@ def decide(figures: Figures, thresholds: Thresholds) -> Decision:
         checks = checks[1:] if failing is rollback else checks
         return tuple(c.sentence for c in checks if c is not chosen and c.sentence)
 
-    if rollback.fires:
-        return Decision(
-            Action.ROLLBACK,
-            _sentence(rollback),
-            used,
-            figures.champion_version,
-            figures.previous_version,
-            notes_except(rollback),
-        )
-    if promote.fires:
-        return Decision(
-            Action.PROMOTE,
-            _sentence(promote),
-            used,
-            figures.champion_version,
-            figures.challenger_version,
-            notes_except(promote),
-        )
-    if retire.fires:
-        return Decision(
-            Action.RETIRE_CHALLENGER,
-            _sentence(retire),
-            used,
-            figures.challenger_version,
-            None,
-            notes_except(retire),
-        )
-    if retrain.fires:
-        pending = retrain.derived.get("retrain_pending", False)
-        return Decision(
+    pending = retrain.derived.get("retrain_pending", False)
+    ranked = (
+        (Action.ROLLBACK, rollback, figures.champion_version, figures.previous_version),
+        (Action.PROMOTE, promote, figures.champion_version, figures.challenger_version),
+        (Action.RETIRE_CHALLENGER, retire, figures.challenger_version, None),
+        (
             Action.RETRAIN_PENDING if pending else Action.RETRAIN,
-            _sentence(retrain),
-            used,
+            retrain,
             figures.champion_version,
             None,
-            notes_except(retrain),
-        )
+        ),
+    )
+    for action, check, from_version, to_version in ranked:
+        if check.fires:
+            notes = notes_except(check)
+            return Decision(action, _sentence(check), used, from_version, to_version, notes)
     # For NONE the window's own state leads, then what held back the alias moves; a bare
     # "no challenger waiting" is left to the notes unless nothing else is worth saying.
     checks = (failing, rollback, retrain, promote, retire)
@@ -333,14 +313,11 @@ def _check_rollback(f: Figures, t: Thresholds, now: datetime) -> _Check:
         sentence = f"no previous version with a {name} to roll back to" if inside else None
         return _Check(False, sentence, derived)
     if champion is None or f.champion_labelled_rows < t.min_labelled_rows:
-        if not inside:
-            return _Check(False, None, derived)
-        return _Check(
-            False,
+        sentence = (
             f"not enough labelled rows for champion {cv} to judge a rollback: "
-            f"{f.champion_labelled_rows:,} < {t.min_labelled_rows:,}",
-            derived,
+            f"{f.champion_labelled_rows:,} < {t.min_labelled_rows:,}"
         )
+        return _Check(False, sentence if inside else None, derived)
 
     gain = relative_gain(champion, previous, f.higher_is_better)
     derived["champion_vs_previous_gain"] = gain
@@ -348,15 +325,9 @@ def _check_rollback(f: Figures, t: Thresholds, now: datetime) -> _Check:
         f"champion {cv} {name} {_m(champion)} is {_change(gain)} than previous {pv} "
         f"({_m(previous)})"
     )
-    worse_by_margin = -gain > t.rollback_margin + _EPS
-    if not worse_by_margin:
-        if not inside:
-            return _Check(False, None, derived)
-        return _Check(
-            False,
-            f"{comparison}, within the {_pct(t.rollback_margin)} rollback margin",
-            derived,
-        )
+    if not -gain > t.rollback_margin + _EPS:  # not worse by the margin
+        sentence = f"{comparison}, within the {_pct(t.rollback_margin)} rollback margin"
+        return _Check(False, sentence if inside else None, derived)
     if not inside:
         return _Check(
             False,
@@ -365,6 +336,14 @@ def _check_rollback(f: Figures, t: Thresholds, now: datetime) -> _Check:
             "not rolling back",
             derived,
         )
+    return _rollback_beyond_margin(f, t, now - promoted, comparison, derived)
+
+
+def _rollback_beyond_margin(
+    f: Figures, t: Thresholds, since: timedelta, comparison: str, derived: dict[str, Any]
+) -> _Check:
+    """A champion worse by more than the margin, `since` its promotion (in the watch
+    period): rolled back unless its gain's interval does not rule out the margin."""
     interval = f.champion_gain_interval
     if interval is not None:
         derived["champion_gain_interval"] = list(interval)
@@ -376,7 +355,7 @@ def _check_rollback(f: Figures, t: Thresholds, now: datetime) -> _Check:
                 f"rule out staying within the {_pct(t.rollback_margin)} rollback margin",
                 derived,
             )
-    minutes = max(0.0, (now - promoted).total_seconds()) / 60
+    minutes = max(0.0, since.total_seconds()) / 60
     beyond = "" if interval is None else f" (its {_level(f)} interval {_span(interval)})"
     return _Check(
         True,
@@ -411,24 +390,29 @@ def _check_promote(f: Figures, t: Thresholds) -> _Check:
         return _Check(False, f"no live {name} for {missing} yet")
 
     gain = relative_gain(challenger, champion, f.higher_is_better)
-    derived = {"challenger_vs_champion_gain": gain}
     comparison = (
         f"challenger {xv} {name} {_m(challenger)} is {_change(gain)} than champion {cv} "
         f"({_m(champion)})"
     )
+    return _promote_by_gain(f, t, gain, comparison)
+
+
+def _promote_by_gain(f: Figures, t: Thresholds, gain: float, comparison: str) -> _Check:
+    """Promote when the gain, and its interval when there is one, clear the margin."""
+    derived: dict[str, Any] = {"challenger_vs_champion_gain": gain}
     interval = f.challenger_gain_interval
     if interval is not None:
         derived["challenger_gain_interval"] = list(interval)
-    clears = interval is None or interval[0] >= t.promotion_margin - _EPS
-    if gain >= t.promotion_margin - _EPS and not clears:
+    clears = interval is None or interval[0] >= t.live_promotion_margin - _EPS
+    if gain >= t.live_promotion_margin - _EPS and not clears:
         return _Check(
             False,
             f"{comparison}, but the {_level(f)} interval of the gain {_span(interval)} "
             f"on {f.challenger_labelled_rows:,} / {f.champion_labelled_rows:,} labelled "
-            f"rows does not clear the {_pct(t.promotion_margin)} promotion margin",
+            f"rows does not clear the {_pct(t.live_promotion_margin)} promotion margin",
             derived,
         )
-    if gain >= t.promotion_margin - _EPS:
+    if gain >= t.live_promotion_margin - _EPS:
         cleared = (
             ""
             if interval is None
@@ -436,12 +420,14 @@ def _check_promote(f: Figures, t: Thresholds) -> _Check:
         )
         return _Check(
             True,
-            f"{comparison} ≥ {_pct(t.promotion_margin)} promotion margin on "
+            f"{comparison} ≥ {_pct(t.live_promotion_margin)} promotion margin on "
             f"{f.challenger_labelled_rows:,} / {f.champion_labelled_rows:,} labelled rows"
             + cleared,
             derived,
         )
-    return _Check(False, f"{comparison} < {_pct(t.promotion_margin)} promotion margin", derived)
+    return _Check(
+        False, f"{comparison} < {_pct(t.live_promotion_margin)} promotion margin", derived
+    )
 
 
 def _check_retrain(f: Figures, t: Thresholds, now: datetime) -> _Check:
@@ -455,6 +441,20 @@ def _check_retrain(f: Figures, t: Thresholds, now: datetime) -> _Check:
     if share is None and ood is None:
         return _Check(False, f"no drift or OOD figures for the window of {rows}")
 
+    triggers, calm = _drift_triggers(f, t, share, ood)
+    if not triggers:
+        return _Check(False, f"no drift on {rows}: " + ", ".join(calm))
+
+    what = " and ".join(triggers) + f" on {rows}"
+    if f.prediction_drift:
+        what += ", with prediction drift"
+    return _retrain_unless_held(f, t, now, what)
+
+
+def _drift_triggers(
+    f: Figures, t: Thresholds, share: float | None, ood: float | None
+) -> tuple[list[str], list[str]]:
+    """(what crossed its threshold, what stayed below), as phrases for the reason."""
     triggers, calm = [], []
     if share is not None:
         text = f"drift share {share:.2f}"
@@ -468,12 +468,12 @@ def _check_retrain(f: Figures, t: Thresholds, now: datetime) -> _Check:
             triggers.append(f"{text} ≥ {_pct(t.ood_rate_threshold)}")
         else:
             calm.append(f"{text} < {_pct(t.ood_rate_threshold)}")
-    if not triggers:
-        return _Check(False, f"no drift on {rows}: " + ", ".join(calm))
+    return triggers, calm
 
-    what = " and ".join(triggers) + f" on {rows}"
-    if f.prediction_drift:
-        what += ", with prediction drift"
+
+def _retrain_unless_held(f: Figures, t: Thresholds, now: datetime, what: str) -> _Check:
+    """Retrain on `what` drifted, unless cooling down or a challenger is still waiting;
+    pending while the window lacks the labels to learn the drift from."""
     derived: dict[str, Any] = {}
     if f.last_retrain_at is not None:
         last = _utc(f.last_retrain_at)
@@ -514,7 +514,7 @@ def _check_retire(f: Figures, t: Thresholds, now: datetime, promote: _Check) -> 
     gain = promote.derived.get("challenger_vs_champion_gain")
     if gain is not None:  # judged: enough labels on both sides
         interval = f.challenger_gain_interval
-        if interval is not None and interval[1] >= t.promotion_margin - _EPS:
+        if interval is not None and interval[1] >= t.live_promotion_margin - _EPS:
             return _Check(False, None)  # could still clear the margin: keep collecting
         return _Check(
             True,

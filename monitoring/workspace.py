@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from config.names import ALIASES
+
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot
     from evidently.sdk.models import DashboardModel
@@ -35,7 +37,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ROLES = ("champion", "challenger", "previous")
 ACTIONS = ("retrain", "retrain_pending", "promote", "rollback", "retire_challenger")
 """The policy's actions other than none (monitoring.policy.Action): one 0/1 column each."""
 DRIFT_TITLE = "Drift share (share of features drifted)"
@@ -63,8 +64,8 @@ def figure_row(check: Mapping[str, Any], thresholds: Mapping[str, float]) -> dic
         "prediction_drift_score": figures.get("prediction_drift_score"),
         "ood_rate": figures.get("ood_rate"),
         "window_rows": figures.get("window_rows"),
-        **{f"{role}_metric": figures.get(f"{role}_metric") for role in ROLES},
-        **{f"{role}_version": _number(figures.get(f"{role}_version")) for role in ROLES},
+        **{f"{role}_metric": figures.get(f"{role}_metric") for role in ALIASES},
+        **{f"{role}_version": _number(figures.get(f"{role}_version")) for role in ALIASES},
         **{name: thresholds.get(name) for name in ("drift_share_threshold", "ood_rate_threshold")},
     }
     action = (check.get("decision") or {}).get("action", "none")
@@ -92,7 +93,9 @@ def run_name(check: Mapping[str, Any]) -> str:
     figures = check.get("figures") or {}
     action = (check.get("decision") or {}).get("action", "none")
     versions = ", ".join(
-        f"{role} v{figures[f'{role}_version']}" for role in ROLES if figures.get(f"{role}_version")
+        f"{role} v{figures[f'{role}_version']}"
+        for role in ALIASES
+        if figures.get(f"{role}_version")
     )
     parts = [f"{check.get('model_name', '?')}: {action}", versions or "no champion"]
     if figures.get("window_rows") is not None:
@@ -110,7 +113,9 @@ def run_tags(check: Mapping[str, Any]) -> list[str]:
     action = (check.get("decision") or {}).get("action", "none")
     tags = [f"decision:{action}"]
     tags += [
-        f"{role}:v{figures[f'{role}_version']}" for role in ROLES if figures.get(f"{role}_version")
+        f"{role}:v{figures[f'{role}_version']}"
+        for role in ALIASES
+        if figures.get(f"{role}_version")
     ]
     if check.get("drift"):
         tags.append("drift-report")
@@ -134,12 +139,12 @@ def run_metadata(check: Mapping[str, Any], check_id: str) -> dict[str, str]:
         "acted": str(check.get("acted") or ""),
         "report_html": str(check.get("report_html") or ""),
     }
-    for role in ROLES:
+    for role in ALIASES:
         meta[f"{role}_version"] = str(figures.get(f"{role}_version") or "")
     return meta
 
 
-def check_snapshot(
+def check_report_run(
     check: Mapping[str, Any],
     thresholds: Mapping[str, float],
     check_id: str,
@@ -156,7 +161,7 @@ def check_snapshot(
     report = Report([MeanValue(column=column) for column in row])
     at = check.get("at")
     timestamp = datetime.fromisoformat(at) if at else None
-    snapshot = report.run(
+    run = report.run(
         Dataset.from_pandas(frame, data_definition=DataDefinition(numerical_columns=list(row))),
         None,
         timestamp=timestamp,
@@ -164,7 +169,7 @@ def check_snapshot(
         tags=run_tags(check),
         name=run_name(check),
     )
-    model = snapshot.to_snapshot_model()
+    model = run.to_snapshot_model()
     # One counter widget for the figures instead of a bar chart per single value.
     model.widgets = [figures_widget(check)]
     if drift is not None:
@@ -199,7 +204,7 @@ def figures_widget(check: Mapping[str, Any]) -> Any:
         CounterData("OOD rate", share("ood_rate")),
     ]
     metric = figures.get("metric_name") or "live metric"
-    for role in ROLES:
+    for role in ALIASES:
         version = figures.get(f"{role}_version")
         if version:
             value = figures.get(f"{role}_metric")
@@ -261,14 +266,14 @@ def dashboard(metric_name: str | None) -> DashboardModel:
         ),
         line_plot_panel(
             LIVE_TITLE,
-            [value(f"{role}_metric", role) for role in ROLES],
+            [value(f"{role}_metric", role) for role in ALIASES],
             description=f"Live {metric} on labelled requests (previous: its holdout figure "
             "when it has no live rows)",
             size="half",
         ),
         line_plot_panel(
             VERSIONS_TITLE,
-            [value(f"{role}_version", role) for role in ROLES],
+            [value(f"{role}_version", role) for role in ALIASES],
             description="Steps are promotions and rollbacks",
             size="half",
         ),
@@ -331,11 +336,11 @@ def add_check(
     check_id: str,
     thresholds: Mapping[str, float],
     keep_runs: int | None,
-    drift_snapshot: Path | None = None,
+    drift_run_file: Path | None = None,
 ) -> str | None:
     """Add the check as a run of its model's project; prune to `keep_runs` (None = keep all).
 
-    `drift_snapshot` is the loadable snapshot `monitoring.drift.save_report` wrote, when
+    `drift_run_file` is the loadable report run `monitoring.drift.save_report` wrote, when
     drift was measured. Never raises: returns a sentence for the check's messages when the
     workspace could not be written (the check itself stands). A retry of the same check
     (same `check_id` as the newest run) adds nothing.
@@ -352,9 +357,9 @@ def add_check(
             if newest is not None and newest.metadata.get("check_id") == check_id:
                 return None
         drift = None
-        if drift_snapshot is not None and Path(drift_snapshot).is_file():
-            drift = Snapshot.load(drift_snapshot)
-        workspace.add_run(project.id, check_snapshot(check, thresholds, check_id, drift))
+        if drift_run_file is not None and Path(drift_run_file).is_file():
+            drift = Snapshot.load(drift_run_file)
+        workspace.add_run(project.id, check_report_run(check, thresholds, check_id, drift))
         if keep_runs is not None:
             pruned = prune_runs(workspace, project.id, keep_runs)
             if pruned:

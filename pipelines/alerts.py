@@ -1,7 +1,7 @@
 """Alerts: the monitor's events notify a webhook through Prefect, not a sender of our own.
 
-The `act` task of the monitor flow emits `driftloop.drift.detected`, `driftloop.promotion`
-and `driftloop.rollback` events on the resource `driftloop.model.<name>`. Here we keep, in
+The `act` task of the monitor flow emits the events `monitoring.events` names on the
+resource `driftloop.model.<name>`. Here we keep, in
 the Prefect server at `PREFECT_API_URL`:
 
 - one `CustomWebhookNotificationBlock` named `driftloop-alerts` that POSTs JSON
@@ -24,9 +24,10 @@ from uuid import UUID
 from prefect.automations import Automation, EventTrigger, Posture, SendNotification
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
+from monitoring import events
+
 BLOCK_NAME = "driftloop-alerts"
 ALERT_TAG = "driftloop-alert"
-MODEL_RESOURCE_PREFIX = "driftloop.model."
 
 
 @dataclass(frozen=True)
@@ -39,13 +40,13 @@ class AlertKind:
 
 
 ALERT_KINDS: tuple[AlertKind, ...] = (
-    AlertKind("drift", "driftloop.drift.detected", "drift detected, retraining"),
-    AlertKind("promotion", "driftloop.promotion", "challenger promoted"),
-    AlertKind("rollback", "driftloop.rollback", "champion rolled back"),
+    AlertKind("drift", events.DRIFT_DETECTED, "drift detected, retraining"),
+    AlertKind("promotion", events.PROMOTION, "challenger promoted"),
+    AlertKind("rollback", events.ROLLBACK, "champion rolled back"),
     AlertKind(
-        "retrain-pending", "driftloop.retrain.pending", "drift detected, retrain waits for labels"
+        "retrain-pending", events.RETRAIN_PENDING, "drift detected, retrain waits for labels"
     ),
-    AlertKind("challenger-retired", "driftloop.challenger.retired", "challenger retired"),
+    AlertKind("challenger-retired", events.CHALLENGER_RETIRED, "challenger retired"),
 )
 
 # The JSON document the webhook receives. `{{subject}}`/`{{body}}` are the block's own
@@ -59,7 +60,7 @@ WEBHOOK_JSON: dict[str, str] = {
 
 # Jinja, rendered by the Prefect server with the triggering event in `event`. The
 # payload is `AliasMove.to_dict()` (promotion, rollback) or `Decision.to_dict()` (drift).
-MODEL_TEMPLATE = "{{ event.resource.id | replace('" + MODEL_RESOURCE_PREFIX + "', '') }}"
+MODEL_TEMPLATE = "{{ event.resource.id | replace('" + events.MODEL_RESOURCE_PREFIX + "', '') }}"
 BODY_TEMPLATE = (
     "{{ event.event }} on {{ event.resource.id }} at {{ event.occurred }}\n"
     "reason: {{ event.payload.reason or '(none given)' }}\n"
@@ -107,7 +108,7 @@ def webhook_block(webhook_url: str) -> CustomWebhookNotificationBlock:
 
 def alert_trigger(kind: AlertKind, model_name: str | None = None) -> EventTrigger:
     """Fire once per `kind.event` on one model's resource (or any driftloop model)."""
-    resource = MODEL_RESOURCE_PREFIX + (model_name or "*")
+    resource = events.MODEL_RESOURCE_PREFIX + (model_name or "*")
     return EventTrigger(
         expect={kind.event},
         match={"prefect.resource.id": resource},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,26 +13,6 @@ from sklearn import metrics as skm
 from registry.decision import Decision, choose_positive_class, class_key, probability_function
 
 _SHOWN_CLASSES = 6  # classes named in the task explanation; more are counted
-
-
-@dataclass(frozen=True)
-class PrimaryMetric:
-    """The metric the gate and the monitor compare, and which way is better."""
-
-    name: str
-    higher_is_better: bool
-
-
-def primary_metric(task: str) -> PrimaryMetric:
-    """RMSE for regression; macro F1 for classification (label-only, works for any pyfunc).
-
-    Versions registered before metric names said what they measure carry macro F1 as
-    ``holdout_f1``; `registry.VersionInfo.holdout_metric` reads either spelling, and the
-    gate rescores the champion on the new holdout, so it always compares today's names.
-    """
-    if task == "regression":
-        return PrimaryMetric("rmse", higher_is_better=False)
-    return PrimaryMetric("f1_macro", higher_is_better=True)
 
 
 def holdout_metrics(

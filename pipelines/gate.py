@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from config.names import CHALLENGER, CHAMPION
+from monitoring.metrics import relative_gain
+
 GateAlias = Literal["champion", "challenger"] | None
 
 
@@ -19,13 +22,6 @@ class GateDecision:
     alias: GateAlias
     reason: str
     improvement: float | None  # relative, positive = new is better; None without a champion
-
-
-def relative_improvement(new: float, old: float, higher_is_better: bool) -> float:
-    """How much better `new` is than `old`, as a share of `old` (direction-aware)."""
-    scale = abs(old) if old != 0 else 1e-12
-    gain = (new - old) if higher_is_better else (old - new)
-    return gain / scale
 
 
 def gate(
@@ -51,34 +47,45 @@ def gate(
     """
     if champion_version is None:
         return GateDecision(
-            "champion",
+            CHAMPION,
             f"first version: no champion to compare ({metric} {new_score:.4g} on the holdout)",
             None,
         )
     if champion_score is None:
         return GateDecision(
-            "challenger",
+            CHALLENGER,
             f"champion v{champion_version} could not be scored on this holdout "
             f"({champion_error or 'unknown error'}); new version waits as challenger",
             None,
         )
-    gain = relative_improvement(new_score, champion_score, higher_is_better)
+    gain = relative_gain(new_score, champion_score, higher_is_better)
     comparison = (
         f"{metric} {new_score:.4g} vs champion v{champion_version} {champion_score:.4g} "
         f"on {compared_on} ({gain:+.1%}, margin {margin:.1%})"
     )
+    return _by_margin(gain, comparison, margin, policy, losers_as_challenger)
+
+
+def _by_margin(
+    gain: float,
+    comparison: str,
+    margin: float,
+    policy: Literal["challenger", "auto"],
+    losers_as_challenger: bool,
+) -> GateDecision:
+    """The alias of a new version compared with the champion: `gain` against `margin`."""
     meets_margin = gain >= margin - 1e-9  # "at least the margin", robust to float error
     if meets_margin and policy == "auto":
-        return GateDecision("champion", f"beats the champion: {comparison}; policy 'auto'", gain)
+        return GateDecision(CHAMPION, f"beats the champion: {comparison}; policy 'auto'", gain)
     if meets_margin:
         return GateDecision(
-            "challenger",
+            CHALLENGER,
             f"beats the champion: {comparison}; policy 'challenger' waits for live traffic",
             gain,
         )
     if losers_as_challenger:
         return GateDecision(
-            "challenger",
+            CHALLENGER,
             f"does not beat the champion by the margin: {comparison}; challenger anyway "
             "(gate_losers_as_challenger)",
             gain,

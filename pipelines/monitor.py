@@ -1,11 +1,15 @@
 """The monitor flow: gather figures from the prediction log, decide, act, record.
 
-figures  = drift (Evidently) + OOD rate (Qdrant) of the latest window against the
-           champion's training reference, and live metrics per version from feedback;
+read     = the latest window of the prediction log and the registry's aliases;
+figures  = `monitoring.figures.gather_figures` (pure): drift (Evidently) + OOD rate
+           (Qdrant) of the window against the champion's training reference, and live
+           metrics per version from feedback;
 decision = `monitoring.policy.decide(figures, thresholds)` (pure);
 act      = retrain (the `train` deployment, recent labelled rows added), promote or
            roll back through `registry`, each recorded in the promotion history,
-           as a Prefect event, on the version tags and in an MLflow monitoring run.
+           as a Prefect event (`monitoring.events`), on the version tags;
+record   = an MLflow monitoring run, the Evidently workspace, a Prefect artifact
+           (`monitoring.report` says what they show).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,27 +31,42 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from config.names import CHALLENGER, CHAMPION, PREVIOUS
 from config.settings import Settings, load_settings
+from monitoring import events
+from monitoring.figures import (
+    Lineup,
+    MonitorWindow,
+    Sources,
+    decision_times,
+    gather_figures,
+    label_figure_values,
+)
+from monitoring.metrics import primary_metric
 from monitoring.policy import (
     RETRAIN_PENDING_PREFIX,
     Action,
     Decision,
     Figures,
-    Thresholds,
     decide,
+    thresholds_from,
 )
-from pipelines.evaluate import primary_metric
+from monitoring.report import (
+    CheckResult,
+    already_judged,
+    check_markdown,
+    check_run_name,
+    judged_state,
+    numeric_figures,
+    report_title,
+)
 from pipelines.reference import (
-    SCORE_COLUMN,
     ensure_ood_reference,
     monitor_dir,
     reference_of,
     schema_of,
 )
 from registry import (
-    CHALLENGER,
-    CHAMPION,
-    PREVIOUS,
     AliasesMoved,
     AliasMove,
     Registry,
@@ -56,58 +75,13 @@ from registry import (
 )
 
 if TYPE_CHECKING:
-    from predlog.log import VersionLabels, WindowBounds
+    from monitoring.ood import OODResult
 
 LOCAL = dict(cache_policy=NO_CACHE)
 SERVER = dict(retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE, timeout_seconds=300)
 
 
-@dataclass
-class CheckResult:
-    """One monitor check: the figures, the decision and what was done about it."""
-
-    model_name: str
-    at: str
-    decision: dict[str, Any]
-    figures: dict[str, Any]
-    drift: dict[str, Any] | None = None
-    ood: dict[str, Any] | None = None
-    performance: dict[str, Any] = field(default_factory=dict)
-    report_html: str | None = None
-    report_json: str | None = None
-    labels: dict[str, Any] = field(default_factory=dict)
-    """Label coverage and delay per version in the window (`PredictionLog.label_figures`),
-    keyed by version, with the alias each version holds."""
-    messages: list[str] = field(default_factory=list)
-    acted: str | None = None
-    error: str | None = None  # the check could not run (registry unreachable...)
-    judged: dict[str, Any] | None = None
-    """What the check judged (`judged_state`): a later check that finds the same does
-    nothing."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 # -- plain functions ----------------------------------------------------------------------
-
-
-def thresholds_from(settings: Settings) -> Thresholds:
-    return Thresholds(
-        drift_share_threshold=settings.drift_share_threshold,
-        ood_rate_threshold=settings.ood_rate_threshold,
-        min_window_rows=settings.min_window_rows,
-        min_labelled_rows=settings.min_labelled_rows,
-        promotion_margin=settings.live_promotion_margin,
-        rollback_margin=settings.rollback_margin,
-        watch_period_s=settings.watch_period_s,
-        retrain_cooldown_s=settings.retrain_cooldown_s,
-        challenger_patience_s=settings.challenger_patience_s,
-        min_retrain_labelled_rows=settings.min_retrain_labelled_rows,
-        retrain_without_labels=settings.retrain_without_labels,
-        fallback_rollback_share=settings.fallback_rollback_share,
-        fallback_min_rows=settings.fallback_min_rows,
-    )
 
 
 def last_check_path(settings: Settings) -> Path:
@@ -137,19 +111,6 @@ def window_scores(log_url: str, model_name: str, sample: pd.DataFrame, positive:
     }
     keys = zip(sample["request_id"], sample["model_version"], sample["role"], strict=True)
     return pd.Series([lookup.get(k) for k in keys], index=sample.index, dtype="float64")
-
-
-def decision_times(moves: list[AliasMove]) -> tuple[datetime | None, datetime | None]:
-    """(last promotion, last retrain) from decisions given newest first (as the history
-    reads them); a rollback counts as neither."""
-    last_promotion = last_retrain = None
-    for move in moves:
-        at = datetime.fromisoformat(move.at) if move.at else None
-        if move.action == "promote" and last_promotion is None:
-            last_promotion = at
-        elif move.action == "retrain" and last_retrain is None:
-            last_retrain = at
-    return last_promotion, last_retrain
 
 
 def expected_aliases(versions: dict[str, VersionInfo]) -> dict[str, str | None]:
@@ -207,155 +168,6 @@ def monitor_guard(settings: Settings) -> Iterator[None]:
         yield
 
 
-def live_metric(
-    labels: pd.DataFrame,
-    version: str | None,
-    task: str,
-    roles: tuple[str, ...],
-    since: datetime | None = None,
-) -> tuple[float | None, int, dict[str, Any]]:
-    """A version's primary live metric on its labelled rows (value, n labelled, details).
-
-    `labels` holds the window's labelled rows (`PredictionLog.labelled`); `since` keeps
-    only rows logged at or after it (the champion's rows since its promotion).
-    """
-    from monitoring.drift import measure_performance
-
-    rows = version_rows(labels, version, roles, since)
-    if rows.empty:
-        return None, 0, {}
-    scores = rows["scores"].tolist() if "scores" in rows.columns else None
-    result = measure_performance(
-        rows["label"].tolist(), rows["prediction"].tolist(), task, scores=scores
-    )
-    return result.value, result.n_labelled, dict(result.metrics)
-
-
-def version_rows(
-    labels: pd.DataFrame,
-    version: str | None,
-    roles: tuple[str, ...],
-    since: datetime | None = None,
-) -> pd.DataFrame:
-    """The labelled rows of one version in `roles` (logged at or after `since`)."""
-    if version is None or labels.empty:
-        return labels.iloc[0:0]
-    keep = (labels["model_version"] == version) & labels["role"].isin(roles)
-    if since is not None:
-        keep &= labels["timestamp"] >= pd.Timestamp(since)
-    return labels[keep & labels["label"].notna()]
-
-
-def gain_intervals(
-    labels: pd.DataFrame,
-    task: str,
-    higher_is_better: bool,
-    level: float,
-    seed: int,
-    versions: dict[str, tuple[str | None, tuple[str, ...], datetime | None]],
-    previous_figure: float | None,
-) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
-    """Bootstrap intervals of (challenger vs champion, champion vs previous) live gains.
-
-    `versions` maps champion / challenger / previous to (version, roles, since) as the
-    live metrics use them; a previous without live rows is compared by its figure
-    (`previous_figure`, e.g. its holdout metric).
-    """
-    from monitoring.live import LabelledRows, gain_interval
-
-    def rows(alias: str) -> LabelledRows | None:
-        version, roles, since = versions[alias]
-        found = version_rows(labels, version, roles, since)
-        if found.empty:
-            return None
-        return LabelledRows(found["label"].tolist(), found["prediction"].tolist())
-
-    def interval(
-        candidate: LabelledRows | None, baseline: LabelledRows | float | None
-    ) -> tuple[float, float] | None:
-        if candidate is None or baseline is None:
-            return None
-        found = gain_interval(candidate, baseline, task, higher_is_better, level, seed=seed)
-        return None if found is None else (found.low, found.high)
-
-    champion, challenger, previous = rows(CHAMPION), rows(CHALLENGER), rows(PREVIOUS)
-    return (
-        interval(challenger, champion),
-        interval(champion, previous if previous is not None else previous_figure),
-    )
-
-
-LABEL_FIGURES = ("label_coverage", "label_delay_p50_s", "label_delay_p90_s")
-"""Per alias (champion_label_coverage, ...): the figures a check adds about its labels."""
-
-
-def label_summary(
-    figures: list[VersionLabels], versions: dict[str, VersionInfo]
-) -> dict[str, dict[str, Any]]:
-    """Label coverage and delay per version in the window, with the aliases it holds."""
-    aliases: dict[str, list[str]] = {}
-    for alias, info in versions.items():
-        aliases.setdefault(str(info.version), []).append(alias)
-    return {
-        f.model_version: {**f.to_dict(), "aliases": sorted(aliases.get(f.model_version, []))}
-        for f in figures
-    }
-
-
-def label_figure_values(summary: dict[str, dict[str, Any]]) -> dict[str, float | None]:
-    """The summary as flat figures per alias (`champion_label_coverage`, ...): what the
-    check records beside the policy's figures, the MLflow run logs as metrics and the
-    decision history keeps."""
-    out: dict[str, float | None] = {}
-    for entry in summary.values():
-        for alias in entry.get("aliases", []):
-            for name in LABEL_FIGURES:
-                key = "coverage" if name == "label_coverage" else name.removeprefix("label_")
-                out[f"{alias}_{name}"] = entry.get(key)
-    return out
-
-
-@dataclass
-class MonitorWindow:
-    """What a check reads from the prediction log: the window's bounds and exact counts,
-    a bounded random sample of its requests (drift, OOD) and its labelled rows (live
-    metrics). The sample is drawn by the database, so its cost does not grow with the
-    window."""
-
-    log_url: str
-    bounds: WindowBounds
-    sample: pd.DataFrame
-    """At most max(`drift_max_rows`, `ood_max_queries`) answered requests of the window."""
-    labels: pd.DataFrame
-    """model_version, role, timestamp, prediction, label of the labelled rows (any role)."""
-    labels_every: int = 1
-    """1: every labelled row; k: a 1-in-k sample of the labels (above `live_max_labels`)."""
-    label_figures: list[VersionLabels] = field(default_factory=list)
-    """Label coverage and delay per version (aggregate SQL over the whole window)."""
-    matured_before: float | None = None
-    """Live metrics use only predictions logged at or before this (`label_delay_s`)."""
-
-    @property
-    def requests(self) -> int:
-        return self.bounds.requests
-
-    @property
-    def champion_rows(self) -> int:
-        """The requests the champion answered: what its drift and OOD are measured on."""
-        return self.bounds.rows_by_role.get("champion", 0)
-
-    def matured_labels(self) -> pd.DataFrame:
-        """The labelled rows old enough to count (all of them when no delay is set)."""
-        if self.matured_before is None or self.labels.empty:
-            return self.labels
-        cutoff = pd.Timestamp(self.matured_before, unit="s", tz="UTC")
-        return self.labels[self.labels["timestamp"] <= cutoff]
-
-    @property
-    def sampled(self) -> bool:
-        return len(self.sample) < self.champion_rows
-
-
 def labelled_window(
     window: MonitorWindow, schema: dict[str, Any], source: str | None = None
 ) -> pd.DataFrame:
@@ -391,34 +203,14 @@ def champion_live_rows(
     or a cleaned state folder) the copy its training run logged under `retrain_data/`.
     Rows from files without a source column are named after the file.
     """
-    import mlflow
-
-    from pipelines.train import (
-        LIVE_SOURCE,
-        RETRAIN_DATA_ARTIFACTS,
-        fetch_live_rows,
-        is_artifact_uri,
-    )
+    from pipelines.train import LIVE_SOURCE
 
     empty = pd.DataFrame(columns=[*schema["features"], schema["target"]])
     named = champion.tags.get("recent_rows_added") or ""
     if not named:
         return empty, None
-    path = Path(named)
     try:
-        if is_artifact_uri(named):  # the rows the monitor logged for that retrain
-            with contextlib.suppress(Exception):  # else the training run's copy below
-                path = fetch_live_rows(settings, named)
-        if not path.is_file():
-            path = Path(
-                mlflow.artifacts.download_artifacts(
-                    run_id=str(champion.run_id),
-                    artifact_path=f"{RETRAIN_DATA_ARTIFACTS}/{path.name}",
-                    dst_path=tempfile.mkdtemp(prefix="driftloop-retrain-"),
-                    tracking_uri=settings.resolved_tracking_uri(),
-                )
-            )
-        rows = pd.read_parquet(path)
+        rows = pd.read_parquet(live_rows_path(settings, champion, named))
     except Exception as exc:  # gone everywhere: the retrain carries the new window only
         return empty, (
             f"the live rows v{champion.version} was trained on ({named}) cannot be read "
@@ -434,6 +226,29 @@ def champion_live_rows(
     if LIVE_SOURCE not in rows.columns:
         rows[LIVE_SOURCE] = f"live window {named}"
     return rows, None
+
+
+def live_rows_path(settings: Settings, champion: VersionInfo, named: str) -> Path:
+    """A local copy of the live rows `named` (a file, or the artifact URI the monitor
+    logged them under), else of the copy the champion's training run logged."""
+    import mlflow
+
+    from pipelines.train import RETRAIN_DATA_ARTIFACTS, fetch_live_rows, is_artifact_uri
+
+    path = Path(named)
+    if is_artifact_uri(named):  # the rows the monitor logged for that retrain
+        with contextlib.suppress(Exception):  # else the training run's copy below
+            path = fetch_live_rows(settings, named)
+    if path.is_file():
+        return path
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=str(champion.run_id),
+            artifact_path=f"{RETRAIN_DATA_ARTIFACTS}/{path.name}",
+            dst_path=tempfile.mkdtemp(prefix="driftloop-retrain-"),
+            tracking_uri=settings.resolved_tracking_uri(),
+        )
+    )
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
@@ -467,7 +282,7 @@ def read_window(
             bounds,
             max(settings.drift_max_rows, settings.ood_max_queries),
             seed=settings.seed,
-            roles=("champion",),
+            roles=(CHAMPION,),
         )
         labelled = log.labelled(bounds, settings.live_max_labels)
         label_figures = log.label_figures(
@@ -558,210 +373,92 @@ def read_fallbacks(
 def measure(
     settings: Settings, window: MonitorWindow, state: dict[str, Any]
 ) -> tuple[Figures, CheckResult]:
-    """Drift, OOD and live performance → the policy's figures (never raises on bad windows).
+    """Drift, OOD and live performance → the policy's figures (`gather_figures`); the
+    drift report saved beside the check. Never raises on bad windows.
 
     Drift and OOD run on the window's sample (already bounded by the database); their
     results carry the window's exact size. Live metrics use its labelled rows (an evenly
     spread 1-in-k share of them above `live_max_labels`).
     """
-    from monitoring.drift import measure_drift, save_report
-    from monitoring.ood import ood_rate_frame
-
-    logger = _logger()
     now = datetime.now(UTC)
-    versions: dict[str, VersionInfo] = state["versions"]
-    champion = versions.get(CHAMPION)
-    challenger = versions.get(CHALLENGER)
-    previous = versions.get(PREVIOUS)
-    messages: list[str] = []
     result = CheckResult(settings.model_name, now.isoformat(timespec="seconds"), {}, {})
+    champion = state["versions"].get(CHAMPION)
     if champion is None:
-        messages.append(f"no champion for {settings.model_name}: nothing to monitor")
-        figures = Figures(now=now)
-        result.messages = messages
-        return figures, result
+        result.messages = [f"no champion for {settings.model_name}: nothing to monitor"]
+        return Figures(now=now), result
     schema = schema_of(champion, settings)
-    task_kind = schema["task"]
-    metric = primary_metric(task_kind)
-    answered = window.sample
-    drift = ood = None
-    if window.requests == 0:
-        messages.append("the window is empty: no traffic logged yet")
-    elif len(answered) == 0:
-        messages.append(
-            f"none of the window's {window.requests:,} requests was answered by the champion: "
-            "drift and OOD not measured"
-        )
-    else:
-        missing = [c for c in schema["features"] if c not in answered.columns]
-        if missing:
-            messages.append(f"logged traffic lacks features {missing}: drift not measured")
-        else:
-            reference = reference_of(champion, settings, schema)
-            current = answered[schema["features"]].copy()
-            current["prediction"] = (
-                pd.to_numeric(answered["prediction"], errors="coerce")
-                if task_kind == "regression"
-                else answered["prediction"].astype(str)
-            )
-            categorical = list(schema["categorical"])
-            positive = champion.tags.get("positive_class", "")
-            score_column = None
-            if task_kind != "regression":
-                # Labels are categories: their distribution drifts, not their "value".
-                categorical.append("prediction")
-                reference = reference.assign(prediction=reference["prediction"].astype(str))
-                if positive and SCORE_COLUMN in reference.columns:
-                    score_column = SCORE_COLUMN
-                    current[SCORE_COLUMN] = window_scores(
-                        window.log_url, settings.model_name, answered, positive
-                    )
-            try:
-                drift, snapshot = measure_drift(
-                    reference,
-                    current,
-                    features=schema["features"],
-                    categorical=categorical,
-                    prediction_column="prediction",
-                    max_rows=settings.drift_max_rows,
-                    seed=settings.seed,
-                    drift_share=settings.drift_share_threshold,
-                    score_column=score_column,
-                )
-                drift = replace(
-                    drift,
-                    n_current_rows=window.champion_rows,
-                    sampled=drift.sampled or window.sampled,
-                )
-                folder = monitor_dir(settings) / "reports" / now.strftime("%Y%m%dT%H%M%S")
-                html, report_json = save_report(snapshot, folder)
-                result.report_html = str(html)
-                result.report_json = str(report_json)
-                result.drift = drift.to_dict()
-            except ValueError as exc:
-                messages.append(f"drift not measured: {exc}")
-            try:
-                index, ref, embedder = ensure_ood_reference(
-                    settings, champion.version, reference, schema
-                )
-                ood = ood_rate_frame(
-                    index,
-                    ref,
-                    embedder,
-                    answered[schema["features"]],
-                    max_queries=settings.ood_max_queries,
-                    seed=settings.seed,
-                )
-                index.close()
-                ood = replace(
-                    ood, n_rows=window.champion_rows, sampled=ood.sampled or window.sampled
-                )
-                result.ood = asdict(ood)
-            except ValueError as exc:
-                messages.append(f"OOD not measured: {exc}")
+    lineup = lineup_of(state, primary_metric(schema["task"]).name)
+    found = gather_figures(
+        settings, now, window, schema, lineup, measure_sources(settings, window, champion, schema)
+    )
+    if found.drift_run is not None:
+        from monitoring.drift import save_report
+
+        folder = monitor_dir(settings) / "reports" / now.strftime("%Y%m%dT%H%M%S")
+        html, report_json = save_report(found.drift_run, folder)
+        result.report_html, result.report_json = str(html), str(report_json)
+    result.drift = found.drift.to_dict() if found.drift else None
+    result.ood = asdict(found.ood) if found.ood else None
+    result.labels, result.performance = found.labels, found.performance
+    for message in found.messages:
+        _logger().warning(message)
+    result.messages = found.messages
+    return found.figures, result
+
+
+def lineup_of(state: dict[str, Any], metric_name: str) -> Lineup:
+    """The aliases' versions and the newest moves, as the figures need them."""
+    versions: dict[str, VersionInfo] = state["versions"]
+    champion, challenger, previous = (versions.get(a) for a in (CHAMPION, CHALLENGER, PREVIOUS))
     last_promotion, last_retrain = decision_times(state["history"])
-    all_labels = window.labels
-    labels = window.matured_labels()
-    if window.matured_before is not None:
-        messages.append(
-            f"live metrics on matured predictions only (older than label_delay_s "
-            f"{settings.label_delay_s:g} s): {len(labels):,} of {len(all_labels):,} labelled rows"
-        )
-    if window.labels_every > 1:
-        messages.append(
-            f"live metrics on a 1-in-{window.labels_every} sample of the window's labels "
-            f"({len(labels):,} labelled rows; `live_max_labels` {settings.live_max_labels:,})"
-        )
-    champ_value, champ_n, champ_details = live_metric(
-        labels, champion.version, task_kind, ("champion",), since=last_promotion
-    )
-    chall_value, chall_n, chall_details = live_metric(
-        labels, challenger.version if challenger else None, task_kind, ("challenger", "shadow")
-    )
-    prev_value, prev_n, prev_details = live_metric(
-        labels,
-        previous.version if previous else None,
-        task_kind,
-        ("champion", "challenger", "shadow"),
-    )
-    if previous is not None and prev_value is None:
-        prev_value = previous.holdout_metric(metric.name)  # no live figure: its holdout one
-    challenger_interval, champion_interval = gain_intervals(
-        labels,
-        task_kind,
-        metric.higher_is_better,
-        settings.live_interval_level,
-        settings.seed,
-        {
-            CHAMPION: (champion.version, ("champion",), last_promotion),
-            CHALLENGER: (
-                challenger.version if challenger else None,
-                ("challenger", "shadow"),
-                None,
-            ),
-            PREVIOUS: (
-                previous.version if previous else None,
-                ("champion", "challenger", "shadow"),
-                None,
-            ),
-        },
-        prev_value,
-    )
-    # What a drift retrain would learn from: every labelled request, young or matured.
-    answered_labels = (
-        int(all_labels["role"].isin(("champion", "challenger")).sum()) if len(all_labels) else 0
-    )
-    result.labels = label_summary(window.label_figures, versions)
-    result.performance = {
-        "metric": metric.name,
-        "champion": {"version": champion.version, "n": champ_n, **champ_details},
-        "challenger": {
-            "version": challenger.version if challenger else None,
-            "n": chall_n,
-            **chall_details,
-        },
-        "previous": {
-            "version": previous.version if previous else None,
-            "n": prev_n,
-            **prev_details,
-        },
-    }
-    figures = Figures(
-        now=now,
-        window_rows=window.requests,
-        feature_count=drift.feature_count if drift else None,
-        drift_share=drift.drift_share if drift else None,
-        drifted_features=tuple(drift.drifted_features) if drift else (),
-        dataset_drift=drift.dataset_drift if drift else None,
-        prediction_drift=drift.prediction_drift.drifted
-        if drift and drift.prediction_drift
-        else None,
-        prediction_drift_score=drift.prediction_drift.score
-        if drift and drift.prediction_drift
-        else None,
-        ood_rate=ood.rate if ood else None,
-        metric_name=metric.name,
-        higher_is_better=metric.higher_is_better,
-        champion_version=champion.version,
-        champion_metric=champ_value,
-        champion_labelled_rows=champ_n,
-        challenger_version=challenger.version if challenger else None,
-        challenger_metric=chall_value,
-        challenger_labelled_rows=chall_n,
+    return Lineup(
+        champion=champion.version if champion else None,
+        challenger=challenger.version if challenger else None,
+        previous=previous.version if previous else None,
         challenger_created_at=challenger.created_at if challenger else None,
-        previous_version=previous.version if previous else None,
-        previous_metric=prev_value,
+        previous_holdout=previous.holdout_metric(metric_name) if previous else None,
         last_promotion_at=last_promotion,
         last_retrain_at=last_retrain,
-        labelled_rows=answered_labels * window.labels_every,
-        challenger_gain_interval=challenger_interval,
-        champion_gain_interval=champion_interval,
-        interval_level=settings.live_interval_level,
+        positive_class=champion.tags.get("positive_class", "") if champion else "",
+        aliases={alias: str(info.version) for alias, info in versions.items()},
     )
-    for message in messages:
-        logger.warning(message)
-    result.messages = messages
-    return figures, result
+
+
+def measure_sources(
+    settings: Settings, window: MonitorWindow, champion: VersionInfo, schema: dict[str, Any]
+) -> Sources:
+    """The reads `gather_figures` needs: the champion's reference (state folder or its
+    run), the scores the service logged, the OOD index (Qdrant)."""
+    from monitoring.ood import ood_rate_frame
+
+    def ood(reference: pd.DataFrame, current: pd.DataFrame) -> OODResult:
+        index, ref, embedder = ensure_ood_reference(settings, champion.version, reference, schema)
+        try:
+            return ood_rate_frame(
+                index,
+                ref,
+                embedder,
+                current,
+                max_queries=settings.ood_max_queries,
+                seed=settings.seed,
+            )
+        finally:
+            index.close()
+
+    return Sources(
+        reference=lambda: reference_of(champion, settings, schema),
+        scores=lambda sample, positive: window_scores(
+            window.log_url, settings.model_name, sample, positive
+        ),
+        ood=ood,
+    )
+
+
+def emit(settings: Settings, event: str, payload: dict[str, Any]) -> None:
+    """One monitor event (`monitoring.events`) on the model's resource: the alerts react."""
+    from prefect.events import emit_event
+
+    emit_event(event, resource=events.model_resource(settings.model_name), payload=payload)
 
 
 @task(name="act", **SERVER)
@@ -805,8 +502,6 @@ def retire_challenger(
     decision_id: str,
 ) -> str:
     """Clear the challenger alias (compare-and-swap), tag the version with why."""
-    from prefect.events import emit_event
-
     challenger = state["versions"][CHALLENGER]
     move = registry.clear_alias(
         CHALLENGER,
@@ -817,8 +512,7 @@ def retire_challenger(
     )
     registry.set_tags(challenger.version, {"retired": decision.reason[:4900]})
     if move is not None and not move.replayed:
-        resource = {"prefect.resource.id": f"driftloop.model.{settings.model_name}"}
-        emit_event("driftloop.challenger.retired", resource=resource, payload=move.to_dict())
+        emit(settings, events.CHALLENGER_RETIRED, move.to_dict())
     return f"retired challenger v{challenger.version}"
 
 
@@ -833,8 +527,6 @@ def retrain_pending(
     """Drift without enough labels: say so (champion tag; a history record, an event and
     an alert once per episode, not at every scheduled check); the next checks retrain
     when the labels are in."""
-    from prefect.events import emit_event
-
     champion = state["versions"][CHAMPION]
     already = champion.tags.get("last_monitor_decision", "").startswith(RETRAIN_PENDING_PREFIX)
     # A retry of this decision finds its record: no second record, no second alert.
@@ -849,8 +541,7 @@ def retrain_pending(
                 decision_id=decision_id,
             )
         )
-        resource = {"prefect.resource.id": f"driftloop.model.{settings.model_name}"}
-        emit_event("driftloop.retrain.pending", resource=resource, payload=decision.to_dict())
+        emit(settings, events.RETRAIN_PENDING, decision.to_dict())
     registry.set_tags(champion.version, {"last_monitor_decision": decision.reason[:4900]})
     return decision.reason
 
@@ -864,10 +555,7 @@ def move_aliases(
     decision_id: str,
 ) -> str:
     """Roll back or promote as decided: compare-and-swap on the aliases the check saw."""
-    from prefect.events import emit_event
-
     expected = expected_aliases(state["versions"])
-    resource = {"prefect.resource.id": f"driftloop.model.{settings.model_name}"}
     if decision.action == Action.ROLLBACK:
         move = registry.rollback(
             decision.reason,
@@ -877,7 +565,7 @@ def move_aliases(
             decision_id=decision_id,
         )
         if not move.replayed:
-            emit_event("driftloop.rollback", resource=resource, payload=move.to_dict())
+            emit(settings, events.ROLLBACK, move.to_dict())
         return f"rolled back: {move.describe_moves()}"
     challenger = state["versions"][CHALLENGER]
     move = registry.promote(
@@ -889,7 +577,7 @@ def move_aliases(
         decision_id=decision_id,
     )
     if not move.replayed:
-        emit_event("driftloop.promotion", resource=resource, payload=move.to_dict())
+        emit(settings, events.PROMOTION, move.to_dict())
     return f"promoted: {move.describe_moves()}"
 
 
@@ -903,13 +591,10 @@ def request_retrain(
     decision_id: str,
 ) -> str:
     """Run the train deployment on recent labelled rows, once per decision id."""
-    from prefect.events import emit_event
-
     earlier = registry.history.find(decision_id)
     if earlier is not None:  # a retry after the retrain was requested and recorded
         return f"retraining (requested earlier): {earlier.reason}"
-    resource = {"prefect.resource.id": f"driftloop.model.{settings.model_name}"}
-    emit_event("driftloop.drift.detected", resource=resource, payload=decision.to_dict())
+    emit(settings, events.DRIFT_DETECTED, decision.to_dict())
     from pipelines.train import LIVE_SOURCE, accumulate_live_rows
 
     champion = state["versions"][CHAMPION]
@@ -1036,22 +721,6 @@ def trigger_retrain(
         return f"in-process training → v{result['version']} ({result['alias']})"
 
 
-def numeric_figures(figures: dict[str, Any]) -> dict[str, float]:
-    """The numbers among the figures (MLflow metrics, history figures); an interval
-    ``[low, high]`` becomes ``<name>_low`` and ``<name>_high``."""
-    flat: dict[str, Any] = {}
-    for k, v in figures.items():
-        if isinstance(v, list | tuple) and len(v) == 2 and k.endswith("_interval"):
-            flat[f"{k}_low"], flat[f"{k}_high"] = v
-        else:
-            flat[k] = v
-    return {
-        k: float(v)
-        for k, v in flat.items()
-        if isinstance(v, int | float) and not isinstance(v, bool) and v == v
-    }
-
-
 @task(name="record", **SERVER)
 def record(settings: Settings, result: CheckResult, check_id: str) -> str | None:
     """MLflow monitoring run + the last-check file for `driftloop status`; the link to the
@@ -1060,8 +729,6 @@ def record(settings: Settings, result: CheckResult, check_id: str) -> str | None
     Idempotent under retries: the run is tagged with `check_id`, and a retry that
     finds a finished run with it does not log a second one.
     """
-    import mlflow
-
     from pipelines.tracking import configure_mlflow
 
     experiment_id = configure_mlflow(
@@ -1069,37 +736,7 @@ def record(settings: Settings, result: CheckResult, check_id: str) -> str | None
         f"{settings.model_name}-monitoring",
         settings.artifact_root(),
     )
-    logged = mlflow.search_runs(
-        [experiment_id],
-        filter_string=(
-            f"tags.`driftloop.check_id` = '{check_id}' and attributes.status = 'FINISHED'"
-        ),
-        max_results=1,
-        output_format="list",
-    )
-    if result.report_html and Path(result.report_html).exists() and not logged:
-        from monitoring.drift import title_report
-
-        title_report(result.report_html, *report_title(result))
-    if logged:
-        run_id = logged[0].info.run_id
-    else:
-        with mlflow.start_run(experiment_id=experiment_id, run_name=check_run_name(result)) as run:
-            run_id = run.info.run_id
-            mlflow.set_tags(
-                {
-                    "driftloop.check_id": check_id,
-                    "driftloop.action": result.decision.get("action", "none"),
-                    "driftloop.reason": str(result.decision.get("reason", ""))[:4900],
-                    "champion_version": str(result.figures.get("champion_version") or ""),
-                    "mlflow.note.content": check_markdown(result, thresholds_from(settings)),
-                }
-            )
-            mlflow.log_metrics(numeric_figures(result.figures))
-            mlflow.log_dict(result.to_dict(), "check.json")
-            for report in (result.report_html, result.report_json):
-                if report:
-                    mlflow.log_artifact(report, "evidently")
+    run_id = log_check_run(settings, result, check_id, experiment_id)
     add_to_workspace(settings, result, check_id)
     path = last_check_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -1110,23 +747,43 @@ def record(settings: Settings, result: CheckResult, check_id: str) -> str | None
     return run_artifact_url(settings.resolved_tracking_uri(), experiment_id, run_id, "evidently")
 
 
-def report_title(result: CheckResult) -> tuple[str, list[str]]:
-    """The HTML report's title and header lines: model, decision, versions, window, OOD."""
-    figures = result.figures
-    versions = ", ".join(
-        f"{role} v{figures[f'{role}_version']}"
-        for role in ("champion", "challenger", "previous")
-        if figures.get(f"{role}_version")
+def log_check_run(
+    settings: Settings, result: CheckResult, check_id: str, experiment_id: str
+) -> str:
+    """The check's MLflow run (figures as metrics, the titled Evidently report, the
+    Markdown as its note): the finished run a retry finds by `check_id`, else a new one."""
+    import mlflow
+
+    logged = mlflow.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`driftloop.check_id` = '{check_id}' and attributes.status = 'FINISHED'"
+        ),
+        max_results=1,
+        output_format="list",
     )
-    action = result.decision.get("action", "none")
-    title = f"{result.model_name}: drift report — decision {action} ({result.at})"
-    lines = [
-        f"Versions: {versions or 'none'}",
-        f"Window: {_count(figures.get('window_rows'))} requests; drift share "
-        f"{_share(figures.get('drift_share'))}; OOD rate {_share(figures.get('ood_rate'))}",
-        f"Decision: {action} — {result.decision.get('reason', '')}",
-    ]
-    return title, lines
+    if logged:
+        return logged[0].info.run_id
+    if result.report_html and Path(result.report_html).exists():
+        from monitoring.drift import title_report
+
+        title_report(result.report_html, *report_title(result))
+    with mlflow.start_run(experiment_id=experiment_id, run_name=check_run_name(result)) as run:
+        mlflow.set_tags(
+            {
+                "driftloop.check_id": check_id,
+                "driftloop.action": result.decision.get("action", "none"),
+                "driftloop.reason": str(result.decision.get("reason", ""))[:4900],
+                "champion_version": str(result.figures.get("champion_version") or ""),
+                "mlflow.note.content": check_markdown(result, thresholds_from(settings)),
+            }
+        )
+        mlflow.log_metrics(numeric_figures(result.figures))
+        mlflow.log_dict(result.to_dict(), "check.json")
+        for report in (result.report_html, result.report_json):
+            if report:
+                mlflow.log_artifact(report, "evidently")
+        return run.info.run_id
 
 
 def prune_local_reports(folder: Path, keep: int | None) -> int:
@@ -1145,7 +802,7 @@ def prune_local_reports(folder: Path, keep: int | None) -> int:
 def add_to_workspace(settings: Settings, result: CheckResult, check_id: str) -> None:
     """The check as a run in the Evidently workspace `evidently ui` shows (drift over
     time); a workspace that cannot be written is a message, never a failed check."""
-    from monitoring.drift import snapshot_file
+    from monitoring.drift import report_run_file
     from monitoring.workspace import add_check
 
     problem = add_check(
@@ -1157,26 +814,11 @@ def add_to_workspace(settings: Settings, result: CheckResult, check_id: str) -> 
             "ood_rate_threshold": settings.ood_rate_threshold,
         },
         settings.evidently_retention_runs,
-        snapshot_file(result.report_json) if result.report_json else None,
+        report_run_file(result.report_json) if result.report_json else None,
     )
     if problem:
         _logger().warning(problem)
         result.messages.append(problem)
-
-
-def check_run_name(result: CheckResult) -> str:
-    """The monitoring run's name in the MLflow UI: the decision first, then when.
-    ``rollback v3→v2 12-01 15:04``, ``retrain 12-01 15:09``, ``none 12-01 15:14``."""
-    action = str(result.decision.get("action", "none"))
-    figures = result.figures
-    champion = figures.get("champion_version")
-    target = {
-        "rollback": figures.get("previous_version"),
-        "promote": figures.get("challenger_version"),
-    }.get(action)
-    moves = f" v{champion}→v{target}" if champion and target else ""
-    date, _, clock = result.at.partition("T")
-    return f"{action}{moves} {date[5:10]} {clock[:5]}".strip()
 
 
 def run_artifact_url(tracking_uri: str, experiment_id: str, run_id: str, path: str) -> str | None:
@@ -1196,102 +838,6 @@ def publish_check(settings: Settings, result: CheckResult, report_url: str | Non
         markdown=check_markdown(result, thresholds_from(settings), report_url),
         description=f"{settings.model_name}: {check_run_name(result)}",
     )
-
-
-def check_markdown(
-    result: CheckResult, thresholds: Thresholds | None = None, report_url: str | None = None
-) -> str:
-    """The check for people: the decision and why, rounded figures with the versions they
-    belong to and the thresholds they were held against, labels per version, the report."""
-    figures = result.figures
-    t = thresholds or Thresholds()
-    action = result.decision.get("action", "none")
-    lines = [
-        f"# {result.model_name}: **{action}** (check at {result.at})",
-        "",
-        str(result.decision.get("reason", "")),
-        "",
-        "| figure | value | threshold |",
-        "|---|---|---|",
-    ]
-    rows = figures.get("window_rows")
-    lines.append(
-        f"| requests in the window | {_count(rows)} | at least {t.min_window_rows:,} to judge |"
-    )
-    lines.append(
-        f"| drift share (features drifted) | {_share(figures.get('drift_share'))} "
-        f"| drift at ≥ {t.drift_share_threshold:.0%} |"
-    )
-    lines.append(
-        f"| OOD rate | {_share(figures.get('ood_rate'))} | OOD at ≥ {t.ood_rate_threshold:.0%} |"
-    )
-    metric = figures.get("metric_name") or "live metric"
-    for role, rule in (
-        ("champion", ""),
-        ("challenger", f"promoted when better by ≥ {t.promotion_margin:.0%}"),
-        ("previous", f"rollback when the champion is worse by ≥ {t.rollback_margin:.0%}"),
-    ):
-        version = figures.get(f"{role}_version")
-        if not version:
-            continue
-        value = figures.get(f"{role}_metric")
-        labelled = figures.get(f"{role}_labelled_rows")
-        shown = "-" if value is None else f"{value:.4g}"
-        if labelled is not None:
-            shown += f" on {_count(labelled)} labelled rows"
-        lines.append(f"| {role} v{version} {metric} (live) | {shown} | {rule} |")
-    fallback = figures.get("champion_fallback_rows")
-    if fallback:
-        lines.append(
-            f"| champion answers given by the fallback | {_count(fallback)} of "
-            f"{_count(figures.get('champion_requests'))} "
-            f"| rollback at ≥ {t.fallback_rollback_share:.0%} |"
-        )
-    shares = (result.drift or {}).get("prediction_shares") or {}
-    for name, share in shares.get("current", {}).items():
-        before = shares.get("reference", {}).get(name, 0.0)
-        lines.append(f"| share predicted {name} | {before:.1%} → {share:.1%} | |")
-    if result.labels:
-        lines += [
-            "",
-            "| version | aliases | rows | matured | labelled | coverage | label delay p50 / p90 |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for version, entry in result.labels.items():
-            lines.append(
-                f"| v{version} | {', '.join(entry.get('aliases', [])) or '-'} "
-                f"| {_count(entry['rows'])} | {_count(entry['matured_rows'])} "
-                f"| {_count(entry['labelled_rows'])} | {_share(entry.get('coverage'))} "
-                f"| {_seconds(entry.get('delay_p50_s'))} / {_seconds(entry.get('delay_p90_s'))} |"
-            )
-    if result.acted:
-        lines += ["", f"**Done:** {result.acted}"]
-    if report_url:
-        lines += ["", f"Evidently report: [open it in MLflow]({report_url})"]
-    elif result.report_html:
-        lines += [
-            "",
-            f"Evidently report (on the machine that ran the check): `{result.report_html}`",
-        ]
-    lines += [f"- {m}" for m in result.messages]
-    return "\n".join(lines)
-
-
-def _count(value: Any) -> str:
-    return "-" if value is None else f"{int(value):,}"
-
-
-def _share(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
-        if abs(value) >= size:
-            return f"{value / size:.1f} {unit}"
-    return f"{value:.0f} s"
 
 
 # -- the flow --------------------------------------------------------------------------------
@@ -1372,33 +918,6 @@ def check(
     if settings.log_retention_s is not None:
         prune_log(settings, settings.log_retention_s)
     return result.to_dict()
-
-
-def judged_state(window: MonitorWindow, state: dict[str, Any]) -> dict[str, Any]:
-    """What a check's decision rests on: the window's newest request and size, the labels
-    per version, the aliases and the newest promote/retrain. JSON-comparable."""
-    return {
-        "last_id": window.bounds.last_id,
-        "requests": window.bounds.requests,
-        "labels": {v.model_version: v.labels for v in window.label_figures},
-        "aliases": {alias: info.version for alias, info in state["versions"].items()},
-        "moves": [move.decision_id or move.at for move in state["history"]],
-    }
-
-
-def already_judged(last: dict[str, Any] | None, judged: dict[str, Any]) -> str | None:
-    """Why this check has nothing to do (the last check judged the same requests, labels
-    and aliases and decided nothing), or None. A check that acted or failed is never
-    a reason to skip: its action changed the aliases or history anyway."""
-    if not last or last.get("error") or last.get("judged") != judged:
-        return None
-    if (last.get("decision") or {}).get("action", "none") != "none":
-        return None
-    return (
-        f"nothing new since the check at {last.get('at')}: the same requests (newest id "
-        f"{judged['last_id']}), labels and aliases, judged then: "
-        f"{(last.get('decision') or {}).get('reason', '')}"
-    )
 
 
 def skipped_check(settings: Settings, reason: str) -> dict[str, Any]:

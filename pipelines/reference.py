@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from config.settings import Settings
+from monitoring.figures import SCORE_COLUMN
 from registry import Registry, VersionInfo
 
 
@@ -69,9 +70,6 @@ def reference_of(version: VersionInfo, settings: Settings, schema: dict[str, Any
     return reference
 
 
-SCORE_COLUMN = "score"  # a binary classifier's P(positive) beside its prediction
-
-
 def reference_predictions(model: Any, features: pd.DataFrame, task: str) -> tuple[Any, Any]:
     """The version's predictions on its reference rows, labelled by the decision rule it
     recorded (as serving labels them), and P(positive) for a binary classifier (else None).
@@ -95,20 +93,18 @@ def ood_collection(settings: Settings, version: str) -> str:
 def ensure_ood_reference(
     settings: Settings, version: str, reference: pd.DataFrame, schema: dict[str, Any]
 ) -> tuple[Any, Any, Any]:
-    """(index, OODReference, TabularEmbedder) for a version; indexed on first use."""
-    from monitoring.ood import OODReference, TabularEmbedder, fit_reference, make_ood_index
+    """(index, OODReference, TabularEmbedder) for a version; indexed on first use, and
+    again when the stored embedder or reference cannot be read back."""
+    from monitoring.ood import TabularEmbedder, fit_reference, make_ood_index
 
     folder = settings.state_path / "ood"
     index = make_ood_index(settings.qdrant_url, folder)
     meta_path = monitor_dir(settings) / f"v{version}" / "ood.json"
     collection = ood_collection(settings, version)
     if meta_path.exists() and index.exists(collection):
-        meta = json.loads(meta_path.read_text())
-        return (
-            index,
-            OODReference.from_dict(meta["reference"]),
-            TabularEmbedder.from_dict(meta["embedder"]),
-        )
+        stored = read_ood_meta(meta_path)
+        if stored is not None:
+            return index, *stored
     embedder = TabularEmbedder.fit(
         reference[schema["features"]],
         numeric=schema["numeric"],
@@ -124,3 +120,17 @@ def ensure_ood_reference(
     meta_path.parent.mkdir(parents=True, exist_ok=True)
     meta_path.write_text(json.dumps({"reference": ref.to_dict(), "embedder": embedder.to_dict()}))
     return index, ref, embedder
+
+
+def read_ood_meta(path: Path) -> tuple[Any, Any] | None:
+    """(OODReference, TabularEmbedder) stored at `path`, or None when they cannot be read
+    back (a damaged file, another format, an embedder of other dims): then re-indexed."""
+    from monitoring.ood import OODReference, TabularEmbedder
+
+    try:
+        meta = json.loads(path.read_text())
+        ref = OODReference.from_dict(meta["reference"])
+        embedder = TabularEmbedder.from_dict(meta["embedder"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+    return (ref, embedder) if embedder.dim == ref.dim else None

@@ -37,12 +37,12 @@ from data.contract import (
 )
 from data.sources import Snapshot, load_dataset
 from data.split import time_split, train_validation_split
+from monitoring.metrics import primary_metric
 from pipelines.evaluate import (
     classifier_decision,
     evaluation_plots,
     explain_task,
     holdout_metrics,
-    primary_metric,
     score_pyfunc,
 )
 from pipelines.families import require_family

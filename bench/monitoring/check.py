@@ -135,19 +135,22 @@ def _check(
     settings: Any, state: dict[str, Any], experiment: str, monitor: Any, decide: Any, mlflow: Any
 ) -> dict[str, Any]:
     """One whole check; its phases timed, the process's peak RSS during it."""
+    from monitoring.policy import thresholds_from
+    from monitoring.report import numeric_figures
+
     _reset_peak()
     t0 = time.perf_counter()
     window = monitor.read_window.fn(settings, settings.monitor_window_rows)
     t1 = time.perf_counter()
     figures, result = monitor.measure.fn(settings, window, state)
     t2 = time.perf_counter()
-    decision = decide(figures, monitor.thresholds_from(settings))
+    decision = decide(figures, thresholds_from(settings))
     result.decision = decision.to_dict()
     result.figures = figures.to_dict()
     t3 = time.perf_counter()
     with mlflow.start_run(experiment_id=experiment, run_name=f"check {result.at}"):
         mlflow.set_tags({"driftloop.action": decision.action, "driftloop.reason": decision.reason})
-        mlflow.log_metrics(monitor.numeric_figures(result.figures))
+        mlflow.log_metrics(numeric_figures(result.figures))
         mlflow.log_dict(result.to_dict(), "check.json")
         for report in (result.report_html, result.report_json):
             if report:

@@ -35,7 +35,7 @@ from sklearn.pipeline import Pipeline
 from bentos.packaging import package_version
 from config.settings import Settings
 from driftloop import procs
-from monitoring.policy import Action, Figures, decide
+from monitoring.policy import Action, Figures, decide, thresholds_from
 from pipelines import monitor
 from registry import Registry
 
@@ -437,7 +437,7 @@ def test_a_champion_returning_nan_is_answered_by_previous_then_rolled_back_by_th
         figures = Figures(
             now=datetime.now(UTC), champion_version="2", previous_version="1", **found
         )
-        decision = decide(figures, monitor.thresholds_from(settings))
+        decision = decide(figures, thresholds_from(settings))
         assert decision.action is Action.ROLLBACK
         assert decision.reason.startswith(
             "champion v2 failed 60 of 60 requests in the window (100.0%): answered by v1 — "

@@ -42,7 +42,7 @@ from bentos.routing import SALT_FILE
 from data.contract import LABEL_RULE_KEY, build_contract, label_rule
 from driftloop import procs
 from monitoring.drift import measure_performance
-from pipelines.monitor import live_metric
+from monitoring.figures import live_metric
 from registry import Registry
 
 pytestmark = pytest.mark.integration

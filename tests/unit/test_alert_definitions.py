@@ -71,9 +71,11 @@ def test_one_kind_per_monitor_event() -> None:
     import re
 
     import pipelines.monitor
+    from monitoring import events
 
     source = Path(pipelines.monitor.__file__).read_text()
-    emitted = set(re.findall(r'emit_event\(\s*"([^"]+)"', source))
+    names = re.findall(r"emit\(settings, events\.([A-Z_]+)", source)
+    emitted = {getattr(events, name) for name in names}
     assert (
         {kind.event for kind in ALERT_KINDS}
         == emitted

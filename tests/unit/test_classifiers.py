@@ -19,11 +19,11 @@ from bentos.schema import LabelSchema, RecordSchema
 from bentos.store import LoadedModel, classifier_rule
 from config.serving import ServingSettings
 from monitoring.drift import label_shares, measure_drift
+from monitoring.metrics import primary_metric
 from pipelines.evaluate import (
     classifier_decision,
     explain_task,
     holdout_metrics,
-    primary_metric,
     score_pyfunc,
 )
 from registry import VersionInfo

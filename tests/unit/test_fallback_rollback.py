@@ -19,7 +19,7 @@ import mlflow
 import pytest
 
 from config.settings import Settings
-from monitoring.policy import Action, Figures, Thresholds, decide
+from monitoring.policy import Action, Figures, Thresholds, decide, thresholds_from
 from pipelines import monitor
 from predlog import migrations
 from predlog.fallbacks import fallback_counts, record_fallback_event
@@ -190,7 +190,7 @@ def test_the_monitor_rolls_a_failing_champion_back_once(
             previous_version=state["versions"][PREVIOUS].version,
             **found,
         )
-        return decide(figures, monitor.thresholds_from(settings)), state
+        return decide(figures, thresholds_from(settings)), state
 
     decision, state = check()
     assert decision.action is Action.ROLLBACK

@@ -25,15 +25,15 @@ from bentos.gateway import Gateway, parsed_list
 from bentos.schema import LabelSchema, RecordSchema
 from bentos.store import LoadedModel
 from config.serving import ServingSettings
+from monitoring.figures import live_metric
 from monitoring.policy import Action, Figures, Thresholds, decide
-from pipelines.monitor import live_metric
 
 SCHEMA = RecordSchema.from_mlflow(Schema([ColSpec("double", "temp")]))
 RULE = {"target": "y", "task": "regression", "kind": "numeric", "classes": None}
 LABELS = LabelSchema.from_mlflow(Schema([ColSpec("double")]), {**RULE, "min": -50, "max": 50})
 PREDICT_KEY, FEEDBACK_KEY = "predict-key", "feedback-key"
 N, HONEST = 150, 120  # predictions; of them honestly labelled (the rest wait for labels)
-THRESHOLDS = Thresholds(min_labelled_rows=100, promotion_margin=0.05, rollback_margin=0.1)
+THRESHOLDS = Thresholds(min_labelled_rows=100, live_promotion_margin=0.05, rollback_margin=0.1)
 
 
 class Model:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.gate import gate, relative_improvement
+from monitoring.metrics import relative_gain
+from pipelines.gate import gate
 
 
 def test_first_version_becomes_champion() -> None:
@@ -59,10 +60,24 @@ def test_champion_that_cannot_score_keeps_new_version_as_challenger() -> None:
     assert "missing column 'temp'" in decision.reason
 
 
-def test_relative_improvement_signs() -> None:
-    assert relative_improvement(40, 50, higher_is_better=False) == pytest.approx(0.2)
-    assert relative_improvement(0.9, 0.8, higher_is_better=True) == pytest.approx(0.125)
-    assert relative_improvement(1.0, 0.0, higher_is_better=True) > 0
+def test_relative_gain_signs() -> None:
+    assert relative_gain(40, 50, higher_is_better=False) == pytest.approx(0.2)
+    assert relative_gain(0.9, 0.8, higher_is_better=True) == pytest.approx(0.125)
+    assert relative_gain(1.0, 0.0, higher_is_better=True) > 0
+
+
+@pytest.mark.parametrize(
+    ("new", "higher_is_better", "alias"),
+    [(0.5, True, "challenger"), (0.0, True, None), (0.0, False, None), (0.1, False, None)],
+)
+def test_a_zero_champion_score_is_beaten_by_any_better_score(
+    new: float, higher_is_better: bool, alias: str | None
+) -> None:
+    """A champion scoring 0 (F1 0, or a perfect RMSE 0): any better score clears every
+    margin (an infinite gain), an equal one is no gain, a worse one never wins."""
+    decision = gate("m", new, 0.0, higher_is_better, 0.02, "challenger", champion_version="1")
+    assert decision.alias == alias
+    assert decision.improvement == relative_gain(new, 0.0, higher_is_better)
 
 
 def test_a_drift_retrain_is_compared_on_the_live_window_rows_of_the_holdout() -> None:

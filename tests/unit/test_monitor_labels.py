@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 
 from config.settings import Settings
+from monitoring.figures import label_figure_values
 from monitoring.policy import Action
+from monitoring.report import numeric_figures
 from pipelines.monitor import (
     act,
     conclude,
-    label_figure_values,
     measure,
-    numeric_figures,
     read_registry,
     read_window,
 )

@@ -13,13 +13,16 @@ import pytest
 
 from config.settings import Settings
 from monitoring.policy import Thresholds
-from pipelines import monitor
-from pipelines.monitor import (
+from monitoring.report import (
     CheckResult,
     already_judged,
     check_markdown,
     check_run_name,
     judged_state,
+    report_title,
+)
+from pipelines import monitor
+from pipelines.monitor import (
     late_scheduled_run,
     read_registry,
     read_window,
@@ -152,7 +155,6 @@ def test_late_scheduled_runs_are_skipped_and_the_rest_run(
 
 def test_the_html_report_says_what_it_is(tmp_path: Path) -> None:
     from monitoring.drift import title_report
-    from pipelines.monitor import report_title
 
     page = tmp_path / "drift.html"
     page.write_text("<html><head><title>Report</title></head><body><div>widgets</div></body>")

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from config.settings import BUNDLED_DATA, Settings
-from pipelines.monitor import live_metric, read_window, window_of
+from monitoring.figures import live_metric
+from pipelines.monitor import read_window, window_of
 from predlog.log import FeedbackRecord, PredictionLog
 
 
@@ -148,3 +149,37 @@ def test_sampled_check_agrees_with_the_whole_window(tmp_path: Path) -> None:
     assert abs(share - full_share) <= DRIFT_TOLERANCE + 1e-9, (share, full_share)
     assert verdict == full_verdict
     assert abs(ood - full_ood) <= OOD_TOLERANCE, (ood, full_ood)
+
+
+def test_the_labelled_window_is_training_rows_of_answered_labelled_requests(
+    tmp_path: Path,
+) -> None:
+    """Answered requests with a label become rows (features, target, source, logged at,
+    request id); shadow rows and unlabelled requests do not; a schema the traffic lacks
+    gives no rows but the training columns."""
+    from pipelines.monitor import labelled_window
+    from pipelines.train import LIVE_COLUMNS, LIVE_LOGGED_AT, LIVE_REQUEST_ID, LIVE_SOURCE
+
+    settings = settings_for(tmp_path, "gamma", monitor_window_rows=10_000)
+    log_traffic(settings, 6, error=1.0, shadow_version="8")
+    log = PredictionLog(settings.resolved_prediction_log_url())
+    features = {"temp": 9.0, "hr": 1}
+    log.append(
+        rows=[("gamma-new", None, 1_000_100.0, "gamma", "1", "champion", features, 3.0, 1.0)]
+    )
+    log.close()
+    window = read_window.fn(settings, settings.monitor_window_rows)
+    schema = {"features": ["temp", "hr"], "target": "y"}
+
+    rows = labelled_window(window, schema, source="live window test")
+    assert list(rows.columns) == ["temp", "hr", "y", *LIVE_COLUMNS]
+    assert rows["y"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # the labels, not predictions
+    assert rows[LIVE_REQUEST_ID].tolist() == [f"gamma-{i}" for i in range(6)]
+    assert rows[LIVE_LOGGED_AT].tolist() == [1_000_000.0 + i for i in range(6)]
+    assert set(rows[LIVE_SOURCE]) == {"live window test"}
+    assert rows["temp"].tolist() == [float(i % 7) for i in range(6)]
+    named = labelled_window(window, schema)
+    assert set(named[LIVE_SOURCE]) == {"live window of gamma"}
+
+    other = labelled_window(window, {"features": ["temp", "wind"], "target": "y"})
+    assert other.empty and list(other.columns) == ["temp", "wind", "y", *LIVE_COLUMNS]

@@ -12,7 +12,6 @@ import pytest
 
 from monitoring.drift import (
     DriftResult,
-    drifted_columns_count,
     measure_drift,
     measure_performance,
     save_report,
@@ -65,14 +64,21 @@ def test_random_halves_do_not_drift(bikeshare: pd.DataFrame) -> None:
 def test_january_to_march_drifts_against_the_rest(
     winter_vs_rest: tuple[DriftResult, object],
 ) -> None:
-    result, snapshot = winter_vs_rest
+    result, run = winter_vs_rest
     assert result.dataset_drift
     assert result.drift_share >= 0.5
     assert {"temp", "atemp", "mnth", "season"} <= set(result.drifted_features)
     assert result.prediction_drift is not None and result.prediction_drift.drifted
     # Our share agrees with Evidently's own count of drifted columns.
-    count = drifted_columns_count(snapshot)  # type: ignore[arg-type]
-    assert count == (len(result.drifted_features), pytest.approx(result.drift_share))
+    (count,) = [
+        m["value"]
+        for m in run.dict()["metrics"]  # type: ignore[attr-defined]
+        if m["config"]["type"] == "evidently:metric_v2:DriftedColumnsCount"
+    ]
+    assert (int(count["count"]), float(count["share"])) == (
+        len(result.drifted_features),
+        pytest.approx(result.drift_share),
+    )
     temp = result.per_feature["temp"]
     assert temp.method.startswith("Wasserstein")  # > 1,000 reference rows: a distance
     assert temp.threshold is not None and temp.score >= temp.threshold
@@ -190,8 +196,8 @@ def test_bad_arguments_name_the_problem(kwargs: dict[str, object], match: str) -
 def test_save_report_writes_html_and_json(
     tmp_path: Path, winter_vs_rest: tuple[DriftResult, object]
 ) -> None:
-    _, snapshot = winter_vs_rest
-    html_path, json_path = save_report(snapshot, tmp_path / "reports")  # type: ignore[arg-type]
+    _, run = winter_vs_rest
+    html_path, json_path = save_report(run, tmp_path / "reports")  # type: ignore[arg-type]
     assert html_path.read_text(encoding="utf-8").lstrip().lower().startswith("<")
     assert html_path.stat().st_size > 10_000
     types = {m["config"]["type"] for m in json.loads(json_path.read_text())["metrics"]}

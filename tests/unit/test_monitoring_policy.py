@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitoring.policy import Action, Decision, Figures, Thresholds, decide, relative_gain
+from monitoring.metrics import relative_gain
+from monitoring.policy import Action, Decision, Figures, Thresholds, decide
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 T = Thresholds()
@@ -407,7 +408,7 @@ def test_decision_records_figures_and_thresholds_as_json() -> None:
         {"drift_share_threshold": 1.5},
         {"ood_rate_threshold": -0.1},
         {"min_labelled_rows": -1},
-        {"promotion_margin": -0.01},
+        {"live_promotion_margin": -0.01},
     ],
 )
 def test_thresholds_reject_nonsense(bad: dict[str, float]) -> None:
@@ -469,7 +470,7 @@ thresholds_strategy = st.builds(
     ood_rate_threshold=st.floats(min_value=0, max_value=1),
     min_window_rows=st.integers(min_value=0, max_value=1_000),
     min_labelled_rows=st.integers(min_value=0, max_value=1_000),
-    promotion_margin=st.floats(min_value=0, max_value=1),
+    live_promotion_margin=st.floats(min_value=0, max_value=1),
     rollback_margin=st.floats(min_value=0, max_value=1),
     watch_period_s=st.floats(min_value=0, max_value=1e12),
     retrain_cooldown_s=st.floats(min_value=0, max_value=1e12),
@@ -555,3 +556,21 @@ def test_drift_without_labels_is_a_pending_retrain_until_labels_arrive() -> None
     assert decide(drifting(labelled_rows=0), now).action is Action.RETRAIN
     cooling = drifting(labelled_rows=0, last_retrain_at=NOW - timedelta(minutes=5))
     assert decide(cooling, T).action is Action.NONE
+
+
+def test_the_thresholds_are_the_settings_of_the_same_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One set of defaults (`config.thresholds`); the live promotion margin is not the
+    training gate's `promotion_margin`; the environment variables keep their names."""
+    from config.settings import Settings
+    from monitoring.policy import thresholds_from
+
+    assert thresholds_from(Settings()) == Thresholds()
+    monkeypatch.setenv("DRIFTLOOP_PROMOTION_MARGIN", "0.3")
+    monkeypatch.setenv("DRIFTLOOP_LIVE_PROMOTION_MARGIN", "0.07")
+    monkeypatch.setenv("DRIFTLOOP_ROLLBACK_MARGIN", "0.2")
+    settings = Settings()
+    thresholds = thresholds_from(settings)
+    assert settings.promotion_margin == 0.3  # the gate's, on the holdout
+    assert (thresholds.live_promotion_margin, thresholds.rollback_margin) == (0.07, 0.2)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitoring.drift import measure_drift, save_report, snapshot_file
+from monitoring.drift import measure_drift, report_run_file, save_report
 from monitoring.workspace import (
     DECISIONS_TITLE,
     DRIFT_TITLE,
@@ -27,7 +27,7 @@ THRESHOLDS = {"drift_share_threshold": 0.5, "ood_rate_threshold": 0.2}
 
 
 def check(at: str, action: str, drift_share: float, ood: float, **figures: Any) -> dict[str, Any]:
-    """A check's result as `pipelines.monitor.CheckResult.to_dict` gives it."""
+    """A check's result as `monitoring.report.CheckResult.to_dict` gives it."""
     return {
         "model_name": "bikes",
         "at": at,
@@ -54,13 +54,13 @@ def check(at: str, action: str, drift_share: float, ood: float, **figures: Any) 
 
 @pytest.fixture(scope="module")
 def drift_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real drift report saved as the monitor saves it; the loadable snapshot's path."""
+    """A real drift report saved as the monitor saves it; the loadable run's path."""
     rng = np.random.default_rng(0)
     reference = pd.DataFrame({"x1": rng.normal(0, 1, 300), "x2": rng.normal(0, 1, 300)})
     current = pd.DataFrame({"x1": rng.normal(2, 1, 300), "x2": rng.normal(0, 1, 300)})
-    _, snapshot = measure_drift(reference, current, ["x1", "x2"], [])
-    _, report_json = save_report(snapshot, tmp_path_factory.mktemp("report"))
-    return snapshot_file(report_json)
+    _, run = measure_drift(reference, current, ["x1", "x2"], [])
+    _, report_json = save_report(run, tmp_path_factory.mktemp("report"))
+    return report_run_file(report_json)
 
 
 def test_figure_row_keeps_numbers_and_one_column_per_decision() -> None:
@@ -178,7 +178,8 @@ def test_a_run_stays_small(tmp_path: Path, drift_report: Path) -> None:
 
 def test_the_monitor_adds_its_check_and_reports_a_broken_workspace(tmp_path: Path) -> None:
     from config.settings import Settings
-    from pipelines.monitor import CheckResult, add_to_workspace
+    from monitoring.report import CheckResult
+    from pipelines.monitor import add_to_workspace
 
     settings = Settings(state_dir=tmp_path, model_name="bikes", evidently_retention_runs=3)
     found = check("2026-12-01T10:00:00+00:00", "retrain", 0.75, 0.3)

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipelines.monitor import decision_times, expected_aliases
+from monitoring.figures import decision_times
+from pipelines.monitor import expected_aliases
 from registry import (
     CHALLENGER,
     CHAMPION,
