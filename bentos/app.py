@@ -28,9 +28,6 @@ from starlette.responses import JSONResponse, Response
 
 from bentos.batching import MicroBatcher
 from bentos.follower import (
-    CHALLENGER,
-    CHAMPION,
-    PREVIOUS,
     AliasCache,
     AliasFollower,
     AliasSource,
@@ -40,7 +37,7 @@ from bentos.follower import (
 )
 from bentos.gateway import LARGE_BODY_RECORDS, GatewayConfig, KeyScope, feedback_scope
 from bentos.metrics import ServingMetrics
-from bentos.routing import SHADOW, model_salt, route, routing_secret
+from bentos.routing import model_salt, route, routing_secret
 from bentos.schema import ENTITY_ID, MAX_ERRORS, REQUEST_ID, Label, SchemaError, ValidBatch
 from bentos.store import (
     LoadedModel,
@@ -50,6 +47,7 @@ from bentos.store import (
     load_model,
     local_model,
 )
+from config.names import CHALLENGER, CHAMPION, PREVIOUS, SHADOW
 from config.serving import ServingSettings
 from predlog import jsonio
 from predlog.fallbacks import FALLBACK, record_fallback_event
@@ -589,7 +587,7 @@ class ServingApp:
                 "registry unreachable: serving the loaded versions, aliases are not followed"
             )
         wanted = status["aliases"].get(CHAMPION)
-        if wanted and wanted != status["champion"] and wanted in status["load_errors"]:
+        if wanted and wanted != status[CHAMPION] and wanted in status["load_errors"]:
             reasons.append(
                 f"champion v{wanted} cannot be loaded ({status['load_errors'][wanted]}); "
                 f"serving v{status['champion']}"
@@ -635,14 +633,14 @@ class ServingApp:
         share = self.canary_share()
         mode = "champion only"
         if snap.challenger is not None:
-            mode = "shadow" if share <= 0 else "canary"
+            mode = SHADOW if share <= 0 else "canary"
         champion = snap.champion
         return 200, {
             "model_name": self.model_name,
             "bento": self.bento_tag,
-            "champion": _describe(champion),
-            "challenger": _describe(snap.challenger),
-            "previous": snap.aliases.get(PREVIOUS),
+            CHAMPION: _describe(champion),
+            CHALLENGER: _describe(snap.challenger),
+            PREVIOUS: snap.aliases.get(PREVIOUS),
             "aliases": dict(snap.aliases),
             "routing": {
                 "canary_share": share,

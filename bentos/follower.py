@@ -34,14 +34,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bentos.store import LoadedModel
+from config.names import ALIASES, CHALLENGER, CHAMPION, PREVIOUS
 from registry.client import CANARY_SHARE_TAG, parse_canary_share
 
 log = logging.getLogger("driftloop.serving")
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-PREVIOUS = "previous"
-_KEPT_LOADED = (CHAMPION, CHALLENGER, PREVIOUS)
+_KEPT_LOADED = ALIASES
 
 
 class AliasSource(Protocol):
@@ -478,12 +476,12 @@ class AliasFollower:
     def status(self) -> dict[str, Any]:
         snap = self.snapshot
         return {
-            "champion": snap.champion.version if snap.champion else None,
-            "challenger": snap.challenger.version if snap.challenger else None,
+            CHAMPION: snap.champion.version if snap.champion else None,
+            CHALLENGER: snap.challenger.version if snap.challenger else None,
             "aliases": dict(snap.aliases),
             "aliases_from": snap.source,
             "loaded_versions": sorted(self._loaded, key=lambda v: (len(v), v)),
-            "previous": snap.previous.version if snap.previous else None,
+            PREVIOUS: snap.previous.version if snap.previous else None,
             "load_errors": dict(self.load_errors),
             "failed_loads": {
                 version: {

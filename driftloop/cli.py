@@ -374,7 +374,8 @@ def promote(
     """
 
     def body() -> None:
-        from registry import CHALLENGER, CHAMPION, PREVIOUS, AliasesMoved
+        from config.names import CHALLENGER, CHAMPION, PREVIOUS
+        from registry import AliasesMoved
 
         settings = environment_for(model_name)
         registry = registry_for(settings)
@@ -411,7 +412,8 @@ def rollback(
     """
 
     def body() -> None:
-        from registry import CHAMPION, PREVIOUS, ROLLED_BACK_TAG, AliasesMoved
+        from config.names import CHAMPION, PREVIOUS
+        from registry import ROLLED_BACK_TAG, AliasesMoved
 
         settings = environment_for(model_name)
         registry = registry_for(settings)
@@ -478,7 +480,8 @@ def challenger_set(
     """
 
     def body() -> None:
-        from registry import CHALLENGER, CHAMPION, AliasesMoved
+        from config.names import CHALLENGER, CHAMPION
+        from registry import AliasesMoved
 
         settings = environment_for(model_name)
         registry = registry_for(settings)
@@ -524,7 +527,8 @@ def challenger_clear(
     """
 
     def body() -> None:
-        from registry import CHALLENGER, AliasesMoved
+        from config.names import CHALLENGER
+        from registry import AliasesMoved
 
         settings = environment_for(model_name)
         registry = registry_for(settings)

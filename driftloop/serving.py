@@ -159,7 +159,8 @@ def check_champion(settings: Any) -> tuple[str | None, str | None]:
     Returns (None, None) when the registry cannot be reached but the service has
     cached aliases to start from (it serves them and follows the registry later).
     """
-    from registry import CHAMPION, Registry
+    from config.names import CHAMPION
+    from registry import Registry
 
     uri = settings.resolved_tracking_uri()
     try:

@@ -27,6 +27,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from config.names import CHALLENGER, CHAMPION, PREVIOUS
 from config.settings import Settings, load_settings
 from monitoring.policy import (
     RETRAIN_PENDING_PREFIX,
@@ -45,9 +46,6 @@ from pipelines.reference import (
     schema_of,
 )
 from registry import (
-    CHALLENGER,
-    CHAMPION,
-    PREVIOUS,
     AliasesMoved,
     AliasMove,
     Registry,

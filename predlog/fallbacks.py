@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from config.names import CHAMPION
 from predlog.log import PredictionLog
 from predlog.tables import ERROR_CHARS, fallback_events_table, predictions_table
 
@@ -106,7 +107,7 @@ def fallback_counts(
                 return FallbackCounts(0, 0)
             first_id = int(first)
         newest: list[tuple[int, str]] = []
-        for role, version in (("champion", champion_version), (FALLBACK, answered_by)):
+        for role, version in ((CHAMPION, champion_version), (FALLBACK, answered_by)):
             ids = conn.execute(
                 sa.select(c.id)
                 .where(

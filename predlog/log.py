@@ -41,12 +41,13 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from config.names import CHALLENGER, CHAMPION, SHADOW
 from predlog import jsonio, migrations
 from predlog.tables import feedback_table, label_history_table, predictions_table
 
 log = logging.getLogger("driftloop.predlog")
 
-ANSWERED_ROLES = ("champion", "challenger")
+ANSWERED_ROLES = (CHAMPION, CHALLENGER)
 """Roles whose rows are answers callers got: one per request. Shadow rows are extra
 predictions of the same requests and never count toward a window's size."""
 
@@ -490,7 +491,7 @@ class PredictionLog:
             conn.execute(
                 sa.select(sa.func.max(c.id)).where(c.model_name == model_name, c.role == role)
             ).scalar()
-            for role in (*ANSWERED_ROLES, "shadow")
+            for role in (*ANSWERED_ROLES, SHADOW)
         ]
         found = [int(i) for i in newest if i is not None]
         if not found:  # rows of other roles only
@@ -509,7 +510,7 @@ class PredictionLog:
                     c.model_name == model_name, c.role == role, c.id >= at_least
                 )
             ).scalar()
-            for role in (*ANSWERED_ROLES, "shadow")
+            for role in (*ANSWERED_ROLES, SHADOW)
         ]
         return min(int(i) for i in oldest if i is not None)
 
@@ -520,7 +521,7 @@ class PredictionLog:
         """Exact rows per role in the id range (index-only on `ix_predictions_model_role_id`)."""
         c = predictions_table.c
         counts = {}
-        for role in (*ANSWERED_ROLES, "shadow"):
+        for role in (*ANSWERED_ROLES, SHADOW):
             n = conn.execute(
                 sa.select(sa.func.count()).where(
                     c.model_name == model_name, c.role == role, c.id.between(first_id, last_id)
@@ -1244,7 +1245,7 @@ class WindowBounds:
 
     @property
     def shadow_rows(self) -> int:
-        return self.rows_by_role.get("shadow", 0)
+        return self.rows_by_role.get(SHADOW, 0)
 
 
 _CHUNK_ROWS = 50_000

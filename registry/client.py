@@ -20,10 +20,10 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from config.names import ALIASES, CHALLENGER, CHAMPION, PREVIOUS
 from registry.describe import ROLLED_BACK_TAG, model_description, version_description, when
 from registry.history import AliasMove, PromotionHistory
 from registry.ledger import OK, Claim, MoveLedger, check_decision_id, new_decision_id
-from registry.names import ALIASES, CHALLENGER, CHAMPION, PREVIOUS
 
 if TYPE_CHECKING:
     from config.settings import Settings

@@ -11,11 +11,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from config.names import CHALLENGER, CHAMPION, PREVIOUS
 from pipelines.monitor import decision_times, expected_aliases
 from registry import (
-    CHALLENGER,
-    CHAMPION,
-    PREVIOUS,
     AliasesMoved,
     AliasMove,
     Registry,
