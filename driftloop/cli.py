@@ -90,6 +90,7 @@ def prepare_environment(settings: Settings) -> None:
 
     Must run before prefect is imported: Prefect reads its settings at import.
     """
+    from config.mlflow_env import mlflow_http_env
     from driftloop.stackfile import read_stack
 
     state = settings.state_path
@@ -98,10 +99,8 @@ def prepare_environment(settings: Settings) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # MLflow retries a dead server for minutes by default; fail within seconds instead
-    # (flows retry on their own schedule, the service has its circuit breaker).
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+    for key, value in mlflow_http_env().items():  # bounded, not MLflow's minutes
+        os.environ.setdefault(key, value)
     os.environ.setdefault("BENTOML_HOME", str(state / "bentoml"))
     # Flow and task logs go to the Prefect UI; the terminal shows driftloop's own
     # messages only (DRIFTLOOP_VERBOSE=1 shows Prefect's console logs too).

@@ -23,7 +23,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from config.serving import SERVICE_NAME, ServingSettings, registry_http_env
+from config.mlflow_env import mlflow_http_env
+from config.serving import SERVICE_NAME, ServingSettings
 from driftloop.procs import venv_bin
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +87,7 @@ def service_env(settings: Any) -> dict[str, str]:
         "DRIFTLOOP_PREDICTION_LOG_URL": settings.resolved_prediction_log_url(),
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         # Overrides the CLI's/stack's MLflow retries (15 s x 2, meant for flows).
-        **registry_http_env(settings.registry_timeout_s),
+        **mlflow_http_env(settings.registry_timeout_s),
         # BentoML settings that the service decorator fixes at import time.
         "BENTOML_CONFIG_OVERRIDES": json.dumps(
             {
@@ -140,7 +141,7 @@ def serve_command(
 @contextmanager
 def _fail_fast_mlflow(timeout_s: float) -> Iterator[None]:
     """MLflow retries an unreachable server for minutes by default; not for a pre-flight check."""
-    wanted = registry_http_env(timeout_s)
+    wanted = mlflow_http_env(timeout_s)
     before = {key: os.environ.get(key) for key in wanted}
     os.environ.update(wanted)
     try:

@@ -25,6 +25,7 @@ import httpx
 import psutil
 import yaml
 
+from config.mlflow_env import mlflow_http_env
 from config.settings import REPO_ROOT, Settings
 from driftloop import procs
 from driftloop.stackfile import read_stack, stack_file, write_stack
@@ -87,8 +88,7 @@ def stack_env(settings: Settings) -> dict[str, str]:
         "DO_NOT_TRACK": "1",
         "GX_ANALYTICS_ENABLED": "False",
         "PYTHONUNBUFFERED": "1",
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+        **mlflow_http_env(),
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
 
