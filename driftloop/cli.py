@@ -1127,18 +1127,10 @@ def wait_for_url(
     url: str, timeout: Annotated[float, typer.Option(help="Seconds.")] = 180.0
 ) -> None:
     """Wait until URL answers 200 (used by the stack's Procfile)."""
-    from driftloop.procs import wait_until
-
-    def ok() -> bool:
-        import httpx
-
-        try:
-            return httpx.get(url, timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+    from driftloop.procs import answers_200, wait_until
 
     try:
-        wait_until(ok, timeout, interval_s=0.5, what=url)
+        wait_until(lambda: answers_200(url), timeout, interval_s=0.5, what=url)
     except TimeoutError as exc:
         err.print(str(exc))
         raise typer.Exit(EXIT_CHECK_FAILED) from None

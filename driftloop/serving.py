@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +24,7 @@ from pydantic import SecretStr
 
 from config.mlflow_env import mlflow_http_env
 from config.serving import SERVICE_NAME, ServingSettings
-from driftloop.procs import venv_bin
+from driftloop.procs import venv_bin, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICE_IMPORT = "bentos.service:DriftloopService"
@@ -192,20 +191,26 @@ def check_champion(settings: Any) -> tuple[str | None, str | None]:
 
 
 def wait_for_champion(settings: Any, timeout_s: float | None = None, every_s: float = 2.0) -> None:
-    """Block until the model has a champion (the stack starts serving before training)."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    told = False
-    while True:
+    """Block until the model has a champion (the stack starts serving before training).
+
+    Past `timeout_s` (None: no limit), the registry's last answer (ServingError) is raised.
+    """
+    last: list[ServingError] = []
+
+    def has_champion() -> bool:
         try:
             check_champion(settings)
-            return
+            return True
         except ServingError as exc:
-            if deadline is not None and time.monotonic() > deadline:
-                raise
-            if not told:
+            if not last:
                 print(f"waiting for a champion: {exc}", file=sys.stderr)
-                told = True
-        time.sleep(every_s)
+            last[:] = [exc]
+            return False
+
+    try:
+        wait_until(has_champion, timeout_s, interval_s=every_s, what="a champion")
+    except TimeoutError:
+        raise last[-1] from None
 
 
 def serve(

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import yaml
 
@@ -217,25 +216,23 @@ def up(settings: Settings, timeout_s: float = 180.0, deploy: bool = True) -> dic
 def _wait_component(
     component: Component, process: subprocess.Popen[bytes], state: Path, timeout_s: float
 ) -> None:
-    deadline = time.monotonic() + timeout_s
     assert component.health_url
-    while time.monotonic() < deadline:
+    health_url, log_file = component.health_url, state / "logs" / f"{component.name}.log"
+
+    def healthy() -> bool:
         if process.poll() is not None:
             raise StackError(
                 f"the stack stopped while {component.name} was starting; see "
-                f"{state / 'logs' / (component.name + '.log')}:\n"
-                f"{procs.tail(state / 'logs' / (component.name + '.log'))}"
+                f"{log_file}:\n{procs.tail(log_file)}"
             )
-        try:
-            if httpx.get(component.health_url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise StackError(
-        f"{component.name} not healthy at {component.health_url} after {timeout_s:.0f} s; see "
-        f"{state / 'logs' / (component.name + '.log')}"
-    )
+        return procs.answers_200(health_url)
+
+    try:
+        procs.wait_until(healthy, timeout_s, interval_s=0.3, what=f"{component.name} healthy")
+    except TimeoutError:
+        raise StackError(
+            f"{component.name} not healthy at {health_url} after {timeout_s:.0f} s; see {log_file}"
+        ) from None
 
 
 PREFECT_FILE = REPO_ROOT / "prefect.yaml"
@@ -374,10 +371,7 @@ def status(settings: Settings) -> dict[str, Any]:
     for component in components(settings):
         healthy: bool | None = None
         if component.health_url and running:
-            try:
-                healthy = httpx.get(component.health_url, timeout=2).status_code == 200
-            except httpx.HTTPError:
-                healthy = False
+            healthy = procs.answers_200(component.health_url)
         result["components"][component.name] = {"healthy": healthy, "url": component.ui_url}
     return result
 
@@ -388,8 +382,5 @@ def probe_services(urls: list[str], known: set[str] | None = None) -> dict[str, 
     for url in urls:
         if url in (known or set()) or url in found:
             continue
-        try:
-            found[url] = httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            found[url] = False
+        found[url] = procs.answers_200(f"{url}/healthz")
     return found
