@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -161,7 +161,6 @@ class VersionInfo:
     tags: dict[str, str]
     created_at: datetime
     status: str = "READY"
-    metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def model_uri(self) -> str:
