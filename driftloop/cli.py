@@ -38,6 +38,14 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
 
+
+def _command_group(name: str, help_text: str) -> typer.Typer:
+    """A `driftloop NAME ...` group of subcommands (shows its help when called bare)."""
+    group = typer.Typer(help=help_text, no_args_is_help=True, add_completion=False)
+    app.add_typer(group, name=name)
+    return group
+
+
 ModelName = Annotated[str | None, typer.Option("--model-name", "-m", help="Registered model name.")]
 DecisionId = Annotated[
     str | None,
@@ -455,12 +463,10 @@ def _print_move(done: str, move: Any) -> None:
     console.print(f"{done}: {move.describe_moves()} (decision {move.decision_id})")
 
 
-challenger_app = typer.Typer(
-    help="The challenger: make a version challenger, clear it, set its share of traffic.",
-    no_args_is_help=True,
-    add_completion=False,
+challenger_app = _command_group(
+    "challenger",
+    "The challenger: make a version challenger, clear it, set its share of traffic.",
 )
-app.add_typer(challenger_app, name="challenger")
 
 
 @challenger_app.command("set")
@@ -1136,11 +1142,10 @@ def wait_for_url(
         raise typer.Exit(EXIT_CHECK_FAILED) from None
 
 
-contract_app = typer.Typer(
-    help="The data contract: show it, compare revisions, widen it to admit real drift.",
-    no_args_is_help=True,
+contract_app = _command_group(
+    "contract",
+    "The data contract: show it, compare revisions, widen it to admit real drift.",
 )
-app.add_typer(contract_app, name="contract")
 
 
 def _contract_file(settings: Settings) -> Path:
@@ -1282,12 +1287,10 @@ def contract_widen(
     run_command(body)
 
 
-log_app = typer.Typer(
-    help="The prediction log: retention and schema migrations.",
-    no_args_is_help=True,
-    add_completion=False,
+log_app = _command_group(
+    "log",
+    "The prediction log: retention and schema migrations.",
 )
-app.add_typer(log_app, name="log")
 
 
 @log_app.command("prune")
