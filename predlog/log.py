@@ -793,64 +793,11 @@ class PredictionLog:
         """
         if bounds.requests == 0 or bounds.first_id is None or bounds.last_id is None:
             return []
-        c = predictions_table.c
-        f = feedback_table.c
-        name = bounds.model_name
-        recent = [f.model_name == name, f.ts >= (bounds.start_ts or 0.0) - _LABEL_CLOCK_SKEW_S]
-        # `id + 0`: not an index range, so SQLite drives the join from the labels through
-        # the request id index instead of scanning the whole window (as `labelled` does).
-        in_window = [c.model_name == name, (c.id + 0).between(bounds.first_id, bounds.last_id)]
-        matured = sa.true() if matured_before is None else c.ts <= matured_before
-        delays: dict[tuple[str, str], list[tuple[int, float]]] = {}
         with self.engine.connect() as conn:
             if labelled is not None:
-                every = labelled.every
-                frame = labelled.rows
-                cutoff = (
-                    None
-                    if matured_before is None
-                    else pd.Timestamp(matured_before, unit="s", tz="UTC")
-                )
-                for version, role, stamp, delay in zip(
-                    frame["model_version"].astype(str),
-                    frame["role"].astype(str),
-                    frame["timestamp"],
-                    frame["label_delay_s"],
-                    strict=True,
-                ):
-                    is_matured = cutoff is None or stamp <= cutoff
-                    delays.setdefault((version, role), []).append((int(is_matured), float(delay)))
+                every, delays = labelled.every, _delays_of(labelled, matured_before)
             else:
-                candidates = int(
-                    conn.execute(sa.select(sa.func.count()).where(*recent)).scalar_one()
-                )
-                every = (
-                    1
-                    if not max_labels or candidates <= max_labels
-                    else -(-candidates // max_labels)
-                )
-                if every > 1:
-                    recent.append(f.id % every == 0)
-                labels = first_labels(name, *recent)
-                # One pass over the (sampled) labels: version, role, matured?, delay of each
-                # labelled row; at most `max_labels` × the rows a request has (shadow incl.).
-                query = (
-                    sa.select(
-                        c.model_version,
-                        c.role,
-                        sa.case((matured, 1), else_=0),
-                        labels.c.label_ts - c.ts,
-                    )
-                    .select_from(
-                        labels.join(predictions_table, c.request_id == labels.c.request_id)
-                    )
-                    .where(*in_window)
-                )
-                for chunk in self._chunks(conn, query):
-                    for version, role, is_matured, delay in chunk:
-                        delays.setdefault((str(version), str(role)), []).append(
-                            (int(is_matured), float(delay))
-                        )
+                every, delays = self._label_delays(conn, bounds, matured_before, max_labels)
             counted = {key: (len(found), sum(m for m, _ in found)) for key, found in delays.items()}
             rows = self._rows_by_version(conn, bounds, matured_before, counted)
         figures = []
@@ -875,6 +822,48 @@ class PredictionLog:
                 )
             )
         return figures
+
+    def _label_delays(
+        self,
+        conn: sa.Connection,
+        bounds: WindowBounds,
+        matured_before: float | None,
+        max_labels: int | None,
+    ) -> tuple[int, dict[tuple[str, str], list[tuple[int, float]]]]:
+        """(k, (version, role) -> [(matured?, delay)] of its labelled rows) from one join
+        of the window's (1-in-k sampled above `max_labels`) first labels to predictions."""
+        c = predictions_table.c
+        f = feedback_table.c
+        name = bounds.model_name
+        recent = [f.model_name == name, f.ts >= (bounds.start_ts or 0.0) - _LABEL_CLOCK_SKEW_S]
+        # `id + 0`: not an index range, so SQLite drives the join from the labels through
+        # the request id index instead of scanning the whole window (as `labelled` does).
+        in_window = [c.model_name == name, (c.id + 0).between(bounds.first_id, bounds.last_id)]
+        matured = sa.true() if matured_before is None else c.ts <= matured_before
+        candidates = int(conn.execute(sa.select(sa.func.count()).where(*recent)).scalar_one())
+        every = 1 if not max_labels or candidates <= max_labels else -(-candidates // max_labels)
+        if every > 1:
+            recent.append(f.id % every == 0)
+        labels = first_labels(name, *recent)
+        # One pass over the (sampled) labels: version, role, matured?, delay of each
+        # labelled row; at most `max_labels` × the rows a request has (shadow incl.).
+        query = (
+            sa.select(
+                c.model_version,
+                c.role,
+                sa.case((matured, 1), else_=0),
+                labels.c.label_ts - c.ts,
+            )
+            .select_from(labels.join(predictions_table, c.request_id == labels.c.request_id))
+            .where(*in_window)
+        )
+        delays: dict[tuple[str, str], list[tuple[int, float]]] = {}
+        for chunk in self._chunks(conn, query):
+            for version, role, is_matured, delay in chunk:
+                delays.setdefault((str(version), str(role)), []).append(
+                    (int(is_matured), float(delay))
+                )
+        return every, delays
 
     def _rows_by_version(
         self,
@@ -1153,6 +1142,25 @@ def first_labels(model_name: str | None = None, *where: sa.ColumnElement[bool]) 
         .where(*mine, *where, first)
         .subquery()
     )
+
+
+def _delays_of(
+    labelled: Labelled, matured_before: float | None
+) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    """(version, role) -> [(matured?, delay)] of the labelled rows `labelled` already read."""
+    frame = labelled.rows
+    cutoff = None if matured_before is None else pd.Timestamp(matured_before, unit="s", tz="UTC")
+    delays: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for version, role, stamp, delay in zip(
+        frame["model_version"].astype(str),
+        frame["role"].astype(str),
+        frame["timestamp"],
+        frame["label_delay_s"],
+        strict=True,
+    ):
+        is_matured = cutoff is None or stamp <= cutoff
+        delays.setdefault((version, role), []).append((int(is_matured), float(delay)))
+    return delays
 
 
 def _nearest_ranks(values: list[float], quantiles: Sequence[float]) -> list[float | None]:
