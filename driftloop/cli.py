@@ -283,21 +283,26 @@ def train(
                 rebuild_contract=rebuild_contract,
                 widen_contract=widen_contract,
             )
-        if as_json:
-            print(json.dumps(result, indent=2, default=str))
-            return
-        console.print(
-            f"[bold]{result['model_name']} v{result['version']}[/bold] → "
-            f"[green]{result['alias']}[/green]: {result['reason']}"
-        )
-        if result.get("task_explanation"):
-            console.print(result["task_explanation"], markup=False)
-        metrics = ", ".join(f"{k} {v:.4g}" for k, v in result["metrics"].items())
-        console.print(f"holdout: {metrics}  (run {result['run_id']})")
-        if result.get("bento_tag"):
-            console.print(f"bento: {result['bento_tag']}")
+        _print_trained(result, as_json)
 
     run_command(body)
+
+
+def _print_trained(result: dict[str, Any], as_json: bool) -> None:
+    """`driftloop train`'s answer: the version, its alias and why, the holdout figures."""
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    console.print(
+        f"[bold]{result['model_name']} v{result['version']}[/bold] → "
+        f"[green]{result['alias']}[/green]: {result['reason']}"
+    )
+    if result.get("task_explanation"):
+        console.print(result["task_explanation"], markup=False)
+    metrics = ", ".join(f"{k} {v:.4g}" for k, v in result["metrics"].items())
+    console.print(f"holdout: {metrics}  (run {result['run_id']})")
+    if result.get("bento_tag"):
+        console.print(f"bento: {result['bento_tag']}")
 
 
 @app.command()

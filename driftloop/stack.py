@@ -140,16 +140,54 @@ def up(settings: Settings, timeout_s: float = 180.0, deploy: bool = True) -> dic
         assert existing is not None
         existing["already_running"] = True
         return existing
-    busy = [
-        (name, port)
-        for name, port in (
-            ("mlflow", settings.mlflow_port),
-            ("prefect", settings.prefect_port),
-            ("serve", settings.serve_port),
-            ("evidently", settings.evidently_port),
-        )
-        if procs.port_in_use(port)
-    ]
+    _check_ports_free(settings)
+    (state / "logs").mkdir(parents=True, exist_ok=True)
+    (state / "prefect").mkdir(parents=True, exist_ok=True)
+    settings.evidently_workspace().mkdir(parents=True, exist_ok=True)
+    procfile_path = state / "Procfile"
+    procfile_path.write_text(procfile(settings))
+    env = {**os.environ, **stack_env(settings)}
+    process = _start_honcho(procfile_path, env, state / "logs" / "honcho.log")
+    info: dict[str, Any] = {
+        "pid": process.pid,
+        "pid_create_time": psutil.Process(process.pid).create_time(),
+        "started_at": time.time(),
+        "mlflow_tracking_uri": env["MLFLOW_TRACKING_URI"],
+        "prefect_api_url": env["PREFECT_API_URL"],
+        "serve_url": f"http://127.0.0.1:{settings.serve_port}",
+        "evidently_url": f"http://127.0.0.1:{settings.evidently_port}",
+        "model_name": settings.model_name,
+        "ports": list(_ports(settings).values()),
+    }
+    write_stack(state, info)
+    try:
+        for component in components(settings):
+            if component.name in ("mlflow", "prefect"):
+                _wait_component(component, process, state, timeout_s)
+        if deploy:
+            deploy_flows(settings, env)
+        if settings.alert_webhook_url:
+            info["alerts"] = configure_alerts(settings, env["PREFECT_API_URL"])
+            write_stack(state, info)
+    except Exception:
+        down(settings)
+        raise
+    return info
+
+
+def _ports(settings: Settings) -> dict[str, int]:
+    """The stack's ports by component, in start order."""
+    return {
+        "mlflow": settings.mlflow_port,
+        "prefect": settings.prefect_port,
+        "serve": settings.serve_port,
+        "evidently": settings.evidently_port,
+    }
+
+
+def _check_ports_free(settings: Settings) -> None:
+    """StackError naming every stack port another program holds."""
+    busy = [(name, port) for name, port in _ports(settings).items() if procs.port_in_use(port)]
     if busy:
         detail = ", ".join(f"{name} port {port}" for name, port in busy)
         raise StackError(
@@ -157,13 +195,13 @@ def up(settings: Settings, timeout_s: float = 180.0, deploy: bool = True) -> dic
             "or choose other ports with DRIFTLOOP_MLFLOW_PORT / DRIFTLOOP_PREFECT_PORT / "
             "DRIFTLOOP_SERVE_PORT / DRIFTLOOP_EVIDENTLY_PORT."
         )
-    (state / "logs").mkdir(parents=True, exist_ok=True)
-    (state / "prefect").mkdir(parents=True, exist_ok=True)
-    settings.evidently_workspace().mkdir(parents=True, exist_ok=True)
-    procfile_path = state / "Procfile"
-    procfile_path.write_text(procfile(settings))
-    env = {**os.environ, **stack_env(settings)}
-    honcho_log = (state / "logs" / "honcho.log").open("ab")
+
+
+def _start_honcho(
+    procfile_path: Path, env: dict[str, str], log_path: Path
+) -> subprocess.Popen[bytes]:
+    """honcho running the Procfile in its own process group, its output appended to the log."""
+    honcho_log = log_path.open("ab")
     process = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "honcho"),
@@ -181,36 +219,7 @@ def up(settings: Settings, timeout_s: float = 180.0, deploy: bool = True) -> dic
         start_new_session=True,
     )
     honcho_log.close()
-    info: dict[str, Any] = {
-        "pid": process.pid,
-        "pid_create_time": psutil.Process(process.pid).create_time(),
-        "started_at": time.time(),
-        "mlflow_tracking_uri": env["MLFLOW_TRACKING_URI"],
-        "prefect_api_url": env["PREFECT_API_URL"],
-        "serve_url": f"http://127.0.0.1:{settings.serve_port}",
-        "evidently_url": f"http://127.0.0.1:{settings.evidently_port}",
-        "model_name": settings.model_name,
-        "ports": [
-            settings.mlflow_port,
-            settings.prefect_port,
-            settings.serve_port,
-            settings.evidently_port,
-        ],
-    }
-    write_stack(state, info)
-    try:
-        for component in components(settings):
-            if component.name in ("mlflow", "prefect"):
-                _wait_component(component, process, state, timeout_s)
-        if deploy:
-            deploy_flows(settings, env)
-        if settings.alert_webhook_url:
-            info["alerts"] = configure_alerts(settings, env["PREFECT_API_URL"])
-            write_stack(state, info)
-    except Exception:
-        down(settings)
-        raise
-    return info
+    return process
 
 
 def _wait_component(
