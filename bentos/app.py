@@ -151,28 +151,7 @@ class ServingApp:
             weight=lambda item: len(item.batch),
         )
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
-        api_key = settings.api_key.get_secret_value() if settings.api_key else None
-        feedback_key = (
-            settings.feedback_api_key.get_secret_value() if settings.feedback_api_key else None
-        )
-        self.gateway_config = GatewayConfig(
-            api_key=api_key,
-            max_body_bytes=settings.max_body_bytes,
-            max_records=settings.max_records_per_request,
-            open_paths=tuple(settings.open_paths),
-            insecure=settings.insecure,
-            scopes={
-                "/feedback": feedback_scope(api_key, feedback_key, settings.feedback_with_api_key)
-            },
-        )
-        if api_key is None:
-            log.warning(
-                "no API key: /predict, /feedback and /metadata are open to every client "
-                "that can reach this port%s; set DRIFTLOOP_API_KEY",
-                " (DRIFTLOOP_INSECURE: also from the network)"
-                if settings.insecure
-                else " on this machine (others get 403)",
-            )
+        self.gateway_config = gateway_config(settings)
         salt = settings.routing_salt.get_secret_value() if settings.routing_salt else None
         self._routing_salt = model_salt(
             routing_secret(salt, settings.serving_state_path(self.model_name)), self.model_name
@@ -735,6 +714,31 @@ def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Resp
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def gateway_config(settings: ServingSettings) -> GatewayConfig:
+    """The gateway's keys and limits from the settings; warns when no API key is set."""
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    feedback_key = (
+        settings.feedback_api_key.get_secret_value() if settings.feedback_api_key else None
+    )
+    config = GatewayConfig(
+        api_key=api_key,
+        max_body_bytes=settings.max_body_bytes,
+        max_records=settings.max_records_per_request,
+        open_paths=tuple(settings.open_paths),
+        insecure=settings.insecure,
+        scopes={"/feedback": feedback_scope(api_key, feedback_key, settings.feedback_with_api_key)},
+    )
+    if api_key is None:
+        log.warning(
+            "no API key: /predict, /feedback and /metadata are open to every client "
+            "that can reach this port%s; set DRIFTLOOP_API_KEY",
+            " (DRIFTLOOP_INSECURE: also from the network)"
+            if settings.insecure
+            else " on this machine (others get 403)",
+        )
+    return config
 
 
 def _feedback_auth(scope: KeyScope | None) -> str:

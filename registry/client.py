@@ -382,6 +382,13 @@ class Registry:
         all_tags = {k: str(v) for k, v in (tags or {}).items()}
         if registration_key is not None:
             all_tags[REGISTRATION_KEY_TAG] = check_decision_id(registration_key)
+        mv = self._create_version(model_uri, run_id, all_tags, model_id)
+        return _ready(self.get(mv.version) if mv.status != READY else _version_info(mv))
+
+    def _create_version(
+        self, model_uri: str, run_id: str | None, tags: dict[str, str], model_id: str | None
+    ) -> ModelVersion:
+        """A new version; the registered model is created with the first one."""
 
         def create() -> ModelVersion:
             # MLflow waits for READY itself and raises MlflowException on a failed
@@ -390,13 +397,13 @@ class Registry:
                 self.model_name,
                 source=model_uri,
                 run_id=run_id,
-                tags=all_tags,
+                tags=tags,
                 model_id=model_id,
                 await_creation_for=REGISTRATION_WAIT_S,
             )
 
         try:  # the registered model exists but for the first version: one call, not two
-            mv = create()
+            return create()
         except MlflowException as exc:
             if not _is_not_found(exc) or self.exists():
                 raise
@@ -408,8 +415,7 @@ class Registry:
             except MlflowException as exc2:  # created concurrently by another process
                 if getattr(exc2, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                     raise
-            mv = create()
-        return _ready(self.get(mv.version) if mv.status != READY else _version_info(mv))
+            return create()
 
     def find_registered(self, registration_key: str) -> VersionInfo | None:
         """The version registered under `registration_key`, if any (oldest wins)."""
