@@ -686,18 +686,8 @@ class PredictionLog:
         ]
         if bounds.requests == 0 or bounds.first_id is None or bounds.last_id is None:
             return Labelled(pd.DataFrame(columns=columns), 0, 1)
-        f = feedback_table.c
-        recent = [
-            f.model_name == bounds.model_name,
-            f.ts >= (bounds.start_ts or 0.0) - _LABEL_CLOCK_SKEW_S,
-        ]
         with self.engine.connect() as conn:
-            candidates = int(conn.execute(sa.select(sa.func.count()).where(*recent)).scalar_one())
-        every = 1 if not max_labels or candidates <= max_labels else -(-candidates // max_labels)
-        if every > 1:
-            recent.append(f.id % every == 0)
-        labels = first_labels(bounds.model_name, *recent)
-        with self.engine.connect() as conn:
+            candidates, every, labels = _window_labels(conn, bounds, max_labels)
             label_of = {
                 request_id: (label, label_ts)
                 for chunk in self._chunks(
@@ -833,18 +823,12 @@ class PredictionLog:
         """(k, (version, role) -> [(matured?, delay)] of its labelled rows) from one join
         of the window's (1-in-k sampled above `max_labels`) first labels to predictions."""
         c = predictions_table.c
-        f = feedback_table.c
         name = bounds.model_name
-        recent = [f.model_name == name, f.ts >= (bounds.start_ts or 0.0) - _LABEL_CLOCK_SKEW_S]
         # `id + 0`: not an index range, so SQLite drives the join from the labels through
         # the request id index instead of scanning the whole window (as `labelled` does).
         in_window = [c.model_name == name, (c.id + 0).between(bounds.first_id, bounds.last_id)]
         matured = sa.true() if matured_before is None else c.ts <= matured_before
-        candidates = int(conn.execute(sa.select(sa.func.count()).where(*recent)).scalar_one())
-        every = 1 if not max_labels or candidates <= max_labels else -(-candidates // max_labels)
-        if every > 1:
-            recent.append(f.id % every == 0)
-        labels = first_labels(name, *recent)
+        _, every, labels = _window_labels(conn, bounds, max_labels)
         # One pass over the (sampled) labels: version, role, matured?, delay of each
         # labelled row; at most `max_labels` × the rows a request has (shadow incl.).
         query = (
@@ -1142,6 +1126,26 @@ def first_labels(model_name: str | None = None, *where: sa.ColumnElement[bool]) 
         .where(*mine, *where, first)
         .subquery()
     )
+
+
+def _window_labels(
+    conn: sa.Connection, bounds: WindowBounds, max_labels: int | None
+) -> tuple[int, int, sa.Subquery]:
+    """(labels of the model logged since the window began, k, their first labels, 1 in k).
+
+    Above `max_labels` labels only every k-th (by id, so spread evenly over time) is used,
+    k = ceil(labels / max_labels); counting them is an index-only scan.
+    """
+    f = feedback_table.c
+    recent = [
+        f.model_name == bounds.model_name,
+        f.ts >= (bounds.start_ts or 0.0) - _LABEL_CLOCK_SKEW_S,
+    ]
+    candidates = int(conn.execute(sa.select(sa.func.count()).where(*recent)).scalar_one())
+    every = 1 if not max_labels or candidates <= max_labels else -(-candidates // max_labels)
+    if every > 1:
+        recent.append(f.id % every == 0)
+    return candidates, every, first_labels(bounds.model_name, *recent)
 
 
 def _delays_of(
