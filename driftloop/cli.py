@@ -24,6 +24,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from config.settings import Settings
+    from registry import VersionInfo
 
 app = typer.Typer(
     name="driftloop",
@@ -305,6 +306,42 @@ def _print_trained(result: dict[str, Any], as_json: bool) -> None:
         console.print(f"bento: {result['bento_tag']}")
 
 
+def _version_row(v: VersionInfo) -> dict[str, Any]:
+    """One version as `driftloop models` shows it (and prints it with --json)."""
+    return {
+        "version": v.version,
+        "aliases": list(v.aliases),
+        "family": v.tags.get("family", ""),
+        "task": v.tags.get("task", ""),
+        "metrics": {
+            k.removeprefix("holdout_"): float(val)
+            for k, val in v.tags.items()
+            if k.startswith("holdout_")
+        },
+        "data_digest": v.tags.get("data_digest", ""),
+        "bento_tag": v.tags.get("bento_tag", ""),
+        "created_at": v.created_at.isoformat(timespec="seconds"),
+    }
+
+
+def _versions_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("version", "aliases", "family", "task", "holdout", "data", "bento", "created"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["version"],
+            ", ".join(row["aliases"]),
+            row["family"],
+            row["task"],
+            ", ".join(f"{k} {v:.4g}" for k, v in row["metrics"].items()),
+            row["data_digest"][:8],
+            row["bento_tag"],
+            row["created_at"],
+        )
+    return table
+
+
 @app.command()
 def models(
     model_name: ModelName = None,
@@ -315,23 +352,7 @@ def models(
     def body() -> None:
         settings = environment_for(model_name)
         versions = registry_for(settings).versions()
-        rows = [
-            {
-                "version": v.version,
-                "aliases": list(v.aliases),
-                "family": v.tags.get("family", ""),
-                "task": v.tags.get("task", ""),
-                "metrics": {
-                    k.removeprefix("holdout_"): float(val)
-                    for k, val in v.tags.items()
-                    if k.startswith("holdout_")
-                },
-                "data_digest": v.tags.get("data_digest", ""),
-                "bento_tag": v.tags.get("bento_tag", ""),
-                "created_at": v.created_at.isoformat(timespec="seconds"),
-            }
-            for v in versions
-        ]
+        rows = [_version_row(v) for v in versions]
         if as_json:
             print(json.dumps(rows, indent=2))
             return
@@ -340,29 +361,7 @@ def models(
                 f"no versions of {settings.model_name!r} yet: run `driftloop train` first"
             )
             return
-        table = Table(title=f"{settings.model_name} — {settings.resolved_tracking_uri()}")
-        for column in (
-            "version",
-            "aliases",
-            "family",
-            "task",
-            "holdout",
-            "data",
-            "bento",
-            "created",
-        ):
-            table.add_column(column)
-        for row in rows:
-            table.add_row(
-                row["version"],
-                ", ".join(row["aliases"]),
-                row["family"],
-                row["task"],
-                ", ".join(f"{k} {v:.4g}" for k, v in row["metrics"].items()),
-                row["data_digest"][:8],
-                row["bento_tag"],
-                row["created_at"],
-            )
+        table = _versions_table(rows, f"{settings.model_name} — {settings.resolved_tracking_uri()}")
         console.print(table)
 
     run_command(body)
