@@ -938,7 +938,6 @@ def status(
         settings = environment_for(model_name)
         from driftloop import stack
         from driftloop.serving import running_services
-        from pipelines.monitor import read_last_check
 
         health = stack.status(settings)
         table = Table(title="local stack" + ("" if health["running"] else " (not running)"))
@@ -954,36 +953,43 @@ def status(
         for service_url, healthy in services.items():
             table.add_row("serve", _yes_no(healthy), service_url)
         console.print(table)
-        try:
-            registry = registry_for(settings)
-            aliases = registry.aliases()
-            moves = registry.history.list(limit=1)
-        except Exception as exc:  # registry down: say so, show the rest
-            console.print(f"[yellow]registry unreachable:[/yellow] {exc}")
-            aliases, moves = {}, []
-        console.print(
-            f"{settings.model_name} now: "
-            + (", ".join(f"{a} v{v}" for a, v in sorted(aliases.items())) or "no versions yet")
-        )
-        check = read_last_check(settings)
-        if check:
-            console.print(f"last monitor check ({check['at']}), its figures:")
-            print_check(check)
-            if moves and moved_after(moves[0].at, check["at"]):
-                console.print(
-                    f"[yellow]note:[/yellow] the aliases moved at {moves[0].at}, after this "
-                    "check: its figures and versions are from before that move"
-                )
-        else:
-            console.print("no monitor check yet: `driftloop monitor` runs one")
-        if moves:
-            last = moves[0]
-            console.print(
-                f"last action: {last.at} {last.action} by {last.actor}: "
-                f"{last.describe_moves()} — {last.reason}"
-            )
+        _print_model_state(settings)
 
     run_command(body)
+
+
+def _print_model_state(settings: Settings) -> None:
+    """`driftloop status`'s second half: the aliases, the last check and the last action."""
+    from pipelines.monitor import read_last_check
+
+    try:
+        registry = registry_for(settings)
+        aliases = registry.aliases()
+        moves = registry.history.list(limit=1)
+    except Exception as exc:  # registry down: say so, show the rest
+        console.print(f"[yellow]registry unreachable:[/yellow] {exc}")
+        aliases, moves = {}, []
+    console.print(
+        f"{settings.model_name} now: "
+        + (", ".join(f"{a} v{v}" for a, v in sorted(aliases.items())) or "no versions yet")
+    )
+    check = read_last_check(settings)
+    if check:
+        console.print(f"last monitor check ({check['at']}), its figures:")
+        print_check(check)
+        if moves and moved_after(moves[0].at, check["at"]):
+            console.print(
+                f"[yellow]note:[/yellow] the aliases moved at {moves[0].at}, after this "
+                "check: its figures and versions are from before that move"
+            )
+    else:
+        console.print("no monitor check yet: `driftloop monitor` runs one")
+    if moves:
+        last = moves[0]
+        console.print(
+            f"last action: {last.at} {last.action} by {last.actor}: "
+            f"{last.describe_moves()} — {last.reason}"
+        )
 
 
 def moved_after(move_at: str, check_at: str) -> bool:
