@@ -218,32 +218,8 @@ class ServingApp:
             return _json(
                 {"detail": f"the model failed on this request ({type(exc).__name__}: {exc})"}, 500
             )
-        try:
-            # shield: one commit is shared by a whole batch; a caller going away must not
-            # cancel it for the others.
-            await asyncio.shield(answered.commit)
-        except LogUnavailable as exc:  # the message names the condition, never SQL or rows
-            return _json({"detail": f"{exc}; no answer was given, retry"}, 503, _RETRY_AFTER)
-        except Exception as exc:
-            log.error("prediction log commit failed: %s", type(exc).__name__)
-            return _json(
-                {"detail": f"prediction log unavailable ({type(exc).__name__}); retry"},
-                503,
-                _RETRY_AFTER,
-            )
-        versions = answered.versions
-        single = versions[0] if versions.count(versions[0]) == len(versions) else None
-        body: dict[str, Any] = {
-            "predictions": answered.predictions,
-            "request_ids": batch.request_ids,
-            "model_version": single,
-            "model_versions": versions,
-        }
-        if any(p is not None for p in answered.probabilities):
-            # Classifiers that record a decision rule: {class: probability} per record
-            # (null for a record a labels-only version answered). Absent for regressors.
-            body["probabilities"] = answered.probabilities
-        return _json(body, 200, {"x-model-version": single or ",".join(versions)})
+        refused = await _commit_refusal(answered)
+        return refused or _answer(answered, batch)
 
     async def _process(self, items: list[RequestItem]) -> list[Answered]:
         """One batch: model calls in the model thread, then one log commit for all of it."""
@@ -259,22 +235,7 @@ class ServingApp:
 
         Returns each request's (predictions, versions, probabilities) and the log rows.
         """
-        groups: dict[tuple[int, str], tuple[LoadedModel, list[_Part]]] = {}
-
-        def add(model: LoadedModel, role: str, part: _Part) -> None:
-            groups.setdefault((id(model), role), (model, []))[1].append(part)
-
-        for k, item in enumerate(items):
-            batch, by = item.batch, item.answer_by
-            to_challenger = [i for i, who in enumerate(by or ()) if who == CHALLENGER]
-            if not to_challenger or item.challenger is None:
-                add(item.champion, CHAMPION, _Part(k, None, batch))
-                continue
-            keep = [i for i, who in enumerate(by or ()) if who != CHALLENGER]
-            if keep:
-                add(item.champion, CHAMPION, _Part(k, keep, batch.take(keep)))
-            add(item.challenger, CHALLENGER, _Part(k, to_challenger, batch.take(to_challenger)))
-
+        groups = _by_model_and_role(items)
         predictions: list[list[Any]] = [[None] * len(item.batch) for item in items]
         probabilities: list[list[Scores]] = [[None] * len(item.batch) for item in items]
         versions: list[list[str]] = [[""] * len(item.batch) for item in items]
@@ -714,6 +675,65 @@ def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Resp
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+async def _commit_refusal(answered: Answered) -> Response | None:
+    """A 503 when the prediction log did not commit this request's rows (no answer is
+    given then), None once they are committed."""
+    try:
+        # shield: one commit is shared by a whole batch; a caller going away must not
+        # cancel it for the others.
+        await asyncio.shield(answered.commit)
+    except LogUnavailable as exc:  # the message names the condition, never SQL or rows
+        return _json({"detail": f"{exc}; no answer was given, retry"}, 503, _RETRY_AFTER)
+    except Exception as exc:
+        log.error("prediction log commit failed: %s", type(exc).__name__)
+        return _json(
+            {"detail": f"prediction log unavailable ({type(exc).__name__}); retry"},
+            503,
+            _RETRY_AFTER,
+        )
+    return None
+
+
+def _answer(answered: Answered, batch: ValidBatch) -> Response:
+    """/predict's 200: predictions, ids, the version(s) that answered, probabilities."""
+    versions = answered.versions
+    single = versions[0] if versions.count(versions[0]) == len(versions) else None
+    body: dict[str, Any] = {
+        "predictions": answered.predictions,
+        "request_ids": batch.request_ids,
+        "model_version": single,
+        "model_versions": versions,
+    }
+    if any(p is not None for p in answered.probabilities):
+        # Classifiers that record a decision rule: {class: probability} per record
+        # (null for a record a labels-only version answered). Absent for regressors.
+        body["probabilities"] = answered.probabilities
+    return _json(body, 200, {"x-model-version": single or ",".join(versions)})
+
+
+def _by_model_and_role(
+    items: list[RequestItem],
+) -> dict[tuple[int, str], tuple[LoadedModel, list[_Part]]]:
+    """The batch's records grouped for one model call per (model, role): each request's
+    records the canary routed to the challenger go to it, the rest to the champion."""
+    groups: dict[tuple[int, str], tuple[LoadedModel, list[_Part]]] = {}
+
+    def add(model: LoadedModel, role: str, part: _Part) -> None:
+        groups.setdefault((id(model), role), (model, []))[1].append(part)
+
+    for k, item in enumerate(items):
+        batch, by = item.batch, item.answer_by
+        to_challenger = [i for i, who in enumerate(by or ()) if who == CHALLENGER]
+        if not to_challenger or item.challenger is None:
+            add(item.champion, CHAMPION, _Part(k, None, batch))
+            continue
+        keep = [i for i, who in enumerate(by or ()) if who != CHALLENGER]
+        if keep:
+            add(item.champion, CHAMPION, _Part(k, keep, batch.take(keep)))
+        add(item.challenger, CHALLENGER, _Part(k, to_challenger, batch.take(to_challenger)))
+    return groups
 
 
 def gateway_config(settings: ServingSettings) -> GatewayConfig:
