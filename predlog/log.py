@@ -865,21 +865,7 @@ class PredictionLog:
         assert bounds.first_id is not None and bounds.last_id is not None
         c = predictions_table.c
         name = bounds.model_name
-        matured_last = bounds.last_id
-        if matured_before is not None:
-            newest = conn.execute(
-                sa.select(c.id)
-                .where(c.model_name == name, c.ts <= matured_before)
-                .order_by(c.ts.desc())
-                .limit(1)
-            ).scalar()
-            matured_last = min(bounds.last_id, int(newest) if newest is not None else -1)
-        if matured_last == bounds.last_id:  # every row matured: the window's own counts
-            matured_counts = dict(bounds.rows_by_role)
-        elif matured_last >= bounds.first_id:
-            matured_counts = self._role_counts(conn, name, bounds.first_id, matured_last)
-        else:
-            matured_counts = {}
+        matured_counts = self._matured_counts(conn, bounds, matured_before)
         out: dict[str, dict[str, tuple[int, int]]] = {}
         for role, n in bounds.rows_by_role.items():
             in_role = [
@@ -910,6 +896,28 @@ class PredictionLog:
             ):
                 out.setdefault(str(version), {})[role] = (int(count), int(n_matured or 0))
         return out
+
+    def _matured_counts(
+        self, conn: sa.Connection, bounds: WindowBounds, matured_before: float | None
+    ) -> dict[str, int]:
+        """{role: rows} of the window logged by `matured_before` (None: all of them):
+        index-only counts up to the newest such row (the service logs in time order)."""
+        assert bounds.first_id is not None and bounds.last_id is not None
+        c = predictions_table.c
+        matured_last = bounds.last_id
+        if matured_before is not None:
+            newest = conn.execute(
+                sa.select(c.id)
+                .where(c.model_name == bounds.model_name, c.ts <= matured_before)
+                .order_by(c.ts.desc())
+                .limit(1)
+            ).scalar()
+            matured_last = min(bounds.last_id, int(newest) if newest is not None else -1)
+        if matured_last == bounds.last_id:  # every row matured: the window's own counts
+            return dict(bounds.rows_by_role)
+        if matured_last >= bounds.first_id:
+            return self._role_counts(conn, bounds.model_name, bounds.first_id, matured_last)
+        return {}
 
     def labelled_frame(self, bounds: WindowBounds) -> pd.DataFrame:
         """The window's answered requests that have a label, with their features (retraining)."""
