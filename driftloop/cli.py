@@ -1360,6 +1360,21 @@ def log_prune(
     run_command(body)
 
 
+def _check_log_revision(engine: Any, shown: str) -> None:
+    """`driftloop log migrate --check`: show the revision; CliError (exit 1) if not the head."""
+    from predlog import migrations
+
+    revision = migrations.current_revision(engine)
+    state = "head" if revision == migrations.HEAD else f"head is {migrations.HEAD}"
+    console.print(f"prediction log {shown}: revision {revision or 'none'} ({state})")
+    if revision != migrations.HEAD:
+        raise CliError(
+            f"the prediction log is not at the head revision "
+            f"{migrations.HEAD}: run `driftloop log migrate`",
+            EXIT_CHECK_FAILED,
+        )
+
+
 @log_app.command("migrate")
 def log_migrate(
     check: Annotated[
@@ -1395,15 +1410,7 @@ def log_migrate(
         engine = sa.create_engine(url)
         try:
             if check:
-                revision = migrations.current_revision(engine)
-                state = "head" if revision == migrations.HEAD else f"head is {migrations.HEAD}"
-                console.print(f"prediction log {shown}: revision {revision or 'none'} ({state})")
-                if revision != migrations.HEAD:
-                    raise CliError(
-                        f"the prediction log is not at the head revision "
-                        f"{migrations.HEAD}: run `driftloop log migrate`",
-                        EXIT_CHECK_FAILED,
-                    )
+                _check_log_revision(engine, shown)
                 return
             done = migrations.upgrade(engine)
         except sa.exc.SQLAlchemyError as exc:
