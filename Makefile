@@ -46,7 +46,7 @@ test: setup chromium  ## unit + integration tests (real servers), all but those 
 FAST_INTEGRATION := tests/integration/test_moves.py tests/integration/test_feedback.py \
 	tests/integration/test_hostile_input.py
 
-test-fast: setup  ## the inner loop: unit tests + FAST_INTEGRATION, none marked slow (~8 min on 2 cores); make test before pushing
+test-fast: setup  ## the inner loop: unit tests + FAST_INTEGRATION, none marked slow (~8-10 min on 2 cores); make test before pushing
 	$(PY) -m pytest tests/unit $(FAST_INTEGRATION) -q -p no:cacheprovider -m "not slow" --durations=10
 
 test-slow: setup  ## the tests marked slow (the loop, faults, PostgreSQL, stack, packaging); CI runs them too
