@@ -21,7 +21,7 @@ UV_INDEX_ARGS := $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL) \
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup chromium test test-slow test-all test-unit test-integration lint format demo up down status bench clean lock \
+.PHONY: setup chromium test test-fast test-slow test-all test-unit test-integration lint format demo up down status bench clean lock \
 	lock-upgrade
 
 setup: $(STAMP)  ## venv in .venv: exactly the lock (hash-checked), then the project editable
@@ -40,6 +40,14 @@ chromium:
 
 test: setup chromium  ## unit + integration tests (real servers), all but those marked slow: < 20 min on 2 cores
 	$(PY) -m pytest tests -q -p no:cacheprovider -m "not slow" --durations=25
+
+# The integration tests of the inner loop: alias moves against a real MLflow, and the
+# service's edge (labels, hostile bodies) behind a real `bentoml serve`.
+FAST_INTEGRATION := tests/integration/test_moves.py tests/integration/test_feedback.py \
+	tests/integration/test_hostile_input.py
+
+test-fast: setup  ## the inner loop: unit tests + FAST_INTEGRATION, none marked slow (~8-10 min on 2 cores); make test before pushing
+	$(PY) -m pytest tests/unit $(FAST_INTEGRATION) -q -p no:cacheprovider -m "not slow" --durations=10
 
 test-slow: setup  ## the tests marked slow (the loop, faults, PostgreSQL, stack, packaging); CI runs them too
 	$(PY) -m pytest tests -q -p no:cacheprovider -m slow --durations=25

@@ -28,9 +28,6 @@ from starlette.responses import JSONResponse, Response
 
 from bentos.batching import MicroBatcher
 from bentos.follower import (
-    CHALLENGER,
-    CHAMPION,
-    PREVIOUS,
     AliasCache,
     AliasFollower,
     AliasSource,
@@ -40,7 +37,7 @@ from bentos.follower import (
 )
 from bentos.gateway import LARGE_BODY_RECORDS, GatewayConfig, KeyScope, feedback_scope
 from bentos.metrics import ServingMetrics
-from bentos.routing import SHADOW, model_salt, route, routing_secret
+from bentos.routing import model_salt, route, routing_secret
 from bentos.schema import ENTITY_ID, MAX_ERRORS, REQUEST_ID, Label, SchemaError, ValidBatch
 from bentos.store import (
     LoadedModel,
@@ -50,6 +47,7 @@ from bentos.store import (
     load_model,
     local_model,
 )
+from config.names import CHALLENGER, CHAMPION, PREVIOUS, SHADOW
 from config.serving import ServingSettings
 from predlog import jsonio
 from predlog.fallbacks import FALLBACK, record_fallback_event
@@ -153,28 +151,7 @@ class ServingApp:
             weight=lambda item: len(item.batch),
         )
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
-        api_key = settings.api_key.get_secret_value() if settings.api_key else None
-        feedback_key = (
-            settings.feedback_api_key.get_secret_value() if settings.feedback_api_key else None
-        )
-        self.gateway_config = GatewayConfig(
-            api_key=api_key,
-            max_body_bytes=settings.max_body_bytes,
-            max_records=settings.max_records_per_request,
-            open_paths=tuple(settings.open_paths),
-            insecure=settings.insecure,
-            scopes={
-                "/feedback": feedback_scope(api_key, feedback_key, settings.feedback_with_api_key)
-            },
-        )
-        if api_key is None:
-            log.warning(
-                "no API key: /predict, /feedback and /metadata are open to every client "
-                "that can reach this port%s; set DRIFTLOOP_API_KEY",
-                " (DRIFTLOOP_INSECURE: also from the network)"
-                if settings.insecure
-                else " on this machine (others get 403)",
-            )
+        self.gateway_config = gateway_config(settings)
         salt = settings.routing_salt.get_secret_value() if settings.routing_salt else None
         self._routing_salt = model_salt(
             routing_secret(salt, settings.serving_state_path(self.model_name)), self.model_name
@@ -241,32 +218,8 @@ class ServingApp:
             return _json(
                 {"detail": f"the model failed on this request ({type(exc).__name__}: {exc})"}, 500
             )
-        try:
-            # shield: one commit is shared by a whole batch; a caller going away must not
-            # cancel it for the others.
-            await asyncio.shield(answered.commit)
-        except LogUnavailable as exc:  # the message names the condition, never SQL or rows
-            return _json({"detail": f"{exc}; no answer was given, retry"}, 503, _RETRY_AFTER)
-        except Exception as exc:
-            log.error("prediction log commit failed: %s", type(exc).__name__)
-            return _json(
-                {"detail": f"prediction log unavailable ({type(exc).__name__}); retry"},
-                503,
-                _RETRY_AFTER,
-            )
-        versions = answered.versions
-        single = versions[0] if versions.count(versions[0]) == len(versions) else None
-        body: dict[str, Any] = {
-            "predictions": answered.predictions,
-            "request_ids": batch.request_ids,
-            "model_version": single,
-            "model_versions": versions,
-        }
-        if any(p is not None for p in answered.probabilities):
-            # Classifiers that record a decision rule: {class: probability} per record
-            # (null for a record a labels-only version answered). Absent for regressors.
-            body["probabilities"] = answered.probabilities
-        return _json(body, 200, {"x-model-version": single or ",".join(versions)})
+        refused = await _commit_refusal(answered)
+        return refused or _answer(answered, batch)
 
     async def _process(self, items: list[RequestItem]) -> list[Answered]:
         """One batch: model calls in the model thread, then one log commit for all of it."""
@@ -282,22 +235,7 @@ class ServingApp:
 
         Returns each request's (predictions, versions, probabilities) and the log rows.
         """
-        groups: dict[tuple[int, str], tuple[LoadedModel, list[_Part]]] = {}
-
-        def add(model: LoadedModel, role: str, part: _Part) -> None:
-            groups.setdefault((id(model), role), (model, []))[1].append(part)
-
-        for k, item in enumerate(items):
-            batch, by = item.batch, item.answer_by
-            to_challenger = [i for i, who in enumerate(by or ()) if who == CHALLENGER]
-            if not to_challenger or item.challenger is None:
-                add(item.champion, CHAMPION, _Part(k, None, batch))
-                continue
-            keep = [i for i, who in enumerate(by or ()) if who != CHALLENGER]
-            if keep:
-                add(item.champion, CHAMPION, _Part(k, keep, batch.take(keep)))
-            add(item.challenger, CHALLENGER, _Part(k, to_challenger, batch.take(to_challenger)))
-
+        groups = _by_model_and_role(items)
         predictions: list[list[Any]] = [[None] * len(item.batch) for item in items]
         probabilities: list[list[Scores]] = [[None] * len(item.batch) for item in items]
         versions: list[list[str]] = [[""] * len(item.batch) for item in items]
@@ -589,7 +527,7 @@ class ServingApp:
                 "registry unreachable: serving the loaded versions, aliases are not followed"
             )
         wanted = status["aliases"].get(CHAMPION)
-        if wanted and wanted != status["champion"] and wanted in status["load_errors"]:
+        if wanted and wanted != status[CHAMPION] and wanted in status["load_errors"]:
             reasons.append(
                 f"champion v{wanted} cannot be loaded ({status['load_errors'][wanted]}); "
                 f"serving v{status['champion']}"
@@ -635,14 +573,14 @@ class ServingApp:
         share = self.canary_share()
         mode = "champion only"
         if snap.challenger is not None:
-            mode = "shadow" if share <= 0 else "canary"
+            mode = SHADOW if share <= 0 else "canary"
         champion = snap.champion
         return 200, {
             "model_name": self.model_name,
             "bento": self.bento_tag,
-            "champion": _describe(champion),
-            "challenger": _describe(snap.challenger),
-            "previous": snap.aliases.get(PREVIOUS),
+            CHAMPION: _describe(champion),
+            CHALLENGER: _describe(snap.challenger),
+            PREVIOUS: snap.aliases.get(PREVIOUS),
             "aliases": dict(snap.aliases),
             "routing": {
                 "canary_share": share,
@@ -737,6 +675,90 @@ def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Resp
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+async def _commit_refusal(answered: Answered) -> Response | None:
+    """A 503 when the prediction log did not commit this request's rows (no answer is
+    given then), None once they are committed."""
+    try:
+        # shield: one commit is shared by a whole batch; a caller going away must not
+        # cancel it for the others.
+        await asyncio.shield(answered.commit)
+    except LogUnavailable as exc:  # the message names the condition, never SQL or rows
+        return _json({"detail": f"{exc}; no answer was given, retry"}, 503, _RETRY_AFTER)
+    except Exception as exc:
+        log.error("prediction log commit failed: %s", type(exc).__name__)
+        return _json(
+            {"detail": f"prediction log unavailable ({type(exc).__name__}); retry"},
+            503,
+            _RETRY_AFTER,
+        )
+    return None
+
+
+def _answer(answered: Answered, batch: ValidBatch) -> Response:
+    """/predict's 200: predictions, ids, the version(s) that answered, probabilities."""
+    versions = answered.versions
+    single = versions[0] if versions.count(versions[0]) == len(versions) else None
+    body: dict[str, Any] = {
+        "predictions": answered.predictions,
+        "request_ids": batch.request_ids,
+        "model_version": single,
+        "model_versions": versions,
+    }
+    if any(p is not None for p in answered.probabilities):
+        # Classifiers that record a decision rule: {class: probability} per record
+        # (null for a record a labels-only version answered). Absent for regressors.
+        body["probabilities"] = answered.probabilities
+    return _json(body, 200, {"x-model-version": single or ",".join(versions)})
+
+
+def _by_model_and_role(
+    items: list[RequestItem],
+) -> dict[tuple[int, str], tuple[LoadedModel, list[_Part]]]:
+    """The batch's records grouped for one model call per (model, role): each request's
+    records the canary routed to the challenger go to it, the rest to the champion."""
+    groups: dict[tuple[int, str], tuple[LoadedModel, list[_Part]]] = {}
+
+    def add(model: LoadedModel, role: str, part: _Part) -> None:
+        groups.setdefault((id(model), role), (model, []))[1].append(part)
+
+    for k, item in enumerate(items):
+        batch, by = item.batch, item.answer_by
+        to_challenger = [i for i, who in enumerate(by or ()) if who == CHALLENGER]
+        if not to_challenger or item.challenger is None:
+            add(item.champion, CHAMPION, _Part(k, None, batch))
+            continue
+        keep = [i for i, who in enumerate(by or ()) if who != CHALLENGER]
+        if keep:
+            add(item.champion, CHAMPION, _Part(k, keep, batch.take(keep)))
+        add(item.challenger, CHALLENGER, _Part(k, to_challenger, batch.take(to_challenger)))
+    return groups
+
+
+def gateway_config(settings: ServingSettings) -> GatewayConfig:
+    """The gateway's keys and limits from the settings; warns when no API key is set."""
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    feedback_key = (
+        settings.feedback_api_key.get_secret_value() if settings.feedback_api_key else None
+    )
+    config = GatewayConfig(
+        api_key=api_key,
+        max_body_bytes=settings.max_body_bytes,
+        max_records=settings.max_records_per_request,
+        open_paths=tuple(settings.open_paths),
+        insecure=settings.insecure,
+        scopes={"/feedback": feedback_scope(api_key, feedback_key, settings.feedback_with_api_key)},
+    )
+    if api_key is None:
+        log.warning(
+            "no API key: /predict, /feedback and /metadata are open to every client "
+            "that can reach this port%s; set DRIFTLOOP_API_KEY",
+            " (DRIFTLOOP_INSECURE: also from the network)"
+            if settings.insecure
+            else " on this machine (others get 403)",
+        )
+    return config
 
 
 def _feedback_auth(scope: KeyScope | None) -> str:

@@ -34,14 +34,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bentos.store import LoadedModel
+from config.names import ALIASES, CHALLENGER, CHAMPION, PREVIOUS
 from registry.client import CANARY_SHARE_TAG, parse_canary_share
 
 log = logging.getLogger("driftloop.serving")
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-PREVIOUS = "previous"
-_KEPT_LOADED = (CHAMPION, CHALLENGER, PREVIOUS)
+_KEPT_LOADED = ALIASES
 
 
 class AliasSource(Protocol):
@@ -377,47 +375,10 @@ class AliasFollower:
         """Load what the aliases name, then swap the snapshot if anything changed."""
         with self._lock:
             for version in self._wanted_versions(aliases):
-                if version in self._loaded or not self._load_due(version):
-                    continue
-                try:
-                    started = time.perf_counter()
-                    self._loaded[version] = self.loader(version, allow_import)
-                    self.load_errors.pop(version, None)
-                    self._load_failures.pop(version, None)
-                    log.info(
-                        "loaded %s version %s in %.2f s",
-                        self.model_name,
-                        version,
-                        time.perf_counter() - started,
-                    )
-                except Exception as exc:
-                    message = f"{type(exc).__name__}: {exc}"[:500]
-                    wait_s = self._load_failed(version, allow_import)
-                    if self.load_errors.get(version) != message:
-                        log.warning(
-                            "cannot load %s version %s: %s (retrying in %.1f s)",
-                            self.model_name,
-                            version,
-                            message,
-                            wait_s,
-                        )
-                    self.load_errors[version] = message
+                if version not in self._loaded and self._load_due(version):
+                    self._load(version, allow_import)
             old = self.snapshot
-            champion_version = aliases.get(CHAMPION)
-            champion = self._loaded.get(champion_version) if champion_version else None
-            if champion is None:
-                champion = old.champion  # keep serving rather than serve nothing
-            challenger_version = aliases.get(CHALLENGER)
-            challenger = self._loaded.get(challenger_version) if challenger_version else None
-            if (
-                challenger is not None
-                and champion is not None
-                and challenger.version == champion.version
-            ):
-                challenger = None
-            previous_version = aliases.get(PREVIOUS)
-            previous = self._loaded.get(previous_version) if previous_version else None
-            new = Snapshot(champion, challenger, dict(aliases), source, previous)
+            new = self._snapshot_for(aliases, source, old)
             if (new.champion, new.challenger, new.previous, dict(new.aliases)) != (
                 old.champion,
                 old.challenger,
@@ -442,6 +403,51 @@ class AliasFollower:
                 if version not in keep:
                     self._load_failures.pop(version, None)
                     self.load_errors.pop(version, None)
+
+    def _load(self, version: str, allow_import: bool) -> None:
+        """Load one version into `_loaded`; a failure is kept (with its backoff), not raised."""
+        try:
+            started = time.perf_counter()
+            self._loaded[version] = self.loader(version, allow_import)
+            self.load_errors.pop(version, None)
+            self._load_failures.pop(version, None)
+            log.info(
+                "loaded %s version %s in %.2f s",
+                self.model_name,
+                version,
+                time.perf_counter() - started,
+            )
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}"[:500]
+            wait_s = self._load_failed(version, allow_import)
+            if self.load_errors.get(version) != message:
+                log.warning(
+                    "cannot load %s version %s: %s (retrying in %.1f s)",
+                    self.model_name,
+                    version,
+                    message,
+                    wait_s,
+                )
+            self.load_errors[version] = message
+
+    def _snapshot_for(self, aliases: Mapping[str, str], source: str, old: Snapshot) -> Snapshot:
+        """The models the aliases name among those loaded; a champion that is not loaded
+        keeps the old one serving (rather than nothing)."""
+        champion_version = aliases.get(CHAMPION)
+        champion = self._loaded.get(champion_version) if champion_version else None
+        if champion is None:
+            champion = old.champion
+        challenger_version = aliases.get(CHALLENGER)
+        challenger = self._loaded.get(challenger_version) if challenger_version else None
+        if (
+            challenger is not None
+            and champion is not None
+            and challenger.version == champion.version
+        ):
+            challenger = None
+        previous_version = aliases.get(PREVIOUS)
+        previous = self._loaded.get(previous_version) if previous_version else None
+        return Snapshot(champion, challenger, dict(aliases), source, previous)
 
     def _load_due(self, version: str) -> bool:
         failures = self._load_failures.get(version)
@@ -478,12 +484,12 @@ class AliasFollower:
     def status(self) -> dict[str, Any]:
         snap = self.snapshot
         return {
-            "champion": snap.champion.version if snap.champion else None,
-            "challenger": snap.challenger.version if snap.challenger else None,
+            CHAMPION: snap.champion.version if snap.champion else None,
+            CHALLENGER: snap.challenger.version if snap.challenger else None,
             "aliases": dict(snap.aliases),
             "aliases_from": snap.source,
             "loaded_versions": sorted(self._loaded, key=lambda v: (len(v), v)),
-            "previous": snap.previous.version if snap.previous else None,
+            PREVIOUS: snap.previous.version if snap.previous else None,
             "load_errors": dict(self.load_errors),
             "failed_loads": {
                 version: {

@@ -393,42 +393,7 @@ def read_envelope(
         if key != list_field
     ][:MAX_LISTED_ERRORS]
     items = data.get(list_field)
-    if list_field not in data:
-        errors.append(
-            _problem([list_field], f"missing field {list_field!r}: the body is {shape}", "missing")
-        )
-    elif not isinstance(items, list) or not items:
-        errors.append(
-            _problem(
-                [list_field],
-                f"expected a non-empty list of objects, got {json.dumps(items)[:60]}",
-                "list_type" if not isinstance(items, list) else "too_short",
-                items if not isinstance(items, dict | list) else None,
-            )
-        )
-    elif len(items) > max_items:
-        errors.append(
-            _problem(
-                [list_field],
-                f"too many {list_field}: {len(items)} in one request, at most {max_items} "
-                "(setting max_records_per_request, DRIFTLOOP_MAX_RECORDS_PER_REQUEST): "
-                "split the request",
-                "too_long",
-            )
-        )
-    else:
-        bad = (i for i, item in enumerate(items) if type(item) is not dict)
-        for i in bad:
-            if len(errors) >= MAX_LISTED_ERRORS:
-                break
-            errors.append(
-                _problem(
-                    [list_field, i],
-                    f"expected an object, got {json.dumps(items[i])[:60]}",
-                    "dict_type",
-                    items[i] if not isinstance(items[i], dict | list) else None,
-                )
-            )
+    errors += _list_problems(data, list_field, shape, max_items, len(errors))
     if not errors and (deep := depth_beyond(data, body, len(items))) is not None:
         path, level = deep
         errors.append(
@@ -440,6 +405,52 @@ def read_envelope(
             )
         )
     return (None, errors) if errors else (items, None)
+
+
+def _list_problems(
+    data: dict[str, Any], list_field: str, shape: str, max_items: int, already: int
+) -> list[dict[str, Any]]:
+    """What is wrong with the body's list (missing, not a non-empty list, too long, items
+    that are not objects), listing at most MAX_LISTED_ERRORS with the `already` found."""
+    items = data.get(list_field)
+    problems: list[dict[str, Any]] = []
+    if list_field not in data:
+        problems.append(
+            _problem([list_field], f"missing field {list_field!r}: the body is {shape}", "missing")
+        )
+    elif not isinstance(items, list) or not items:
+        problems.append(
+            _problem(
+                [list_field],
+                f"expected a non-empty list of objects, got {json.dumps(items)[:60]}",
+                "list_type" if not isinstance(items, list) else "too_short",
+                items if not isinstance(items, dict | list) else None,
+            )
+        )
+    elif len(items) > max_items:
+        problems.append(
+            _problem(
+                [list_field],
+                f"too many {list_field}: {len(items)} in one request, at most {max_items} "
+                "(setting max_records_per_request, DRIFTLOOP_MAX_RECORDS_PER_REQUEST): "
+                "split the request",
+                "too_long",
+            )
+        )
+    else:
+        bad = (i for i, item in enumerate(items) if type(item) is not dict)
+        for i in bad:
+            if already + len(problems) >= MAX_LISTED_ERRORS:
+                break
+            problems.append(
+                _problem(
+                    [list_field, i],
+                    f"expected an object, got {json.dumps(items[i])[:60]}",
+                    "dict_type",
+                    items[i] if not isinstance(items[i], dict | list) else None,
+                )
+            )
+    return problems
 
 
 class ShortSwitchInterval:

@@ -14,6 +14,9 @@ _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
+_BY_VERSION_AND_ROLE = ["model_name", "model_version", "role"]
+
+
 class ServingMetrics:
     """Counters and histograms of the driftloop service (names start with `driftloop_`)."""
 
@@ -23,13 +26,13 @@ class ServingMetrics:
         self.predictions = Counter(
             "driftloop_predictions",
             "Records predicted, by model version and role (champion, challenger, shadow).",
-            ["model_name", "model_version", "role"],
+            _BY_VERSION_AND_ROLE,
             registry=reg,
         )
         self.model_errors = Counter(
             "driftloop_model_errors",
             "Model calls that raised, by model version and role.",
-            ["model_name", "model_version", "role"],
+            _BY_VERSION_AND_ROLE,
             registry=reg,
         )
         self.fallbacks = Counter(
@@ -49,7 +52,7 @@ class ServingMetrics:
         self.prediction_latency_seconds = Histogram(
             "driftloop_prediction_latency_seconds",
             "Request arrival to prediction ready, per request, by model version and role.",
-            ["model_name", "model_version", "role"],
+            _BY_VERSION_AND_ROLE,
             buckets=_LATENCY_BUCKETS_S,
             registry=reg,
         )

@@ -63,14 +63,8 @@ def features_table(features: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def document(spec: dict[str, Any], details: dict[str, Any]) -> dict[str, Any]:
-    """BentoML's OpenAPI document with the live service's details (a new dict)."""
-    doc = copy.deepcopy(spec)
-    model = details.get("model_name") or "model"
-    champion = details.get("champion_version")
-    info = doc.setdefault("info", {})
-    info["title"] = f"{model} — driftloop"
-    info["version"] = f"champion v{champion}" if champion else "no champion loaded"
+def _description(model: str, champion: Any, details: dict[str, Any]) -> str:
+    """The document's Markdown introduction: what answers, the key, limits, features, labels."""
     features = details.get("features") or []
     parts = [
         f"Predictions of the registered MLflow model **{model}**: the `champion` alias answers"
@@ -96,7 +90,18 @@ def document(spec: dict[str, Any], details: dict[str, Any]) -> dict[str, Any]:
         ]
     if details.get("label_rule"):
         parts += ["", f"**Labels** (`/feedback`): {details['label_rule']}"]
-    info["description"] = "\n".join(parts)
+    return "\n".join(parts)
+
+
+def document(spec: dict[str, Any], details: dict[str, Any]) -> dict[str, Any]:
+    """BentoML's OpenAPI document with the live service's details (a new dict)."""
+    doc = copy.deepcopy(spec)
+    model = details.get("model_name") or "model"
+    champion = details.get("champion_version")
+    info = doc.setdefault("info", {})
+    info["title"] = f"{model} — driftloop"
+    info["version"] = f"champion v{champion}" if champion else "no champion loaded"
+    info["description"] = _description(model, champion, details)
 
     record = example_record(details)
     paths = doc.setdefault("paths", {})

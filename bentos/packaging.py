@@ -81,12 +81,23 @@ def build_envs(config: dict[str, Any], family: str) -> list[Any] | None:
     jinja2...) from that index alone unless the strategy lets it pick the pinned version
     from PyPI.
     """
-    # `bentoml.bentos.build` takes these objects, not the bentofile's mappings.
-    from bentoml._internal.bento.build_config import BentoEnvSchema
-
     envs = list(config.get("envs") or [])
     if family == "torch":
         envs.append({"name": "UV_INDEX_STRATEGY", "value": "unsafe-best-match"})
+    return env_schemas(envs)
+
+
+def env_schemas(envs: list[dict[str, Any]]) -> list[Any] | None:
+    """The bentofile's ``envs`` mappings as the objects `bentoml.bentos.build` takes.
+
+    Private BentoML API, kept here only: ``bentoml.bentos.build(envs=...)`` is typed
+    ``list[BentoEnvSchema]`` and passes the list on unconverted (a mapping fails later, at
+    ``env.name``), and ``BentoEnvSchema`` is exported only from
+    ``bentoml._internal.bento.build_config`` (checked against BentoML 1.4.40; the public
+    ``build_bentofile`` reads mappings but only from a bentofile on disk).
+    """
+    from bentoml._internal.bento.build_config import BentoEnvSchema
+
     return [BentoEnvSchema(**env) for env in envs] or None
 
 

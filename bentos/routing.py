@@ -20,12 +20,8 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-Role = Literal["champion", "challenger", "shadow"]
-CHAMPION: Role = "champion"
-CHALLENGER: Role = "challenger"
-SHADOW: Role = "shadow"
+from config.names import CHALLENGER, CHAMPION, Role
 
 
 @dataclass(frozen=True)

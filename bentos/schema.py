@@ -331,26 +331,18 @@ class RecordSchema:
     def _validate_records(self, records: Any, loc: str) -> list[ValidRecord]:
         """Record by record through the pydantic model (the reference behaviour)."""
         if not isinstance(records, list):
-            raise SchemaError(
-                [
-                    _error(
-                        [loc],
-                        records,
-                        "list_type",
-                        f"expected a list of records, got {_show(records)}",
-                    )
-                ]
+            raise _refusal_of(
+                [loc],
+                records,
+                "list_type",
+                f"expected a list of records, got {_show(records)}",
             )
         if not records:
-            raise SchemaError(
-                [
-                    _error(
-                        [loc],
-                        records,
-                        "too_short",
-                        "expected at least one record, got an empty list",
-                    )
-                ]
+            raise _refusal_of(
+                [loc],
+                records,
+                "too_short",
+                "expected at least one record, got an empty list",
             )
         model = self.pydantic_model()
         valid: list[ValidRecord] = []
@@ -516,6 +508,11 @@ def _error(loc: list[Any], value: Any, kind: str, msg: str) -> dict[str, Any]:
     return {"loc": loc, "msg": msg, "input": _jsonable(value), "type": kind}
 
 
+def _refusal_of(loc: list[Any], value: Any, kind: str, msg: str) -> SchemaError:
+    """A whole body refused for one reason (not a list, an empty list)."""
+    return SchemaError([_error(loc, value, kind, msg)])
+
+
 def _show(value: Any) -> str:
     """A value as the caller wrote it: strings quoted, null/true/false in JSON words."""
     if value is None or isinstance(value, bool):
@@ -646,75 +643,61 @@ class LabelSchema:
 
     def validate(self, labels: Any, loc: str = "labels") -> list[Label]:
         if not isinstance(labels, list) or not labels:
-            raise SchemaError(
-                [
-                    _error(
-                        [loc],
-                        labels,
-                        "list_type",
-                        "expected a non-empty list of {'request_id', 'label'} objects, "
-                        f"got {_show(labels)}",
-                    )
-                ]
+            raise _refusal_of(
+                [loc],
+                labels,
+                "list_type",
+                "expected a non-empty list of {'request_id', 'label'} objects, "
+                f"got {_show(labels)}",
             )
         valid: list[Label] = []
         errors: list[dict[str, Any]] = []
         for i, raw in enumerate(labels):
-            if not isinstance(raw, dict):
-                errors.append(
-                    _error(
-                        [loc, i],
-                        raw,
-                        "dict_type",
-                        f"expected an object with 'request_id' and 'label', got {_show(raw)}",
-                    )
-                )
-                continue
-            extra = sorted(set(raw) - {REQUEST_ID, "label"})
-            for key in extra:
-                errors.append(
-                    _error(
-                        [loc, i, key],
-                        raw[key],
-                        "extra_forbidden",
-                        f"unknown field {key!r}; a label has 'request_id' and 'label'",
-                    )
-                )
-            if REQUEST_ID not in raw:
-                errors.append(
-                    _error(
-                        [loc, i, REQUEST_ID],
-                        None,
-                        "missing",
-                        "missing field 'request_id' (the id the prediction answered with)",
-                    )
-                )
-            request_id = _check_id(raw.get(REQUEST_ID), [loc, i, REQUEST_ID], errors)
-            if "label" not in raw:
-                errors.append(
-                    _error(
-                        [loc, i, "label"],
-                        None,
-                        "missing",
-                        f"missing field 'label' (expected {self._expected()})",
-                    )
-                )
-                continue
-            try:
-                value = self.adapter().validate_python(raw["label"])
-            except ValidationError as exc:
-                kind = exc.errors(include_url=False)[0]["type"]
-                errors.append(
-                    _error([loc, i, "label"], raw["label"], kind, self._refusal(raw["label"]))
-                )
-                continue
-            if request_id is not None:
-                valid.append(Label(request_id, value))
-            if len(errors) >= MAX_ERRORS:
+            label = self._label_of(raw, [loc, i], errors)
+            if label is not None:
+                valid.append(label)
+            if len(errors) >= MAX_ERRORS:  # bounded work for a body full of mistakes
                 break
         if errors:
             raise SchemaError(errors[:MAX_ERRORS])
         return valid
+
+    def _label_of(self, raw: Any, at: list[Any], errors: list[dict[str, Any]]) -> Label | None:
+        """One ``{request_id, label}`` object checked; what is wrong is added to `errors`."""
+        if not isinstance(raw, dict):
+            want = "expected an object with 'request_id' and 'label'"
+            errors.append(_error(at, raw, "dict_type", f"{want}, got {_show(raw)}"))
+            return None
+        for key in sorted(set(raw) - {REQUEST_ID, "label"}):
+            errors.append(
+                _error(
+                    [*at, key],
+                    raw[key],
+                    "extra_forbidden",
+                    f"unknown field {key!r}; a label has 'request_id' and 'label'",
+                )
+            )
+        if REQUEST_ID not in raw:
+            errors.append(
+                _error(
+                    [*at, REQUEST_ID],
+                    None,
+                    "missing",
+                    "missing field 'request_id' (the id the prediction answered with)",
+                )
+            )
+        request_id = _check_id(raw.get(REQUEST_ID), [*at, REQUEST_ID], errors)
+        if "label" not in raw:
+            want = f"missing field 'label' (expected {self._expected()})"
+            errors.append(_error([*at, "label"], None, "missing", want))
+            return None
+        try:
+            value = self.adapter().validate_python(raw["label"])
+        except ValidationError as exc:
+            kind = exc.errors(include_url=False)[0]["type"]
+            errors.append(_error([*at, "label"], raw["label"], kind, self._refusal(raw["label"])))
+            return None
+        return None if request_id is None else Label(request_id, value)
 
     def _refusal(self, value: Any) -> str:
         """Why `value` is not a label: the value, the target and what it allows."""

@@ -95,10 +95,10 @@ def _prepare_process(registry_timeout_s: float) -> None:
     parent process left in the environment (the CLI and the stack set slower ones for
     flows): a registry call must never hold the follower longer than that.
     """
-    from config.serving import registry_http_env
+    from config.mlflow_env import mlflow_http_env
 
     logging.getLogger("driftloop").setLevel(logging.INFO)
-    os.environ.update(registry_http_env(registry_timeout_s))
+    os.environ.update(mlflow_http_env(registry_timeout_s))
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 

@@ -73,6 +73,14 @@ def bentoml_home(path: Path | None) -> Iterator[None]:
 
     BentoML resolves BENTOML_HOME once per process; packaging from a training
     flow must write to the state folder's store whatever the process started with.
+
+    Private BentoML API, kept here only: BentoML 1.4 (checked against 1.4.40) has no
+    public way to switch the store of a running process. ``BENTOML_HOME`` is read once,
+    when its DI container is first used, and the public functions
+    (``bentoml.models.get/create``, ``bentoml.bentos.build/get``) take the store only as the
+    underscore-prefixed ``_model_store``/``_bento_store`` keyword, from that container. So
+    the container's providers (``bentoml._internal.configuration.containers``) are set for
+    the duration and put back afterwards.
     """
     if path is None:
         yield

@@ -8,7 +8,6 @@ touches the disk or the network.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -182,16 +181,3 @@ class ServingSettings(BaseSettings):
     def serving_state_path(self, model_name: str | None = None) -> Path:
         """Where the service caches what it learnt from the registry (aliases)."""
         return self.state_path / "serving" / (model_name or self.model_name)
-
-
-def registry_http_env(timeout_s: float) -> dict[str, str]:
-    """MLflow client environment of the serving process: one attempt of `timeout_s` at most.
-
-    The one place that decides it (``driftloop serve``'s child environment, the serving
-    worker and the pre-flight check use it): MLflow's defaults retry a dead server for
-    minutes, and the service's follower has its own backoff.
-    """
-    return {
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(timeout_s))),
-    }

@@ -24,6 +24,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from config.settings import Settings
+    from registry import VersionInfo
 
 app = typer.Typer(
     name="driftloop",
@@ -37,6 +38,14 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _command_group(name: str, help_text: str) -> typer.Typer:
+    """A `driftloop NAME ...` group of subcommands (shows its help when called bare)."""
+    group = typer.Typer(help=help_text, no_args_is_help=True, add_completion=False)
+    app.add_typer(group, name=name)
+    return group
+
 
 ModelName = Annotated[str | None, typer.Option("--model-name", "-m", help="Registered model name.")]
 DecisionId = Annotated[
@@ -90,6 +99,7 @@ def prepare_environment(settings: Settings) -> None:
 
     Must run before prefect is imported: Prefect reads its settings at import.
     """
+    from config.mlflow_env import mlflow_http_env
     from driftloop.stackfile import read_stack
 
     state = settings.state_path
@@ -98,10 +108,8 @@ def prepare_environment(settings: Settings) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # MLflow retries a dead server for minutes by default; fail within seconds instead
-    # (flows retry on their own schedule, the service has its circuit breaker).
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+    for key, value in mlflow_http_env().items():  # bounded, not MLflow's minutes
+        os.environ.setdefault(key, value)
     os.environ.setdefault("BENTOML_HOME", str(state / "bentoml"))
     # Flow and task logs go to the Prefect UI; the terminal shows driftloop's own
     # messages only (DRIFTLOOP_VERBOSE=1 shows Prefect's console logs too).
@@ -276,21 +284,62 @@ def train(
                 rebuild_contract=rebuild_contract,
                 widen_contract=widen_contract,
             )
-        if as_json:
-            print(json.dumps(result, indent=2, default=str))
-            return
-        console.print(
-            f"[bold]{result['model_name']} v{result['version']}[/bold] → "
-            f"[green]{result['alias']}[/green]: {result['reason']}"
-        )
-        if result.get("task_explanation"):
-            console.print(result["task_explanation"], markup=False)
-        metrics = ", ".join(f"{k} {v:.4g}" for k, v in result["metrics"].items())
-        console.print(f"holdout: {metrics}  (run {result['run_id']})")
-        if result.get("bento_tag"):
-            console.print(f"bento: {result['bento_tag']}")
+        _print_trained(result, as_json)
 
     run_command(body)
+
+
+def _print_trained(result: dict[str, Any], as_json: bool) -> None:
+    """`driftloop train`'s answer: the version, its alias and why, the holdout figures."""
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    console.print(
+        f"[bold]{result['model_name']} v{result['version']}[/bold] → "
+        f"[green]{result['alias']}[/green]: {result['reason']}"
+    )
+    if result.get("task_explanation"):
+        console.print(result["task_explanation"], markup=False)
+    metrics = ", ".join(f"{k} {v:.4g}" for k, v in result["metrics"].items())
+    console.print(f"holdout: {metrics}  (run {result['run_id']})")
+    if result.get("bento_tag"):
+        console.print(f"bento: {result['bento_tag']}")
+
+
+def _version_row(v: VersionInfo) -> dict[str, Any]:
+    """One version as `driftloop models` shows it (and prints it with --json)."""
+    return {
+        "version": v.version,
+        "aliases": list(v.aliases),
+        "family": v.tags.get("family", ""),
+        "task": v.tags.get("task", ""),
+        "metrics": {
+            k.removeprefix("holdout_"): float(val)
+            for k, val in v.tags.items()
+            if k.startswith("holdout_")
+        },
+        "data_digest": v.tags.get("data_digest", ""),
+        "bento_tag": v.tags.get("bento_tag", ""),
+        "created_at": v.created_at.isoformat(timespec="seconds"),
+    }
+
+
+def _versions_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("version", "aliases", "family", "task", "holdout", "data", "bento", "created"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["version"],
+            ", ".join(row["aliases"]),
+            row["family"],
+            row["task"],
+            ", ".join(f"{k} {v:.4g}" for k, v in row["metrics"].items()),
+            row["data_digest"][:8],
+            row["bento_tag"],
+            row["created_at"],
+        )
+    return table
 
 
 @app.command()
@@ -303,23 +352,7 @@ def models(
     def body() -> None:
         settings = environment_for(model_name)
         versions = registry_for(settings).versions()
-        rows = [
-            {
-                "version": v.version,
-                "aliases": list(v.aliases),
-                "family": v.tags.get("family", ""),
-                "task": v.tags.get("task", ""),
-                "metrics": {
-                    k.removeprefix("holdout_"): float(val)
-                    for k, val in v.tags.items()
-                    if k.startswith("holdout_")
-                },
-                "data_digest": v.tags.get("data_digest", ""),
-                "bento_tag": v.tags.get("bento_tag", ""),
-                "created_at": v.created_at.isoformat(timespec="seconds"),
-            }
-            for v in versions
-        ]
+        rows = [_version_row(v) for v in versions]
         if as_json:
             print(json.dumps(rows, indent=2))
             return
@@ -328,29 +361,7 @@ def models(
                 f"no versions of {settings.model_name!r} yet: run `driftloop train` first"
             )
             return
-        table = Table(title=f"{settings.model_name} — {settings.resolved_tracking_uri()}")
-        for column in (
-            "version",
-            "aliases",
-            "family",
-            "task",
-            "holdout",
-            "data",
-            "bento",
-            "created",
-        ):
-            table.add_column(column)
-        for row in rows:
-            table.add_row(
-                row["version"],
-                ", ".join(row["aliases"]),
-                row["family"],
-                row["task"],
-                ", ".join(f"{k} {v:.4g}" for k, v in row["metrics"].items()),
-                row["data_digest"][:8],
-                row["bento_tag"],
-                row["created_at"],
-            )
+        table = _versions_table(rows, f"{settings.model_name} — {settings.resolved_tracking_uri()}")
         console.print(table)
 
     run_command(body)
@@ -374,7 +385,8 @@ def promote(
     """
 
     def body() -> None:
-        from registry import CHALLENGER, CHAMPION, PREVIOUS, AliasesMoved
+        from config.names import CHALLENGER, CHAMPION, PREVIOUS
+        from registry import AliasesMoved
 
         settings = environment_for(model_name)
         registry = registry_for(settings)
@@ -411,7 +423,8 @@ def rollback(
     """
 
     def body() -> None:
-        from registry import CHAMPION, PREVIOUS, ROLLED_BACK_TAG, AliasesMoved
+        from config.names import CHAMPION, PREVIOUS
+        from registry import ROLLED_BACK_TAG, AliasesMoved
 
         settings = environment_for(model_name)
         registry = registry_for(settings)
@@ -454,12 +467,10 @@ def _print_move(done: str, move: Any) -> None:
     console.print(f"{done}: {move.describe_moves()} (decision {move.decision_id})")
 
 
-challenger_app = typer.Typer(
-    help="The challenger: make a version challenger, clear it, set its share of traffic.",
-    no_args_is_help=True,
-    add_completion=False,
+challenger_app = _command_group(
+    "challenger",
+    "The challenger: make a version challenger, clear it, set its share of traffic.",
 )
-app.add_typer(challenger_app, name="challenger")
 
 
 @challenger_app.command("set")
@@ -478,7 +489,8 @@ def challenger_set(
     """
 
     def body() -> None:
-        from registry import CHALLENGER, CHAMPION, AliasesMoved
+        from config.names import CHALLENGER, CHAMPION
+        from registry import AliasesMoved
 
         settings = environment_for(model_name)
         registry = registry_for(settings)
@@ -524,7 +536,8 @@ def challenger_clear(
     """
 
     def body() -> None:
-        from registry import CHALLENGER, AliasesMoved
+        from config.names import CHALLENGER
+        from registry import AliasesMoved
 
         settings = environment_for(model_name)
         registry = registry_for(settings)
@@ -925,7 +938,6 @@ def status(
         settings = environment_for(model_name)
         from driftloop import stack
         from driftloop.serving import running_services
-        from pipelines.monitor import read_last_check
 
         health = stack.status(settings)
         table = Table(title="local stack" + ("" if health["running"] else " (not running)"))
@@ -941,36 +953,43 @@ def status(
         for service_url, healthy in services.items():
             table.add_row("serve", _yes_no(healthy), service_url)
         console.print(table)
-        try:
-            registry = registry_for(settings)
-            aliases = registry.aliases()
-            moves = registry.history.list(limit=1)
-        except Exception as exc:  # registry down: say so, show the rest
-            console.print(f"[yellow]registry unreachable:[/yellow] {exc}")
-            aliases, moves = {}, []
-        console.print(
-            f"{settings.model_name} now: "
-            + (", ".join(f"{a} v{v}" for a, v in sorted(aliases.items())) or "no versions yet")
-        )
-        check = read_last_check(settings)
-        if check:
-            console.print(f"last monitor check ({check['at']}), its figures:")
-            print_check(check)
-            if moves and moved_after(moves[0].at, check["at"]):
-                console.print(
-                    f"[yellow]note:[/yellow] the aliases moved at {moves[0].at}, after this "
-                    "check: its figures and versions are from before that move"
-                )
-        else:
-            console.print("no monitor check yet: `driftloop monitor` runs one")
-        if moves:
-            last = moves[0]
-            console.print(
-                f"last action: {last.at} {last.action} by {last.actor}: "
-                f"{last.describe_moves()} — {last.reason}"
-            )
+        _print_model_state(settings)
 
     run_command(body)
+
+
+def _print_model_state(settings: Settings) -> None:
+    """`driftloop status`'s second half: the aliases, the last check and the last action."""
+    from pipelines.monitor import read_last_check
+
+    try:
+        registry = registry_for(settings)
+        aliases = registry.aliases()
+        moves = registry.history.list(limit=1)
+    except Exception as exc:  # registry down: say so, show the rest
+        console.print(f"[yellow]registry unreachable:[/yellow] {exc}")
+        aliases, moves = {}, []
+    console.print(
+        f"{settings.model_name} now: "
+        + (", ".join(f"{a} v{v}" for a, v in sorted(aliases.items())) or "no versions yet")
+    )
+    check = read_last_check(settings)
+    if check:
+        console.print(f"last monitor check ({check['at']}), its figures:")
+        print_check(check)
+        if moves and moved_after(moves[0].at, check["at"]):
+            console.print(
+                f"[yellow]note:[/yellow] the aliases moved at {moves[0].at}, after this "
+                "check: its figures and versions are from before that move"
+            )
+    else:
+        console.print("no monitor check yet: `driftloop monitor` runs one")
+    if moves:
+        last = moves[0]
+        console.print(
+            f"last action: {last.at} {last.action} by {last.actor}: "
+            f"{last.describe_moves()} — {last.reason}"
+        )
 
 
 def moved_after(move_at: str, check_at: str) -> bool:
@@ -1124,28 +1143,19 @@ def wait_for_url(
     url: str, timeout: Annotated[float, typer.Option(help="Seconds.")] = 180.0
 ) -> None:
     """Wait until URL answers 200 (used by the stack's Procfile)."""
-    from driftloop.procs import wait_until
-
-    def ok() -> bool:
-        import httpx
-
-        try:
-            return httpx.get(url, timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+    from driftloop.procs import answers_200, wait_until
 
     try:
-        wait_until(ok, timeout, interval_s=0.5, what=url)
+        wait_until(lambda: answers_200(url), timeout, interval_s=0.5, what=url)
     except TimeoutError as exc:
         err.print(str(exc))
         raise typer.Exit(EXIT_CHECK_FAILED) from None
 
 
-contract_app = typer.Typer(
-    help="The data contract: show it, compare revisions, widen it to admit real drift.",
-    no_args_is_help=True,
+contract_app = _command_group(
+    "contract",
+    "The data contract: show it, compare revisions, widen it to admit real drift.",
 )
-app.add_typer(contract_app, name="contract")
 
 
 def _contract_file(settings: Settings) -> Path:
@@ -1287,12 +1297,10 @@ def contract_widen(
     run_command(body)
 
 
-log_app = typer.Typer(
-    help="The prediction log: retention and schema migrations.",
-    no_args_is_help=True,
-    add_completion=False,
+log_app = _command_group(
+    "log",
+    "The prediction log: retention and schema migrations.",
 )
-app.add_typer(log_app, name="log")
 
 
 @log_app.command("prune")
@@ -1352,6 +1360,21 @@ def log_prune(
     run_command(body)
 
 
+def _check_log_revision(engine: Any, shown: str) -> None:
+    """`driftloop log migrate --check`: show the revision; CliError (exit 1) if not the head."""
+    from predlog import migrations
+
+    revision = migrations.current_revision(engine)
+    state = "head" if revision == migrations.HEAD else f"head is {migrations.HEAD}"
+    console.print(f"prediction log {shown}: revision {revision or 'none'} ({state})")
+    if revision != migrations.HEAD:
+        raise CliError(
+            f"the prediction log is not at the head revision "
+            f"{migrations.HEAD}: run `driftloop log migrate`",
+            EXIT_CHECK_FAILED,
+        )
+
+
 @log_app.command("migrate")
 def log_migrate(
     check: Annotated[
@@ -1387,15 +1410,7 @@ def log_migrate(
         engine = sa.create_engine(url)
         try:
             if check:
-                revision = migrations.current_revision(engine)
-                state = "head" if revision == migrations.HEAD else f"head is {migrations.HEAD}"
-                console.print(f"prediction log {shown}: revision {revision or 'none'} ({state})")
-                if revision != migrations.HEAD:
-                    raise CliError(
-                        f"the prediction log is not at the head revision "
-                        f"{migrations.HEAD}: run `driftloop log migrate`",
-                        EXIT_CHECK_FAILED,
-                    )
+                _check_log_revision(engine, shown)
                 return
             done = migrations.upgrade(engine)
         except sa.exc.SQLAlchemyError as exc:

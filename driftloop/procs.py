@@ -60,20 +60,21 @@ class Server:
             return False
 
     def wait_healthy(self, timeout_s: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def healthy() -> bool:
             if self.process.poll() is not None:
                 raise ServerError(
                     f"{self.name} exited with code {self.process.returncode} before it was "
                     f"healthy; last log lines of {self.log_path}:\n{tail(self.log_path)}"
                 )
-            if self.is_healthy():
-                return
-            time.sleep(0.25)
-        raise ServerError(
-            f"{self.name} not healthy at {self.health_url} after {timeout_s:.0f} s; "
-            f"last log lines of {self.log_path}:\n{tail(self.log_path)}"
-        )
+            return self.is_healthy()
+
+        try:
+            wait_until(healthy, timeout_s, interval_s=0.25, what=f"{self.name} healthy")
+        except TimeoutError:
+            raise ServerError(
+                f"{self.name} not healthy at {self.health_url} after {timeout_s:.0f} s; "
+                f"last log lines of {self.log_path}:\n{tail(self.log_path)}"
+            ) from None
 
     def stop(self, timeout_s: float = 15.0) -> None:
         stop_process_group(self.process.pid, timeout_s)
@@ -132,13 +133,11 @@ def stop_process_group(pid: int, timeout_s: float = 15.0) -> None:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not _group_alive(pid):
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+    try:
+        wait_until(lambda: not _group_alive(pid), timeout_s, interval_s=0.1, what=f"group {pid}")
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -219,15 +218,31 @@ def prefect_server_argv(port: int) -> list[str]:
 
 
 def wait_until(
-    predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.2, what: str = ""
+    predicate: Callable[[], bool],
+    timeout_s: float | None,
+    interval_s: float = 0.2,
+    what: str = "",
 ) -> None:
-    """Poll `predicate` until it holds; raise TimeoutError naming `what` otherwise."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval_s)
-    raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what or predicate}")
+    """Poll `predicate` every `interval_s` s until it holds: the one polling loop.
+
+    The predicate is asked at least once, and once more at the deadline; `timeout_s`
+    None waits for ever. It may raise to stop the wait early (a process that died).
+    Past the deadline: TimeoutError naming `what` and the seconds waited.
+    """
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while not predicate():
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what or predicate}")
+        left = interval_s if deadline is None else deadline - time.monotonic()
+        time.sleep(max(0.0, min(interval_s, left)))  # the last ask falls on the deadline
+
+
+def answers_200(url: str, timeout_s: float = 2.0) -> bool:
+    """Whether GET `url` answers 200 now (False when it cannot be reached)."""
+    try:
+        return httpx.get(url, timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 # -- PostgreSQL (a throwaway cluster for tests and for trying the scaled-out setup) ------

@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +22,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from config.serving import SERVICE_NAME, ServingSettings, registry_http_env
-from driftloop.procs import venv_bin
+from config.mlflow_env import mlflow_http_env
+from config.serving import SERVICE_NAME, ServingSettings
+from driftloop.procs import venv_bin, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICE_IMPORT = "bentos.service:DriftloopService"
@@ -86,7 +86,7 @@ def service_env(settings: Any) -> dict[str, str]:
         "DRIFTLOOP_PREDICTION_LOG_URL": settings.resolved_prediction_log_url(),
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         # Overrides the CLI's/stack's MLflow retries (15 s x 2, meant for flows).
-        **registry_http_env(settings.registry_timeout_s),
+        **mlflow_http_env(settings.registry_timeout_s),
         # BentoML settings that the service decorator fixes at import time.
         "BENTOML_CONFIG_OVERRIDES": json.dumps(
             {
@@ -140,7 +140,7 @@ def serve_command(
 @contextmanager
 def _fail_fast_mlflow(timeout_s: float) -> Iterator[None]:
     """MLflow retries an unreachable server for minutes by default; not for a pre-flight check."""
-    wanted = registry_http_env(timeout_s)
+    wanted = mlflow_http_env(timeout_s)
     before = {key: os.environ.get(key) for key in wanted}
     os.environ.update(wanted)
     try:
@@ -159,7 +159,8 @@ def check_champion(settings: Any) -> tuple[str | None, str | None]:
     Returns (None, None) when the registry cannot be reached but the service has
     cached aliases to start from (it serves them and follows the registry later).
     """
-    from registry import CHAMPION, Registry
+    from config.names import CHAMPION
+    from registry import Registry
 
     uri = settings.resolved_tracking_uri()
     try:
@@ -190,20 +191,26 @@ def check_champion(settings: Any) -> tuple[str | None, str | None]:
 
 
 def wait_for_champion(settings: Any, timeout_s: float | None = None, every_s: float = 2.0) -> None:
-    """Block until the model has a champion (the stack starts serving before training)."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    told = False
-    while True:
+    """Block until the model has a champion (the stack starts serving before training).
+
+    Past `timeout_s` (None: no limit), the registry's last answer (ServingError) is raised.
+    """
+    last: list[ServingError] = []
+
+    def has_champion() -> bool:
         try:
             check_champion(settings)
-            return
+            return True
         except ServingError as exc:
-            if deadline is not None and time.monotonic() > deadline:
-                raise
-            if not told:
+            if not last:
                 print(f"waiting for a champion: {exc}", file=sys.stderr)
-                told = True
-        time.sleep(every_s)
+            last[:] = [exc]
+            return False
+
+    try:
+        wait_until(has_champion, timeout_s, interval_s=every_s, what="a champion")
+    except TimeoutError:
+        raise last[-1] from None
 
 
 def serve(

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import yaml
 
+from config.mlflow_env import mlflow_http_env
 from config.settings import REPO_ROOT, Settings
 from driftloop import procs
 from driftloop.stackfile import read_stack, stack_file, write_stack
@@ -87,8 +87,7 @@ def stack_env(settings: Settings) -> dict[str, str]:
         "DO_NOT_TRACK": "1",
         "GX_ANALYTICS_ENABLED": "False",
         "PYTHONUNBUFFERED": "1",
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+        **mlflow_http_env(),
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
 
@@ -141,47 +140,14 @@ def up(settings: Settings, timeout_s: float = 180.0, deploy: bool = True) -> dic
         assert existing is not None
         existing["already_running"] = True
         return existing
-    busy = [
-        (name, port)
-        for name, port in (
-            ("mlflow", settings.mlflow_port),
-            ("prefect", settings.prefect_port),
-            ("serve", settings.serve_port),
-            ("evidently", settings.evidently_port),
-        )
-        if procs.port_in_use(port)
-    ]
-    if busy:
-        detail = ", ".join(f"{name} port {port}" for name, port in busy)
-        raise StackError(
-            f"cannot start the stack: {detail} already in use by another program. Stop it, "
-            "or choose other ports with DRIFTLOOP_MLFLOW_PORT / DRIFTLOOP_PREFECT_PORT / "
-            "DRIFTLOOP_SERVE_PORT / DRIFTLOOP_EVIDENTLY_PORT."
-        )
+    _check_ports_free(settings)
     (state / "logs").mkdir(parents=True, exist_ok=True)
     (state / "prefect").mkdir(parents=True, exist_ok=True)
     settings.evidently_workspace().mkdir(parents=True, exist_ok=True)
     procfile_path = state / "Procfile"
     procfile_path.write_text(procfile(settings))
     env = {**os.environ, **stack_env(settings)}
-    honcho_log = (state / "logs" / "honcho.log").open("ab")
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "honcho"),
-            "start",
-            "-f",
-            str(procfile_path),
-            "-d",
-            str(REPO_ROOT),
-            "--no-colour",
-        ],
-        stdout=honcho_log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=str(REPO_ROOT),
-        start_new_session=True,
-    )
-    honcho_log.close()
+    process = _start_honcho(procfile_path, env, state / "logs" / "honcho.log")
     info: dict[str, Any] = {
         "pid": process.pid,
         "pid_create_time": psutil.Process(process.pid).create_time(),
@@ -191,12 +157,7 @@ def up(settings: Settings, timeout_s: float = 180.0, deploy: bool = True) -> dic
         "serve_url": f"http://127.0.0.1:{settings.serve_port}",
         "evidently_url": f"http://127.0.0.1:{settings.evidently_port}",
         "model_name": settings.model_name,
-        "ports": [
-            settings.mlflow_port,
-            settings.prefect_port,
-            settings.serve_port,
-            settings.evidently_port,
-        ],
+        "ports": list(_ports(settings).values()),
     }
     write_stack(state, info)
     try:
@@ -214,28 +175,73 @@ def up(settings: Settings, timeout_s: float = 180.0, deploy: bool = True) -> dic
     return info
 
 
+def _ports(settings: Settings) -> dict[str, int]:
+    """The stack's ports by component, in start order."""
+    return {
+        "mlflow": settings.mlflow_port,
+        "prefect": settings.prefect_port,
+        "serve": settings.serve_port,
+        "evidently": settings.evidently_port,
+    }
+
+
+def _check_ports_free(settings: Settings) -> None:
+    """StackError naming every stack port another program holds."""
+    busy = [(name, port) for name, port in _ports(settings).items() if procs.port_in_use(port)]
+    if busy:
+        detail = ", ".join(f"{name} port {port}" for name, port in busy)
+        raise StackError(
+            f"cannot start the stack: {detail} already in use by another program. Stop it, "
+            "or choose other ports with DRIFTLOOP_MLFLOW_PORT / DRIFTLOOP_PREFECT_PORT / "
+            "DRIFTLOOP_SERVE_PORT / DRIFTLOOP_EVIDENTLY_PORT."
+        )
+
+
+def _start_honcho(
+    procfile_path: Path, env: dict[str, str], log_path: Path
+) -> subprocess.Popen[bytes]:
+    """honcho running the Procfile in its own process group, its output appended to the log."""
+    honcho_log = log_path.open("ab")
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "honcho"),
+            "start",
+            "-f",
+            str(procfile_path),
+            "-d",
+            str(REPO_ROOT),
+            "--no-colour",
+        ],
+        stdout=honcho_log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=str(REPO_ROOT),
+        start_new_session=True,
+    )
+    honcho_log.close()
+    return process
+
+
 def _wait_component(
     component: Component, process: subprocess.Popen[bytes], state: Path, timeout_s: float
 ) -> None:
-    deadline = time.monotonic() + timeout_s
     assert component.health_url
-    while time.monotonic() < deadline:
+    health_url, log_file = component.health_url, state / "logs" / f"{component.name}.log"
+
+    def healthy() -> bool:
         if process.poll() is not None:
             raise StackError(
                 f"the stack stopped while {component.name} was starting; see "
-                f"{state / 'logs' / (component.name + '.log')}:\n"
-                f"{procs.tail(state / 'logs' / (component.name + '.log'))}"
+                f"{log_file}:\n{procs.tail(log_file)}"
             )
-        try:
-            if httpx.get(component.health_url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise StackError(
-        f"{component.name} not healthy at {component.health_url} after {timeout_s:.0f} s; see "
-        f"{state / 'logs' / (component.name + '.log')}"
-    )
+        return procs.answers_200(health_url)
+
+    try:
+        procs.wait_until(healthy, timeout_s, interval_s=0.3, what=f"{component.name} healthy")
+    except TimeoutError:
+        raise StackError(
+            f"{component.name} not healthy at {health_url} after {timeout_s:.0f} s; see {log_file}"
+        ) from None
 
 
 PREFECT_FILE = REPO_ROOT / "prefect.yaml"
@@ -374,10 +380,7 @@ def status(settings: Settings) -> dict[str, Any]:
     for component in components(settings):
         healthy: bool | None = None
         if component.health_url and running:
-            try:
-                healthy = httpx.get(component.health_url, timeout=2).status_code == 200
-            except httpx.HTTPError:
-                healthy = False
+            healthy = procs.answers_200(component.health_url)
         result["components"][component.name] = {"healthy": healthy, "url": component.ui_url}
     return result
 
@@ -388,8 +391,5 @@ def probe_services(urls: list[str], known: set[str] | None = None) -> dict[str, 
     for url in urls:
         if url in (known or set()) or url in found:
             continue
-        try:
-            found[url] = httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            found[url] = False
+        found[url] = procs.answers_200(f"{url}/healthz")
     return found

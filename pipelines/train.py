@@ -22,6 +22,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from config.names import CHALLENGER, CHAMPION
 from config.settings import REPO_ROOT, Settings, load_settings
 from data.contract import (
     LABEL_RULE_KEY,
@@ -48,7 +49,7 @@ from pipelines.evaluate import (
 from pipelines.families import require_family
 from pipelines.gate import GateDecision, gate
 from pipelines.tracking import configure_mlflow
-from registry import CHALLENGER, CHAMPION, AliasesMoved, Registry, new_decision_id
+from registry import AliasesMoved, Registry, new_decision_id
 from registry.decision import DECISION_KEY, Decision, check_positive_class
 
 REGISTRATION_KEY_TAG = "driftloop.registration_key"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from config.names import CHAMPION
 from predlog.log import PredictionLog
 from predlog.tables import ERROR_CHARS, fallback_events_table, predictions_table
 
@@ -92,7 +93,6 @@ def fallback_counts(
     if rows <= 0:
         raise ValueError(f"rows must be positive, got {rows}")
     c = predictions_table.c
-    e = fallback_events_table.c
     with log.engine.connect() as conn:
         first_id = 0
         if since is not None:
@@ -106,7 +106,7 @@ def fallback_counts(
                 return FallbackCounts(0, 0)
             first_id = int(first)
         newest: list[tuple[int, str]] = []
-        for role, version in (("champion", champion_version), (FALLBACK, answered_by)):
+        for role, version in ((CHAMPION, champion_version), (FALLBACK, answered_by)):
             ids = conn.execute(
                 sa.select(c.id)
                 .where(
@@ -121,15 +121,21 @@ def fallback_counts(
             newest += [(int(i), role) for i in ids]
         kept = sorted(newest, reverse=True)[:rows]
         failed = sum(1 for _, role in kept if role == FALLBACK)
-        error = None
-        if failed:
-            latest_error = (
-                sa.select(e.error)
-                .where(e.model_name == model_name, e.failed_version == str(champion_version))
-                .order_by(e.id.desc())
-                .limit(1)
-            )
-            if since is not None:
-                latest_error = latest_error.where(e.ts >= since)
-            error = conn.execute(latest_error).scalar()
+        error = _latest_error(conn, model_name, champion_version, since) if failed else None
     return FallbackCounts(len(kept) - failed, failed, error)
+
+
+def _latest_error(
+    conn: sa.Connection, model_name: str, champion_version: str, since: float | None
+) -> str | None:
+    """The newest error the champion's fallback events recorded (since `since`)."""
+    e = fallback_events_table.c
+    latest_error = (
+        sa.select(e.error)
+        .where(e.model_name == model_name, e.failed_version == str(champion_version))
+        .order_by(e.id.desc())
+        .limit(1)
+    )
+    if since is not None:
+        latest_error = latest_error.where(e.ts >= since)
+    return conn.execute(latest_error).scalar()

@@ -41,12 +41,13 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from config.names import CHALLENGER, CHAMPION, SHADOW
 from predlog import jsonio, migrations
 from predlog.tables import feedback_table, label_history_table, predictions_table
 
 log = logging.getLogger("driftloop.predlog")
 
-ANSWERED_ROLES = ("champion", "challenger")
+ANSWERED_ROLES = (CHAMPION, CHALLENGER)
 """Roles whose rows are answers callers got: one per request. Shadow rows are extra
 predictions of the same requests and never count toward a window's size."""
 
@@ -490,7 +491,7 @@ class PredictionLog:
             conn.execute(
                 sa.select(sa.func.max(c.id)).where(c.model_name == model_name, c.role == role)
             ).scalar()
-            for role in (*ANSWERED_ROLES, "shadow")
+            for role in (*ANSWERED_ROLES, SHADOW)
         ]
         found = [int(i) for i in newest if i is not None]
         if not found:  # rows of other roles only
@@ -509,7 +510,7 @@ class PredictionLog:
                     c.model_name == model_name, c.role == role, c.id >= at_least
                 )
             ).scalar()
-            for role in (*ANSWERED_ROLES, "shadow")
+            for role in (*ANSWERED_ROLES, SHADOW)
         ]
         return min(int(i) for i in oldest if i is not None)
 
@@ -520,7 +521,7 @@ class PredictionLog:
         """Exact rows per role in the id range (index-only on `ix_predictions_model_role_id`)."""
         c = predictions_table.c
         counts = {}
-        for role in (*ANSWERED_ROLES, "shadow"):
+        for role in (*ANSWERED_ROLES, SHADOW):
             n = conn.execute(
                 sa.select(sa.func.count()).where(
                     c.model_name == model_name, c.role == role, c.id.between(first_id, last_id)
@@ -685,18 +686,8 @@ class PredictionLog:
         ]
         if bounds.requests == 0 or bounds.first_id is None or bounds.last_id is None:
             return Labelled(pd.DataFrame(columns=columns), 0, 1)
-        f = feedback_table.c
-        recent = [
-            f.model_name == bounds.model_name,
-            f.ts >= (bounds.start_ts or 0.0) - _LABEL_CLOCK_SKEW_S,
-        ]
         with self.engine.connect() as conn:
-            candidates = int(conn.execute(sa.select(sa.func.count()).where(*recent)).scalar_one())
-        every = 1 if not max_labels or candidates <= max_labels else -(-candidates // max_labels)
-        if every > 1:
-            recent.append(f.id % every == 0)
-        labels = first_labels(bounds.model_name, *recent)
-        with self.engine.connect() as conn:
+            candidates, every, labels = _window_labels(conn, bounds, max_labels)
             label_of = {
                 request_id: (label, label_ts)
                 for chunk in self._chunks(
@@ -792,64 +783,11 @@ class PredictionLog:
         """
         if bounds.requests == 0 or bounds.first_id is None or bounds.last_id is None:
             return []
-        c = predictions_table.c
-        f = feedback_table.c
-        name = bounds.model_name
-        recent = [f.model_name == name, f.ts >= (bounds.start_ts or 0.0) - _LABEL_CLOCK_SKEW_S]
-        # `id + 0`: not an index range, so SQLite drives the join from the labels through
-        # the request id index instead of scanning the whole window (as `labelled` does).
-        in_window = [c.model_name == name, (c.id + 0).between(bounds.first_id, bounds.last_id)]
-        matured = sa.true() if matured_before is None else c.ts <= matured_before
-        delays: dict[tuple[str, str], list[tuple[int, float]]] = {}
         with self.engine.connect() as conn:
             if labelled is not None:
-                every = labelled.every
-                frame = labelled.rows
-                cutoff = (
-                    None
-                    if matured_before is None
-                    else pd.Timestamp(matured_before, unit="s", tz="UTC")
-                )
-                for version, role, stamp, delay in zip(
-                    frame["model_version"].astype(str),
-                    frame["role"].astype(str),
-                    frame["timestamp"],
-                    frame["label_delay_s"],
-                    strict=True,
-                ):
-                    is_matured = cutoff is None or stamp <= cutoff
-                    delays.setdefault((version, role), []).append((int(is_matured), float(delay)))
+                every, delays = labelled.every, _delays_of(labelled, matured_before)
             else:
-                candidates = int(
-                    conn.execute(sa.select(sa.func.count()).where(*recent)).scalar_one()
-                )
-                every = (
-                    1
-                    if not max_labels or candidates <= max_labels
-                    else -(-candidates // max_labels)
-                )
-                if every > 1:
-                    recent.append(f.id % every == 0)
-                labels = first_labels(name, *recent)
-                # One pass over the (sampled) labels: version, role, matured?, delay of each
-                # labelled row; at most `max_labels` × the rows a request has (shadow incl.).
-                query = (
-                    sa.select(
-                        c.model_version,
-                        c.role,
-                        sa.case((matured, 1), else_=0),
-                        labels.c.label_ts - c.ts,
-                    )
-                    .select_from(
-                        labels.join(predictions_table, c.request_id == labels.c.request_id)
-                    )
-                    .where(*in_window)
-                )
-                for chunk in self._chunks(conn, query):
-                    for version, role, is_matured, delay in chunk:
-                        delays.setdefault((str(version), str(role)), []).append(
-                            (int(is_matured), float(delay))
-                        )
+                every, delays = self._label_delays(conn, bounds, matured_before, max_labels)
             counted = {key: (len(found), sum(m for m, _ in found)) for key, found in delays.items()}
             rows = self._rows_by_version(conn, bounds, matured_before, counted)
         figures = []
@@ -875,6 +813,42 @@ class PredictionLog:
             )
         return figures
 
+    def _label_delays(
+        self,
+        conn: sa.Connection,
+        bounds: WindowBounds,
+        matured_before: float | None,
+        max_labels: int | None,
+    ) -> tuple[int, dict[tuple[str, str], list[tuple[int, float]]]]:
+        """(k, (version, role) -> [(matured?, delay)] of its labelled rows) from one join
+        of the window's (1-in-k sampled above `max_labels`) first labels to predictions."""
+        c = predictions_table.c
+        name = bounds.model_name
+        # `id + 0`: not an index range, so SQLite drives the join from the labels through
+        # the request id index instead of scanning the whole window (as `labelled` does).
+        in_window = [c.model_name == name, (c.id + 0).between(bounds.first_id, bounds.last_id)]
+        matured = sa.true() if matured_before is None else c.ts <= matured_before
+        _, every, labels = _window_labels(conn, bounds, max_labels)
+        # One pass over the (sampled) labels: version, role, matured?, delay of each
+        # labelled row; at most `max_labels` × the rows a request has (shadow incl.).
+        query = (
+            sa.select(
+                c.model_version,
+                c.role,
+                sa.case((matured, 1), else_=0),
+                labels.c.label_ts - c.ts,
+            )
+            .select_from(labels.join(predictions_table, c.request_id == labels.c.request_id))
+            .where(*in_window)
+        )
+        delays: dict[tuple[str, str], list[tuple[int, float]]] = {}
+        for chunk in self._chunks(conn, query):
+            for version, role, is_matured, delay in chunk:
+                delays.setdefault((str(version), str(role)), []).append(
+                    (int(is_matured), float(delay))
+                )
+        return every, delays
+
     def _rows_by_version(
         self,
         conn: sa.Connection,
@@ -891,21 +865,7 @@ class PredictionLog:
         assert bounds.first_id is not None and bounds.last_id is not None
         c = predictions_table.c
         name = bounds.model_name
-        matured_last = bounds.last_id
-        if matured_before is not None:
-            newest = conn.execute(
-                sa.select(c.id)
-                .where(c.model_name == name, c.ts <= matured_before)
-                .order_by(c.ts.desc())
-                .limit(1)
-            ).scalar()
-            matured_last = min(bounds.last_id, int(newest) if newest is not None else -1)
-        if matured_last == bounds.last_id:  # every row matured: the window's own counts
-            matured_counts = dict(bounds.rows_by_role)
-        elif matured_last >= bounds.first_id:
-            matured_counts = self._role_counts(conn, name, bounds.first_id, matured_last)
-        else:
-            matured_counts = {}
+        matured_counts = self._matured_counts(conn, bounds, matured_before)
         out: dict[str, dict[str, tuple[int, int]]] = {}
         for role, n in bounds.rows_by_role.items():
             in_role = [
@@ -936,6 +896,28 @@ class PredictionLog:
             ):
                 out.setdefault(str(version), {})[role] = (int(count), int(n_matured or 0))
         return out
+
+    def _matured_counts(
+        self, conn: sa.Connection, bounds: WindowBounds, matured_before: float | None
+    ) -> dict[str, int]:
+        """{role: rows} of the window logged by `matured_before` (None: all of them):
+        index-only counts up to the newest such row (the service logs in time order)."""
+        assert bounds.first_id is not None and bounds.last_id is not None
+        c = predictions_table.c
+        matured_last = bounds.last_id
+        if matured_before is not None:
+            newest = conn.execute(
+                sa.select(c.id)
+                .where(c.model_name == bounds.model_name, c.ts <= matured_before)
+                .order_by(c.ts.desc())
+                .limit(1)
+            ).scalar()
+            matured_last = min(bounds.last_id, int(newest) if newest is not None else -1)
+        if matured_last == bounds.last_id:  # every row matured: the window's own counts
+            return dict(bounds.rows_by_role)
+        if matured_last >= bounds.first_id:
+            return self._role_counts(conn, bounds.model_name, bounds.first_id, matured_last)
+        return {}
 
     def labelled_frame(self, bounds: WindowBounds) -> pd.DataFrame:
         """The window's answered requests that have a label, with their features (retraining)."""
@@ -1154,6 +1136,45 @@ def first_labels(model_name: str | None = None, *where: sa.ColumnElement[bool]) 
     )
 
 
+def _window_labels(
+    conn: sa.Connection, bounds: WindowBounds, max_labels: int | None
+) -> tuple[int, int, sa.Subquery]:
+    """(labels of the model logged since the window began, k, their first labels, 1 in k).
+
+    Above `max_labels` labels only every k-th (by id, so spread evenly over time) is used,
+    k = ceil(labels / max_labels); counting them is an index-only scan.
+    """
+    f = feedback_table.c
+    recent = [
+        f.model_name == bounds.model_name,
+        f.ts >= (bounds.start_ts or 0.0) - _LABEL_CLOCK_SKEW_S,
+    ]
+    candidates = int(conn.execute(sa.select(sa.func.count()).where(*recent)).scalar_one())
+    every = 1 if not max_labels or candidates <= max_labels else -(-candidates // max_labels)
+    if every > 1:
+        recent.append(f.id % every == 0)
+    return candidates, every, first_labels(bounds.model_name, *recent)
+
+
+def _delays_of(
+    labelled: Labelled, matured_before: float | None
+) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    """(version, role) -> [(matured?, delay)] of the labelled rows `labelled` already read."""
+    frame = labelled.rows
+    cutoff = None if matured_before is None else pd.Timestamp(matured_before, unit="s", tz="UTC")
+    delays: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for version, role, stamp, delay in zip(
+        frame["model_version"].astype(str),
+        frame["role"].astype(str),
+        frame["timestamp"],
+        frame["label_delay_s"],
+        strict=True,
+    ):
+        is_matured = cutoff is None or stamp <= cutoff
+        delays.setdefault((version, role), []).append((int(is_matured), float(delay)))
+    return delays
+
+
 def _nearest_ranks(values: list[float], quantiles: Sequence[float]) -> list[float | None]:
     """Nearest-rank quantiles: the value at rank ceil(q·n) of the n sorted values."""
     if not values:
@@ -1244,7 +1265,7 @@ class WindowBounds:
 
     @property
     def shadow_rows(self) -> int:
-        return self.rows_by_role.get("shadow", 0)
+        return self.rows_by_role.get(SHADOW, 0)
 
 
 _CHUNK_ROWS = 50_000

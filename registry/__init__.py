@@ -1,11 +1,7 @@
 """The only code that talks to the MLflow registry: versions, aliases, history."""
 
 from registry.client import (
-    ALIASES,
     CANARY_SHARE_TAG,
-    CHALLENGER,
-    CHAMPION,
-    PREVIOUS,
     AliasesMoved,
     Registry,
     RegistryError,
@@ -18,11 +14,7 @@ from registry.history import AliasMove, HistoryPage, PromotionHistory
 from registry.ledger import new_decision_id
 
 __all__ = [
-    "ALIASES",
     "CANARY_SHARE_TAG",
-    "CHALLENGER",
-    "CHAMPION",
-    "PREVIOUS",
     "ROLLED_BACK_TAG",
     "AliasMove",
     "AliasesMoved",

@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,10 +20,10 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from config.names import ALIASES, CHALLENGER, CHAMPION, PREVIOUS
 from registry.describe import ROLLED_BACK_TAG, model_description, version_description, when
 from registry.history import AliasMove, PromotionHistory
 from registry.ledger import OK, Claim, MoveLedger, check_decision_id, new_decision_id
-from registry.names import ALIASES, CHALLENGER, CHAMPION, PREVIOUS
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_MOVE_WAIT_S = 30.0
 REGISTRATION_KEY_TAG = "driftloop.registration_key"
 CANARY_SHARE_TAG = "driftloop.canary_share"
+READY = "READY"  # a model version's status once registered (mlflow ModelVersionStatus)
+REGISTRATION_WAIT_S = 60
+"""Seconds `Registry.register` lets MLflow wait for a new version to be READY."""
 """Registered-model tag: the challenger's share of traffic; the serving follower polls it
 like the aliases and it overrides the service's `canary_share` setting while set."""
 
@@ -160,8 +163,7 @@ class VersionInfo:
     aliases: tuple[str, ...]
     tags: dict[str, str]
     created_at: datetime
-    status: str = "READY"
-    metrics: dict[str, float] = field(default_factory=dict)
+    status: str = READY
 
     @property
     def model_uri(self) -> str:
@@ -174,6 +176,17 @@ class VersionInfo:
         if value in (None, "") and metric in _FORMER_METRIC_NAMES:
             value = self.tags.get(f"holdout_{_FORMER_METRIC_NAMES[metric]}")
         return float(value) if value not in (None, "") else None
+
+
+def _ready(info: VersionInfo) -> VersionInfo:
+    """`info` when its registration finished; RegistryError otherwise (a version found by
+    its registration key that an earlier, interrupted attempt left pending or failed)."""
+    if info.status != READY:
+        raise RegistryError(
+            f"version {info.version} of {info.name!r} is {info.status}, not {READY}: "
+            "its registration failed or is still running; run the training again"
+        )
+    return info
 
 
 def _version_info(mv: ModelVersion) -> VersionInfo:
@@ -263,13 +276,7 @@ class Registry:
 
     def aliases(self) -> dict[str, str]:
         """alias -> version for every alias that is set (one registry call)."""
-        try:
-            model = self.client.get_registered_model(self.model_name)
-        except MlflowException as exc:
-            if _is_not_found(exc):
-                return {}
-            raise
-        return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+        return self.aliases_and_tags()[0]
 
     def aliases_and_tags(self) -> tuple[dict[str, str], dict[str, str]]:
         """(aliases, registered-model tags) from one registry call (the serving follower's)."""
@@ -367,9 +374,7 @@ class Registry:
         if registration_key is not None and not fresh_key:
             existing = self.find_registered(registration_key)
             if existing is not None:
-                return self._wait_ready(
-                    self.client.get_model_version(self.model_name, existing.version)
-                )
+                return _ready(existing)
         # MLflow 3 logs models as `models:/m-<id>`; the server wants that id named too.
         model_id = (
             model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
@@ -377,14 +382,28 @@ class Registry:
         all_tags = {k: str(v) for k, v in (tags or {}).items()}
         if registration_key is not None:
             all_tags[REGISTRATION_KEY_TAG] = check_decision_id(registration_key)
+        mv = self._create_version(model_uri, run_id, all_tags, model_id)
+        return _ready(self.get(mv.version) if mv.status != READY else _version_info(mv))
+
+    def _create_version(
+        self, model_uri: str, run_id: str | None, tags: dict[str, str], model_id: str | None
+    ) -> ModelVersion:
+        """A new version; the registered model is created with the first one."""
 
         def create() -> ModelVersion:
+            # MLflow waits for READY itself and raises MlflowException on a failed
+            # registration or past the wait (OSS stores create versions READY at once).
             return self.client.create_model_version(
-                self.model_name, source=model_uri, run_id=run_id, tags=all_tags, model_id=model_id
+                self.model_name,
+                source=model_uri,
+                run_id=run_id,
+                tags=tags,
+                model_id=model_id,
+                await_creation_for=REGISTRATION_WAIT_S,
             )
 
         try:  # the registered model exists but for the first version: one call, not two
-            mv = create()
+            return create()
         except MlflowException as exc:
             if not _is_not_found(exc) or self.exists():
                 raise
@@ -396,8 +415,7 @@ class Registry:
             except MlflowException as exc2:  # created concurrently by another process
                 if getattr(exc2, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                     raise
-            mv = create()
-        return self._wait_ready(mv)
+            return create()
 
     def find_registered(self, registration_key: str) -> VersionInfo | None:
         """The version registered under `registration_key`, if any (oldest wins)."""
@@ -681,17 +699,6 @@ class Registry:
         self.client.update_registered_model(
             self.model_name, description=model_description(aliases, move, rolled_back)
         )
-
-    def _wait_ready(self, mv: ModelVersion, timeout_s: float = 60.0) -> VersionInfo:
-        deadline = time.monotonic() + timeout_s
-        while str(mv.status) not in ("READY", "ModelVersionStatus.READY"):
-            if "FAILED" in str(mv.status):
-                raise RegistryError(f"version {mv.version} failed to register: {mv.status_message}")
-            if time.monotonic() > deadline:
-                raise RegistryError(f"version {mv.version} not READY after {timeout_s:.0f} s")
-            time.sleep(0.2)
-            mv = self.client.get_model_version(self.model_name, mv.version)
-        return _version_info(mv)
 
     @staticmethod
     def _check_alias(alias: str) -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from config.names import CHALLENGER, CHAMPION, PREVIOUS
 from registry.history import AliasMove
-from registry.names import CHALLENGER, CHAMPION, PREVIOUS
 
 ROLLED_BACK_TAG = "rolled_back"
 """Version tag set on a champion that a rollback replaced: ``<time>: <reason>``."""

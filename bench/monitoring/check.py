@@ -69,12 +69,13 @@ def run(requests: int, repeats: int) -> dict[str, Any]:
     import mlflow
     import qdrant_edge  # noqa: F401
 
+    from config.names import CHAMPION
     from config.settings import Settings
     from monitoring.policy import decide
     from pipelines import monitor
     from pipelines.reference import ensure_ood_reference, monitor_dir
     from pipelines.tracking import configure_mlflow
-    from registry import CHAMPION, VersionInfo
+    from registry import VersionInfo
 
     import_s = time.perf_counter() - started
     out: dict[str, Any] = {"requests": requests, "import_s": import_s, "checks": []}

@@ -26,11 +26,12 @@ import pytest
 from prefect import flow
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from config.names import CHAMPION, PREVIOUS
 from config.settings import Settings
 from driftloop import procs
 from monitoring.policy import Action, Decision
 from pipelines.monitor import act, monitor_guard
-from registry import CHAMPION, PREVIOUS, AliasesMoved, AliasMove, Registry
+from registry import AliasesMoved, AliasMove, Registry
 
 pytestmark = pytest.mark.integration
 

@@ -285,8 +285,9 @@ def test_the_loop_runs_scaled_out_without_a_shared_disk(
 ) -> None:
     import mlflow
 
+    from config.names import CHALLENGER, CHAMPION
     from pipelines.train import LIVE_REQUEST_ID, RETRAIN_DATA_ARTIFACTS
-    from registry import CHALLENGER, CHAMPION, Registry
+    from registry import Registry
 
     started = time.monotonic()
     marks: dict[str, float] = {}

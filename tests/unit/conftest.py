@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from config.names import CHALLENGER, CHAMPION
 from config.settings import Settings
-from registry import CHALLENGER, CHAMPION, Registry
+from registry import Registry
 
 MONITORED_FEATURES = ["x1", "x2"]
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from config.names import CHALLENGER, CHAMPION
 from config.settings import Settings
 from monitoring.policy import Action, Figures, Thresholds, decide
 from pipelines import monitor
-from registry import CHALLENGER, CHAMPION, Registry
+from registry import Registry
 
 
 @pytest.fixture()

@@ -10,8 +10,9 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
+from config.names import CHALLENGER, CHAMPION
 from driftloop.cli import app
-from registry import CANARY_SHARE_TAG, CHALLENGER, CHAMPION, Registry
+from registry import CANARY_SHARE_TAG, Registry
 
 
 @pytest.fixture()

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from config.names import CHAMPION
 from driftloop import cli
 from driftloop.cli import app, format_figure, short_moves, short_time
-from registry import CHAMPION, ROLLED_BACK_TAG, Registry, RegistryError, version_number
+from registry import ROLLED_BACK_TAG, Registry, RegistryError, version_number
 
 
 @pytest.fixture()

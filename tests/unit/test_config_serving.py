@@ -109,7 +109,7 @@ def test_an_unreachable_registry_is_fatal_only_without_cached_aliases(tmp_path: 
 def test_serving_mlflow_timeouts_come_from_registry_timeout_s_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The CLI/stack set 15 s x 2 retries for flows; the service must not inherit them."""
+    """The CLI/stack set the flows' MLflow retries; the service must not inherit them."""
     from bentos.service import _prepare_process
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")

@@ -18,13 +18,14 @@ from typing import Any
 import mlflow
 import pytest
 
+from config.names import CHAMPION, PREVIOUS
 from config.settings import Settings
 from monitoring.policy import Action, Figures, Thresholds, decide, thresholds_from
 from pipelines import monitor
 from predlog import migrations
 from predlog.fallbacks import fallback_counts, record_fallback_event
 from predlog.log import PredictionLog, PredictionRecord
-from registry import CHAMPION, PREVIOUS, Registry
+from registry import Registry
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 T = Thresholds()

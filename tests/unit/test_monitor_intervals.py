@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
+from config.names import CHALLENGER, CHAMPION, PREVIOUS
 from monitoring.figures import gain_intervals, version_rows
-from registry import CHALLENGER, CHAMPION, PREVIOUS
 
 PROMOTED = datetime(2026, 1, 2, tzinfo=UTC)
 

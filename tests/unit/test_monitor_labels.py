@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from config.names import CHALLENGER, CHAMPION
 from config.settings import Settings
 from monitoring.figures import label_figure_values
 from monitoring.policy import Action
@@ -29,7 +30,7 @@ from pipelines.monitor import (
     read_window,
 )
 from predlog.log import FeedbackRecord, PredictionLog
-from registry import CHALLENGER, CHAMPION, Registry
+from registry import Registry
 
 Monitored = Callable[..., tuple[Settings, Registry]]  # the `monitored` fixture (conftest)
 

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from config.names import CHAMPION
 from config.settings import Settings
 from monitoring.policy import RETRAIN_PENDING_PREFIX, Action, Decision
 from pipelines.monitor import retrain_pending
-from registry import CHAMPION, AliasMove, VersionInfo
+from registry import AliasMove, VersionInfo
 
 REASON = f"{RETRAIN_PENDING_PREFIX}: 0 of 100 labelled rows (drift share 0.67 ≥ 0.50 on 600 rows)"
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from registry import CHALLENGER, CHAMPION, PREVIOUS, Registry, RegistryError
+from config.names import CHALLENGER, CHAMPION, PREVIOUS
+from registry import Registry, RegistryError
 
 
 @pytest.fixture

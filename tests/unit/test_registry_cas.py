@@ -11,12 +11,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from config.names import CHALLENGER, CHAMPION, PREVIOUS
 from monitoring.figures import decision_times
 from pipelines.monitor import expected_aliases
 from registry import (
-    CHALLENGER,
-    CHAMPION,
-    PREVIOUS,
     AliasesMoved,
     AliasMove,
     Registry,

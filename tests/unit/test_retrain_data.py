@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from config.names import CHAMPION
 from config.settings import Settings
 from data.contract import BETWEEN, build_contract, validate
 from data.sources import Snapshot
@@ -29,7 +30,7 @@ from pipelines.train import (
     append_recent,
     fetch_live_rows,
 )
-from registry import CHAMPION, Registry, VersionInfo
+from registry import Registry, VersionInfo
 
 Monitored = Callable[..., tuple[Settings, Registry]]  # the `monitored` fixture (conftest)
 
