@@ -141,26 +141,20 @@ def user_errors() -> Iterator[None]:
     from data.errors import DataError
     from registry import RegistryError
 
+    known: list[tuple[type[Exception], str, int | None]] = [
+        (CliError, "error", None),  # its own exit code
+        (DataError, "data check failed", EXIT_CHECK_FAILED),
+        (RegistryError, "registry", EXIT_USAGE),
+        (ValidationError, "bad settings", EXIT_USAGE),
+        (ValueError, "error", EXIT_USAGE),
+        (ConnectionError, "cannot reach a server", EXIT_CHECK_FAILED),
+    ]
     try:
         yield
-    except CliError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(exc.code) from None
-    except DataError as exc:
-        err.print(f"[red]data check failed:[/red] {escape(str(exc))}")
-        raise typer.Exit(EXIT_CHECK_FAILED) from None
-    except RegistryError as exc:
-        err.print(f"[red]registry:[/red] {escape(str(exc))}")
-        raise typer.Exit(EXIT_USAGE) from None
-    except ValidationError as exc:
-        err.print(f"[red]bad settings:[/red] {escape(str(exc))}")
-        raise typer.Exit(EXIT_USAGE) from None
-    except ValueError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(EXIT_USAGE) from None
-    except ConnectionError as exc:
-        err.print(f"[red]cannot reach a server:[/red] {escape(str(exc))}")
-        raise typer.Exit(EXIT_CHECK_FAILED) from None
+    except tuple(kind for kind, _, _ in known) as exc:
+        label, code = next((lab, c) for kind, lab, c in known if isinstance(exc, kind))
+        err.print(f"[red]{label}:[/red] {escape(str(exc))}")
+        raise typer.Exit(exc.code if isinstance(exc, CliError) else code) from None
     except (typer.Exit, typer.Abort, click.ClickException, KeyboardInterrupt):
         raise
     except Exception as exc:

@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -126,7 +126,20 @@ def _reduce(rows: Sequence[Sequence[float]], k: int, skip_self: bool, collection
 # -- Qdrant Edge ---------------------------------------------------------------------------
 
 
-class EdgeOODIndex:
+class _ClosesOnExit:
+    """``with index:`` closes it (both index kinds)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EdgeOODIndex(_ClosesOnExit):
     """Qdrant Edge shards in process, one folder per collection under ``path``.
 
     ``create`` builds the new shard in a hidden sibling folder and swaps it in, so a crash
@@ -248,17 +261,11 @@ class EdgeOODIndex:
                 "vectors; embed them with the embedder stored beside the index"
             )
 
-    def __enter__(self) -> EdgeOODIndex:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 # -- qdrant-client ---------------------------------------------------------------------------
 
 
-class QdrantClientOODIndex:
+class QdrantClientOODIndex(_ClosesOnExit):
     """Collections on a Qdrant server through ``qdrant-client``.
 
     Give ``url`` (and ``api_key`` from the environment, never a committed file) for a
@@ -354,12 +361,6 @@ class QdrantClientOODIndex:
                 f"no OOD index {collection!r} on the Qdrant server; fit the reference first "
                 "(monitoring.ood.fit_reference)"
             )
-
-    def __enter__(self) -> QdrantClientOODIndex:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def make_ood_index(url: str | None, path: Path) -> OODIndex:
