@@ -13,7 +13,7 @@ import hashlib
 import json
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -320,6 +320,24 @@ class Snapshot:
     def y(self) -> pd.Series:
         """The target column."""
         return self.frame[self.target]
+
+
+def snapshot_of_frame(snapshot: Snapshot, frame: pd.DataFrame) -> Snapshot:
+    """The snapshot describing `frame` instead (same columns): digest recomputed,
+    provenance dropped."""
+    return replace(snapshot, frame=frame, digest=dataset_digest(frame), provenance=None)
+
+
+def with_shuffled_labels(snapshot: Snapshot, seed: int) -> Snapshot:
+    """The snapshot with its target permuted (a deliberately useless model)."""
+    frame = snapshot.frame.copy()
+    frame[snapshot.target] = frame[snapshot.target].sample(frac=1.0, random_state=seed).to_numpy()
+    return replace(snapshot, frame=frame)
+
+
+def numeric_as_float(frame: pd.DataFrame, numeric: Sequence[str]) -> pd.DataFrame:
+    """The frame with numeric feature columns as float64 (how the service sends them)."""
+    return frame.astype({column: "float64" for column in numeric if column in frame.columns})
 
 
 def _names(columns: Iterable[object], limit: int = 30) -> str:
