@@ -27,7 +27,6 @@ from data.errors import DataError
 from data.sources import dataset_digest
 
 if TYPE_CHECKING:
-    import great_expectations as gx
     from great_expectations.core.expectation_validation_result import (
         ExpectationValidationResult,
     )
@@ -108,17 +107,6 @@ class Contract:
             if rule.name == name:
                 return rule
         raise KeyError(name)
-
-    def without_target(self) -> Contract:
-        """The same contract for unlabelled data (serving inputs, monitoring windows)."""
-        return Contract(
-            target=self.target,
-            time_column=self.time_column,
-            columns=[r for r in self.columns if r.role != "target"],
-            min_rows=self.min_rows,
-            created_from_digest=self.created_from_digest,
-            range_tolerance=self.range_tolerance,
-        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (with a format number for later migrations)."""
@@ -368,17 +356,6 @@ def _to_expectations(
             kwargs = {"column": column, **kwargs}
         expectations.append(cls(**kwargs, meta={"why": why, "name": name}, notes=why))
     return expectations
-
-
-def to_expectation_suite(contract: Contract) -> gx.ExpectationSuite:
-    """The contract as a Great Expectations suite; each expectation's meta says why."""
-    import great_expectations as gx
-
-    return gx.ExpectationSuite(
-        name=f"driftloop-{contract.target}-{contract.created_from_digest or 'contract'}",
-        expectations=_to_expectations(_expectation_specs(contract)),
-        meta={"created_from_digest": contract.created_from_digest},
-    )
 
 
 def _run_great_expectations(
@@ -719,14 +696,6 @@ def validate(
         statistics=statistics,
         source=source,
     )
-
-
-def enforce(df: pd.DataFrame, contract: Contract, *, source: str = "") -> ValidationReport:
-    """Validate and raise :class:`ContractViolation` (with the summary) on any failure."""
-    report = validate(df, contract, source=source)
-    if not report.success:
-        raise ContractViolation(report)
-    return report
 
 
 def _is_soft(failure: ExpectationFailure, contract: Contract) -> bool:

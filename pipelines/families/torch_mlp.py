@@ -26,11 +26,10 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from torch import nn
 
 from pipelines.families import mlp_pyfunc
-from pipelines.families.base import FitConfig, FittedModel, check_fit_inputs, pip_requirements
+from pipelines.families.base import FitConfig, FittedModel, check_fit_inputs
 from pipelines.families.mlp_pyfunc import META_FORMAT, MLPScorer, build_mlp
 
 if TYPE_CHECKING:
-    from mlflow.models import ModelSignature
     from mlflow.models.model import ModelInfo
 
 HIDDEN = [64, 32]
@@ -63,36 +62,20 @@ class TorchModel(FittedModel):
         self.classes = None if scorer.classes is None else scorer.classes.tolist()
         self._history = history
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return self.scorer.predict(X)
-
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray | None:
-        if self.task != "classification":
-            return None
-        return self.scorer.predict_proba(X)
+    @property
+    def predictor(self) -> MLPScorer:
+        return self.scorer
 
     def history(self) -> dict[str, list[float]] | None:
         return {key: list(values) for key, values in self._history.items()}
 
-    def log_model(
-        self,
-        name: str,
-        input_example: pd.DataFrame,
-        signature: ModelSignature,
-        metadata: dict[str, Any] | None = None,
-    ) -> ModelInfo:
+    def _log_model(self, name: str, **common: Any) -> ModelInfo:
         import mlflow.pyfunc
 
         with tempfile.TemporaryDirectory(prefix="driftloop-mlp-") as folder:
             artifacts = self.save_artifacts(Path(folder))
             return mlflow.pyfunc.log_model(
-                name=name,
-                python_model=mlp_pyfunc.__file__,
-                artifacts=artifacts,
-                signature=signature,
-                input_example=input_example,
-                metadata=metadata,
-                pip_requirements=pip_requirements(self.family),
+                name=name, python_model=mlp_pyfunc.__file__, artifacts=artifacts, **common
             )
 
     def save_artifacts(self, folder: Path) -> dict[str, str]:
