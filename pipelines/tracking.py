@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ from mlflow.utils.time import get_current_time_millis
 
 from data.sources import numeric_as_float
 from pipelines.evaluate import evaluation_plots
+from registry import new_decision_id
 from registry.decision import DECISION_KEY
 
 if TYPE_CHECKING:
@@ -78,8 +79,9 @@ class TrainingRun:
     train: pd.DataFrame
     holdout: pd.DataFrame
     evaluation: Evaluation
-    registration_key: str
     live_rows_file: Path | None = None  # the retrain's added live rows, logged for the next
+    # Made once, with the run in the flow: the task's retries find what it logged.
+    registration_key: str = field(default_factory=lambda: new_decision_id("train"))
 
 
 def log_training_run(run: TrainingRun, fitted: FittedModel) -> tuple[str, str]:

@@ -67,7 +67,7 @@ from pipelines.tracking import (
     label_training_run,
     log_training_run,
 )
-from registry import AliasesMoved, Registry, new_decision_id
+from registry import AliasesMoved, Registry
 from registry.decision import DECISION_KEY, Decision, check_positive_class
 
 # Tasks take frames and fitted models: never hash them into cache keys.
@@ -764,12 +764,14 @@ def train_flow(
     experiment_id = configure_mlflow(
         settings.resolved_tracking_uri(), settings.experiment, settings.artifact_root()
     )
-    snapshot = load_data(settings, time_from, time_until)
-    live_file = fetch_live_rows(settings, live_rows) if live_rows else None
-    if live_rows and live_file:
-        snapshot = append_live_rows(snapshot, load_table(live_file), live_rows)
-    check = validate_data(settings, snapshot, experiment_id, rebuild_contract, widen_contract)
-    check_labels(settings, snapshot)
+    snapshot, check, live_file = load_and_validate(
+        settings,
+        experiment_id,
+        (time_from, time_until),
+        live_rows,
+        rebuild_contract,
+        widen_contract,
+    )
     if shuffle_labels:
         snapshot = with_shuffled_labels(snapshot, settings.seed)
     train, holdout = time_split(
@@ -780,28 +782,15 @@ def train_flow(
     evaluation = evaluate_model(fitted, snapshot, train, holdout, settings, live)
     get_run_logger().info(evaluation.explanation)
     champion = score_champion(settings, snapshot, holdout, live)
-    registration_key = new_decision_id("train")  # created once: task retries reuse it
-    run = TrainingRun(
-        settings,
-        experiment_id,
-        snapshot,
-        check.report,
-        check.contract,
-        train,
-        holdout,
-        evaluation,
-        registration_key,
-        live_file,
-    )
+    data_used = (snapshot, check.report, check.contract, train, holdout)
+    run = TrainingRun(settings, experiment_id, *data_used, evaluation, live_rows_file=live_file)
     tags = provenance_tags(data, time_from, time_until, live_rows, shuffle_labels, check)
     version, run_id = log_and_register(run, fitted, champion.version, tags)
-    bento_tag = package_version(settings, version) if package_bento else None
-    if package_bento:
-        index_reference(settings, version, snapshot, train)
+    bento_tag = package_and_index(settings, version, snapshot, train) if package_bento else None
     decision = gate_decision(settings, snapshot.task, evaluation, champion, len(holdout))
     figures = gate_figures(evaluation, champion)
     alias, reason = apply_gate(
-        settings, version, decision, figures, champion.version, f"gate-{registration_key}"
+        settings, version, decision, figures, champion.version, f"gate-{run.registration_key}"
     )
     label_training_run(
         settings, run_id, version, snapshot, len(holdout), champion.version, champion.metrics
@@ -809,6 +798,36 @@ def train_flow(
     result = TrainResult.of(run, version, alias, reason, run_id, champion, bento_tag)
     publish_result(result)
     return result.to_dict()
+
+
+def load_and_validate(
+    settings: Settings,
+    experiment_id: str,
+    time_range: tuple[float | None, float | None],
+    live_rows: str | None,
+    rebuild_contract: bool,
+    widen_contract: bool,
+) -> tuple[Snapshot, ContractCheck, Path | None]:
+    """The training data (the time range of the data source, plus the `live_rows` a
+    drift retrain adds), checked against the contract and the label settings; returns
+    it, the contract's verdict and the local file of the live rows."""
+    snapshot = load_data(settings, *time_range)
+    live_file = fetch_live_rows(settings, live_rows) if live_rows else None
+    if live_rows and live_file:
+        snapshot = append_live_rows(snapshot, load_table(live_file), live_rows)
+    check = validate_data(settings, snapshot, experiment_id, rebuild_contract, widen_contract)
+    check_labels(settings, snapshot)
+    return snapshot, check, live_file
+
+
+def package_and_index(
+    settings: Settings, version: str, snapshot: Snapshot, train: pd.DataFrame
+) -> str:
+    """Build the version's Bento and index its training sample for the OOD check; the
+    Bento tag."""
+    bento_tag = package_version(settings, version)
+    index_reference(settings, version, snapshot, train)
+    return bento_tag
 
 
 def publish_result(result: TrainResult) -> None:
