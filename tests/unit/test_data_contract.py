@@ -194,9 +194,7 @@ def test_broken_contract_files_say_how_to_rebuild(tmp_path: Path) -> None:
         Contract.load(tmp_path / "other.json")
 
 
-def test_a_violation_says_what_a_human_can_act_on(
-    frame: pd.DataFrame, contract: Contract
-) -> None:
+def test_a_violation_says_what_a_human_can_act_on(frame: pd.DataFrame, contract: Contract) -> None:
     frame.loc[frame.index[0], "temp"] = 7.3
     with pytest.raises(ContractViolation) as err:
         raise ContractViolation(validate(frame, contract, source="new_rides.csv"))
