@@ -412,6 +412,46 @@ def load_snapshot(
     (``categorical_columns`` forces numeric codes such as a season number to categorical).
     """
     frame = load_table(path)
+    _check_roles(frame, path, target, time_column, drop_columns)
+    frame = frame.drop(columns=list(dict.fromkeys(drop_columns)))
+    if frame[target].isna().all():
+        raise DataError(
+            f"target column '{target}' of {path} is empty in all {len(frame)} rows: "
+            "choose the column that holds the labels"
+        )
+    if time_column is not None:
+        frame[time_column] = _prepare_time(frame, time_column, path)
+        frame = frame.sort_values(time_column, kind="stable")
+    features = tuple(str(c) for c in frame.columns if c not in (target, time_column))
+    if not features:
+        raise DataError(f"{path} has no feature columns left besides the target and time column")
+    categorical, numeric = _feature_kinds(frame, path, features, categorical_columns)
+    try:
+        resolved = infer_task(frame[target], task)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from exc
+    return Snapshot(
+        frame=frame,
+        target=target,
+        features=features,
+        time_column=time_column,
+        digest=dataset_digest(frame),
+        source=str(path),
+        task=resolved,
+        categorical=categorical,
+        numeric=numeric,
+    )
+
+
+def _check_roles(
+    frame: pd.DataFrame,
+    path: Path | str,
+    target: str,
+    time_column: str | None,
+    drop_columns: Sequence[str],
+) -> None:
+    """The target, the time column and the columns to drop name columns of the table,
+    and no column plays two of those roles."""
     columns = [str(c) for c in frame.columns]
     if not target:
         raise DataError(f"no target column given for {path}: name one of {_names(columns)}")
@@ -422,28 +462,22 @@ def load_snapshot(
             raise _missing_column(path, "time column", time_column, columns)
         if time_column == target:
             raise DataError(f"'{target}' of {path} cannot be both the target and the time column")
-    drops = list(dict.fromkeys(drop_columns))
-    for name in drops:
+    for name in dict.fromkeys(drop_columns):
         if name not in frame.columns:
             raise _missing_column(path, "column to drop", name, columns)
         if name in (target, time_column):
             role = "target" if name == target else "time column"
             raise DataError(f"'{name}' of {path} is the {role}: remove it from the drop columns")
-    frame = frame.drop(columns=drops)
 
-    y = frame[target]
-    if y.isna().all():
-        raise DataError(
-            f"target column '{target}' of {path} is empty in all {len(frame)} rows: "
-            "choose the column that holds the labels"
-        )
-    if time_column is not None:
-        frame[time_column] = _prepare_time(frame, time_column, path)
-        frame = frame.sort_values(time_column, kind="stable")
 
-    features = tuple(str(c) for c in frame.columns if c not in (target, time_column))
-    if not features:
-        raise DataError(f"{path} has no feature columns left besides the target and time column")
+def _feature_kinds(
+    frame: pd.DataFrame,
+    path: Path | str,
+    features: tuple[str, ...],
+    categorical_columns: Sequence[str],
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(categorical, numeric) feature columns: text, booleans and the declared
+    `categorical_columns` are categorical; dates and durations are refused."""
     forced = set(categorical_columns)
     for name in forced:
         if name not in features:
@@ -466,19 +500,4 @@ def load_snapshot(
             categorical.append(name)
         else:
             numeric.append(name)
-
-    try:
-        resolved = infer_task(frame[target], task)
-    except DataError as exc:
-        raise DataError(f"{path}: {exc}") from exc
-    return Snapshot(
-        frame=frame,
-        target=target,
-        features=features,
-        time_column=time_column,
-        digest=dataset_digest(frame),
-        source=str(path),
-        task=resolved,
-        categorical=tuple(categorical),
-        numeric=tuple(numeric),
-    )
+    return tuple(categorical), tuple(numeric)
