@@ -28,12 +28,17 @@ def holdout_metrics(
     y_pred: np.ndarray,
     y_proba: np.ndarray | None = None,
     classes: list[object] | None = None,
+    rows: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Regression: rmse, mae, r2. Classification: accuracy, f1_macro, and with
     probabilities (columns in the order of `classes`) roc_auc (binary: of the positive
-    class `classes[1]`; more classes: one-vs-rest, macro) and log_loss."""
+    class `classes[1]`; more classes: one-vs-rest, macro) and log_loss. `rows`: a boolean
+    mask of the rows to score (e.g. the holdout's live-window rows); all rows without."""
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
+    if rows is not None:
+        y_true, y_pred = y_true[rows], y_pred[rows]
+        y_proba = None if y_proba is None else np.asarray(y_proba)[rows]
     if task == "regression":
         return {
             "rmse": float(np.sqrt(skm.mean_squared_error(y_true, y_pred))),
@@ -60,24 +65,6 @@ def holdout_metrics(
     with contextlib.suppress(ValueError):  # a holdout label the model never saw: undefined
         result["log_loss"] = float(skm.log_loss(y_true, y_proba, labels=classes))
     return result
-
-
-def holdout_metrics_on(
-    rows: np.ndarray,
-    task: str,
-    y_true: pd.Series | np.ndarray,
-    y_pred: np.ndarray,
-    y_proba: np.ndarray | None = None,
-    classes: list[object] | None = None,
-) -> dict[str, float]:
-    """`holdout_metrics` on the holdout rows `rows` selects (a boolean mask)."""
-    return holdout_metrics(
-        task,
-        np.asarray(y_true)[rows],
-        np.asarray(y_pred)[rows],
-        None if y_proba is None else np.asarray(y_proba)[rows],
-        classes,
-    )
 
 
 @dataclass(frozen=True)
@@ -119,7 +106,7 @@ def evaluate_model(
     metrics = holdout_metrics(task, y_holdout, predicted, proba, fitted.classes)
     live_metrics = None
     if live is not None:
-        live_metrics = holdout_metrics_on(live, task, y_holdout, predicted, proba, fitted.classes)
+        live_metrics = holdout_metrics(task, y_holdout, predicted, proba, fitted.classes, live)
     return Evaluation(predicted, proba, metrics, decision, explanation, live, live_metrics)
 
 

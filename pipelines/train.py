@@ -52,7 +52,6 @@ from pipelines.evaluate import (
     Evaluation,
     evaluate_model,
     holdout_metrics,
-    holdout_metrics_on,
     score_pyfunc,
 )
 from pipelines.families import require_family
@@ -619,7 +618,7 @@ def score_champion(
     metrics = holdout_metrics(snapshot.task, y, predictions, proba, classes)
     live_metrics = None
     if live is not None:
-        live_metrics = holdout_metrics_on(live, snapshot.task, y, predictions, proba, classes)
+        live_metrics = holdout_metrics(snapshot.task, y, predictions, proba, classes, live)
     return ChampionScore(champion.version, metrics, None, live_metrics)
 
 

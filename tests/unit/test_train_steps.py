@@ -13,7 +13,7 @@ import pytest
 
 from config.settings import Settings
 from data.sources import Snapshot, dataset_digest
-from pipelines.evaluate import Evaluation, evaluate_model, holdout_metrics_on
+from pipelines.evaluate import Evaluation, evaluate_model, holdout_metrics
 from pipelines.train import (
     ChampionScore,
     TrainResult,
@@ -78,7 +78,7 @@ def test_a_regressor_is_scored_on_the_whole_holdout_and_its_live_rows(tmp_path: 
     assert result.decision is None and result.proba is None
     assert result.metrics["mae"] == pytest.approx((0 + 0 + 3 + 4) / 4)
     assert result.live_metrics is not None and result.live_metrics["mae"] == pytest.approx(3.5)
-    assert holdout_metrics_on(live, "regression", frame["y"].iloc[4:], predicted[:, 0]) == (
+    assert holdout_metrics("regression", frame["y"].iloc[4:], predicted[:, 0], rows=live) == (
         result.live_metrics
     )
 
