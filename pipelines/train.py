@@ -144,10 +144,15 @@ class ChampionScore:
 # -- plain functions (tested without Prefect) -------------------------------------------
 
 
+def local_contract_path(settings: Settings) -> Path:
+    """Where this state folder keeps the model's contract (built, rebuilt or widened)."""
+    return settings.state_path / "contracts" / f"{settings.model_name}.json"
+
+
 def contract_path(settings: Settings) -> Path:
     """The model's contract: a local one in the state folder (built or rebuilt from data)
     wins over one committed in `data/contracts/`; a new one goes to the state folder."""
-    local = settings.state_path / "contracts" / f"{settings.model_name}.json"
+    local = local_contract_path(settings)
     committed = REPO_ROOT / "data" / "contracts" / f"{settings.model_name}.json"
     if not local.exists() and committed.exists():
         return committed
@@ -203,7 +208,7 @@ def load_or_build_contract(
     Without a local copy, the newest contract logged to the tracking server comes first
     (saved to the state folder), then the committed one.
     """
-    local = settings.state_path / "contracts" / f"{settings.model_name}.json"
+    local = local_contract_path(settings)
     if not rebuild and not local.exists() and shares_tracking_server(settings):
         logged = contract_from_tracking(settings)
         if logged is not None:
@@ -211,7 +216,7 @@ def load_or_build_contract(
             return logged, False
     path = contract_path(settings)
     if rebuild:
-        path = settings.state_path / "contracts" / f"{settings.model_name}.json"
+        path = local
     elif path.exists():
         return Contract.load(path), False
     contract = build_contract(
@@ -407,7 +412,7 @@ def check_contract(
     second = validate(snapshot.frame, widened, **kwargs)
     if not second.success:
         return ContractCheck(report, contract, path, built)
-    local = settings.state_path / "contracts" / f"{settings.model_name}.json"
+    local = local_contract_path(settings)
     contract.save(local.with_name(f"{settings.model_name}.r{contract.revision}.json"))
     widened.save(local)
     return ContractCheck(second, widened, local, built, diff(contract, widened), report)
