@@ -51,11 +51,10 @@ def _prepare(state: Path, tracking_uri: str | None) -> PreparedModel:
 
     from bentos.store import bentoml_home, import_version
     from config.settings import Settings
-    from data.sources import load_dataset
+    from data.sources import load_dataset, numeric_as_float
     from data.split import time_split
     from pipelines.families import FitConfig, fit_model
     from pipelines.tracking import configure_mlflow
-    from pipelines.train import numeric_as_float
     from registry import Registry
 
     state.mkdir(parents=True, exist_ok=True)

@@ -340,10 +340,6 @@ class Settings(ServingSettings):
     def experiment(self) -> str:
         return self.experiment_name or self.model_name
 
-    @property
-    def bento_name(self) -> str:
-        return f"{self.model_name.lower()}-service"
-
     def evidently_workspace(self) -> Path:
         """The local Evidently workspace the monitor feeds and `evidently ui` serves."""
         return self.state_path / "evidently"

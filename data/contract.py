@@ -27,7 +27,6 @@ from data.errors import DataError
 from data.sources import dataset_digest
 
 if TYPE_CHECKING:
-    import great_expectations as gx
     from great_expectations.core.expectation_validation_result import (
         ExpectationValidationResult,
     )
@@ -108,17 +107,6 @@ class Contract:
             if rule.name == name:
                 return rule
         raise KeyError(name)
-
-    def without_target(self) -> Contract:
-        """The same contract for unlabelled data (serving inputs, monitoring windows)."""
-        return Contract(
-            target=self.target,
-            time_column=self.time_column,
-            columns=[r for r in self.columns if r.role != "target"],
-            min_rows=self.min_rows,
-            created_from_digest=self.created_from_digest,
-            range_tolerance=self.range_tolerance,
-        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (with a format number for later migrations)."""
@@ -247,40 +235,10 @@ def build_contract(
             )
     if range_tolerance < 0:
         raise DataError(f"range_tolerance is {range_tolerance}: use 0 or more (e.g. 0.5)")
-    rules: list[ColumnRule] = []
-    for column in reference.columns:
-        name = str(column)
-        values = reference[column]
-        role = "target" if name == target else ("time" if name == time_column else "feature")
-        rule = ColumnRule(
-            name=name,
-            kind=_kind(values),
-            nullable=role != "target" and bool(values.isna().any()),
-            role=role,
-        )
-        rule.why[EXIST] = {
-            "target": "the target is what the model learns to predict",
-            "time": "the time column orders rows so the holdout is the latest data",
-            "feature": "the model reads this feature: without it there is no prediction",
-        }[role]
-        if not rule.nullable:
-            rule.why[NOT_NULL] = {
-                "target": "target must be present: rows without a label cannot train or score",
-                "time": "rows without a time cannot be placed before or after the holdout",
-                "feature": "the reference data had no empty values here: empties suggest a "
-                "broken export",
-            }[role]
-        rule.why[TYPE] = {
-            "numeric": "numeric in the reference data: text here means a parsing or export error",
-            "categorical": "categorical in the reference data: numbers here mean codes "
-            "replaced labels",
-            "datetime": "dates in the reference data: parse the column as dates",
-        }[rule.kind]
-        if role != "time" and rule.kind == "numeric":
-            _numeric_rule(rule, values, range_tolerance)
-        elif role != "time" and rule.kind == "categorical":
-            _categorical_rule(rule, values)
-        rules.append(rule)
+    rules = [
+        _column_rule(str(column), reference[column], target, time_column, range_tolerance)
+        for column in reference.columns
+    ]
     return Contract(
         target=target,
         time_column=time_column,
@@ -289,6 +247,45 @@ def build_contract(
         created_from_digest=digest or dataset_digest(reference),
         range_tolerance=range_tolerance,
     )
+
+
+_WHY_EXIST = {
+    "target": "the target is what the model learns to predict",
+    "time": "the time column orders rows so the holdout is the latest data",
+    "feature": "the model reads this feature: without it there is no prediction",
+}
+_WHY_NOT_NULL = {
+    "target": "target must be present: rows without a label cannot train or score",
+    "time": "rows without a time cannot be placed before or after the holdout",
+    "feature": "the reference data had no empty values here: empties suggest a broken export",
+}
+_WHY_TYPE = {
+    "numeric": "numeric in the reference data: text here means a parsing or export error",
+    "categorical": "categorical in the reference data: numbers here mean codes replaced labels",
+    "datetime": "dates in the reference data: parse the column as dates",
+}
+
+
+def _column_rule(
+    name: str, values: pd.Series, target: str, time_column: str | None, range_tolerance: float
+) -> ColumnRule:
+    """The rule of one reference column, each check with why it is there."""
+    role = "target" if name == target else ("time" if name == time_column else "feature")
+    rule = ColumnRule(
+        name=name,
+        kind=_kind(values),
+        nullable=role != "target" and bool(values.isna().any()),
+        role=role,
+    )
+    rule.why[EXIST] = _WHY_EXIST[role]
+    if not rule.nullable:
+        rule.why[NOT_NULL] = _WHY_NOT_NULL[role]
+    rule.why[TYPE] = _WHY_TYPE[rule.kind]
+    if role != "time" and rule.kind == "numeric":
+        _numeric_rule(rule, values, range_tolerance)
+    elif role != "time" and rule.kind == "categorical":
+        _categorical_rule(rule, values)
+    return rule
 
 
 LABEL_RULE_KEY = "driftloop_label"
@@ -368,17 +365,6 @@ def _to_expectations(
             kwargs = {"column": column, **kwargs}
         expectations.append(cls(**kwargs, meta={"why": why, "name": name}, notes=why))
     return expectations
-
-
-def to_expectation_suite(contract: Contract) -> gx.ExpectationSuite:
-    """The contract as a Great Expectations suite; each expectation's meta says why."""
-    import great_expectations as gx
-
-    return gx.ExpectationSuite(
-        name=f"driftloop-{contract.target}-{contract.created_from_digest or 'contract'}",
-        expectations=_to_expectations(_expectation_specs(contract)),
-        meta={"created_from_digest": contract.created_from_digest},
-    )
 
 
 def _run_great_expectations(
@@ -651,6 +637,49 @@ def _failure_from_result(
     )
 
 
+def _kind_failures(
+    df: pd.DataFrame, contract: Contract
+) -> tuple[list[ExpectationFailure], set[str]]:
+    """Columns of the wrong kind, checked before Great Expectations; and the columns
+    (those, and missing ones) whose value checks would only repeat that failure."""
+    failures: list[ExpectationFailure] = []
+    skip: set[str] = set()
+    for rule in contract.columns:
+        if rule.name not in df.columns:
+            skip.add(rule.name)
+            continue
+        kind_failure = _kind_failure(rule, df[rule.name])
+        if kind_failure is not None:
+            failures.append(kind_failure)
+            skip.add(rule.name)
+    return failures, skip
+
+
+def _expectation_failures(
+    df: pd.DataFrame,
+    contract: Contract,
+    specs: list[tuple[str, str | None, dict[str, Any], str]],
+) -> list[ExpectationFailure]:
+    """The failed expectations of `specs` on `df` (Great Expectations), in plain words; a
+    missing column suggests the extra column it may have been renamed to."""
+    results = _run_great_expectations(df, _to_expectations(specs))
+    contract_columns = {rule.name for rule in contract.columns}
+    failures = []
+    for expectation_type, column, kwargs, why in specs:
+        result = results.get((expectation_type, column))
+        if result is None:
+            raise RuntimeError(f"Great Expectations returned no result for {expectation_type}")
+        failure = _failure_from_result(expectation_type, column, kwargs, why, result)
+        if failure is not None and expectation_type == EXIST and column is not None:
+            extra = [str(c) for c in df.columns if str(c) not in contract_columns]
+            hint = difflib.get_close_matches(column, extra, n=1, cutoff=0.6)
+            if hint:
+                failure.message += f" (did you rename it to '{hint[0]}'?)"
+        if failure is not None:
+            failures.append(failure)
+    return failures
+
+
 def validate(
     df: pd.DataFrame,
     contract: Contract,
@@ -665,35 +694,13 @@ def validate(
     offending rows per source.
     """
     started = time.perf_counter()
-    failures: list[ExpectationFailure] = []
-    skip: set[str] = set()  # columns whose value checks would only repeat an earlier failure
-    for rule in contract.columns:
-        if rule.name not in df.columns:
-            skip.add(rule.name)
-            continue
-        kind_failure = _kind_failure(rule, df[rule.name])
-        if kind_failure is not None:
-            failures.append(kind_failure)
-            skip.add(rule.name)
+    failures, skip = _kind_failures(df, contract)
     specs = [
         spec
         for spec in _expectation_specs(contract)
         if spec[1] is None or spec[1] not in skip or spec[0] == EXIST
     ]
-    results = _run_great_expectations(df, _to_expectations(specs))
-    contract_columns = {rule.name for rule in contract.columns}
-    for expectation_type, column, kwargs, why in specs:
-        result = results.get((expectation_type, column))
-        if result is None:
-            raise RuntimeError(f"Great Expectations returned no result for {expectation_type}")
-        failure = _failure_from_result(expectation_type, column, kwargs, why, result)
-        if failure is not None and expectation_type == EXIST and column is not None:
-            extra = [str(c) for c in df.columns if str(c) not in contract_columns]
-            hint = difflib.get_close_matches(column, extra, n=1, cutoff=0.6)
-            if hint:
-                failure.message += f" (did you rename it to '{hint[0]}'?)"
-        if failure is not None:
-            failures.append(failure)
+    failures += _expectation_failures(df, contract, specs)
     for failure in failures:
         failure.soft = _is_soft(failure, contract)
         if provenance is not None and provenance.nunique() > 1:
@@ -719,14 +726,6 @@ def validate(
         statistics=statistics,
         source=source,
     )
-
-
-def enforce(df: pd.DataFrame, contract: Contract, *, source: str = "") -> ValidationReport:
-    """Validate and raise :class:`ContractViolation` (with the summary) on any failure."""
-    report = validate(df, contract, source=source)
-    if not report.success:
-        raise ContractViolation(report)
-    return report
 
 
 def _is_soft(failure: ExpectationFailure, contract: Contract) -> bool:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -322,6 +322,24 @@ class Snapshot:
         return self.frame[self.target]
 
 
+def snapshot_of_frame(snapshot: Snapshot, frame: pd.DataFrame) -> Snapshot:
+    """The snapshot describing `frame` instead (same columns): digest recomputed,
+    provenance dropped."""
+    return replace(snapshot, frame=frame, digest=dataset_digest(frame), provenance=None)
+
+
+def with_shuffled_labels(snapshot: Snapshot, seed: int) -> Snapshot:
+    """The snapshot with its target permuted (a deliberately useless model)."""
+    frame = snapshot.frame.copy()
+    frame[snapshot.target] = frame[snapshot.target].sample(frac=1.0, random_state=seed).to_numpy()
+    return replace(snapshot, frame=frame)
+
+
+def numeric_as_float(frame: pd.DataFrame, numeric: Sequence[str]) -> pd.DataFrame:
+    """The frame with numeric feature columns as float64 (how the service sends them)."""
+    return frame.astype({column: "float64" for column in numeric if column in frame.columns})
+
+
 def _names(columns: Iterable[object], limit: int = 30) -> str:
     names = [str(c) for c in columns]
     more = f", … ({len(names) - limit} more)" if len(names) > limit else ""
@@ -394,6 +412,46 @@ def load_snapshot(
     (``categorical_columns`` forces numeric codes such as a season number to categorical).
     """
     frame = load_table(path)
+    _check_roles(frame, path, target, time_column, drop_columns)
+    frame = frame.drop(columns=list(dict.fromkeys(drop_columns)))
+    if frame[target].isna().all():
+        raise DataError(
+            f"target column '{target}' of {path} is empty in all {len(frame)} rows: "
+            "choose the column that holds the labels"
+        )
+    if time_column is not None:
+        frame[time_column] = _prepare_time(frame, time_column, path)
+        frame = frame.sort_values(time_column, kind="stable")
+    features = tuple(str(c) for c in frame.columns if c not in (target, time_column))
+    if not features:
+        raise DataError(f"{path} has no feature columns left besides the target and time column")
+    categorical, numeric = _feature_kinds(frame, path, features, categorical_columns)
+    try:
+        resolved = infer_task(frame[target], task)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from exc
+    return Snapshot(
+        frame=frame,
+        target=target,
+        features=features,
+        time_column=time_column,
+        digest=dataset_digest(frame),
+        source=str(path),
+        task=resolved,
+        categorical=categorical,
+        numeric=numeric,
+    )
+
+
+def _check_roles(
+    frame: pd.DataFrame,
+    path: Path | str,
+    target: str,
+    time_column: str | None,
+    drop_columns: Sequence[str],
+) -> None:
+    """The target, the time column and the columns to drop name columns of the table,
+    and no column plays two of those roles."""
     columns = [str(c) for c in frame.columns]
     if not target:
         raise DataError(f"no target column given for {path}: name one of {_names(columns)}")
@@ -404,28 +462,22 @@ def load_snapshot(
             raise _missing_column(path, "time column", time_column, columns)
         if time_column == target:
             raise DataError(f"'{target}' of {path} cannot be both the target and the time column")
-    drops = list(dict.fromkeys(drop_columns))
-    for name in drops:
+    for name in dict.fromkeys(drop_columns):
         if name not in frame.columns:
             raise _missing_column(path, "column to drop", name, columns)
         if name in (target, time_column):
             role = "target" if name == target else "time column"
             raise DataError(f"'{name}' of {path} is the {role}: remove it from the drop columns")
-    frame = frame.drop(columns=drops)
 
-    y = frame[target]
-    if y.isna().all():
-        raise DataError(
-            f"target column '{target}' of {path} is empty in all {len(frame)} rows: "
-            "choose the column that holds the labels"
-        )
-    if time_column is not None:
-        frame[time_column] = _prepare_time(frame, time_column, path)
-        frame = frame.sort_values(time_column, kind="stable")
 
-    features = tuple(str(c) for c in frame.columns if c not in (target, time_column))
-    if not features:
-        raise DataError(f"{path} has no feature columns left besides the target and time column")
+def _feature_kinds(
+    frame: pd.DataFrame,
+    path: Path | str,
+    features: tuple[str, ...],
+    categorical_columns: Sequence[str],
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(categorical, numeric) feature columns: text, booleans and the declared
+    `categorical_columns` are categorical; dates and durations are refused."""
     forced = set(categorical_columns)
     for name in forced:
         if name not in features:
@@ -448,19 +500,4 @@ def load_snapshot(
             categorical.append(name)
         else:
             numeric.append(name)
-
-    try:
-        resolved = infer_task(frame[target], task)
-    except DataError as exc:
-        raise DataError(f"{path}: {exc}") from exc
-    return Snapshot(
-        frame=frame,
-        target=target,
-        features=features,
-        time_column=time_column,
-        digest=dataset_digest(frame),
-        source=str(path),
-        task=resolved,
-        categorical=tuple(categorical),
-        numeric=tuple(numeric),
-    )
+    return tuple(categorical), tuple(numeric)

@@ -126,3 +126,18 @@ def slice_by_time(df: pd.DataFrame, time_column: str, start: Any, end: Any) -> p
             f"{times.iloc[0]!r}) with {start!r}..{end!r}: pass bounds of the same kind"
         ) from exc
     return df[mask]
+
+
+def select_rows(
+    frame: pd.DataFrame,
+    time_column: str | None,
+    time_from: float | None,
+    time_until: float | None,
+) -> pd.DataFrame:
+    """Rows with time_from ≤ time < time_until, renumbered from 0 (the training flow's
+    time range); the frame as it is without bounds. Bounds need a time column."""
+    if time_from is None and time_until is None:
+        return frame
+    if time_column is None:
+        raise ValueError("--time-from/--time-until need a time column (--time-column)")
+    return slice_by_time(frame, time_column, time_from, time_until).reset_index(drop=True)

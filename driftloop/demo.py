@@ -46,24 +46,78 @@ class Timeline:
             self.console.print(f"[dim]{elapsed}[/dim]  [bold]{event}[/bold]  {detail}")
 
 
+@dataclass
+class Demo:
+    """What the demo's steps share: the settings, where to print, the running stack."""
+
+    settings: Settings
+    console: Console
+    timeline: Timeline
+    info: dict[str, Any]
+    registry: Any
+    bikes: Any = None  # the bundled data, replayed window by window
+    features: list[str] = field(default_factory=list)
+
+    @property
+    def base(self) -> str:
+        """The service's URL."""
+        return str(self.info["serve_url"])
+
+    def monitor(self, label: str) -> dict[str, Any]:
+        """Run the monitor deployment now and put its decision on the timeline."""
+        check = monitor_now(self.settings, self.console, label)
+        decision = check["decision"]
+        self.timeline.add("monitor: " + decision["action"], _versions_of(check), decision["reason"])
+        return check
+
+    def wait_served(self, version: str, role: str, timeout_s: float, what: str) -> None:
+        """Wait until the service has loaded `version` as `role` (champion/challenger)."""
+        key = _api_key(self.settings)
+        loaded = _ready if role == "champion" else _serves
+        wait_for(lambda: loaded(self.base, version, key), timeout_s, what)
+
+
 def run_demo(settings: Settings, console: Console) -> int:
     """Run the loop against the local stack; returns the exit code."""
+    demo = start_stack(demo_settings(settings), console)
+    first = train_first_version(demo)
+    demo.bikes = _bundled(demo.settings)
+    demo.features = first_features(demo.registry, first["version"])
+    replay_window(demo, APRIL, JULY, "April–June")
+    challenger = retrain_on_drift(demo)
+    replay_window(demo, JULY, SEPTEMBER, "July–August")
+    check = demo.monitor("monitor (after July–August)")
+    if demo.registry.aliases().get("champion") != challenger.version:
+        raise DemoFailed(f"the challenger was not promoted: {check['decision']['reason']}")
+    restored = roll_back_a_bad_version(demo, challenger.version)
+    print_timeline(console, demo.timeline, demo.settings, demo.info, demo.registry)
+    show_screenshots(demo, restored)
+    return 0
 
+
+def demo_settings(settings: Settings) -> Settings:
+    """The settings with the demo's canary share and guards (scaled down from hours: one
+    demo run takes minutes), unless set; exported so the stack's processes (the worker
+    running the monitor, the service) start with the same values."""
+    demo_env = {
+        "DRIFTLOOP_CANARY_SHARE": os.environ.get("DRIFTLOOP_CANARY_SHARE", "0.3"),
+        "DRIFTLOOP_RETRAIN_COOLDOWN_S": os.environ.get("DRIFTLOOP_RETRAIN_COOLDOWN_S", "600"),
+        "DRIFTLOOP_WATCH_PERIOD_S": os.environ.get("DRIFTLOOP_WATCH_PERIOD_S", "900"),
+    }
+    # `stack.up` gives its processes this process's environment (plus the stack's own).
+    os.environ.update(demo_env)
+    return Settings(**{**settings.model_dump(exclude_unset=True)})
+
+
+def start_stack(settings: Settings, console: Console) -> Demo:
+    """Start the stack and check the registry is empty (the demo starts from nothing)."""
     from driftloop import stack
     from registry import Registry
 
     timeline = Timeline(console)
-    demo_env = {
-        "DRIFTLOOP_CANARY_SHARE": os.environ.get("DRIFTLOOP_CANARY_SHARE", "0.3"),
-        # One demo run takes minutes, so the guards are scaled down from hours.
-        "DRIFTLOOP_RETRAIN_COOLDOWN_S": os.environ.get("DRIFTLOOP_RETRAIN_COOLDOWN_S", "600"),
-        "DRIFTLOOP_WATCH_PERIOD_S": os.environ.get("DRIFTLOOP_WATCH_PERIOD_S", "900"),
-    }
-    os.environ.update(demo_env)
-    settings = Settings(**{**settings.model_dump(exclude_unset=True)})
-
     with console.status("starting the stack (MLflow, Prefect, worker, bentoml serve)…"):
         info = stack.up(settings)
+    # The in-process training and the monitor runs below talk to the stack's servers.
     os.environ["MLFLOW_TRACKING_URI"] = info["mlflow_tracking_uri"]
     os.environ["PREFECT_API_URL"] = info["prefect_api_url"]
     timeline.add("stack up", "", f"MLflow {info['mlflow_tracking_uri']}")
@@ -76,140 +130,122 @@ def run_demo(settings: Settings, console: Console) -> int:
             "demo starts from an empty registry. Run `make down && make clean` first, or set "
             "DRIFTLOOP_STATE_DIR to a new folder."
         )
+    return Demo(settings, console, timeline, info, registry)
 
+
+def train_first_version(demo: Demo) -> dict[str, Any]:
+    """Train v1 on January–March (it becomes champion) and wait until it is served."""
     from pipelines.train import train_flow
 
-    with console.status("training v1 on January–March…"):
-        first = train_flow(model_name=settings.model_name, time_until=APRIL)
-    timeline.add(
+    with demo.console.status("training v1 on January–March…"):
+        first = train_flow(model_name=demo.settings.model_name, time_until=APRIL)
+    demo.timeline.add(
         "trained v1 on Jan–Mar → champion",
         f"v{first['version']}",
         f"holdout rmse {first['metrics']['rmse']:.1f}",
     )
-    base = info["serve_url"]
-    with console.status("waiting for bentoml serve to load the champion…"):
-        wait_for(
-            lambda: _ready(base, first["version"], _api_key(settings)),
-            240,
-            "bentoml serve to be ready",
+    with demo.console.status("waiting for bentoml serve to load the champion…"):
+        demo.wait_served(first["version"], "champion", 240, "bentoml serve to be ready")
+    demo.timeline.add("serving", f"v{first['version']}", demo.base)
+    return first
+
+
+def replay_window(demo: Demo, start: int, end: int, label: str) -> Any:
+    """Replay the days [start, end) as live traffic with their labels; every record and
+    every label must be accepted."""
+    from data.replay import replay
+
+    rows = demo.bikes[(demo.bikes["day"] >= start) & (demo.bikes["day"] < end)]
+    with demo.console.status(f"replaying {label}: {len(rows)} hourly rows with labels…"):
+        stats = replay(
+            demo.base,
+            rows,
+            demo.features,
+            "bikers",
+            api_key=_api_key(demo.settings),
+            feedback_key=_feedback_key(demo.settings),
         )
-    timeline.add("serving", f"v{first['version']}", f"{base}")
+    if stats.failed:
+        raise DemoFailed(
+            f"{stats.failed} records failed while replaying {label}: {stats.errors[:2]}"
+        )
+    if stats.labels < stats.records:
+        raise DemoFailed(
+            f"the service refused {stats.records - stats.labels} labels while replaying "
+            f"{label}: {stats.errors[:2]}"
+        )
+    versions = ", ".join(f"v{v}: {n}" for v, n in sorted(stats.versions.items()))
+    demo.timeline.add(f"replayed {label}", versions, f"{stats.labels} labels sent")
+    return stats
 
-    bikes = _bundled(settings)
-    features, target = first_features(registry, first["version"]), "bikers"
 
-    def send(start: int, end: int, label: str) -> Any:
-        rows = bikes[(bikes["day"] >= start) & (bikes["day"] < end)]
-        from data.replay import replay
-
-        with console.status(f"replaying {label}: {len(rows)} hourly rows with labels…"):
-            stats = replay(
-                base,
-                rows,
-                features,
-                target,
-                api_key=_api_key(settings),
-                feedback_key=_feedback_key(settings),
-            )
-        if stats.failed:
-            raise DemoFailed(
-                f"{stats.failed} records failed while replaying {label}: {stats.errors[:2]}"
-            )
-        if stats.labels < stats.records:
-            raise DemoFailed(
-                f"the service refused {stats.records - stats.labels} labels while replaying "
-                f"{label}: {stats.errors[:2]}"
-            )
-        versions = ", ".join(f"v{v}: {n}" for v, n in sorted(stats.versions.items()))
-        timeline.add(f"replayed {label}", versions, f"{stats.labels} labels sent")
-        return stats
-
-    send(APRIL, JULY, "April–June")
-    check = monitor_now(settings, console, "monitor (after April–June)")
-    timeline.add(
-        "monitor: " + check["decision"]["action"], _versions_of(check), check["decision"]["reason"]
-    )
+def retrain_on_drift(demo: Demo) -> Any:
+    """The monitor detects drift and runs the train deployment; the retrained version
+    arrives as challenger (canary) and is served. Returns the challenger."""
+    check = demo.monitor("monitor (after April–June)")
     if check["decision"]["action"] != "retrain":
         raise DemoFailed(f"the monitor did not detect drift: {check['decision']['reason']}")
-
-    with console.status("retraining through the train deployment…"):
+    with demo.console.status("retraining through the train deployment…"):
         challenger = wait_for(
-            lambda: registry.by_alias("challenger"),
+            lambda: demo.registry.by_alias("challenger"),
             600,
             "the retrained version to arrive as challenger",
         )
-    timeline.add(
+    demo.timeline.add(
         "retrained → challenger (canary)",
         f"v{challenger.version}",
         f"holdout rmse {challenger.tags.get('holdout_rmse')}: "
         f"{challenger.tags.get('gate_decision', '')}",
     )
-    with console.status("waiting for the service to pick up the challenger…"):
-        wait_for(
-            lambda: _serves(base, challenger.version, _api_key(settings)),
-            120,
-            "the challenger to be served",
-        )
+    with demo.console.status("waiting for the service to pick up the challenger…"):
+        demo.wait_served(challenger.version, "challenger", 120, "the challenger to be served")
+    return challenger
 
-    send(JULY, SEPTEMBER, "July–August")
-    check = monitor_now(settings, console, "monitor (after July–August)")
-    timeline.add(
-        "monitor: " + check["decision"]["action"], _versions_of(check), check["decision"]["reason"]
-    )
-    if registry.aliases().get("champion") != challenger.version:
-        raise DemoFailed(f"the challenger was not promoted: {check['decision']['reason']}")
 
-    with console.status("training a deliberately bad version (shuffled labels)…"):
+def roll_back_a_bad_version(demo: Demo, good: str) -> str:
+    """Force-promote a version trained on shuffled labels, replay September–October: the
+    monitor must roll back to `good`, and the service follow. Returns the champion."""
+    from pipelines.train import train_flow
+
+    with demo.console.status("training a deliberately bad version (shuffled labels)…"):
         bad = train_flow(
-            model_name=settings.model_name,
+            model_name=demo.settings.model_name,
             time_until=APRIL,
             shuffle_labels=True,
             package_bento=True,
         )
-    registry.promote(
+    demo.registry.promote(
         bad["version"],
         "demo: force-promote a deliberately bad version "
         "(trained on shuffled labels) to show the automatic rollback",
         actor="demo",
     )
-    timeline.add(
-        "force-promoted a bad version",
-        f"v{bad['version']}",
-        f"holdout rmse {bad['metrics']['rmse']:.1f}",
-    )
-    with console.status("waiting for the service to follow the promotion…"):
-        wait_for(
-            lambda: _ready(base, bad["version"], _api_key(settings)),
-            120,
-            "the bad version to be served",
-        )
-
-    send(SEPTEMBER, NOVEMBER, "September–October")
-    check = monitor_now(settings, console, "monitor (after the bad promotion)")
-    timeline.add(
-        "monitor: " + check["decision"]["action"], _versions_of(check), check["decision"]["reason"]
-    )
-    restored = registry.aliases().get("champion")
-    if restored != challenger.version:
+    rmse = f"holdout rmse {bad['metrics']['rmse']:.1f}"
+    demo.timeline.add("force-promoted a bad version", f"v{bad['version']}", rmse)
+    with demo.console.status("waiting for the service to follow the promotion…"):
+        demo.wait_served(bad["version"], "champion", 120, "the bad version to be served")
+    replay_window(demo, SEPTEMBER, NOVEMBER, "September–October")
+    check = demo.monitor("monitor (after the bad promotion)")
+    restored = demo.registry.aliases().get("champion")
+    if restored != good:
         raise DemoFailed(f"no automatic rollback: {check['decision']['reason']}")
-    with console.status("waiting for the service to follow the rollback…"):
-        wait_for(
-            lambda: _ready(base, restored, _api_key(settings)),
-            60,
-            "the rollback to reach the service",
-        )
-    timeline.add("service follows the rollback", f"v{restored}", "")
+    with demo.console.status("waiting for the service to follow the rollback…"):
+        demo.wait_served(restored, "champion", 60, "the rollback to reach the service")
+    demo.timeline.add("service follows the rollback", f"v{restored}", "")
+    return restored
 
-    print_timeline(console, timeline, settings, info, registry)
-    with console.status("screenshots of the key pages (headless Chromium)…"):
-        shots, problem = take_screenshots(settings, info, restored)
+
+def show_screenshots(demo: Demo, champion: str) -> None:
+    """Screenshots of the key pages (headless Chromium), listed; a problem is shown, not
+    fatal (the loop itself completed)."""
+    with demo.console.status("screenshots of the key pages (headless Chromium)…"):
+        shots, problem = take_screenshots(demo.settings, demo.info, champion)
     if shots:
-        console.print(f"Screenshots in {settings.state_path / 'screenshots'}:")
+        demo.console.print(f"Screenshots in {demo.settings.state_path / 'screenshots'}:")
         for name, path in shots:
-            console.print(f"  {name}: {path}")
+            demo.console.print(f"  {name}: {path}")
     if problem:
-        console.print(f"[yellow]screenshots:[/yellow] {problem}")
-    return 0
+        demo.console.print(f"[yellow]screenshots:[/yellow] {problem}")
 
 
 def key_pages(settings: Settings, info: dict[str, Any], champion: str) -> dict[str, str]:
@@ -263,13 +299,21 @@ def take_screenshots(
 
 
 def wait_for(probe: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(1.0)
-    raise DemoFailed(f"timed out after {timeout_s:.0f} s waiting for {what}")
+    """The first truthy value `probe` returns, polled every second for `timeout_s`;
+    `DemoFailed` naming `what` when none comes."""
+    from driftloop.procs import wait_until
+
+    last: list[Any] = [None]
+
+    def arrived() -> bool:
+        last[0] = probe()
+        return bool(last[0])
+
+    try:
+        wait_until(arrived, timeout_s, interval_s=1.0, what=what)
+    except TimeoutError:
+        raise DemoFailed(f"timed out after {timeout_s:.0f} s waiting for {what}") from None
+    return last[0]
 
 
 def _ready(base: str, version: str, api_key: str | None = None) -> bool:

@@ -1,9 +1,11 @@
-"""Holdout metrics and the plots logged with every version."""
+"""Holdout metrics, a new model's evaluation on its holdout, and the plots logged with
+every version. Plain functions: no tracking server, no Prefect."""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -11,6 +13,11 @@ from pandas.api import types as ptypes
 from sklearn import metrics as skm
 
 from registry.decision import Decision, choose_positive_class, class_key, probability_function
+
+if TYPE_CHECKING:
+    from config.settings import Settings
+    from data.sources import Snapshot
+    from pipelines.families import FittedModel
 
 _SHOWN_CLASSES = 6  # classes named in the task explanation; more are counted
 
@@ -21,12 +28,17 @@ def holdout_metrics(
     y_pred: np.ndarray,
     y_proba: np.ndarray | None = None,
     classes: list[object] | None = None,
+    rows: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Regression: rmse, mae, r2. Classification: accuracy, f1_macro, and with
     probabilities (columns in the order of `classes`) roc_auc (binary: of the positive
-    class `classes[1]`; more classes: one-vs-rest, macro) and log_loss."""
+    class `classes[1]`; more classes: one-vs-rest, macro) and log_loss. `rows`: a boolean
+    mask of the rows to score (e.g. the holdout's live-window rows); all rows without."""
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
+    if rows is not None:
+        y_true, y_pred = y_true[rows], y_pred[rows]
+        y_proba = None if y_proba is None else np.asarray(y_proba)[rows]
     if task == "regression":
         return {
             "rmse": float(np.sqrt(skm.mean_squared_error(y_true, y_pred))),
@@ -53,6 +65,49 @@ def holdout_metrics(
     with contextlib.suppress(ValueError):  # a holdout label the model never saw: undefined
         result["log_loss"] = float(skm.log_loss(y_true, y_proba, labels=classes))
     return result
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A new model on its holdout: the labels (or numbers) serving would give, the
+    metrics, and for classifiers the decision rule it is registered with."""
+
+    predicted: np.ndarray
+    proba: np.ndarray | None
+    metrics: dict[str, float]
+    decision: Decision | None
+    explanation: str
+    live: np.ndarray | None = None  # which holdout rows came from live windows (retrains)
+    live_metrics: dict[str, float] | None = None  # the metrics on those rows
+
+
+def evaluate_model(
+    fitted: FittedModel,
+    snapshot: Snapshot,
+    train: pd.DataFrame,
+    holdout: pd.DataFrame,
+    settings: Settings,
+    live: np.ndarray | None = None,
+) -> Evaluation:
+    """Score `fitted` on the holdout; a classifier's labels come from its decision rule
+    (positive class, threshold from the settings), as serving gives them. `live`: a mask
+    of holdout rows also scored on their own (the gate compares a retrain on them)."""
+    task, target = snapshot.task, snapshot.target
+    x_holdout, y_holdout = holdout[list(snapshot.features)], holdout[target]
+    proba = fitted.predict_proba(x_holdout)
+    predicted = fitted.predict(x_holdout)
+    decision, why = None, ""
+    if task == "classification" and fitted.classes is not None:
+        decision, why = classifier_decision(
+            fitted.classes, train[target], settings.positive_class, settings.decision_threshold
+        )
+        predicted = decision.labels(proba)
+    explanation = explain_task(snapshot.frame[target], task, settings.task, decision, why)
+    metrics = holdout_metrics(task, y_holdout, predicted, proba, fitted.classes)
+    live_metrics = None
+    if live is not None:
+        live_metrics = holdout_metrics(task, y_holdout, predicted, proba, fitted.classes, live)
+    return Evaluation(predicted, proba, metrics, decision, explanation, live, live_metrics)
 
 
 def classifier_decision(

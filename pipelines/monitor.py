@@ -173,7 +173,7 @@ def labelled_window(
 ) -> pd.DataFrame:
     """Recent answered requests with their feedback label, as training rows; each row
     carries `source` (where it came from), when it was logged and its request id."""
-    from pipelines.train import LIVE_COLUMNS, LIVE_LOGGED_AT, LIVE_REQUEST_ID, LIVE_SOURCE
+    from data.live import LIVE_COLUMNS, LIVE_LOGGED_AT, LIVE_REQUEST_ID, LIVE_SOURCE
     from predlog.log import PredictionLog
 
     log = PredictionLog(window.log_url)
@@ -203,7 +203,7 @@ def champion_live_rows(
     or a cleaned state folder) the copy its training run logged under `retrain_data/`.
     Rows from files without a source column are named after the file.
     """
-    from pipelines.train import LIVE_SOURCE
+    from data.live import LIVE_SOURCE
 
     empty = pd.DataFrame(columns=[*schema["features"], schema["target"]])
     named = champion.tags.get("recent_rows_added") or ""
@@ -233,7 +233,8 @@ def live_rows_path(settings: Settings, champion: VersionInfo, named: str) -> Pat
     logged them under), else of the copy the champion's training run logged."""
     import mlflow
 
-    from pipelines.train import RETRAIN_DATA_ARTIFACTS, fetch_live_rows, is_artifact_uri
+    from pipelines.tracking import RETRAIN_DATA_ARTIFACTS
+    from pipelines.train import fetch_live_rows, is_artifact_uri
 
     path = Path(named)
     if is_artifact_uri(named):  # the rows the monitor logged for that retrain
@@ -595,7 +596,7 @@ def request_retrain(
     if earlier is not None:  # a retry after the retrain was requested and recorded
         return f"retraining (requested earlier): {earlier.reason}"
     emit(settings, events.DRIFT_DETECTED, decision.to_dict())
-    from pipelines.train import LIVE_SOURCE, accumulate_live_rows
+    from data.live import LIVE_SOURCE, accumulate_live_rows
 
     champion = state["versions"][CHAMPION]
     schema = schema_of(champion, settings)
@@ -691,7 +692,7 @@ def trigger_retrain(
         "data": champion.tags.get("data_source_arg") or None,
         "target": champion.tags.get("target") or None,
         "family": champion.tags.get("family") or None,
-        "extra_data": recent,
+        "live_rows": recent,
         # Drift is why this retrain runs: the window may hold values beyond the contract's
         # ranges; they are admitted in a new contract revision (hard rules still apply).
         "widen_contract": True,

@@ -1,9 +1,9 @@
 """Packaging: registered version N → Bento ``<model>-service:v<N>`` (see bentos/packaging.py).
 
-`package_version_plain` is the plain function (the training flow's `package`
-task and `driftloop package` call it); `package_version` is the same as a
-Prefect task with retries and a timeout; `package_flow` packages one version
-by hand or from a deployment in prefect.yaml.
+`package_version_plain` is the plain function (`driftloop package` calls it);
+`package_version` is the one Prefect task around it, with retries and a timeout (the
+training flow's `package` step and `package_flow`); `package_flow` packages one
+version by hand or from a deployment in prefect.yaml.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def package_version_plain(settings: Any, version: str | int) -> str:
 
 
 @task(
-    name="package-version",
+    name="package",
     retries=3,
     retry_delay_seconds=[2, 5, 15],
     retry_jitter_factor=0.2,
@@ -41,7 +41,8 @@ def package_version_plain(settings: Any, version: str | int) -> str:
     cache_policy=NO_CACHE,
 )
 def package_version(settings: Any, version: str | int) -> str:
-    """Prefect task around `package_version_plain` (registry and store I/O: retried)."""
+    """Build the Bento `<model>-service:v<N>`; the tag is written back on the version
+    (registry and store I/O: retried)."""
     tag = package_version_plain(settings, version)
     get_run_logger().info("version %s packaged as %s", version, tag)
     return tag

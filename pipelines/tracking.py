@@ -1,11 +1,32 @@
-"""MLflow setup for flows: tracking URI and experiment, built from the settings."""
+"""MLflow for flows: the tracking URI and experiment, and what a training run logs
+(tags, params, metrics, datasets, plots, the model) and how it is labelled once its
+version is known."""
 
 from __future__ import annotations
 
+import tempfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import mlflow
+import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.utils.time import get_current_time_millis
+
+from data.sources import numeric_as_float
+from pipelines.evaluate import evaluation_plots
+from registry import new_decision_id
+from registry.decision import DECISION_KEY
+
+if TYPE_CHECKING:
+    from config.settings import Settings
+    from data.contract import Contract, ValidationReport
+    from data.sources import Snapshot
+    from pipelines.evaluate import Evaluation
+    from pipelines.families import FittedModel
 
 
 def configure_mlflow(tracking_uri: str, experiment: str, artifact_root: Path) -> str:
@@ -34,3 +55,245 @@ def configure_mlflow(tracking_uri: str, experiment: str, artifact_root: Path) ->
         if found is None:
             raise
         return found.experiment_id
+
+
+# -- a training run -----------------------------------------------------------------------
+
+REGISTRATION_KEY_TAG = "driftloop.registration_key"
+MODEL_URI_TAG = "driftloop.model_uri"
+RETRAIN_DATA_ARTIFACTS = "retrain_data"
+"""The training run's folder of the live rows it added (the next retrain builds on them)."""
+CONTRACT_ARTIFACT = "contract.json"  # on training and contract runs: the rules in force
+REFERENCE_SAMPLE_ROWS = 5000  # training rows logged as the monitor's reference sample
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """Everything one training run logs besides the model's own parts."""
+
+    settings: Settings
+    experiment_id: str
+    snapshot: Snapshot
+    report: ValidationReport
+    contract: Contract
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    evaluation: Evaluation
+    live_rows_file: Path | None = None  # the retrain's added live rows, logged for the next
+    # Made once, with the run in the flow: the task's retries find what it logged.
+    registration_key: str = field(default_factory=lambda: new_decision_id("train"))
+
+
+def log_training_run(run: TrainingRun, fitted: FittedModel) -> tuple[str, str]:
+    """One MLflow run with everything a reviewer needs; returns (run id, model URI).
+
+    Round trips are few: the run is created with its tags, params and metrics go in
+    one `log_batch`, both datasets in one `log_inputs`.
+    """
+    settings, snapshot = run.settings, run.snapshot
+    with mlflow.start_run(
+        experiment_id=run.experiment_id,
+        run_name=f"{settings.family} {snapshot.digest[:8]}",
+        tags=training_run_tags(run),
+    ) as active:
+        run_id = active.info.run_id
+        log_params_and_metrics(
+            run_id,
+            training_params(run, fitted),
+            {f"holdout_{k}": v for k, v in run.evaluation.metrics.items()},
+            fitted.history(),
+        )
+        log_datasets(snapshot, run.train, run.holdout)
+        log_evaluation(run, fitted)
+        if run.live_rows_file is not None:  # what the next drift retrain builds on
+            mlflow.log_artifact(str(run.live_rows_file), RETRAIN_DATA_ARTIFACTS)
+        reference = run.train.sample(
+            min(len(run.train), REFERENCE_SAMPLE_ROWS), random_state=settings.seed
+        )
+        log_frame(reference, "reference/train_sample.parquet")  # what the monitor compares
+        model_uri = log_fitted_model(run, fitted)
+        mlflow.set_tag(MODEL_URI_TAG, model_uri)
+    return run_id, model_uri
+
+
+def training_run_tags(run: TrainingRun) -> dict[str, str]:
+    """The tags a training run is created with."""
+    return {
+        "driftloop.stage": "training",
+        "driftloop.model_name": run.settings.model_name,
+        REGISTRATION_KEY_TAG: run.registration_key,
+        "family": run.settings.family,
+        "task": run.snapshot.task,
+        "data_digest": run.snapshot.digest,
+    }
+
+
+def training_params(run: TrainingRun, fitted: FittedModel) -> dict[str, Any]:
+    """The run's params: the data's shape and split, the seed, the model's own params."""
+    snapshot = run.snapshot
+    return {
+        "family": run.settings.family,
+        "task": snapshot.task,
+        "target": snapshot.target,
+        "time_column": snapshot.time_column or "",
+        "n_features": len(snapshot.features),
+        "rows_train": len(run.train),
+        "rows_holdout": len(run.holdout),
+        "holdout_fraction": run.settings.holdout_fraction,
+        "seed": run.settings.seed,
+        **{f"model.{k}": v for k, v in fitted.params.items()},
+    }
+
+
+def log_datasets(snapshot: Snapshot, train: pd.DataFrame, holdout: pd.DataFrame) -> None:
+    """The training and holdout rows as the run's dataset inputs (one `log_inputs`)."""
+    mlflow.log_inputs(
+        datasets=[
+            mlflow.data.from_pandas(
+                frame, source=snapshot.source, targets=snapshot.target, name=name
+            )
+            for name, frame in (("train", train), ("holdout", holdout))
+        ],
+        contexts=["training", "holdout"],
+        tags_list=[None, None],
+    )
+
+
+def log_evaluation(run: TrainingRun, fitted: FittedModel) -> None:
+    """The validation report, the schema, the feature importance and the plots."""
+    snapshot, holdout = run.snapshot, run.holdout
+    features = list(snapshot.features)
+    mlflow.log_dict(run.report.to_dict(), "validation.json")
+    mlflow.log_dict(
+        {
+            "features": features,
+            "categorical": list(snapshot.categorical),
+            "numeric": list(snapshot.numeric),
+            "target": snapshot.target,
+            "time_column": snapshot.time_column,
+            "task": snapshot.task,
+        },
+        "schema.json",
+    )
+    importance = fitted.feature_importance(holdout[features], holdout[snapshot.target])
+    if importance is not None:
+        mlflow.log_dict(
+            {str(k): float(v) for k, v in importance.items()}, "feature_importance.json"
+        )
+    # The plots show the labels serving gives (a classifier's recorded decision rule).
+    for name, figure in evaluation_plots(
+        snapshot.task, holdout[snapshot.target], run.evaluation.predicted, importance
+    ).items():
+        mlflow.log_figure(figure, f"plots/{name}")
+
+
+def log_fitted_model(run: TrainingRun, fitted: FittedModel) -> str:
+    """Log the model with its signature, input example, label rule and decision rule;
+    returns its model URI. The contract goes beside it (machines without it read it)."""
+    from mlflow.models import infer_signature
+
+    from data.contract import LABEL_RULE_KEY, label_rule  # Great Expectations: import on use
+
+    snapshot = run.snapshot
+    x_holdout = run.holdout[list(snapshot.features)]
+    # Numeric features are declared double: a served request may carry a NaN or a float
+    # where training saw integers, and MLflow refuses float→long.
+    served = numeric_as_float(x_holdout, snapshot.numeric)
+    signature = infer_signature(served.head(200), fitted.predict(x_holdout.head(200)))
+    mlflow.log_dict(run.contract.to_dict(), CONTRACT_ARTIFACT)
+    # Serving checks feedback labels against the target's contract rule (bentos.schema).
+    rule = label_rule(run.contract, snapshot.task, run.train[snapshot.target])
+    decision = run.evaluation.decision
+    info = fitted.log_model(
+        "model",
+        input_example=served.head(5),
+        signature=signature,
+        metadata={
+            LABEL_RULE_KEY: rule,
+            **({DECISION_KEY: decision.to_dict()} if decision is not None else {}),
+        },
+    )
+    return info.model_uri
+
+
+def log_frame(frame: pd.DataFrame, artifact_path: str) -> None:
+    """Log a DataFrame as a Parquet artifact of the active run."""
+    folder, name = artifact_path.rsplit("/", 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        frame.to_parquet(path)
+        mlflow.log_artifact(str(path), folder)
+
+
+def log_params_and_metrics(
+    run_id: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    history: dict[str, list[float]] | None = None,
+    client: MlflowClient | None = None,
+) -> None:
+    """Params, metrics and per-epoch `epoch_<name>` metrics of a run in one `log_batch`
+    (the client splits it only past the server's per-request limits). `client`: an
+    `MlflowClient`, else one for the current tracking URI."""
+    now = get_current_time_millis()
+    entries = [Metric(name, float(value), now, 0) for name, value in metrics.items()]
+    for name, values in (history or {}).items():
+        entries += [Metric(f"epoch_{name}", float(v), now, step) for step, v in enumerate(values)]
+    (client or MlflowClient()).log_batch(
+        run_id,
+        metrics=entries,
+        params=[Param(key, str(value)) for key, value in params.items()],
+        synchronous=True,
+    )
+
+
+def data_range(snapshot: Snapshot) -> str:
+    """The rows a version learned from, in words: ``day 1–90`` or ``dteday 2011-01-01–
+    2011-03-31`` along the time column, else ``data <digest>``."""
+    column = snapshot.time_column
+    if column and column in snapshot.frame.columns and len(snapshot.frame):
+        values = snapshot.frame[column].dropna()
+        if len(values):
+            low, high = values.min(), values.max()
+            if isinstance(low, pd.Timestamp):
+                return f"{column} {low.date()}–{high.date()}"
+            if isinstance(low, float) and low.is_integer() and high.is_integer():
+                low, high = int(low), int(high)
+            return f"{column} {low}–{high}"
+    return f"data {snapshot.digest[:8]}"
+
+
+def label_training_run(
+    settings: Settings,
+    run_id: str,
+    version: str,
+    snapshot: Snapshot,
+    holdout_rows: int,
+    champion_version: str | None,
+    champion_metrics: dict[str, float] | None,
+) -> None:
+    """What the MLflow UI shows of a training run once its version is known: the name
+    ``v<N> <family> <data range>``, and the champion's metrics on this run's own holdout
+    (``gate_champion_<metric>``) beside the run's ``holdout_<metric>``, so *Compare* sets
+    figures side by side that were measured on the same rows."""
+    described = data_range(snapshot)
+    holdout = f"{holdout_rows:,} holdout rows of {described} (data {snapshot.digest[:8]})"
+    note = [
+        f"**v{version}** ({settings.family}, {snapshot.task}) trained on {described}.",
+        f"`holdout_*` metrics: this version on {holdout}.",
+    ]
+    tags = [RunTag("mlflow.runName", f"v{version} {settings.family} {described}")]
+    metrics = []
+    if champion_version and champion_metrics:
+        note.append(
+            f"`gate_champion_*` metrics: champion v{champion_version} on the same rows "
+            "(what the gate compared)."
+        )
+        tags.append(RunTag("gate_champion_version", str(champion_version)))
+        stamp = int(time.time() * 1000)
+        metrics = [
+            Metric(f"gate_champion_{name}", float(value), stamp, 0)
+            for name, value in champion_metrics.items()
+        ]
+    tags += [RunTag("holdout", holdout), RunTag("mlflow.note.content", "\n\n".join(note))]
+    MlflowClient(settings.resolved_tracking_uri()).log_batch(run_id, metrics=metrics, tags=tags)

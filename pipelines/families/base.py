@@ -84,19 +84,26 @@ class FittedModel(ABC):
     params: dict[str, Any]
     classes: list[Any] | None
 
+    @property
     @abstractmethod
+    def predictor(self) -> Any:
+        """What predicts in process, as served: ``predict(X)`` and, for classifiers,
+        ``predict_proba(X)`` (a fitted sklearn Pipeline, the torch family's scorer)."""
+
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """1-D predictions: numbers (regression) or class labels (classification)."""
+        return self.predictor.predict(X)
 
-    @abstractmethod
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray | None:
         """Class probabilities, columns in the order of ``classes``; None for regression."""
+        if self.task != "classification":
+            return None
+        return self.predictor.predict_proba(X)
 
     def history(self) -> dict[str, list[float]] | None:
         """Loss per epoch (``train_loss``, ``valid_loss``) for families that train in epochs."""
         return None
 
-    @abstractmethod
     def log_model(
         self,
         name: str,
@@ -106,7 +113,20 @@ class FittedModel(ABC):
     ) -> ModelInfo:
         """Log the model as an MLflow pyfunc under the active run; returns its ModelInfo.
 
-        `metadata` goes into the MLmodel file (e.g. the label rule serving checks)."""
+        `metadata` goes into the MLmodel file (e.g. the label rule serving checks); the
+        requirements are pinned to what trained it (`pip_requirements`)."""
+        return self._log_model(
+            name,
+            signature=signature,
+            input_example=input_example,
+            metadata=metadata,
+            pip_requirements=pip_requirements(self.family),
+        )
+
+    @abstractmethod
+    def _log_model(self, name: str, **common: Any) -> ModelInfo:
+        """Log with the family's MLflow flavour; `common`: the keyword arguments every
+        flavour's ``log_model`` takes (signature, input example, metadata, requirements)."""
 
     def score(self, X: pd.DataFrame, y: pd.Series) -> float:
         """R² for regression, accuracy for classification (higher is better)."""

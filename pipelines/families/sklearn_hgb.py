@@ -10,17 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from pipelines.families.base import FitConfig, FittedModel, check_fit_inputs, pip_requirements
+from pipelines.families.base import FitConfig, FittedModel, check_fit_inputs
 
 if TYPE_CHECKING:
-    from mlflow.models import ModelSignature
     from mlflow.models.model import ModelInfo
 
 # Types skops refuses to load unless trusted; found by dumping a fitted pipeline and
@@ -44,31 +42,15 @@ class SklearnModel(FittedModel):
         self.classes = estimator.classes_.tolist() if config.task == "classification" else None
         self.params = _scalar_params(estimator)
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return self.pipeline.predict(X)
+    @property
+    def predictor(self) -> Pipeline:
+        return self.pipeline
 
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray | None:
-        if self.task != "classification":
-            return None
-        return self.pipeline.predict_proba(X)
-
-    def log_model(
-        self,
-        name: str,
-        input_example: pd.DataFrame,
-        signature: ModelSignature,
-        metadata: dict[str, Any] | None = None,
-    ) -> ModelInfo:
+    def _log_model(self, name: str, **common: Any) -> ModelInfo:
         import mlflow.sklearn
 
         return mlflow.sklearn.log_model(
-            self.pipeline,
-            name=name,
-            signature=signature,
-            input_example=input_example,
-            metadata=metadata,
-            pip_requirements=pip_requirements(self.family),
-            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            self.pipeline, name=name, skops_trusted_types=SKOPS_TRUSTED_TYPES, **common
         )
 
 

@@ -26,11 +26,10 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from torch import nn
 
 from pipelines.families import mlp_pyfunc
-from pipelines.families.base import FitConfig, FittedModel, check_fit_inputs, pip_requirements
+from pipelines.families.base import FitConfig, FittedModel, check_fit_inputs
 from pipelines.families.mlp_pyfunc import META_FORMAT, MLPScorer, build_mlp
 
 if TYPE_CHECKING:
-    from mlflow.models import ModelSignature
     from mlflow.models.model import ModelInfo
 
 HIDDEN = [64, 32]
@@ -63,36 +62,20 @@ class TorchModel(FittedModel):
         self.classes = None if scorer.classes is None else scorer.classes.tolist()
         self._history = history
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return self.scorer.predict(X)
-
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray | None:
-        if self.task != "classification":
-            return None
-        return self.scorer.predict_proba(X)
+    @property
+    def predictor(self) -> MLPScorer:
+        return self.scorer
 
     def history(self) -> dict[str, list[float]] | None:
         return {key: list(values) for key, values in self._history.items()}
 
-    def log_model(
-        self,
-        name: str,
-        input_example: pd.DataFrame,
-        signature: ModelSignature,
-        metadata: dict[str, Any] | None = None,
-    ) -> ModelInfo:
+    def _log_model(self, name: str, **common: Any) -> ModelInfo:
         import mlflow.pyfunc
 
         with tempfile.TemporaryDirectory(prefix="driftloop-mlp-") as folder:
             artifacts = self.save_artifacts(Path(folder))
             return mlflow.pyfunc.log_model(
-                name=name,
-                python_model=mlp_pyfunc.__file__,
-                artifacts=artifacts,
-                signature=signature,
-                input_example=input_example,
-                metadata=metadata,
-                pip_requirements=pip_requirements(self.family),
+                name=name, python_model=mlp_pyfunc.__file__, artifacts=artifacts, **common
             )
 
     def save_artifacts(self, folder: Path) -> dict[str, str]:
@@ -120,21 +103,12 @@ def fit_torch(
     Without a validation split the last ``config.valid_fraction`` of the training rows is
     held out (rows are assumed ordered in time, so validation is the most recent data).
     """
-    check_fit_inputs(config, X_train, y_train)
-    if (X_valid is None) != (y_valid is None):
-        raise ValueError("pass both X_valid and y_valid, or neither")
-    if X_valid is None or y_valid is None:
-        n_valid = max(1, round(len(X_train) * config.valid_fraction))
-        if len(X_train) - n_valid < 2:
-            raise ValueError(f"{len(X_train)} training rows are too few to hold out validation")
-        X_train, X_valid = X_train.iloc[:-n_valid], X_train.iloc[-n_valid:]
-        y_train, y_valid = y_train.iloc[:-n_valid], y_train.iloc[-n_valid:]
-    check_fit_inputs(config, X_valid, y_valid, what="validation")
-
+    X_train, y_train, X_valid, y_valid = _validation_split(
+        config, X_train, y_train, X_valid, y_valid
+    )
     preprocessor = build_preprocessor(config)
     x_train = np.asarray(preprocessor.fit_transform(X_train[config.features]), dtype=np.float32)
     x_valid = np.asarray(preprocessor.transform(X_valid[config.features]), dtype=np.float32)
-
     meta: dict[str, Any] = {
         "format": META_FORMAT,
         "task": config.task,
@@ -143,25 +117,8 @@ def fit_torch(
         "hidden": HIDDEN,
         "dropout": DROPOUT,
     }
-    if config.task == "classification":
-        classes = np.unique(np.concatenate([np.asarray(y_train), np.asarray(y_valid)]))
-        meta |= {
-            "n_outputs": len(classes),
-            "classes": classes.tolist(),
-            "classes_dtype": classes.dtype.str,
-        }
-        t_train = torch.from_numpy(np.searchsorted(classes, np.asarray(y_train)))
-        t_valid = torch.from_numpy(np.searchsorted(classes, np.asarray(y_valid)))
-        loss_fn: nn.Module = nn.CrossEntropyLoss()
-    else:
-        target = np.asarray(y_train, dtype=np.float64)
-        mean, std = float(target.mean()), float(target.std())
-        std = std if std > 0 else 1.0
-        meta |= {"n_outputs": 1, "target_mean": mean, "target_std": std}
-        t_train = _scaled_target(y_train, mean, std)
-        t_valid = _scaled_target(y_valid, mean, std)
-        loss_fn = nn.MSELoss()
-
+    target_meta, t_train, t_valid, loss_fn = _targets(config.task, y_train, y_valid)
+    meta |= target_meta
     with _deterministic_torch(config.seed):
         net = build_mlp(meta["n_inputs"], HIDDEN, meta["n_outputs"], DROPOUT)
         best_epoch, history = _train(
@@ -173,8 +130,65 @@ def fit_torch(
             t_valid,
             config,
         )
+    params = _fit_params(config, best_epoch, history, meta["n_inputs"], len(x_train), len(x_valid))
+    return TorchModel(config, MLPScorer(preprocessor, net, meta), params, history)
 
-    params = {
+
+def _validation_split(
+    config: FitConfig,
+    X_train: pd.DataFrame,
+    y_train: pd.Series,
+    X_valid: pd.DataFrame | None,
+    y_valid: pd.Series | None,
+) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame, pd.Series]:
+    """The checked training and validation rows; without validation rows, the last
+    ``config.valid_fraction`` of the training rows."""
+    check_fit_inputs(config, X_train, y_train)
+    if (X_valid is None) != (y_valid is None):
+        raise ValueError("pass both X_valid and y_valid, or neither")
+    if X_valid is None or y_valid is None:
+        n_valid = max(1, round(len(X_train) * config.valid_fraction))
+        if len(X_train) - n_valid < 2:
+            raise ValueError(f"{len(X_train)} training rows are too few to hold out validation")
+        X_train, X_valid = X_train.iloc[:-n_valid], X_train.iloc[-n_valid:]
+        y_train, y_valid = y_train.iloc[:-n_valid], y_train.iloc[-n_valid:]
+    check_fit_inputs(config, X_valid, y_valid, what="validation")
+    return X_train, y_train, X_valid, y_valid
+
+
+def _targets(
+    task: str, y_train: pd.Series, y_valid: pd.Series
+) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor, nn.Module]:
+    """(meta of the output layer, training targets, validation targets, loss): class
+    indices and cross-entropy, or the standardised target and squared error."""
+    if task == "classification":
+        classes = np.unique(np.concatenate([np.asarray(y_train), np.asarray(y_valid)]))
+        meta = {
+            "n_outputs": len(classes),
+            "classes": classes.tolist(),
+            "classes_dtype": classes.dtype.str,
+        }
+        t_train = torch.from_numpy(np.searchsorted(classes, np.asarray(y_train)))
+        t_valid = torch.from_numpy(np.searchsorted(classes, np.asarray(y_valid)))
+        return meta, t_train, t_valid, nn.CrossEntropyLoss()
+    target = np.asarray(y_train, dtype=np.float64)
+    mean, std = float(target.mean()), float(target.std())
+    std = std if std > 0 else 1.0
+    meta = {"n_outputs": 1, "target_mean": mean, "target_std": std}
+    t_train, t_valid = _scaled_target(y_train, mean, std), _scaled_target(y_valid, mean, std)
+    return meta, t_train, t_valid, nn.MSELoss()
+
+
+def _fit_params(
+    config: FitConfig,
+    best_epoch: int,
+    history: dict[str, list[float]],
+    n_inputs: int,
+    n_train: int,
+    n_valid: int,
+) -> dict[str, Any]:
+    """The hyper-parameters and what training found, logged as the run's ``model.*``."""
+    return {
         "hidden": ",".join(str(size) for size in HIDDEN),
         "dropout": DROPOUT,
         "learning_rate": LEARNING_RATE,
@@ -185,11 +199,10 @@ def fit_torch(
         "seed": config.seed,
         "best_epoch": best_epoch,
         "epochs_trained": len(history["train_loss"]),
-        "n_inputs": meta["n_inputs"],
-        "n_train": len(x_train),
-        "n_valid": len(x_valid),
+        "n_inputs": n_inputs,
+        "n_train": n_train,
+        "n_valid": n_valid,
     }
-    return TorchModel(config, MLPScorer(preprocessor, net, meta), params, history)
 
 
 def build_preprocessor(config: FitConfig) -> ColumnTransformer:

@@ -286,7 +286,8 @@ def test_the_loop_runs_scaled_out_without_a_shared_disk(
     import mlflow
 
     from config.names import CHALLENGER, CHAMPION
-    from pipelines.train import LIVE_REQUEST_ID, RETRAIN_DATA_ARTIFACTS
+    from data.live import LIVE_REQUEST_ID
+    from pipelines.tracking import RETRAIN_DATA_ARTIFACTS
     from registry import Registry
 
     started = time.monotonic()
@@ -355,7 +356,7 @@ def test_the_loop_runs_scaled_out_without_a_shared_disk(
             {"deployments": {"name": {"any_": ["train"]}}, "sort": "START_TIME_DESC"},
         )
         retrain = next(r for r in train_runs if r["id"] != first)
-        handed = retrain["parameters"]["extra_data"]
+        handed = retrain["parameters"]["live_rows"]
         assert handed.startswith("runs:/"), handed  # an artifact URI, not a path
         wait_run(stack, retrain["id"], worker, 300)
         marks["v2 trained"] = time.monotonic()

@@ -47,7 +47,7 @@ def test_an_empty_state_folder_takes_the_newest_contract_logged_to_the_tracking_
     """Another machine widened the contract and logged it; this one has no local copy."""
     import mlflow
 
-    from pipelines.train import CONTRACT_ARTIFACT
+    from pipelines.tracking import CONTRACT_ARTIFACT
 
     uri, _ = mlflow_store
     frame = pd.DataFrame({"x": range(40), "y": range(40)})

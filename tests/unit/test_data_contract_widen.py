@@ -20,8 +20,9 @@ from data.contract import (
     validate,
     widen,
 )
-from data.sources import Snapshot, load_snapshot
-from pipelines.train import append_recent, check_contract
+from data.live import append_live_rows
+from data.sources import Snapshot, load_snapshot, load_table
+from pipelines.train import check_contract
 
 BUNDLED = Path(__file__).resolve().parents[2] / "data" / "bundled" / "bikeshare_2011.csv"
 
@@ -104,7 +105,7 @@ def test_failures_count_offending_rows_per_source(snap: Snapshot, tmp_path: Path
     recent["temp"] = 3.0
     path = tmp_path / "window.parquet"
     recent.to_parquet(path)
-    combined = append_recent(snap, path)
+    combined = append_live_rows(snap, load_table(path), str(path))
     assert combined.provenance is not None and len(combined.provenance) == len(combined.frame)
     assert combined.source == f"{snap.source} + live window {path}"
     contract = build_contract(snap.frame, snap.target, snap.time_column)

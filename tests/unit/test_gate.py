@@ -85,7 +85,7 @@ def test_a_drift_retrain_is_compared_on_the_live_window_rows_of_the_holdout() ->
 
     import pandas as pd
 
-    from pipelines.train import MIN_LIVE_GATE_ROWS, live_holdout_rows
+    from data.live import MIN_LIVE_GATE_ROWS, live_holdout_rows
 
     n_live = MIN_LIVE_GATE_ROWS + 5
     provenance = pd.Series(

@@ -157,8 +157,8 @@ def test_the_labelled_window_is_training_rows_of_answered_labelled_requests(
     """Answered requests with a label become rows (features, target, source, logged at,
     request id); shadow rows and unlabelled requests do not; a schema the traffic lacks
     gives no rows but the training columns."""
+    from data.live import LIVE_COLUMNS, LIVE_LOGGED_AT, LIVE_REQUEST_ID, LIVE_SOURCE
     from pipelines.monitor import labelled_window
-    from pipelines.train import LIVE_COLUMNS, LIVE_LOGGED_AT, LIVE_REQUEST_ID, LIVE_SOURCE
 
     settings = settings_for(tmp_path, "gamma", monitor_window_rows=10_000)
     log_traffic(settings, 6, error=1.0, shadow_version="8")

@@ -17,19 +17,19 @@ import pytest
 from config.names import CHAMPION
 from config.settings import Settings
 from data.contract import BETWEEN, build_contract, validate
-from data.sources import Snapshot
-from monitoring.policy import Action, Decision
-from pipelines import monitor
-from pipelines.monitor import champion_live_rows, read_registry, read_window, request_retrain
-from pipelines.train import (
+from data.live import (
     LIVE_LOGGED_AT,
     LIVE_REQUEST_ID,
     LIVE_SOURCE,
-    RETRAIN_DATA_ARTIFACTS,
     accumulate_live_rows,
-    append_recent,
-    fetch_live_rows,
+    append_live_rows,
 )
+from data.sources import Snapshot, load_table
+from monitoring.policy import Action, Decision
+from pipelines import monitor
+from pipelines.monitor import champion_live_rows, read_registry, read_window, request_retrain
+from pipelines.tracking import RETRAIN_DATA_ARTIFACTS
+from pipelines.train import fetch_live_rows
 from registry import Registry, VersionInfo
 
 Monitored = Callable[..., tuple[Settings, Registry]]  # the `monitored` fixture (conftest)
@@ -87,7 +87,7 @@ def test_contract_failures_name_each_window_the_rows_came_from(tmp_path: Path) -
     )
     path = tmp_path / "retrain.parquet"
     rows.to_parquet(path)
-    combined = append_recent(snapshot, path)
+    combined = append_live_rows(snapshot, load_table(path), str(path))
     assert list(combined.frame.columns) == ["x1", "x2", "y"]  # bookkeeping columns dropped
     contract = build_contract(base, "y", None)
     report = validate(combined.frame, contract, provenance=combined.provenance)

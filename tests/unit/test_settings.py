@@ -19,7 +19,6 @@ def test_defaults_serve_the_bundled_demo(tmp_path: Path, monkeypatch: pytest.Mon
     assert spec.target == "bikers" and spec.time_column == "day"
     assert set(spec.drop_columns) == {"casual", "registered"}
     assert settings.resolved_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
-    assert settings.bento_name == "bikeshare-demand-service"
 
 
 def test_env_vars_override(monkeypatch: pytest.MonkeyPatch) -> None:

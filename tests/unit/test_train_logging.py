@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from pipelines.train import log_params_and_metrics
+from pipelines.tracking import log_params_and_metrics
 
 
 def test_params_metrics_and_history_in_one_batch(
@@ -50,7 +50,7 @@ def test_data_range_names_the_rows_along_the_time_column() -> None:
     import pandas as pd
 
     from data.sources import Snapshot
-    from pipelines.train import data_range
+    from pipelines.tracking import data_range
 
     def snapshot(frame: pd.DataFrame, time_column: str | None) -> Snapshot:
         return Snapshot(
