@@ -1257,6 +1257,7 @@ def contract_widen(
     def body() -> None:
         from data.contract import Contract, diff, validate, widen
         from data.sources import load_dataset
+        from pipelines.train import local_contract_path
 
         settings = settings_from(
             data=data, target=target, time_column=time_column, model_name=model_name
@@ -1281,7 +1282,7 @@ def contract_widen(
         if dry_run:
             console.print("dry run: nothing written")
             return
-        local = settings.state_path / "contracts" / f"{settings.model_name}.json"
+        local = local_contract_path(settings)
         kept = contract.save(local.with_name(f"{settings.model_name}.r{contract.revision}.json"))
         widened.save(local)
         console.print(

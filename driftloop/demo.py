@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from config.names import ALIASES, CHALLENGER, CHAMPION
 from config.settings import Settings
 
 # Day-of-year boundaries of the bundled 2011 data.
@@ -73,51 +75,69 @@ class Demo:
     def wait_served(self, version: str, role: str, timeout_s: float, what: str) -> None:
         """Wait until the service has loaded `version` as `role` (champion/challenger)."""
         key = _api_key(self.settings)
-        loaded = _ready if role == "champion" else _serves
+        loaded = _ready if role == CHAMPION else _serves
         wait_for(lambda: loaded(self.base, version, key), timeout_s, what)
 
 
 def run_demo(settings: Settings, console: Console) -> int:
-    """Run the loop against the local stack; returns the exit code."""
-    demo = start_stack(demo_settings(settings), console)
-    first = train_first_version(demo)
-    demo.bikes = _bundled(demo.settings)
-    demo.features = first_features(demo.registry, first["version"])
-    replay_window(demo, APRIL, JULY, "April–June")
-    challenger = retrain_on_drift(demo)
-    replay_window(demo, JULY, SEPTEMBER, "July–August")
-    check = demo.monitor("monitor (after July–August)")
-    if demo.registry.aliases().get("champion") != challenger.version:
-        raise DemoFailed(f"the challenger was not promoted: {check['decision']['reason']}")
-    restored = roll_back_a_bad_version(demo, challenger.version)
-    print_timeline(console, demo.timeline, demo.settings, demo.info, demo.registry)
-    show_screenshots(demo, restored)
+    """Run the loop against the local stack; returns the exit code.
+
+    The process environment is changed only while the demo runs, and restored after:
+    the flows it runs in this process (training) read their servers from it, as every
+    Prefect flow run does."""
+    env = demo_env()
+    with scoped_environ(env):
+        demo = start_stack(Settings(**settings.model_dump(exclude_unset=True)), console, env)
+        first = train_first_version(demo)
+        demo.bikes = _bundled(demo.settings)
+        demo.features = first_features(demo.registry, first["version"])
+        replay_window(demo, APRIL, JULY, "April–June")
+        challenger = retrain_on_drift(demo)
+        replay_window(demo, JULY, SEPTEMBER, "July–August")
+        check = demo.monitor("monitor (after July–August)")
+        if demo.registry.aliases().get(CHAMPION) != challenger.version:
+            raise DemoFailed(f"the challenger was not promoted: {check['decision']['reason']}")
+        restored = roll_back_a_bad_version(demo, challenger.version)
+        print_timeline(console, demo.timeline, demo.settings, demo.info, demo.registry)
+        show_screenshots(demo, restored)
     return 0
 
 
-def demo_settings(settings: Settings) -> Settings:
-    """The settings with the demo's canary share and guards (scaled down from hours: one
-    demo run takes minutes), unless set; exported so the stack's processes (the worker
-    running the monitor, the service) start with the same values."""
-    demo_env = {
-        "DRIFTLOOP_CANARY_SHARE": os.environ.get("DRIFTLOOP_CANARY_SHARE", "0.3"),
-        "DRIFTLOOP_RETRAIN_COOLDOWN_S": os.environ.get("DRIFTLOOP_RETRAIN_COOLDOWN_S", "600"),
-        "DRIFTLOOP_WATCH_PERIOD_S": os.environ.get("DRIFTLOOP_WATCH_PERIOD_S", "900"),
+def demo_env() -> dict[str, str]:
+    """The demo's canary share and guards (scaled down from hours: one demo run takes
+    minutes), unless set: the stack's processes (the worker running the monitor, the
+    service) start with them, and so do the settings read in this process."""
+    defaults = {
+        "DRIFTLOOP_CANARY_SHARE": "0.3",
+        "DRIFTLOOP_RETRAIN_COOLDOWN_S": "600",
+        "DRIFTLOOP_WATCH_PERIOD_S": "900",
     }
-    # `stack.up` gives its processes this process's environment (plus the stack's own).
-    os.environ.update(demo_env)
-    return Settings(**{**settings.model_dump(exclude_unset=True)})
+    return {name: os.environ.get(name, value) for name, value in defaults.items()}
 
 
-def start_stack(settings: Settings, console: Console) -> Demo:
-    """Start the stack and check the registry is empty (the demo starts from nothing)."""
+@contextmanager
+def scoped_environ(updates: dict[str, str]) -> Iterator[dict[str, str]]:
+    """`os.environ` with `updates` (and whatever the body adds) until the block ends,
+    then exactly as before."""
+    saved = dict(os.environ)
+    os.environ.update(updates)
+    try:
+        yield updates
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def start_stack(settings: Settings, console: Console, env: dict[str, str]) -> Demo:
+    """Start the stack with the demo's `env` and check the registry is empty (the demo
+    starts from nothing); this process's flows talk to the stack's servers from here on
+    (inside `run_demo`'s scoped environment)."""
     from driftloop import stack
     from registry import Registry
 
     timeline = Timeline(console)
     with console.status("starting the stack (MLflow, Prefect, worker, bentoml serve)…"):
-        info = stack.up(settings)
-    # The in-process training and the monitor runs below talk to the stack's servers.
+        info = stack.up(settings, extra_env=env)
     os.environ["MLFLOW_TRACKING_URI"] = info["mlflow_tracking_uri"]
     os.environ["PREFECT_API_URL"] = info["prefect_api_url"]
     timeline.add("stack up", "", f"MLflow {info['mlflow_tracking_uri']}")
@@ -145,7 +165,7 @@ def train_first_version(demo: Demo) -> dict[str, Any]:
         f"holdout rmse {first['metrics']['rmse']:.1f}",
     )
     with demo.console.status("waiting for bentoml serve to load the champion…"):
-        demo.wait_served(first["version"], "champion", 240, "bentoml serve to be ready")
+        demo.wait_served(first["version"], CHAMPION, 240, "bentoml serve to be ready")
     demo.timeline.add("serving", f"v{first['version']}", demo.base)
     return first
 
@@ -187,7 +207,7 @@ def retrain_on_drift(demo: Demo) -> Any:
         raise DemoFailed(f"the monitor did not detect drift: {check['decision']['reason']}")
     with demo.console.status("retraining through the train deployment…"):
         challenger = wait_for(
-            lambda: demo.registry.by_alias("challenger"),
+            lambda: demo.registry.by_alias(CHALLENGER),
             600,
             "the retrained version to arrive as challenger",
         )
@@ -198,7 +218,7 @@ def retrain_on_drift(demo: Demo) -> Any:
         f"{challenger.tags.get('gate_decision', '')}",
     )
     with demo.console.status("waiting for the service to pick up the challenger…"):
-        demo.wait_served(challenger.version, "challenger", 120, "the challenger to be served")
+        demo.wait_served(challenger.version, CHALLENGER, 120, "the challenger to be served")
     return challenger
 
 
@@ -223,14 +243,14 @@ def roll_back_a_bad_version(demo: Demo, good: str) -> str:
     rmse = f"holdout rmse {bad['metrics']['rmse']:.1f}"
     demo.timeline.add("force-promoted a bad version", f"v{bad['version']}", rmse)
     with demo.console.status("waiting for the service to follow the promotion…"):
-        demo.wait_served(bad["version"], "champion", 120, "the bad version to be served")
+        demo.wait_served(bad["version"], CHAMPION, 120, "the bad version to be served")
     replay_window(demo, SEPTEMBER, NOVEMBER, "September–October")
     check = demo.monitor("monitor (after the bad promotion)")
-    restored = demo.registry.aliases().get("champion")
+    restored = demo.registry.aliases().get(CHAMPION)
     if restored != good:
         raise DemoFailed(f"no automatic rollback: {check['decision']['reason']}")
     with demo.console.status("waiting for the service to follow the rollback…"):
-        demo.wait_served(restored, "champion", 60, "the rollback to reach the service")
+        demo.wait_served(restored, CHAMPION, 60, "the rollback to reach the service")
     demo.timeline.add("service follows the rollback", f"v{restored}", "")
     return restored
 
@@ -318,12 +338,12 @@ def wait_for(probe: Callable[[], Any], timeout_s: float, what: str) -> Any:
 
 def _ready(base: str, version: str, api_key: str | None = None) -> bool:
     """The running service has loaded `version` as its champion."""
-    return _loaded(base, "champion", api_key) == str(version)
+    return _loaded(base, CHAMPION, api_key) == str(version)
 
 
 def _serves(base: str, version: str, api_key: str | None = None) -> bool:
     """The running service has loaded `version` as its challenger."""
-    return _loaded(base, "challenger", api_key) == str(version)
+    return _loaded(base, CHALLENGER, api_key) == str(version)
 
 
 def _loaded(base: str, role: str, api_key: str | None = None) -> str | None:
@@ -386,7 +406,7 @@ def _versions_of(check: dict[str, Any]) -> str:
     figures = check.get("figures", {})
     parts = [
         f"{role} v{figures.get(f'{role}_version')}"
-        for role in ("champion", "challenger", "previous")
+        for role in ALIASES
         if figures.get(f"{role}_version")
     ]
     return ", ".join(parts)

@@ -17,6 +17,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,8 +133,17 @@ def _alive(info: dict[str, Any] | None) -> bool:
     )
 
 
-def up(settings: Settings, timeout_s: float = 180.0, deploy: bool = True) -> dict[str, Any]:
-    """Start the stack (harmless when it already runs); returns the stack info."""
+def up(
+    settings: Settings,
+    timeout_s: float = 180.0,
+    deploy: bool = True,
+    extra_env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Start the stack (harmless when it already runs); returns the stack info.
+
+    `extra_env` is given to every component on top of this process's environment and
+    the stack's own (the demo's canary share and guards reach the worker and the service
+    this way)."""
     state = settings.state_path
     existing = read_stack(state)
     if _alive(existing):
@@ -146,7 +156,7 @@ def up(settings: Settings, timeout_s: float = 180.0, deploy: bool = True) -> dic
     settings.evidently_workspace().mkdir(parents=True, exist_ok=True)
     procfile_path = state / "Procfile"
     procfile_path.write_text(procfile(settings))
-    env = {**os.environ, **stack_env(settings)}
+    env = {**os.environ, **stack_env(settings), **(extra_env or {})}
     process = _start_honcho(procfile_path, env, state / "logs" / "honcho.log")
     info: dict[str, Any] = {
         "pid": process.pid,
