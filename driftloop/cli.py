@@ -888,6 +888,8 @@ def classifier_drift_rows(drift: dict[str, Any]) -> list[tuple[str, str]]:
 
 def print_labels(labels: dict[str, Any]) -> None:
     """Label coverage and delay per version in the window (the check's `labels`)."""
+    from monitoring.report import duration_text
+
     if not labels:
         return
     table = Table(title="labels per version in the window")
@@ -903,19 +905,10 @@ def print_labels(labels: dict[str, Any]) -> None:
             f"{entry.get('matured_rows', 0):,}",
             f"{entry.get('labelled_rows', 0):,}",
             "-" if coverage is None else f"{coverage:.1%}",
-            _duration(entry.get("delay_p50_s")),
-            _duration(entry.get("delay_p90_s")),
+            duration_text(entry.get("delay_p50_s"), 1),
+            duration_text(entry.get("delay_p90_s"), 1),
         )
     console.print(table)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
-        if abs(seconds) >= size:
-            return f"{seconds / size:.1f} {unit}"
-    return f"{seconds:.1f} s"
 
 
 @app.command()

@@ -185,7 +185,8 @@ def _label_rows(labels: dict[str, Any]) -> list[str]:
             f"| v{version} | {', '.join(entry.get('aliases', [])) or '-'} "
             f"| {_count(entry['rows'])} | {_count(entry['matured_rows'])} "
             f"| {_count(entry['labelled_rows'])} | {_share(entry.get('coverage'))} "
-            f"| {_seconds(entry.get('delay_p50_s'))} / {_seconds(entry.get('delay_p90_s'))} |"
+            f"| {duration_text(entry.get('delay_p50_s'))} "
+            f"/ {duration_text(entry.get('delay_p90_s'))} |"
         )
     return lines
 
@@ -198,13 +199,14 @@ def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-def _seconds(value: float | None) -> str:
+def duration_text(value: float | None, second_digits: int = 0) -> str:
+    """A duration in seconds as people read it: "-", "42 s", "3.5 min", "1.2 h", "2.0 d"."""
     if value is None:
         return "-"
     for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
         if abs(value) >= size:
             return f"{value / size:.1f} {unit}"
-    return f"{value:.0f} s"
+    return f"{value:.{second_digits}f} s"
 
 
 def judged_state(window: MonitorWindow, state: dict[str, Any]) -> dict[str, Any]:
