@@ -64,9 +64,13 @@ def test_sklearn_bento_installs_the_locked_set_without_torch(bentos: dict[str, P
     assert "UV_INDEX_STRATEGY" not in dockerfile
     # the service migrates its prediction log when it opens it: Alembic and the revisions
     assert "alembic==" in requirements
-    migrations = bentos["sklearn"] / "src" / "bentos" / "migrations"
+    src = bentos["sklearn"] / "src"
+    migrations = src / "predlog" / "migrations"
     assert (migrations / "env.py").is_file()
     assert (migrations / "versions" / "0001_baseline.py").is_file()
+    # the bottom layers the service imports travel with it
+    for module in ("config/serving.py", "config/names.py", "predlog/log.py", "predlog/tables.py"):
+        assert (src / module).is_file(), module
 
 
 def test_torch_bento_adds_the_cpu_build_of_torch(bentos: dict[str, Path]) -> None:
