@@ -36,7 +36,7 @@ from monitoring.workspace import (
     VERSIONS_TITLE,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # ~2.5 min: CI runs it in make test-slow
 
 CLI = str(Path(sys.executable).parent / "driftloop")
 BUNDLED = Path(__file__).parents[2] / "data" / "bundled" / "bikeshare_2011.csv"
