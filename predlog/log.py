@@ -220,14 +220,35 @@ def _dumps(value: Any) -> str:
     return jsonio.dumps_text(value)
 
 
+def _switch_to_wal(cursor: Any, busy_timeout_s: float) -> None:
+    """Put the database in WAL mode, waiting out other connections doing the same.
+
+    Changing the journal mode needs an exclusive lock and SQLite answers "database is
+    locked" at once, without its busy handler, while another connection holds one (several
+    processes opening a new log together): retry until `busy_timeout_s`.
+    """
+    deadline = time.monotonic() + busy_timeout_s
+    delay = 0.005
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
 def _sqlite_pragmas(busy_timeout_s: float) -> Callable[[Any, Any], None]:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")  # the WAL is fsynced at every commit
         # How long one statement waits for another process's lock before "database is
         # locked"; the writer retries up to its commit timeout on top.
         cursor.execute(f"PRAGMA busy_timeout={max(1, round(busy_timeout_s * 1000))}")
+        _switch_to_wal(cursor, busy_timeout_s)
+        cursor.execute("PRAGMA synchronous=FULL")  # the WAL is fsynced at every commit
         cursor.close()
 
     return on_connect
