@@ -9,9 +9,9 @@ from registry.client import (
     parse_canary_share,
     version_number,
 )
-from registry.describe import ROLLED_BACK_TAG
 from registry.history import AliasMove, HistoryPage, PromotionHistory
 from registry.ledger import new_decision_id
+from registry.tags import ROLLED_BACK_TAG
 
 __all__ = [
     "CANARY_SHARE_TAG",

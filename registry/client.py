@@ -21,9 +21,10 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from config.names import ALIASES, CHALLENGER, CHAMPION, PREVIOUS
-from registry.describe import ROLLED_BACK_TAG, model_description, version_description, when
+from registry.describe import model_description, version_description, when
 from registry.history import AliasMove, PromotionHistory
 from registry.ledger import OK, Claim, MoveLedger, check_decision_id, new_decision_id
+from registry.tags import ROLLED_BACK_TAG, all_readable, flat_tags, lookup_filter, stored_tags
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -196,7 +197,7 @@ def _version_info(mv: ModelVersion) -> VersionInfo:
         run_id=mv.run_id,
         source=mv.source,
         aliases=tuple(sorted(mv.aliases or ())),
-        tags=dict(mv.tags or {}),
+        tags=flat_tags(mv.tags or {}),
         created_at=datetime.fromtimestamp((mv.creation_timestamp or 0) / 1000, tz=UTC),
         status=str(mv.status),
     )
@@ -379,10 +380,10 @@ class Registry:
         model_id = (
             model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
         )
-        all_tags = {k: str(v) for k, v in (tags or {}).items()}
+        flat = {k: str(v) for k, v in (tags or {}).items()}
         if registration_key is not None:
-            all_tags[REGISTRATION_KEY_TAG] = check_decision_id(registration_key)
-        mv = self._create_version(model_uri, run_id, all_tags, model_id)
+            flat[REGISTRATION_KEY_TAG] = check_decision_id(registration_key)
+        mv = self._create_version(model_uri, run_id, stored_tags(flat), model_id)
         return _ready(self.get(mv.version) if mv.status != READY else _version_info(mv))
 
     def _create_version(
@@ -421,16 +422,31 @@ class Registry:
         """The version registered under `registration_key`, if any (oldest wins)."""
         if not self.exists():
             return None
+        key = check_decision_id(registration_key)
         found = self.client.search_model_versions(
-            f"name = '{self.model_name}' and "
-            f"tags.`{REGISTRATION_KEY_TAG}` = '{check_decision_id(registration_key)}'"
+            f"name = '{self.model_name}' and {lookup_filter(REGISTRATION_KEY_TAG, key)}"
         )
-        infos = sorted((_version_info(mv) for mv in found), key=lambda v: int(v.version))
+        infos = sorted(
+            (
+                info
+                for info in map(_version_info, found)
+                if info.tags.get(REGISTRATION_KEY_TAG) == key
+            ),
+            key=lambda v: int(v.version),
+        )
         return infos[0] if infos else None
 
     def set_tags(self, version: str | int, tags: dict[str, Any]) -> None:
-        for key, value in tags.items():
-            self.client.set_model_version_tag(self.model_name, str(version), key, str(value))
+        """Set tags by their flat names (`registry.tags`): readable ones directly, the
+        others merged into the version's JSON details tag."""
+        version = str(version)
+        current = (
+            {}
+            if all_readable(tags)
+            else self.client.get_model_version(self.model_name, version).tags or {}
+        )
+        for key, value in stored_tags(tags, current).items():
+            self.client.set_model_version_tag(self.model_name, version, key, value)
 
     def set_alias(
         self,
@@ -667,7 +683,11 @@ class Registry:
             if new is not None:
                 self.set_tags(
                     new,
-                    {f"{alias}_since": move.at, "last_decision": f"{move.action}: {move.reason}"},
+                    {
+                        f"{alias}_since": move.at,
+                        "last_decision": f"{alias} since {when(move.at)} — "
+                        f"{move.action}: {move.reason}",
+                    },
                 )
         try:
             self._describe(move)

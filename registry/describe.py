@@ -14,9 +14,6 @@ from typing import Any
 from config.names import CHALLENGER, CHAMPION, PREVIOUS
 from registry.history import AliasMove
 
-ROLLED_BACK_TAG = "rolled_back"
-"""Version tag set on a champion that a rollback replaced: ``<time>: <reason>``."""
-
 _ROLES = {
     CHAMPION: "serves every request (but the challenger's share)",
     CHALLENGER: "judged live on its share of traffic before it can be promoted",

@@ -150,6 +150,11 @@ def test_mlflow_shows_which_version_is_champion_and_why(loop: Loop) -> None:
     assert f"v{loop.champion} is champion" in page, page[:2000]
     assert "browser test: v2 answered worse on live labels" in page
     assert f"v{loop.champion} sklearn" in page  # its training run, named by version and data
+    # A short, fixed set of readable tags (registry/tags.py), the details in one JSON tag.
+    assert "champion since" in page and "validation passed" in page, page[:3000]
+    assert "compared with v" not in page or "on the same holdout" in page
+    for machine_key in ("gate_decision", "last_decision", "data_source_arg", "contract_revision"):
+        assert machine_key not in page.replace('"' + machine_key + '"', ""), machine_key
     runs = mlflow.MlflowClient(loop.mlflow_url).search_runs(
         [mlflow.MlflowClient(loop.mlflow_url).get_experiment_by_name(MODEL).experiment_id],
         filter_string="tags.`driftloop.stage` = 'training'",

@@ -22,6 +22,7 @@ from mlflow.models import get_model_info
 
 from config.settings import Settings
 from driftloop import procs
+from registry import Registry
 
 pytestmark = pytest.mark.integration
 
@@ -183,7 +184,7 @@ def test_user_csv_classification_trains_with_four_flags(
         "positive_class": "yes",
         "threshold": 0.5,
     }
-    tags = MlflowClient(env["MLFLOW_TRACKING_URI"]).get_model_version(model, out["version"]).tags
+    tags = Registry(model, env["MLFLOW_TRACKING_URI"]).get(out["version"]).tags
     assert (tags["positive_class"], tags["decision_threshold"]) == ("yes", "0.5")
     assert float(tags["holdout_f1_macro"]) == pytest.approx(out["metrics"]["f1_macro"], rel=1e-5)
 
