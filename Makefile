@@ -49,7 +49,7 @@ FAST_INTEGRATION := tests/integration/test_moves.py tests/integration/test_feedb
 test-fast: setup  ## the inner loop: unit tests + FAST_INTEGRATION, none marked slow (~8-10 min on 2 cores); make test before pushing
 	$(PY) -m pytest tests/unit $(FAST_INTEGRATION) -q -p no:cacheprovider -m "not slow" --durations=10
 
-test-slow: setup chromium  ## the tests marked slow (the loop, faults, PostgreSQL, stack, packaging, the browser); CI runs them too
+test-slow: setup chromium  ## the tests marked slow (the loop, faults, PostgreSQL, stack, packaging); CI runs them too
 	$(PY) -m pytest tests -q -p no:cacheprovider -m slow --durations=25
 
 test-all: setup chromium  ## every test, slow ones included (what CI runs, as make test + make test-slow)

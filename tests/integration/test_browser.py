@@ -36,7 +36,7 @@ from monitoring.workspace import (
     VERSIONS_TITLE,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]  # ~2.5 min: CI runs it in make test-slow
+pytestmark = pytest.mark.integration  # ~2.5 min, in `make test` (issue #17 asks for it there)
 
 CLI = str(Path(sys.executable).parent / "driftloop")
 BUNDLED = Path(__file__).parents[2] / "data" / "bundled" / "bikeshare_2011.csv"
