@@ -40,12 +40,14 @@ from bentos.metrics import ServingMetrics
 from bentos.routing import model_salt, route, routing_secret
 from bentos.schema import ENTITY_ID, MAX_ERRORS, REQUEST_ID, Label, SchemaError, ValidBatch
 from bentos.store import (
+    MLFLOW_MODEL_FOLDER,
     LoadedModel,
     NonFinitePredictions,
     example_records,
     import_version,
     load_model,
     local_model,
+    warn_requirement_mismatches,
 )
 from config.names import CHALLENGER, CHAMPION, PREVIOUS, SHADOW
 from config.serving import ServingSettings
@@ -157,11 +159,25 @@ class ServingApp:
             routing_secret(salt, settings.serving_state_path(self.model_name)), self.model_name
         )
         self._froze_after_load = False
+        # Versions loaded before start() returned skip MLflow's requirements check (1.8 s
+        # of a restarted worker); it runs for them in a thread once the worker serves.
+        self._serving = False
+        self._unchecked: list[str] = []
+        self._check_lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, load_first: bool = False) -> None:
         """Follow the aliases; `load_first`: load the champion before returning."""
         self.follower.start(load_first=load_first)
+        with self._check_lock:
+            self._serving = True
+            unchecked, self._unchecked = self._unchecked, []
+        if unchecked:
+            threading.Thread(
+                target=lambda: [warn_requirement_mismatches(path) for path in unchecked],
+                name="requirements-check",
+                daemon=True,
+            ).start()
 
     async def close(self) -> None:
         self.follower.stop()
@@ -179,7 +195,11 @@ class ServingApp:
                     "is unreachable; it will be imported when the registry answers"
                 )
             model = import_version(self.registry, version)
-        return load_model(model)
+        with self._check_lock:
+            check = self._serving
+            if not check:
+                self._unchecked.append(model.path_of(MLFLOW_MODEL_FOLDER))
+        return load_model(model, check_requirements=check)
 
     # -- POST /predict ----------------------------------------------------------------------
     async def predict(self, records: list[dict[str, Any]]) -> Response:

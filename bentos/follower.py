@@ -249,7 +249,7 @@ class AliasFollower:
         """
         if load_first:
             try:
-                self.start_from_cache()
+                self.start_from_cache(champion_only=True)
                 if self.snapshot.champion is None:
                     self.poll_once()
             except Exception:  # never fail start-up: the thread keeps trying
@@ -270,7 +270,12 @@ class AliasFollower:
                 self.start_from_cache()
             except Exception:  # never let the thread die
                 log.exception("serving from the alias cache failed")
-        else:  # start() polled already
+        else:  # start() loaded the champion (from the cache, or after one poll)
+            if self.snapshot.source == "cache":
+                try:
+                    self.start_from_cache()  # the cached challenger and `previous` too
+                except Exception:
+                    log.exception("loading the cached challenger/previous failed")
             self._stop.wait(self._next_wait_s())
         while not self._stop.is_set():
             try:
@@ -287,8 +292,12 @@ class AliasFollower:
         return self.poll_interval_s
 
     # -- one step ------------------------------------------------------------------------
-    def start_from_cache(self) -> None:
-        """Before the registry answers: the cached aliases, else the Bento's own version."""
+    def start_from_cache(self, champion_only: bool = False) -> None:
+        """Before the registry answers: the cached aliases, else the Bento's own version.
+
+        `champion_only`: load just the cached champion (a starting worker answers as soon
+        as it is loaded; `_run` then loads the challenger and `previous`).
+        """
         cached = self.cache.load()
         self.share = ShareOverride.from_tag(self.cache.load_canary_share(), "cache")
         if cached:
@@ -296,6 +305,8 @@ class AliasFollower:
                 # A restarted worker answers as soon as its champion is loaded; the
                 # challenger and `previous` follow in the next reconcile.
                 self.reconcile({CHAMPION: cached[CHAMPION]}, source="cache", allow_import=False)
+                if champion_only and self.snapshot.champion is not None:
+                    return
             self.reconcile(cached, source="cache", allow_import=False)
         elif self.pinned_version is not None:
             self.reconcile({CHAMPION: self.pinned_version}, source="pinned", allow_import=False)

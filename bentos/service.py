@@ -22,6 +22,7 @@ start-up keeps the import-time objects out of those collections.
 import gc
 import logging
 import os
+import time
 from typing import Any
 
 import bentoml
@@ -47,6 +48,7 @@ class DriftloopService:
         from bentos.store import LABEL_MODEL_NAME, LABEL_VERSION
         from config.serving import ServingSettings
 
+        began = time.time()
         settings = ServingSettings()
         _prepare_process(settings.registry_timeout_s)
         bento = DriftloopService.bento
@@ -67,6 +69,7 @@ class DriftloopService:
         self.app.start(load_first=True)
         gc.collect()
         gc.freeze()
+        _log_start_up(model_name, began)
 
     # The gateway has parsed and checked the body already and hands BentoML an empty
     # list; `parsed_list()` is the body's list (see bentos/gateway.py).
@@ -100,6 +103,26 @@ def _prepare_process(registry_timeout_s: float) -> None:
     logging.getLogger("driftloop").setLevel(logging.INFO)
     os.environ.update(mlflow_http_env(registry_timeout_s))
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def _log_start_up(model_name: str, began: float) -> None:
+    """One line per worker start: seconds from its process start to serving, and how much
+    of it was the service's own start-up (settings, prediction log, champion load)."""
+    try:
+        import psutil
+
+        created = psutil.Process().create_time()
+    except Exception:  # only a log line
+        return
+    now = time.time()
+    logging.getLogger("driftloop.serving").info(
+        "worker serves %s %.2f s after its process started (imports %.2f s, service "
+        "start-up %.2f s)",
+        model_name,
+        now - created,
+        began - created,
+        now - began,
+    )
 
 
 def _live_app() -> Any:

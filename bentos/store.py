@@ -9,10 +9,14 @@ being down, even across restarts.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import json
 import logging
 import os
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -246,14 +250,31 @@ def _finite(raw: Any) -> Any:
     return raw
 
 
-def load_model(model: bentoml.Model) -> LoadedModel:
+MLFLOW_MODEL_FOLDER = "mlflow_model"  # where `bentoml.mlflow.import_model` puts the model
+
+
+def load_model(model: bentoml.Model, check_requirements: bool = True) -> LoadedModel:
     """Load a stored version as an MLflow pyfunc (no network), warmed up.
 
     Before the version is handed to the follower (and /readyz can say ready) it answers
     its own input example once through the serving path, so the first caller does not
     pay the lazy imports, the schema's caches and the model's first-call costs.
+
+    This is `bentoml.mlflow.load_model` (``mlflow.pyfunc.load_model`` of the stored
+    folder) with MLflow's check of the model's pip requirements against this environment
+    made separate: it reads the metadata of every installed package (1.8 s of a cold
+    worker's start). `check_requirements` False skips it; the caller then runs
+    `warn_requirement_mismatches` once it serves (a restarted worker does).
     """
-    pyfunc = bentoml.mlflow.load_model(model)
+    if model.info.module not in ("bentoml.mlflow", "_bentoml_impl.frameworks.mlflow"):
+        raise NotFound(f"model {model.tag} was not stored by bentoml.mlflow")
+    import_skops_without_torch()
+    import mlflow.pyfunc
+
+    path = model.path_of(MLFLOW_MODEL_FOLDER)
+    if check_requirements:
+        warn_requirement_mismatches(path)
+    pyfunc = mlflow.pyfunc.load_model(path, suppress_warnings=True)
     meta = pyfunc.metadata
     labels = dict(model.info.labels)
     version = labels.get(LABEL_VERSION) or str(model.tag.version).removeprefix("v")
@@ -279,6 +300,67 @@ def load_model(model: bentoml.Model) -> LoadedModel:
         except Exception as exc:  # a model that fails on its own example fails callers too
             log.warning("version %s failed on its input example: %s", version, exc)
     return loaded
+
+
+def warn_requirement_mismatches(path: str) -> None:
+    """MLflow's warnings for a stored model whose pip requirements or Python version this
+    environment does not match (what ``mlflow.pyfunc.load_model`` logs unless told not to);
+    never raises."""
+    try:
+        from mlflow.models import Model
+        from mlflow.pyfunc import FLAVOR_NAME, PY_VERSION, _get_pip_requirements_from_model_path
+        from mlflow.pyfunc import _warn_potentially_incompatible_py_version_if_necessary as py
+        from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
+
+        warn_dependency_requirement_mismatches(_get_pip_requirements_from_model_path(path))
+        flavor = Model.load(os.path.join(path, "MLmodel")).flavors.get(FLAVOR_NAME) or {}
+        py(model_py_version=flavor.get(PY_VERSION))
+    except Exception as exc:
+        log.debug("could not check the requirements of %s: %s", path, exc)
+
+
+# sklearn's array-API shim for torch: importing it imports torch (seconds), and nothing of
+# sklearn's estimators lives there (`all_estimators` skips "externals").
+_TORCH_SHIM = "sklearn.externals.array_api_compat.torch"
+_skops_lock = threading.Lock()
+
+
+class _NoTorchShim(importlib.abc.MetaPathFinder):
+    """Refuses `_TORCH_SHIM` (ImportError), for as long as it is on `sys.meta_path`."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == _TORCH_SHIM:
+            raise ImportError(f"{_TORCH_SHIM} is not needed to list sklearn's estimators")
+        return None
+
+
+def import_skops_without_torch() -> None:
+    """Import `skops.io` (MLflow loads ``serialization_format: skops`` models with it)
+    without importing torch on the way.
+
+    `skops.io` lists sklearn's estimators at import (`sklearn.utils.all_estimators`), and
+    that walk imports every package under sklearn, the torch shim of its vendored
+    array-API compat layer included: where torch is installed (the ``torch`` extra), the
+    import of skops took 5-12 s instead of 1-1.6 s (loaded 2-core machine), most of a
+    worker's model load (bench/README.md "Worker restart"). `walk_packages` skips a
+    package that raises ImportError, and `all_estimators` ignores "externals" anyway, so
+    refusing the shim during this one import leaves skops's trusted types unchanged (208
+    sklearn types either way). A no-op when skops is imported already, is not installed,
+    or torch is imported already (then the shim is cheap).
+    """
+    if "skops.io" in sys.modules or "torch" in sys.modules:
+        return
+    with _skops_lock:
+        if "skops.io" in sys.modules or importlib.util.find_spec("skops") is None:
+            return
+        blocker = _NoTorchShim()
+        sys.meta_path.insert(0, blocker)
+        try:
+            import skops.io  # noqa: F401
+        except Exception as exc:  # MLflow imports it again and reports the real error
+            log.debug("early import of skops.io failed: %s", exc)
+        finally:
+            sys.meta_path.remove(blocker)
 
 
 def example_batch(pyfunc: Any, schema: RecordSchema) -> ValidBatch | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -152,6 +154,36 @@ def test_a_restart_serves_its_champion_before_loading_previous_and_challenger(
     assert seen[0] == ("2", None)  # the champion first, alone
     assert sorted(seen[1:]) == [("1", "2"), ("3", "2")]  # the others while it serves
     assert versions(restarted) == ("2", "3") and restarted.snapshot.previous is not None
+
+
+def test_start_load_first_returns_with_the_champion_and_loads_the_rest_in_its_thread(
+    tmp_path: Path,
+) -> None:
+    registry = Registry({"champion": "2", "challenger": "3", "previous": "1"})
+    follower(tmp_path, registry, Loader()).poll_once()  # writes the cache
+    threads: dict[str, str] = {}
+
+    class Watching(Loader):
+        def __call__(self, version: str, allow_import: bool) -> LoadedModel:
+            threads[version] = threading.current_thread().name
+            return super().__call__(version, allow_import)
+
+    restarted = follower(tmp_path, registry, Watching())
+    restarted.poll_interval_s = 60.0  # no registry poll during the test
+    restarted.start(load_first=True)
+    try:
+        # start() returned as soon as the cached champion was loaded, in this thread
+        assert threads["2"] == threading.current_thread().name
+        assert restarted.snapshot.champion is not None
+        assert restarted.snapshot.champion.version == "2"
+        deadline = time.monotonic() + 10
+        while restarted.snapshot.previous is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert versions(restarted) == ("2", "3") and restarted.snapshot.previous is not None
+        assert threads["3"] == threads["1"] == "alias-follower"
+        assert restarted.snapshot.source == "cache"
+    finally:
+        restarted.stop()
 
 
 def test_without_cache_or_registry_a_bento_serves_its_own_version(tmp_path: Path) -> None:
