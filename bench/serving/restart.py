@@ -4,12 +4,15 @@
 `bentoml serve`, SIGKILLs them all while one client keeps posting `body`, and returns
 how long after the kill the first request sent after it was answered with 200 (the
 arbiter starts new workers; each loads its champion from the local store before it
-accepts connections).
+accepts connections). `measure_restart` also says when the first new worker process
+started (BentoML's supervisor looks for dead workers every 10 s; `driftloop serve`
+makes that 0.25 s, driftloop/bentoml_serve.py).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import httpx
 import psutil
@@ -31,6 +34,14 @@ def worker_pids(server: procs.Server) -> set[int]:
     return pids
 
 
+@dataclass(frozen=True)
+class Restart:
+    """One kill -9 of every worker: seconds from the kill to ..."""
+
+    respawned_s: float  # ... the first new worker process (the supervisor's reaction)
+    answered_s: float  # ... the first 200 for a request sent after the kill
+
+
 def measure(
     server: procs.Server,
     url: str,
@@ -39,6 +50,17 @@ def measure(
     timeout_s: float = 120.0,
 ) -> float:
     """Seconds from SIGKILL of all workers to the first 200 for a request sent after it."""
+    return measure_restart(server, url, body, headers, timeout_s).answered_s
+
+
+def measure_restart(
+    server: procs.Server,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    timeout_s: float = 120.0,
+) -> Restart:
+    """SIGKILL all workers; when the first new one started and the first 200 came."""
     headers = {"content-type": "application/json", **headers}
     with httpx.Client(timeout=10) as client:
         if client.post(url, content=body, headers=headers).status_code != 200:
@@ -47,13 +69,26 @@ def measure(
         if not pids:
             raise RuntimeError(f"no BentoML workers found under {server.name}")
         killed_at = time.perf_counter()
+        killed_wall = time.time()
         for pid in pids:
             psutil.Process(pid).kill()
         while time.perf_counter() - killed_at < timeout_s:
             try:
                 if client.post(url, content=body, headers=headers).status_code == 200:
-                    return time.perf_counter() - killed_at
+                    answered_s = time.perf_counter() - killed_at
+                    return Restart(_first_start(server, pids) - killed_wall, answered_s)
             except httpx.HTTPError:
                 pass
             time.sleep(0.02)
     raise TimeoutError(f"{server.name} did not answer within {timeout_s:g} s of the kill")
+
+
+def _first_start(server: procs.Server, killed: set[int]) -> float:
+    """Wall time the first worker started after the kill (NaN when none is found)."""
+    started = []
+    for pid in worker_pids(server) - killed:
+        try:
+            started.append(psutil.Process(pid).create_time())
+        except psutil.Error:
+            continue
+    return min(started, default=float("nan"))
