@@ -11,6 +11,7 @@ makes that 0.25 s, driftloop/bentoml_serve.py).
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -68,27 +69,35 @@ def measure_restart(
         pids = worker_pids(server)
         if not pids:
             raise RuntimeError(f"no BentoML workers found under {server.name}")
+        respawned: list[float] = []
+        done = threading.Event()
+        watcher = threading.Thread(target=_watch_respawn, args=(server, pids, respawned, done))
         killed_at = time.perf_counter()
-        killed_wall = time.time()
         for pid in pids:
             psutil.Process(pid).kill()
-        while time.perf_counter() - killed_at < timeout_s:
-            try:
-                if client.post(url, content=body, headers=headers).status_code == 200:
-                    answered_s = time.perf_counter() - killed_at
-                    return Restart(_first_start(server, pids) - killed_wall, answered_s)
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.02)
+        watcher.start()
+        try:
+            while time.perf_counter() - killed_at < timeout_s:
+                try:
+                    if client.post(url, content=body, headers=headers).status_code == 200:
+                        answered_s = time.perf_counter() - killed_at
+                        respawn_s = respawned[0] - killed_at if respawned else float("nan")
+                        return Restart(respawn_s, answered_s)
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.02)
+        finally:
+            done.set()
+            watcher.join()
     raise TimeoutError(f"{server.name} did not answer within {timeout_s:g} s of the kill")
 
 
-def _first_start(server: procs.Server, killed: set[int]) -> float:
-    """Wall time the first worker started after the kill (NaN when none is found)."""
-    started = []
-    for pid in worker_pids(server) - killed:
-        try:
-            started.append(psutil.Process(pid).create_time())
-        except psutil.Error:
-            continue
-    return min(started, default=float("nan"))
+def _watch_respawn(
+    server: procs.Server, killed: set[int], found: list[float], done: threading.Event
+) -> None:
+    """Append the time the first worker not in `killed` is seen (polled every 20 ms)."""
+    while not done.is_set():
+        if worker_pids(server) - killed:
+            found.append(time.perf_counter())
+            return
+        done.wait(0.02)
