@@ -262,7 +262,7 @@ def load_model(model: bentoml.Model, check_requirements: bool = True) -> LoadedM
 
     This is `bentoml.mlflow.load_model` (``mlflow.pyfunc.load_model`` of the stored
     folder) with MLflow's check of the model's pip requirements against this environment
-    made separate: it reads the metadata of every installed package (1.8 s of a cold
+    made separate: it reads the metadata of every installed package (0.7 s CPU of a cold
     worker's start). `check_requirements` False skips it; the caller then runs
     `warn_requirement_mismatches` once it serves (a restarted worker does).
     """
