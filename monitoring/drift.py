@@ -282,15 +282,68 @@ def label_shares(reference: pd.Series, current: pd.Series) -> dict[str, dict[str
 
 def save_report(run: EvidentlyRun, folder: Path, name: str = "drift") -> tuple[Path, Path]:
     """Write ``<name>.html`` (for people) and ``<name>.json`` (for machines) into ``folder``,
-    and the whole run beside them (`report_run_file`), which Evidently can load again."""
+    and the whole run beside them (`report_run_file`), which Evidently can load again.
+
+    The widgets (most of a report's bytes) are turned into plain data once, for the run's
+    file, and the HTML page is built from that data (`_report_html`): Evidently's own
+    ``save_html`` would convert every widget again (a tenth of a 1M-row check).
+    """
+    import json
+
+    from evidently.legacy.utils.numpy_encoder import NumpyEncoder
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     html_path, json_path = folder / f"{name}.html", folder / f"{name}.json"
-    # Evidently 0.7 writes only when given a str: a Path is silently ignored.
-    run.save_html(str(html_path))
-    run.save_json(str(json_path))
-    report_run_file(json_path).write_text(run.dumps())
+    dumped = run.dump_dict()
+    html_path.write_text(_report_html(run, dumped), encoding="utf-8")
+    run.save_json(str(json_path))  # Evidently 0.7 writes only when given a str
+    report_run_file(json_path).write_text(json.dumps(dumped, cls=NumpyEncoder))
     return html_path, json_path
+
+
+class _Dumped:
+    """Stands in for Evidently's ``DashboardInfo`` where only its ``dict()`` is read."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def dict(self) -> dict[str, Any]:
+        return self.data
+
+
+def _report_html(run: EvidentlyRun, dumped: dict[str, Any]) -> str:
+    """The page ``run.save_html`` writes, from the run's ``dump_dict()`` (`dumped`): the
+    same template, widgets and extra graphs (the test compares the two byte for byte, but
+    for the random dashboard id)."""
+    import uuid
+
+    from evidently.core.metric_types import render_widgets
+    from evidently.legacy.model.widget import AdditionalGraphInfo, BaseWidgetInfo
+    from evidently.legacy.renderers.html_widgets import group_widget
+    from evidently.legacy.utils.dashboard import TemplateParams, file_html_template
+
+    # What `get_html_str` renders: the widgets in a group, then the tests' widgets.
+    rendered = [group_widget(title="", widgets=run._widgets), *run._tests_widgets]
+    if len(dumped.get("widgets", ())) != len(run._widgets) or len(
+        dumped.get("tests_widgets", ())
+    ) != len(run._tests_widgets):  # not the layout this was written for: Evidently's own
+        return str(render_widgets(rendered))
+    group = group_widget(title="", widgets=[]).dict()
+    group["widgets"] = dumped["widgets"]
+    info = {"name": "Report", "widgets": [group, *[dict(w) for w in dumped["tests_widgets"]]]}
+    graphs: dict[str, Any] = {}
+    for widget in rendered:  # as `render_widgets` collects them
+        for graph in widget.get_additional_graphs():
+            found = graph.params if isinstance(graph, AdditionalGraphInfo) else graph
+            graphs[f"{graph.id}"] = found.dict() if isinstance(found, BaseWidgetInfo) else found
+    return file_html_template(
+        TemplateParams(
+            dashboard_id="metric_" + str(uuid.uuid4()).replace("-", ""),
+            dashboard_info=_Dumped(info),  # type: ignore[arg-type]
+            additional_graphs=graphs,
+        )
+    )
 
 
 def title_report(html_path: Path | str, title: str, lines: Sequence[str]) -> None:

@@ -20,6 +20,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
@@ -278,17 +279,22 @@ def read_window(
     try:
         bounds = log.window(settings.model_name, rows=window_rows, since=since)
         # Drift and OOD of the champion: the requests it answered (a canary's answers are
-        # the challenger's, judged by its own live metrics).
-        sample = log.sample(
-            bounds,
-            max(settings.drift_max_rows, settings.ood_max_queries),
-            seed=settings.seed,
-            roles=(CHAMPION,),
-        )
-        labelled = log.labelled(bounds, settings.live_max_labels)
-        label_figures = log.label_figures(
-            bounds, matured_before, settings.live_max_labels, labelled=labelled
-        )
+        # the challenger's, judged by its own live metrics). The sample is read on its own
+        # connection in a second thread while this one reads the labels: the database
+        # works without the GIL, so the two reads overlap on a second core.
+        with ThreadPoolExecutor(1, thread_name_prefix="monitor-sample") as pool:
+            sampling = pool.submit(
+                log.sample,
+                bounds,
+                max(settings.drift_max_rows, settings.ood_max_queries),
+                seed=settings.seed,
+                roles=(CHAMPION,),
+            )
+            labelled = log.labelled(bounds, settings.live_max_labels)
+            label_figures = log.label_figures(
+                bounds, matured_before, settings.live_max_labels, labelled=labelled
+            )
+            sample = sampling.result()
     finally:
         log.close()
     return MonitorWindow(

@@ -1180,19 +1180,24 @@ def _window_labels(
 def _delays_of(
     labelled: Labelled, matured_before: float | None
 ) -> dict[tuple[str, str], list[tuple[int, float]]]:
-    """(version, role) -> [(matured?, delay)] of the labelled rows `labelled` already read."""
+    """(version, role) -> [(matured?, delay)] of the labelled rows `labelled` already read
+    (matured: logged at or before `matured_before`; None = all). Compared as arrays, not
+    one Timestamp per row."""
     frame = labelled.rows
-    cutoff = None if matured_before is None else pd.Timestamp(matured_before, unit="s", tz="UTC")
+    if matured_before is None:
+        matured = np.ones(len(frame), dtype=bool)
+    else:
+        cutoff = pd.Timestamp(matured_before, unit="s", tz="UTC")
+        matured = (frame["timestamp"] <= cutoff).to_numpy(dtype=bool)
     delays: dict[tuple[str, str], list[tuple[int, float]]] = {}
-    for version, role, stamp, delay in zip(
-        frame["model_version"].astype(str),
-        frame["role"].astype(str),
-        frame["timestamp"],
-        frame["label_delay_s"],
+    for version, role, is_matured, delay in zip(
+        frame["model_version"].astype(str).tolist(),
+        frame["role"].astype(str).tolist(),
+        matured.astype(int).tolist(),
+        frame["label_delay_s"].astype(np.float64).tolist(),
         strict=True,
     ):
-        is_matured = cutoff is None or stamp <= cutoff
-        delays.setdefault((version, role), []).append((int(is_matured), float(delay)))
+        delays.setdefault((version, role), []).append((is_matured, delay))
     return delays
 
 

@@ -135,6 +135,8 @@ print(check())
 def test_prediction_log_on_postgres_reads_back_what_sqlite_reads(
     postgres: procs.PostgresCluster, tmp_path: Path
 ) -> None:
+    from config.settings import Settings
+    from pipelines.monitor import read_window
     from predlog.log import FeedbackRecord, PredictionLog, PredictionRecord
 
     records = [
@@ -190,6 +192,31 @@ def test_prediction_log_on_postgres_reads_back_what_sqlite_reads(
         ]
         delays = [(f.delay_p50_s, f.delay_p90_s) for f in log.label_figures(bounds) if f.labels]
         assert delays and all(0 < p50 <= p90 for p50, p90 in delays), delays
+        # The monitor's path: the same figures from the labelled rows it read already.
+        from_rows = log.label_figures(
+            bounds, matured_before=1_700_000_020.0, labelled=log.labelled(bounds)
+        )
+        assert [
+            (f.model_version, f.rows_by_role, f.matured_rows, f.labelled_rows, f.labels)
+            for f in from_rows
+        ] == label_figures, name
+        # The monitor's read task: the sample read in a second thread beside the labels.
+        window = read_window.fn(
+            Settings(
+                model_name="pg-model",
+                state_dir=tmp_path / name,
+                prediction_log_url=log.url,
+                drift_max_rows=10,
+                ood_max_queries=10,
+            ),
+            25,
+        )
+        assert (window.requests, len(window.sample), len(window.labels)) == (
+            25,
+            10,
+            len(log.labelled(bounds).rows),
+        ), name
+        assert set(window.sample["role"]) == {"champion"}, name
         reads[name] = (
             bounds.requests,
             bounds.shadow_rows,

@@ -204,6 +204,37 @@ def test_save_report_writes_html_and_json(
     assert "evidently:metric_v2:ValueDrift" in types
 
 
+def test_the_saved_page_is_evidentlys_own_and_the_run_loads_again(
+    tmp_path: Path, winter_vs_rest: tuple[DriftResult, object]
+) -> None:
+    """`save_report` builds the page from the run's one conversion to data: byte for byte
+    what Evidently's `save_html` writes, but for the random ids it draws per page (the
+    dashboard's and the widgets group's)."""
+    import re
+
+    from evidently.core.report import Snapshot
+
+    from monitoring.drift import report_run_file
+
+    _, run = winter_vs_rest
+    html_path, json_path = save_report(run, tmp_path / "mine")  # type: ignore[arg-type]
+    theirs = tmp_path / "theirs.html"
+    run.save_html(str(theirs))  # type: ignore[attr-defined]
+
+    uuid = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+    def without_ids(text: str) -> str:
+        text = re.sub(r"metric_[0-9a-f]{32}", "metric_ID", text)
+        group = rf'"type": "group", "title": "", "size": 2, "id": "{uuid}"'
+        return re.sub(group, '"type": "group", "id": "GROUP"', text)
+
+    mine = html_path.read_text(encoding="utf-8")
+    assert re.search(r"metric_[0-9a-f]{32}", mine)
+    assert without_ids(mine) == without_ids(theirs.read_text(encoding="utf-8"))
+    loaded = Snapshot.load(str(report_run_file(json_path)))
+    assert len(loaded.dict()["metrics"]) == len(run.dict()["metrics"])  # type: ignore[attr-defined]
+
+
 # -- performance -----------------------------------------------------------------------------
 
 

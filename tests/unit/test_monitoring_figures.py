@@ -197,6 +197,38 @@ def test_an_ood_failure_keeps_the_drift_figures() -> None:
     assert found.figures.drift_share == 0.5 and found.figures.ood_rate is None
 
 
+def test_the_ood_rate_is_scored_beside_the_drift() -> None:
+    """OOD runs in its own thread while the drift runs here: it sees the drift start (the
+    scores read inside it), and its figure and its problem land as before."""
+    import threading
+
+    schema = {**SCHEMA, "task": "classification"}
+    reference = reference_frame().assign(
+        prediction=lambda f: np.where(f["x1"] > 0, "yes", "no"), **{SCORE_COLUMN: 0.5}
+    )
+    sample = sample_frame().assign(prediction=lambda f: np.where(f["x1"] > 0, "yes", "no"))
+    lineup = Lineup(champion="3", positive_class="yes", aliases={"champion": "3"})
+    drifting, threads = threading.Event(), set()
+
+    def scores(sample: pd.DataFrame, positive: str) -> pd.Series:
+        threads.add(("drift", threading.get_ident()))
+        drifting.set()
+        return pd.Series(0.5, index=sample.index)
+
+    def ood(ref: pd.DataFrame, current: pd.DataFrame) -> OODResult:
+        threads.add(("ood", threading.get_ident()))
+        if not drifting.wait(timeout=30):  # run one after the other, it would wait alone
+            raise ValueError("the drift never started while OOD was scored")
+        return OODResult(0.125, len(current), 3.0, sampled=False, n_rows=len(current))
+
+    found = gather_figures(
+        SETTINGS, NOW, window_of(sample), schema, lineup, Sources(lambda: reference, scores, ood)
+    )
+    assert found.messages == []
+    assert found.figures.ood_rate == 0.125 and found.drift is not None
+    assert dict(threads)["drift"] == threading.get_ident() != dict(threads)["ood"]
+
+
 def test_a_binary_classifier_compares_its_logged_scores() -> None:
     schema = {**SCHEMA, "task": "classification"}
     reference = reference_frame().assign(
@@ -208,7 +240,9 @@ def test_a_binary_classifier_compares_its_logged_scores() -> None:
     calls: list[str] = []
     window = window_of(sample, labels)
     found = gather_figures(SETTINGS, NOW, window, schema, lineup, sources(reference, calls=calls))
-    assert calls == ["reference", "scores yes 400", "ood ['x1', 'x2']"]
+    # the OOD rate runs beside the drift (its own thread): after the reference, any order
+    assert calls[0] == "reference"
+    assert sorted(calls[1:]) == ["ood ['x1', 'x2']", "scores yes 400"]
     assert found.drift is not None and found.drift.score_drift is not None
     assert set(found.drift.prediction_shares["current"]) == {"no", "yes"}
     assert (found.figures.metric_name, found.figures.higher_is_better) == ("f1_macro", True)
