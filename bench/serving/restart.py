@@ -6,11 +6,13 @@ how long after the kill the first request sent after it was answered with 200 (t
 arbiter starts new workers; each loads its champion from the local store before it
 accepts connections). `measure_restart` also says when the first new worker process
 started (BentoML's supervisor looks for dead workers every 10 s; `driftloop serve`
-makes that 0.25 s, driftloop/bentoml_serve.py).
+makes that 0.25 s, driftloop/bentoml_serve.py). `measure_one` kills one worker of
+several under load: the others keep answering while it is replaced.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import dataclass
@@ -90,6 +92,86 @@ def measure_restart(
             done.set()
             watcher.join()
     raise TimeoutError(f"{server.name} did not answer within {timeout_s:g} s of the kill")
+
+
+@dataclass(frozen=True)
+class OneKilled:
+    """kill -9 of one worker of several while clients keep posting."""
+
+    answered: int  # requests answered 200 from the kill until the worker is back
+    failed: int  # requests that got no 200 (connection reset on the killed worker, 5xx)
+    longest_gap_s: float  # longest time without any 200 from the kill until it is back
+    back_s: float  # seconds until the killed worker's replacement answers /readyz too
+
+
+def measure_one(
+    server: procs.Server,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    clients: int = 4,
+    timeout_s: float = 120.0,
+) -> OneKilled:
+    """SIGKILL one worker while `clients` threads post `body` back to back; count what
+    they got until a replacement worker runs and the service has as many workers again."""
+    headers = {"content-type": "application/json", **headers}
+    pids = worker_pids(server)
+    if len(pids) < 2:
+        raise RuntimeError(f"{server.name} runs {len(pids)} worker(s); this needs two or more")
+    lock = threading.Lock()
+    answers: list[float] = []
+    failed = [0]
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=10) as http:
+            while not stop.is_set():
+                try:
+                    ok = http.post(url, content=body, headers=headers).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                with lock:
+                    if ok:
+                        answers.append(time.perf_counter())
+                    else:
+                        failed[0] += 1
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)  # clients running on every worker before the kill
+    with lock:
+        answers.clear()
+        failed[0] = 0
+    killed_at = time.perf_counter()
+    psutil.Process(sorted(pids)[0]).kill()
+    try:
+        while time.perf_counter() - killed_at < timeout_s:
+            alive = worker_pids(server)
+            if len(alive) >= len(pids) and alive != pids and _all_ready(server):
+                break
+            time.sleep(0.05)
+        else:
+            raise TimeoutError(f"{server.name}: no replacement worker within {timeout_s:g} s")
+        back_s = time.perf_counter() - killed_at
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    times = [killed_at, *sorted(t for t in answers if t >= killed_at), killed_at + back_s]
+    gap = max(b - a for a, b in itertools.pairwise(times))
+    return OneKilled(len(answers), failed[0], gap, back_s)
+
+
+def _all_ready(server: procs.Server, probes: int = 6) -> bool:
+    """True when `probes` /readyz calls in a row answer 200 (each may reach any worker)."""
+    with httpx.Client(timeout=5) as http:
+        try:
+            return all(
+                http.get(server.base_url + "/readyz").status_code == 200 for _ in range(probes)
+            )
+        except httpx.HTTPError:
+            return False
 
 
 def _watch_respawn(
