@@ -59,6 +59,7 @@ from predlog.log import (
     LogRow,
     LogUnavailable,
     PredictionLog,
+    RowBlock,
 )
 from registry import CANARY_SHARE_TAG, Registry
 
@@ -94,6 +95,34 @@ class Answered:
     versions: list[str]
     commit: asyncio.Future[None]
     probabilities: list[dict[str, float] | None]
+
+
+class _LogRows:
+    """A batch's log rows. A request's features go to the log as one tuple of values per
+    record (a `RowBlock` per set of feature names: no dict per record), or as the dicts
+    of an unchecked schema (plain rows)."""
+
+    def __init__(self, items: list[RequestItem]) -> None:
+        self.names: list[tuple[str, ...] | None] = []
+        self.features: list[list[Any]] = []  # per request: one value tuple (or dict) per record
+        for item in items:
+            values = item.batch.feature_values()
+            if values is None:
+                self.names.append(None)
+                self.features.append(item.batch.features())
+            else:
+                self.names.append(values[0])
+                self.features.append(values[1])
+        self.plain: list[LogRow] = []
+        self._blocks: dict[tuple[str, ...], list[LogRow]] = {}
+
+    def add(self, k: int, rows: list[LogRow]) -> None:
+        """Rows of the k-th request of the batch."""
+        names = self.names[k]
+        (self.plain if names is None else self._blocks.setdefault(names, [])).extend(rows)
+
+    def blocks(self) -> list[RowBlock]:
+        return [RowBlock(names, rows) for names, rows in self._blocks.items()]
 
 
 @dataclass
@@ -245,12 +274,12 @@ class ServingApp:
         """One batch: model calls in the model thread, then one log commit for all of it."""
         loop = asyncio.get_running_loop()
         answers, rows = await loop.run_in_executor(self._model_thread, self._infer, items)
-        commit = asyncio.wrap_future(self.writer.submit(rows=rows))
+        commit = asyncio.wrap_future(self.writer.submit(rows=rows.plain, blocks=rows.blocks()))
         return [Answered(preds, versions, commit, probs) for preds, versions, probs in answers]
 
     def _infer(
         self, items: list[RequestItem]
-    ) -> tuple[list[tuple[list[Any], list[str], list[Scores]]], list[LogRow]]:
+    ) -> tuple[list[tuple[list[Any], list[str], list[Scores]]], _LogRows]:
         """Answer every request (one model call per model and role), shadow where asked.
 
         Returns each request's (predictions, versions, probabilities) and the log rows.
@@ -285,13 +314,14 @@ class ServingApp:
                 self._place(preds, parts, model, role, *out)
 
         now = time.time()
-        rows: list[LogRow] = []
-        features = [item.batch.features() for item in items]
+        rows = _LogRows(items)
         for k, item in enumerate(items):
             answers = (predictions[k], probabilities[k])
             for model, role, part, ready in answered[k]:
-                rows += self._rows(item, part, features[k], answers, model, role, ready, now)
-        rows += self._shadow(items, features, now)
+                rows.add(
+                    k, self._rows(item, part, rows.features[k], answers, model, role, ready, now)
+                )
+        self._shadow(items, rows, now)
         return list(zip(predictions, versions, probabilities, strict=True)), rows
 
     def _place(
@@ -329,7 +359,7 @@ class ServingApp:
         self,
         item: RequestItem,
         part: _Part,
-        features: list[dict[str, Any]],
+        features: list[Any],
         answers: tuple[list[Any], list[Scores]],
         model: LoadedModel,
         role: str,
@@ -361,15 +391,13 @@ class ServingApp:
             for i in indices
         ]
 
-    def _shadow(
-        self, items: list[RequestItem], features: list[list[dict[str, Any]]], now: float
-    ) -> list[LogRow]:
-        """The challenger predicts shadowed requests for the log only; failures are logged."""
+    def _shadow(self, items: list[RequestItem], rows: _LogRows, now: float) -> None:
+        """The challenger predicts shadowed requests for the log only (their rows go to
+        `rows`); failures are logged."""
         groups: dict[int, tuple[LoadedModel, list[int]]] = {}
         for k, item in enumerate(items):
             if item.shadow and item.challenger is not None:
                 groups.setdefault(id(item.challenger), (item.challenger, []))[1].append(k)
-        rows: list[LogRow] = []
         for model, ks in groups.values():
             try:
                 preds = self._call(model, SHADOW, [items[k].batch for k in ks])
@@ -386,8 +414,10 @@ class ServingApp:
                 scores: list[Scores] = [None] * n if probs is None else probs[start : start + n]
                 start += n
                 answers = (chunk, scores)
-                rows += self._rows(item, part, features[k], answers, model, SHADOW, done, now)
-        return rows
+                shadowed = self._rows(
+                    item, part, rows.features[k], answers, model, SHADOW, done, now
+                )
+                rows.add(k, shadowed)
 
     def _fall_back(
         self, failed: LoadedModel, parts: list[_Part], error: Exception

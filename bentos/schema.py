@@ -160,6 +160,13 @@ class ValidBatch:
         rows = zip(*self.columns.values(), strict=True)
         return [dict(zip(names, values, strict=True)) for values in rows]
 
+    def feature_values(self) -> tuple[tuple[str, ...], list[tuple[Any, ...]]] | None:
+        """(names, one tuple of values per record) in schema order, for the log without a
+        dict per record (`predlog.log.RowBlock`); None for unchecked records (`features`)."""
+        if self.rows is not None or not self.columns:
+            return None
+        return tuple(self.columns), list(zip(*self.columns.values(), strict=True))
+
     def take(self, indices: Sequence[int]) -> ValidBatch:
         """The records at `indices` (e.g. the ones the canary sends to the challenger)."""
         return ValidBatch(

@@ -25,6 +25,7 @@ nothing reads back. So `feedback` holds at most one label per (model, request id
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 import math
 import queue
@@ -125,6 +126,52 @@ _SQLITE_INSERT = "INSERT INTO predictions ({}) SELECT {} FROM json_each(?) ORDER
         for i, name in enumerate(_ROW_COLUMNS)
     ),
 )
+_FEATURES = _ROW_COLUMNS.index("features")
+
+
+@dataclass(frozen=True)
+class RowBlock:
+    """Prediction rows whose features are tuples of values in `feature_names` order.
+
+    The service builds these without one dict per record (that was ~14 % of a serving
+    worker's GIL time with 100-record bodies): on SQLite the insert builds each
+    record's features object (`json_object`, the same JSON text the dict is written
+    as); other databases get the dicts, built in the writer thread.
+    """
+
+    feature_names: tuple[str, ...]
+    rows: Sequence[LogRow]  # each row's features: a tuple of values, in that order
+
+    def dict_rows(self) -> list[LogRow]:
+        """The rows with their features as dicts (the plain `LogRow` form)."""
+        names, at = self.feature_names, _FEATURES
+        return [
+            (*row[:at], dict(zip(names, row[at], strict=True)), *row[at + 1 :])  # type: ignore[misc]
+            for row in self.rows
+        ]
+
+
+@functools.lru_cache(maxsize=32)
+def _sqlite_block_insert(names: tuple[str, ...]) -> str:
+    """`_SQLITE_INSERT` for a `RowBlock` of these feature names: the features column is
+    `json_object(name, value, ...)` of the row's value array."""
+    pairs = ", ".join(
+        f"{_sql_text(name)}, value -> '$[{_FEATURES}][{i}]'" for i, name in enumerate(names)
+    )
+    return "INSERT INTO predictions ({}) SELECT {} FROM json_each(?) ORDER BY key".format(
+        ", ".join(_ROW_COLUMNS),
+        ", ".join(
+            f"json_object({pairs})"
+            if name == "features"
+            else f"value {'->' if name in _JSON_COLUMNS else '->>'} '$[{i}]'"
+            for i, name in enumerate(_ROW_COLUMNS)
+        ),
+    )
+
+
+def _sql_text(text: str) -> str:
+    """A SQL string literal of `text` (quotes doubled)."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)
@@ -296,12 +343,22 @@ class PredictionLog:
         predictions: Sequence[PredictionRecord] = (),
         feedback: Sequence[FeedbackRecord] = (),
         rows: Sequence[LogRow] = (),
+        blocks: Sequence[RowBlock] = (),
     ) -> None:
-        """Write records (and prebuilt `rows`) in one transaction; returns once committed."""
+        """Write records (and prebuilt `rows`, `blocks`) in one transaction; returns once
+        committed."""
         all_rows = [*map(as_row, predictions), *rows] if predictions else rows
         with self.engine.begin() as conn:
             if all_rows:
                 self._insert_rows(conn, all_rows)
+            for block in blocks:
+                if not block.rows:
+                    continue
+                if self._single_statement:
+                    insert = _sqlite_block_insert(tuple(block.feature_names))
+                    conn.exec_driver_sql(insert, (jsonio.dumps_text(block.rows),))
+                else:
+                    self._insert_rows(conn, block.dict_rows())
             if feedback:
                 _insert_labels(conn, feedback)
 
@@ -1357,10 +1414,12 @@ class _Pending:
     feedback: Sequence[FeedbackRecord]
     rows: Sequence[LogRow]
     future: concurrent.futures.Future[None]
+    blocks: Sequence[RowBlock] = ()
 
     @property
     def size(self) -> int:
-        return len(self.predictions) + len(self.feedback) + len(self.rows)
+        blocked = sum(len(block.rows) for block in self.blocks) if self.blocks else 0
+        return len(self.predictions) + len(self.feedback) + len(self.rows) + blocked
 
 
 _STOP = object()
@@ -1459,6 +1518,7 @@ class GroupCommitWriter:
         predictions: Sequence[PredictionRecord] = (),
         feedback: Sequence[FeedbackRecord] = (),
         rows: Sequence[LogRow] = (),
+        blocks: Sequence[RowBlock] = (),
     ) -> concurrent.futures.Future[None]:
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
         if self._closed:
@@ -1466,7 +1526,7 @@ class GroupCommitWriter:
             return future
         if not self._thread.is_alive():
             self.ensure_running()
-        self._queue.put(_Pending(predictions, feedback, rows, future))
+        self._queue.put(_Pending(predictions, feedback, rows, future, blocks))
         return future
 
     def unavailable_reason(self) -> str | None:
@@ -1566,17 +1626,18 @@ class GroupCommitWriter:
         predictions = [p for item in group for p in item.predictions]
         feedback = [f for item in group for f in item.feedback]
         rows = [r for item in group for r in item.rows]
+        blocks = _merged_blocks(group)
         deadline = time.monotonic() + self.commit_timeout_s
         backoff = 0.05
         while True:
             try:
-                self.log.append(predictions, feedback, rows)
+                self.log.append(predictions, feedback, rows, blocks)
             except _TRANSIENT as exc:  # locked, I/O, disk full: retry until the deadline
                 if time.monotonic() + backoff < deadline:
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 0.5)
                     continue
-                return self._failed(exc, len(predictions) + len(feedback) + len(rows))
+                return self._failed(exc, sum(item.size for item in group))
             except Exception as exc:
                 log.warning("prediction log rejected a write: %s", describe_error(exc))
                 return exc
@@ -1623,6 +1684,15 @@ class GroupCommitWriter:
             self.last_error = reason
             return
         self._recovered()
+
+
+def _merged_blocks(group: Sequence[_Pending]) -> list[RowBlock]:
+    """The group's row blocks, one per set of feature names (one statement each)."""
+    by_names: dict[tuple[str, ...], list[LogRow]] = {}
+    for item in group:
+        for block in item.blocks:
+            by_names.setdefault(tuple(block.feature_names), []).extend(block.rows)
+    return [RowBlock(names, rows) for names, rows in by_names.items()]
 
 
 def _claim(item: _Pending) -> bool:

@@ -110,6 +110,44 @@ def start_driftloop(ctx: Context) -> Iterator[Endpoint]:
 
 
 @contextlib.contextmanager
+def start_driftloop_base(ctx: Context) -> Iterator[Endpoint]:
+    """driftloop serve with `bentos/`, `predlog/` and `config/` of the git ref
+    `DRIFTLOOP_BENCH_BASE_REF` (an A/B of a change in the same run; not in `make bench`)."""
+    ref = os.environ.get("DRIFTLOOP_BENCH_BASE_REF")
+    if not ref:
+        raise PeerFailed("set DRIFTLOOP_BENCH_BASE_REF to the git ref to compare with")
+    code = ctx.tmp / "base-code"
+    if not checkout(ref, code, ("bentos", "predlog", "config")):
+        raise PeerFailed(f"could not check out {ref} with git")
+    settings = _driftloop_settings(ctx.model, ctx.tmp / "s-driftloop-base")
+    with driftloop_server("driftloop-base", ctx.tmp, settings, code=code) as server:
+        auth = {"Authorization": f"Bearer {API_KEY}"}
+        yield Endpoint(server.base_url + "/predict", formats.RECORDS, auth)
+
+
+def checkout(ref: str, dest: Path, folders: tuple[str, ...]) -> bool:
+    """`folders` as they are at git `ref`, extracted under `dest`; False without git."""
+    import io
+    import subprocess
+    import tarfile
+
+    try:
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", ref, *folders],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(dest, filter="data")
+    return True
+
+
+@contextlib.contextmanager
 def start_fastapi(ctx: Context) -> Iterator[Endpoint]:
     with fastapi_server("fastapi", ctx.tmp, ctx.model.local_model) as server:
         yield Endpoint(server.base_url + "/predict", formats.RECORDS)
@@ -277,6 +315,10 @@ PEERS = (
     Peer("bentoml", "plain BentoML service, batchable=True", start_bentoml),
     Peer("ray", "Ray Serve 2.60 with @serve.batch", start_ray),
 )
+# Only when named in DRIFTLOOP_BENCH_PEERS: driftloop at another git ref, for A/B runs.
+EXTRA_PEERS = (
+    Peer("driftloop-base", "driftloop serve at DRIFTLOOP_BENCH_BASE_REF", start_driftloop_base),
+)
 
 
 # -- checking and loading -----------------------------------------------------------------
@@ -356,7 +398,7 @@ def selected(peers: tuple[Peer, ...] = PEERS) -> tuple[Peer, ...]:
     if not wanted:
         return peers
     keys = {k.strip() for k in wanted.split(",")}
-    return tuple(p for p in peers if p.key in keys)
+    return tuple(p for p in (*peers, *EXTRA_PEERS) if p.key in keys)
 
 
 def run(section: Section, quick: bool) -> None:
@@ -414,7 +456,7 @@ def best_peer(
     cells = [
         (name, o.cells[(size, concurrency)])
         for name, o in outcomes.items()
-        if name != "driftloop" and not o.error and (size, concurrency) in o.cells
+        if not name.startswith("driftloop") and not o.error and (size, concurrency) in o.cells
     ]
     return max(cells, key=lambda kv: key(kv[1]), default=None)
 

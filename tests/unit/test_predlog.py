@@ -22,6 +22,7 @@ from predlog.log import (
     LogUnavailable,
     PredictionLog,
     PredictionRecord,
+    RowBlock,
     describe_error,
 )
 
@@ -385,6 +386,78 @@ def test_the_one_statement_insert_stores_what_the_row_by_row_insert_stores(
         finally:
             fast.close()
             plain.close()
+
+
+_NAMES = ("temp", "it's", 'ü "q"', "hr")
+
+
+@given(
+    st.lists(
+        st.lists(st.tuples(_rows, st.tuples(*[_scalars] * len(_NAMES))), min_size=1, max_size=5),
+        min_size=1,
+        max_size=3,
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_row_blocks_store_what_rows_with_feature_dicts_store(
+    commits: list[list[tuple[tuple[object, ...], tuple[object, ...]]]],
+) -> None:
+    """A `RowBlock` (features as value tuples; the database builds the object) stores the
+    same text as the same rows with feature dicts, on both insert paths."""
+    with tempfile.TemporaryDirectory() as tmp:
+        dicts = PredictionLog(f"sqlite:///{tmp}/dicts.db")
+        block = PredictionLog(f"sqlite:///{tmp}/block.db")
+        plain = PredictionLog(f"sqlite:///{tmp}/plain.db")
+        plain._single_statement = False
+        try:
+            for pairs in commits:
+                rows = [(*row[:6], values, *row[7:]) for row, values in pairs]
+                with_dicts = [(*row[:6], dict(zip(_NAMES, row[6])), *row[7:]) for row in rows]
+                dicts.append(rows=with_dicts)
+                block.append(blocks=[RowBlock(_NAMES, rows)])
+                plain.append(blocks=[RowBlock(_NAMES, rows)])
+            raw = "SELECT features FROM predictions ORDER BY id"
+            assert block.engine.connect().exec_driver_sql(raw).fetchall() == (
+                dicts.engine.connect().exec_driver_sql(raw).fetchall()
+            )
+            assert _stored(block) == _stored(dicts) == _stored(plain)
+            assert block.predictions() == dicts.predictions()
+        finally:
+            for log in (dicts, block, plain):
+                log.close()
+
+
+def test_the_writer_commits_blocks_and_rows_of_several_requests_together(tmp_path: Path) -> None:
+    log = PredictionLog(f"sqlite:///{tmp_path}/log.db")
+    writer = GroupCommitWriter(log)
+    try:
+        names = ("a", "b")
+        futures = [
+            writer.submit(
+                blocks=[
+                    RowBlock(
+                        names,
+                        [(f"r{i}", None, 1.0, "m", "1", "champion", (i, "x"), 0.5, 1.0, None)],
+                    )
+                ]
+            )
+            for i in range(3)
+        ]
+        futures.append(
+            writer.submit(rows=[("d", None, 1.0, "m", "1", "champion", {"z": 1}, 0.5, 1.0, None)])
+        )
+        for future in futures:
+            future.result(timeout=10)
+        stored = {p.request_id: p.features for p in log.predictions()}
+        assert stored == {
+            "r0": {"a": 0, "b": "x"},
+            "r1": {"a": 1, "b": "x"},
+            "r2": {"a": 2, "b": "x"},
+            "d": {"z": 1},
+        }
+    finally:
+        writer.close()
+        log.close()
 
 
 def _reference_frame(
