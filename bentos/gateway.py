@@ -37,6 +37,7 @@ import ipaddress
 import json
 import logging
 import math
+import re
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
@@ -59,7 +60,8 @@ DOCS_PATH = "/docs.json"  # BentoML's OpenAPI document, completed live (bentos/o
 logger = logging.getLogger("driftloop.serving")
 MAX_JSON_DEPTH = 32  # records are flat; BentoML's own parser gives up near 200 levels
 MAX_LISTED_ERRORS = 20  # a 422/400 body lists at most this many problems
-INLINE_PARSE_BYTES = 64 * 1024  # larger bodies are parsed in a worker thread
+INLINE_PARSE_BYTES = 64 * 1024  # larger bodies are parsed in steps (or a worker thread)
+PARSE_STEP_BYTES = 32 * 1024  # a large body is parsed this much per event-loop turn
 LARGE_BODY_SWITCH_INTERVAL_S = 0.001  # while a larger body is in flight (default 0.005)
 LARGE_BODY_RECORDS = 256  # a body of more records is large too (the API validates it in a thread)
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
@@ -378,6 +380,13 @@ def read_envelope(
     data, problems = parse_json(body)
     if problems:
         return None, problems
+    return envelope_items(data, body, list_field, max_items)
+
+
+def envelope_items(
+    data: Any, body: bytes, list_field: str, max_items: int = 10_000
+) -> tuple[list[Any] | None, list[dict[str, Any]] | None]:
+    """`read_envelope` after the parse: `data` is the JSON value of `body`."""
     shape = f'{{"{list_field}": [{{...}}, ...]}}'
     if not isinstance(data, dict):
         return None, [
@@ -451,6 +460,68 @@ def _list_problems(
                 )
             )
     return problems
+
+
+def _envelope_pattern(list_field: str) -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
+    head = re.compile(
+        rb'\A[ \t\r\n]*\{[ \t\r\n]*"'
+        + re.escape(list_field.encode())
+        + rb'"[ \t\r\n]*:[ \t\r\n]*\['
+    )
+    return head, re.compile(rb"\][ \t\r\n]*\}[ \t\r\n]*\Z")
+
+
+_BETWEEN_RECORDS = re.compile(rb"\}[ \t\r\n]*,[ \t\r\n]*\{")
+
+
+def split_records(
+    body: bytes, list_field: str, step_bytes: int = PARSE_STEP_BYTES
+) -> list[bytes] | None:
+    """`body` = `{"<list_field>": [ ... ]}` cut between records into JSON arrays of about
+    `step_bytes` each, or None when it does not have exactly that shape.
+
+    A cut that falls inside a string (one holding ``},{``) leaves that piece an
+    unterminated string, so its parse fails and the caller parses the whole body:
+    pieces that all parse are always the body's own records.
+    """
+    head, tail = _envelope_pattern(list_field)
+    start_match = head.match(body)
+    end_match = tail.search(body)
+    if start_match is None or end_match is None or end_match.start() < start_match.end():
+        return None
+    start, end = start_match.end(), end_match.start()
+    pieces: list[bytes] = []
+    while end - start > step_bytes:
+        cut = _BETWEEN_RECORDS.search(body, start + step_bytes, end)
+        if cut is None:
+            break
+        pieces.append(b"[" + body[start : cut.start() + 1] + b"]")
+        start = cut.end() - 1  # the next record's "{"
+    pieces.append(b"[" + body[start:end] + b"]")
+    return pieces
+
+
+async def parse_in_steps(body: bytes, list_field: str) -> Any:
+    """The JSON value of a large envelope body, parsed one piece of ~`PARSE_STEP_BYTES`
+    per event-loop turn (None: not that shape, or a piece did not parse; then parse the
+    whole body, which also names the problem).
+
+    One `orjson.loads` of a 1 MB body holds the GIL for 5-25 ms in one C call, and a
+    worker thread doing it stalls the event loop (health probes) just the same; pieces
+    bound each stall to well under a millisecond or two.
+    """
+    pieces = split_records(body, list_field)
+    if pieces is None or len(pieces) < 2:
+        return None
+    items: list[Any] = []
+    for piece in pieces:
+        try:
+            part = jsonio.loads(piece)
+        except ValueError:
+            return None
+        items += part
+        await asyncio.sleep(0)  # let the loop answer what came in meanwhile
+    return {list_field: items}
 
 
 class ShortSwitchInterval:
@@ -539,9 +610,13 @@ class Gateway:
                 await self._answer(scope, headers, receive, send, list_field, items, problems)
             return
         with self.large_bodies:  # keep the event loop answering (health probes) meanwhile
-            items, problems = await asyncio.to_thread(
-                read_envelope, body, list_field, config.max_records
-            )
+            data = await parse_in_steps(body, list_field)
+            if data is None:  # another shape, or not JSON: the whole body in a thread
+                items, problems = await asyncio.to_thread(
+                    read_envelope, body, list_field, config.max_records
+                )
+            else:
+                items, problems = envelope_items(data, body, list_field, config.max_records)
             await self._answer(scope, headers, receive, send, list_field, items, problems)
 
     async def _answer(

@@ -15,8 +15,11 @@ from bentos.gateway import (
     bearer_token,
     feedback_scope,
     keys_match,
+    parse_in_steps,
     parsed_list,
+    split_records,
 )
+from predlog import jsonio
 
 
 def test_keys_match_only_the_exact_key() -> None:
@@ -363,6 +366,70 @@ def test_large_bodies_are_checked_off_the_event_loop_with_the_same_answers() -> 
     bad = json.dumps({"records": [{"a": 1}] * 2000 + [7]}).encode() + b" " * 70_000
     response = raw(bad, backend)
     assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["records", 2000]
+
+
+def _records(n: int, text: str = "ok") -> list[dict[str, Any]]:
+    return [{"a": i, "b": 1.5, "s": text if i % 3 == 0 else "x"} for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        json.dumps({"records": _records(4000)}).encode(),
+        json.dumps({"records": _records(4000)}, separators=(",", ":")).encode(),
+        b" \n" + json.dumps({"records": _records(4000)}, indent=1).encode() + b"\n ",
+    ],
+)
+def test_a_large_envelope_parsed_in_steps_equals_one_parse(body: bytes) -> None:
+    pieces = split_records(body, "records")
+    assert pieces is not None and len(pieces) > 3
+    assert asyncio.run(parse_in_steps(body, "records")) == json.loads(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # cuts land inside strings holding the separator: a piece fails, the whole is parsed
+        json.dumps({"records": _records(4000, "},{")}, separators=(",", ":")).encode(),
+        json.dumps({"records": _records(4000, "}, {")}).encode(),
+        # another shape, extra keys, a second list, not JSON, numbers orjson refuses
+        json.dumps({"records": _records(4000), "x": 1}).encode(),
+        json.dumps({"records": _records(2000), "labels": _records(2000)}).encode(),
+        json.dumps({"x": 1, "records": _records(4000)}).encode(),
+        json.dumps({"records": _records(4000)}).encode().replace(b'"a": 7,', b'"a": NaN,'),
+        json.dumps({"records": _records(4000)})
+        .encode()
+        .replace(b'"a": 7,', b'"a": 1' + b"0" * 30 + b","),
+        json.dumps({"records": _records(4000)}).encode()[:-1],
+    ],
+)
+def test_parsing_in_steps_never_changes_the_meaning_of_a_body(body: bytes) -> None:
+    """Either the steps give exactly what one parse gives, or None (one parse follows)."""
+    got = asyncio.run(parse_in_steps(body, "records"))
+    if got is None:
+        return
+    assert got == jsonio.loads(body)  # the gateway's one parse (orjson)
+
+
+def test_parsing_in_steps_lets_the_event_loop_run_between_pieces() -> None:
+    body = json.dumps({"records": _records(4000)}).encode()
+    turns = 0
+
+    async def count() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    async def main() -> Any:
+        task = asyncio.create_task(count())
+        await asyncio.sleep(0)
+        data = await parse_in_steps(body, "records")
+        task.cancel()
+        return data
+
+    assert asyncio.run(main()) == json.loads(body)
+    assert turns >= len(split_records(body, "records") or ()) > 3
 
 
 # -- who may call what -------------------------------------------------------------------
