@@ -38,7 +38,15 @@ from bentos.follower import (
 from bentos.gateway import LARGE_BODY_RECORDS, GatewayConfig, KeyScope, feedback_scope
 from bentos.metrics import ServingMetrics
 from bentos.routing import model_salt, route, routing_secret
-from bentos.schema import ENTITY_ID, MAX_ERRORS, REQUEST_ID, Label, SchemaError, ValidBatch
+from bentos.schema import (
+    ENTITY_ID,
+    MAX_ERRORS,
+    REQUEST_ID,
+    Label,
+    SchemaError,
+    Steps,
+    ValidBatch,
+)
 from bentos.store import (
     MLFLOW_MODEL_FOLDER,
     LoadedModel,
@@ -64,8 +72,8 @@ from predlog.log import (
 from registry import CANARY_SHARE_TAG, Registry
 
 log = logging.getLogger("driftloop.serving")
-# Requests with more records are validated in a worker thread, so one large body does
-# not hold the event loop; the common 1-100-record body stays on the loop (no hop).
+# Requests with more records are validated a piece per event-loop turn, so one large body
+# does not hold the loop; the common 1-100-record body is validated in one go.
 INLINE_VALIDATION_RECORDS = LARGE_BODY_RECORDS  # 256 (gateway: shorter switch interval)
 
 Scores = dict[str, float] | None  # a classifier's {class: probability} for one record
@@ -242,8 +250,8 @@ class ServingApp:
         try:
             if not isinstance(records, list) or len(records) <= INLINE_VALIDATION_RECORDS:
                 batch = schema.validate_batch(records)
-            else:  # large bodies: keep the event loop answering (health probes) meanwhile
-                batch = await asyncio.to_thread(schema.validate_batch, records)
+            else:  # large bodies: a piece per loop turn, so health probes keep being answered
+                batch = await run_steps_async(schema.validate_batch_steps(records))
         except SchemaError as exc:
             return _json(exc.body(), 422)
         share = self.canary_share()
@@ -717,6 +725,17 @@ class ServingApp:
     def _observe_commit(self, records: int, seconds: float) -> None:
         self.metrics.log_commit_seconds.observe(seconds)
         self.metrics.log_commit_records.observe(records)
+
+
+async def run_steps_async(steps: Steps[Any]) -> Any:
+    """Drive a stepwise computation on the event loop, one step per loop turn (no thread
+    fighting the loop for the GIL: what waits between steps runs between steps)."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+        await asyncio.sleep(0)
 
 
 def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:

@@ -19,7 +19,9 @@ BentoML reads a body:
   ``MAX_JSON_DEPTH`` levels), a JSON object with the expected non-empty list of
   objects of at most ``max_records`` entries (422), all in the same
   ``{"detail": [...]}`` shape as field errors. Bodies over ``INLINE_PARSE_BYTES``
-  are parsed in a worker thread so health probes keep being answered, and while
+  are parsed ``PARSE_STEP_BYTES`` at a time, one piece per event-loop turn
+  (`parse_in_steps`; other shapes in a worker thread), so health probes keep being
+  answered, and while
   any such body (or one of more than ``LARGE_BODY_RECORDS`` records) is in flight the
   GIL switch interval is short
   (`LARGE_BODY_SWITCH_INTERVAL_S`): the event loop then waits ~1 ms, not 5, each

@@ -20,10 +20,10 @@ import math
 import os
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -199,6 +199,20 @@ class ValidBatch:
         return cls([r.request_id for r in records], [r.entity_id for r in records], columns, rows)
 
 
+T = TypeVar("T")
+Steps = Generator[None, None, T]
+VALIDATION_STEP_RECORDS = 16  # records the slow path checks per step (well under 1 ms idle)
+
+
+def run_steps(steps: Steps[T]) -> T:
+    """Drive a stepwise computation to its end in one go."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
 def new_request_ids(n: int) -> list[str]:
     """n fresh ids of 32 hex digits, like `uuid4().hex`, from one random draw per request."""
     base = os.urandom(12).hex()
@@ -267,14 +281,29 @@ class RecordSchema:
         anything it does not vouch for goes through the pydantic model record by record,
         which also writes the error messages, so both paths accept and refuse the same.
         """
+        return run_steps(self.validate_batch_steps(records, loc, step=0))
+
+    def validate_batch_steps(
+        self, records: Any, loc: str = "records", step: int = VALIDATION_STEP_RECORDS
+    ) -> Steps[ValidBatch]:
+        """`validate_batch` as a generator that yields between pieces of work (a column
+        of the fast path, `step` records of the slow one; 0: never), so an event loop can
+        drive a large body a piece per turn (`run_steps_async`) and keep answering."""
         if isinstance(records, list) and records and self.checked:
-            fast = self._validate_columns(records)
+            fast = yield from self._validate_columns_steps(records, yielding=step > 0)
             if fast is not None:
                 return fast
-        return ValidBatch.from_records(self._validate_records(records, loc), self.names)
+        valid = yield from self._validate_records_steps(records, loc, step)
+        return ValidBatch.from_records(valid, self.names)
 
     def _validate_columns(self, records: list[Any]) -> ValidBatch | None:
         """The fast path, or None when a record needs the slow path (to pass or to fail)."""
+        return run_steps(self._validate_columns_steps(records, yielding=False))
+
+    def _validate_columns_steps(
+        self, records: list[Any], yielding: bool
+    ) -> Steps[ValidBatch | None]:
+        """`_validate_columns`, yielding before each column when `yielding`."""
         if not self._fast_path_applies():
             return None
         expected = self._name_set
@@ -289,6 +318,8 @@ class RecordSchema:
                 with_ids = True
         columns: dict[str, list[Any]] = {}
         for column in self.columns:
+            if yielding:
+                yield
             name = column.name
             values = [raw[name] for raw in records]
             kind = column.kind
@@ -337,6 +368,12 @@ class RecordSchema:
 
     def _validate_records(self, records: Any, loc: str) -> list[ValidRecord]:
         """Record by record through the pydantic model (the reference behaviour)."""
+        return run_steps(self._validate_records_steps(records, loc, 0))
+
+    def _validate_records_steps(
+        self, records: Any, loc: str, step: int
+    ) -> Steps[list[ValidRecord]]:
+        """`_validate_records`, yielding every `step` records (0: never)."""
         if not isinstance(records, list):
             raise _refusal_of(
                 [loc],
@@ -356,6 +393,8 @@ class RecordSchema:
         errors: list[dict[str, Any]] = []
         seen: dict[str, int] = {}
         for i, raw in enumerate(records):
+            if step and i and i % step == 0:
+                yield
             if len(errors) >= MAX_ERRORS:  # bounded work for a body full of mistakes
                 raise SchemaError(errors, complete=False)
             if not isinstance(raw, dict):

@@ -412,7 +412,9 @@ def test_row_blocks_store_what_rows_with_feature_dicts_store(
         try:
             for pairs in commits:
                 rows = [(*row[:6], values, *row[7:]) for row, values in pairs]
-                with_dicts = [(*row[:6], dict(zip(_NAMES, row[6])), *row[7:]) for row in rows]
+                with_dicts = [
+                    (*row[:6], dict(zip(_NAMES, row[6], strict=True)), *row[7:]) for row in rows
+                ]
                 dicts.append(rows=with_dicts)
                 block.append(blocks=[RowBlock(_NAMES, rows)])
                 plain.append(blocks=[RowBlock(_NAMES, rows)])
