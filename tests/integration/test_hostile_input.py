@@ -45,11 +45,11 @@ pytestmark = pytest.mark.integration
 DEFAULTS = ServingSettings()
 MAX_BODY = DEFAULTS.max_body_bytes
 MAX_RECORDS = DEFAULTS.max_records_per_request
-HEALTH_P99_MS = 100.0
-# Issue #13 asks for p99 <= 50 ms; not met reliably, so the test guards against stalls (it
-# took 22 s before the gateway's parse and thread hand-off) with 100 ms. Measured over
-# ~1,000 probes: 17.4-23.9 ms in three runs beside other (niced) jobs, 82.6 ms in a clean
-# clone's `make test-slow` on the otherwise idle machine (session 5); 20.7-85.4 ms before.
+HEALTH_P99_MS = 50.0  # issue #13
+# Measured over ~1,000 probes (p99): 17.4-23.9 ms locally and 82.6 ms in a clean clone's CI
+# run when the gateway parsed and validated large bodies in worker threads; 9.6-27.0 ms in
+# five runs on a loaded machine since they are parsed and validated a piece per event-loop
+# turn (bench/README.md, "/healthz while the largest legal bodies are processed").
 ROUNDS = 4  # each sends the three bodies at the limits, one after the other
 # p99 over 1,000 probes is the 10th slowest: one stray pause on a shared CI machine (the
 # test's own threads included) does not decide it, a service that stalls does.

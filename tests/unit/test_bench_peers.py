@@ -9,7 +9,17 @@ import pytest
 from bench.common import Section
 from bench.peers import formats
 from bench.peers.envs import model_requirements
-from bench.peers.run import CONCURRENCY, SIZES, Outcome, Peer, compare, durations, report
+from bench.peers.run import (
+    CONCURRENCY,
+    SIZES,
+    Outcome,
+    Peer,
+    best_peer,
+    compare,
+    durations,
+    report,
+    selected,
+)
 from bench.serving.loadgen import LoadResult
 
 ROWS = [
@@ -131,3 +141,19 @@ def test_report_survives_empty_cells() -> None:
     last = rows[-1]
     assert last[1] == "– (fastapi: 0 req/s)"
     assert last[-2] == "– (driftloop: no latency)"
+
+
+def test_the_base_ref_peer_runs_only_when_named_and_is_never_the_best_peer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DRIFTLOOP_BENCH_PEERS", raising=False)
+    assert "driftloop-base" not in [p.key for p in selected()]
+    monkeypatch.setenv("DRIFTLOOP_BENCH_PEERS", "driftloop,driftloop-base,mlserver")
+    assert [p.key for p in selected()] == ["driftloop", "mlserver", "driftloop-base"]
+    outcomes = {
+        "driftloop": Outcome(cells=_cells(300.0, 4.0)),
+        "driftloop-base": Outcome(cells=_cells(900.0, 1.0)),
+        "mlserver": Outcome(cells=_cells(200.0, 8.0)),
+    }
+    best = best_peer(outcomes, 1, 8, lambda r: r.rps)
+    assert best is not None and best[0] == "mlserver"
