@@ -14,6 +14,7 @@ from bench.peers.run import (
     SIZES,
     Outcome,
     Peer,
+    acceptance,
     best_peer,
     compare,
     durations,
@@ -112,10 +113,28 @@ def test_report_divides_by_the_best_peer_and_lists_failures() -> None:
     last = table.rows[-1]
     assert last[1] == "1.50× (mlserver)"  # 300 / 200 req/s
     assert last[len(SIZES) * len(CONCURRENCY) + 1] == "0.50× (fastapi)"  # p99 2 ms vs 4 ms
-    [(what, _, got, met)] = section.targets
-    assert "best peer" in what
-    assert got.startswith("worst 0.50×") and "failed: Ray" in got
-    assert met is False
+    busy, calm, tail = section.targets
+    assert "best peer" in busy[0] and busy[1] == "≥ 1.25×"
+    assert busy[2].startswith("worst 1.50× (") and "failed: Ray" in busy[2]
+    assert busy[3] is False  # 1.5× would do, but a peer failed
+    assert calm[2].startswith("worst 3.00×") and calm[3] is False  # Ray failed
+    assert tail[1] == "≤ 1.2×" and tail[2].startswith("worst 2.00× (") and tail[3] is False
+
+
+def test_acceptance_is_judged_on_the_issue_figures() -> None:
+    """≥ 1.25× the best peer at c8/c64, ≥ 1× FastAPI at c1, p99 ≤ 1.2× FastAPI's."""
+    outcomes = {
+        "driftloop": Outcome(cells=_cells(130.0, 2.3)),
+        "fastapi": Outcome(cells=_cells(100.0, 2.0)),
+        "mlserver": Outcome(cells=_cells(100.0, 8.0)),
+    }
+    rows = acceptance(outcomes, [])
+    assert [row[3] for row in rows] == [True, True, True]  # 1.3×, 1.3×, 1.15×
+    outcomes["mlserver"] = Outcome(cells=_cells(110.0, 8.0))  # 130 / 110 = 1.18× < 1.25×
+    outcomes["fastapi"] = Outcome(cells=_cells(100.0, 1.9))  # 2.3 / 1.9 = 1.21× > 1.2×
+    rows = acceptance(outcomes, [])
+    assert [row[3] for row in rows] == [False, True, False]
+    assert rows[0][2].startswith("worst 1.18× (")
 
 
 def test_report_without_driftloop_says_so() -> None:
