@@ -58,3 +58,23 @@ def test_a_stored_embedder_that_cannot_be_read_back_is_rebuilt(tmp_path: Path, d
     again, rebuilt = rate(settings)
     assert again == first and rebuilt == stored
     assert json.loads(meta_path.read_text())["embedder"] == stored  # written anew
+
+
+def test_exact_self_scores_give_qdrants_figures(tmp_path: Path) -> None:
+    """The in-memory leave-one-out scores (numpy) agree with Qdrant Edge's exact search,
+    and so does the threshold `fit_reference` sets from them."""
+    from monitoring.ood import EdgeOODIndex, fit_reference
+    from pipelines.reference import ExactSelfScores, exact_knn_distance
+
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(1500, 12)).astype("float32")
+    vectors[7] = vectors[8]  # a duplicate: its nearest other point is at distance 0
+    with EdgeOODIndex(tmp_path / "ood") as index:
+        by_qdrant = fit_reference(index, "q", vectors, max_self_queries=400, seed=1)
+        by_numpy = fit_reference(ExactSelfScores(index), "n", vectors, max_self_queries=400, seed=1)
+        assert by_numpy.threshold == pytest.approx(by_qdrant.threshold, rel=1e-6)
+        assert index.count("n") == 1500  # the points are stored in Qdrant all the same
+        for skip_self in (True, False):
+            expected = index.knn_distance("q", vectors[:200], 5, skip_self=skip_self)
+            got = exact_knn_distance(vectors, vectors[:200], 5, skip_self, chunk=64)
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
