@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,8 @@ from registry import new_decision_id
 from registry.decision import DECISION_KEY
 
 if TYPE_CHECKING:
+    from mlflow.models.model import ModelInfo
+
     from config.settings import Settings
     from data.contract import Contract, ValidationReport
     from data.sources import Snapshot
@@ -87,33 +90,45 @@ class TrainingRun:
 def log_training_run(run: TrainingRun, fitted: FittedModel) -> tuple[str, str]:
     """One MLflow run with everything a reviewer needs; returns (run id, model URI).
 
-    Round trips are few: the run is created with its tags, params and metrics go in
-    one `log_batch`, both datasets in one `log_inputs`.
+    Round trips are few: the run is created with its tags; the model is logged first,
+    so MLflow finds no run metrics to copy onto it one `get_metric_history` at a time;
+    then params, metrics (linked to the logged model) and the model URI tag go in one
+    `log_batch`, both datasets in one `log_inputs`. The permutation importance (predict
+    calls: native code without the GIL) is computed in a worker thread meanwhile.
     """
     settings, snapshot = run.settings, run.snapshot
-    with mlflow.start_run(
-        experiment_id=run.experiment_id,
-        run_name=f"{settings.family} {snapshot.digest[:8]}",
-        tags=training_run_tags(run),
-    ) as active:
+    features = list(snapshot.features)
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="driftloop-importance") as pool,
+        mlflow.start_run(
+            experiment_id=run.experiment_id,
+            run_name=f"{settings.family} {snapshot.digest[:8]}",
+            tags=training_run_tags(run),
+        ) as active,
+    ):
+        importance = pool.submit(
+            fitted.feature_importance, run.holdout[features], run.holdout[snapshot.target]
+        )
         run_id = active.info.run_id
+        params = training_params(run, fitted)
+        model = log_fitted_model(run, fitted, params)
         log_params_and_metrics(
             run_id,
-            training_params(run, fitted),
+            params,
             {f"holdout_{k}": v for k, v in run.evaluation.metrics.items()},
             fitted.history(),
+            model_id=model.model_id,
+            tags={MODEL_URI_TAG: model.model_uri},
         )
         log_datasets(snapshot, run.train, run.holdout)
-        log_evaluation(run, fitted)
+        log_evaluation(run, importance.result())
         if run.live_rows_file is not None:  # what the next drift retrain builds on
             mlflow.log_artifact(str(run.live_rows_file), RETRAIN_DATA_ARTIFACTS)
         reference = run.train.sample(
             min(len(run.train), REFERENCE_SAMPLE_ROWS), random_state=settings.seed
         )
         log_frame(reference, "reference/train_sample.parquet")  # what the monitor compares
-        model_uri = log_fitted_model(run, fitted)
-        mlflow.set_tag(MODEL_URI_TAG, model_uri)
-    return run_id, model_uri
+    return run_id, model.model_uri
 
 
 def training_run_tags(run: TrainingRun) -> dict[str, str]:
@@ -159,7 +174,7 @@ def log_datasets(snapshot: Snapshot, train: pd.DataFrame, holdout: pd.DataFrame)
     )
 
 
-def log_evaluation(run: TrainingRun, fitted: FittedModel) -> None:
+def log_evaluation(run: TrainingRun, importance: pd.Series | None) -> None:
     """The validation report, the schema, the feature importance and the plots."""
     snapshot, holdout = run.snapshot, run.holdout
     features = list(snapshot.features)
@@ -175,7 +190,6 @@ def log_evaluation(run: TrainingRun, fitted: FittedModel) -> None:
         },
         "schema.json",
     )
-    importance = fitted.feature_importance(holdout[features], holdout[snapshot.target])
     if importance is not None:
         mlflow.log_dict(
             {str(k): float(v) for k, v in importance.items()}, "feature_importance.json"
@@ -187,9 +201,12 @@ def log_evaluation(run: TrainingRun, fitted: FittedModel) -> None:
         mlflow.log_figure(figure, f"plots/{name}")
 
 
-def log_fitted_model(run: TrainingRun, fitted: FittedModel) -> str:
-    """Log the model with its signature, input example, label rule and decision rule;
-    returns its model URI. The contract goes beside it (machines without it read it)."""
+def log_fitted_model(
+    run: TrainingRun, fitted: FittedModel, params: dict[str, Any] | None = None
+) -> ModelInfo:
+    """Log the model with its signature, input example, label rule and decision rule
+    (and `params` on the logged model); returns its ModelInfo. The contract goes beside
+    it (machines without it read it)."""
     from mlflow.models import infer_signature
 
     from data.contract import LABEL_RULE_KEY, label_rule  # Great Expectations: import on use
@@ -212,8 +229,9 @@ def log_fitted_model(run: TrainingRun, fitted: FittedModel) -> str:
             LABEL_RULE_KEY: rule,
             **({DECISION_KEY: decision.to_dict()} if decision is not None else {}),
         },
+        params=params,
     )
-    return info.model_uri
+    return info
 
 
 def log_frame(frame: pd.DataFrame, artifact_path: str) -> None:
@@ -231,18 +249,28 @@ def log_params_and_metrics(
     metrics: dict[str, float],
     history: dict[str, list[float]] | None = None,
     client: MlflowClient | None = None,
+    model_id: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> None:
-    """Params, metrics and per-epoch `epoch_<name>` metrics of a run in one `log_batch`
-    (the client splits it only past the server's per-request limits). `client`: an
-    `MlflowClient`, else one for the current tracking URI."""
+    """Params, metrics, per-epoch `epoch_<name>` metrics and `tags` of a run in one
+    `log_batch` (the client splits it only past the server's per-request limits).
+    `client`: an `MlflowClient`, else one for the current tracking URI. `model_id`: the
+    run's logged model, which gets the step-0 metrics too (as MLflow's `log_model`
+    links them when the metrics come first)."""
     now = get_current_time_millis()
-    entries = [Metric(name, float(value), now, 0) for name, value in metrics.items()]
+    entries = [
+        Metric(name, float(value), now, 0, model_id=model_id) for name, value in metrics.items()
+    ]
     for name, values in (history or {}).items():
-        entries += [Metric(f"epoch_{name}", float(v), now, step) for step, v in enumerate(values)]
+        entries += [
+            Metric(f"epoch_{name}", float(v), now, step, model_id=model_id if step == 0 else None)
+            for step, v in enumerate(values)
+        ]
     (client or MlflowClient()).log_batch(
         run_id,
         metrics=entries,
         params=[Param(key, str(value)) for key, value in params.items()],
+        tags=[RunTag(key, value) for key, value in (tags or {}).items()],
         synchronous=True,
     )
 

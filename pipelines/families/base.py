@@ -9,10 +9,12 @@ classification).
 
 from __future__ import annotations
 
+import functools
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from importlib import metadata
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -110,17 +112,20 @@ class FittedModel(ABC):
         input_example: pd.DataFrame,
         signature: ModelSignature,
         metadata: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
     ) -> ModelInfo:
         """Log the model as an MLflow pyfunc under the active run; returns its ModelInfo.
 
         `metadata` goes into the MLmodel file (e.g. the label rule serving checks); the
-        requirements are pinned to what trained it (`pip_requirements`)."""
+        requirements are pinned to what trained it (`pip_requirements`); `params` go on
+        the logged model (MLflow adds the run's own)."""
         return self._log_model(
             name,
             signature=signature,
             input_example=input_example,
             metadata=metadata,
             pip_requirements=pip_requirements(self.family),
+            params=params,
         )
 
     @abstractmethod
@@ -184,17 +189,58 @@ class FittedModel(ABC):
         return pd.Series(drops, name="importance").sort_values(ascending=False)
 
 
+class _SavedWithoutServingCheck:
+    """A flavour module for `mlflow.models.Model.log` that saves with `flavor` and takes
+    ``validate_serving_input`` (`Model.log` reads it, but only some flavours'
+    ``save_model`` accept it: sklearn's and pyfunc's do not)."""
+
+    def __init__(self, flavor: ModuleType) -> None:
+        self.flavor = flavor
+        self.__name__ = flavor.__name__
+
+    def save_model(self, *, validate_serving_input: bool = True, **kwargs: Any) -> Any:
+        return self.flavor.save_model(**kwargs)
+
+
+def log_without_serving_check(
+    flavor: ModuleType, flavor_name: str, name: str, **kwargs: Any
+) -> ModelInfo:
+    """``<flavor>.log_model(name, **kwargs)`` without MLflow's serving-input validation.
+
+    That check loads the just-saved model once more and predicts the input example
+    through the scoring server's conversion (~0.3 s for the sklearn family, more for
+    torch), and on failure only logs a warning. Serving checks the same example
+    itself, loudly, when it loads a version (the warm-up before it is swapped in), so
+    nothing is lost. `flavor_name` is what the flavour's own ``log_model`` records.
+    """
+    from mlflow.models import Model
+
+    return Model.log(
+        artifact_path=None,  # deprecated positional argument; `name` is the one
+        name=name,
+        flavor=_SavedWithoutServingCheck(flavor),
+        flavor_name=flavor_name,
+        validate_serving_input=False,
+        **kwargs,
+    )
+
+
+@functools.cache
+def _pinned(family: str) -> tuple[str, ...]:
+    names = (*_BASE_REQUIREMENTS, *_FAMILY_REQUIREMENTS[family])
+    return tuple(f"{name}=={_public_version(metadata.version(name))}" for name in names)
+
+
 def pip_requirements(family: str) -> list[str]:
     """Pinned requirements of a logged model, from the installed versions.
 
     Explicit requirements make ``log_model`` take well under a second instead of ~5 s
-    of MLflow inferring them. Local version labels (``2.13.0+cpu``) are dropped because
-    package indexes do not serve them.
+    of MLflow inferring them; looked up once per process. Local version labels
+    (``2.13.0+cpu``) are dropped because package indexes do not serve them.
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
-    names = (*_BASE_REQUIREMENTS, *_FAMILY_REQUIREMENTS[family])
-    return [f"{name}=={_public_version(metadata.version(name))}" for name in names]
+    return list(_pinned(family))
 
 
 def _public_version(version: str) -> str:

@@ -16,7 +16,12 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from pipelines.families.base import FitConfig, FittedModel, check_fit_inputs
+from pipelines.families.base import (
+    FitConfig,
+    FittedModel,
+    check_fit_inputs,
+    log_without_serving_check,
+)
 
 if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
@@ -49,8 +54,13 @@ class SklearnModel(FittedModel):
     def _log_model(self, name: str, **common: Any) -> ModelInfo:
         import mlflow.sklearn
 
-        return mlflow.sklearn.log_model(
-            self.pipeline, name=name, skops_trusted_types=SKOPS_TRUSTED_TYPES, **common
+        return log_without_serving_check(
+            mlflow.sklearn,
+            "mlflow.sklearn",
+            name,
+            sk_model=self.pipeline,
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            **common,
         )
 
 

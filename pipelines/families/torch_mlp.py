@@ -26,7 +26,12 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from torch import nn
 
 from pipelines.families import mlp_pyfunc
-from pipelines.families.base import FitConfig, FittedModel, check_fit_inputs
+from pipelines.families.base import (
+    FitConfig,
+    FittedModel,
+    check_fit_inputs,
+    log_without_serving_check,
+)
 from pipelines.families.mlp_pyfunc import META_FORMAT, MLPScorer, build_mlp
 
 if TYPE_CHECKING:
@@ -74,8 +79,13 @@ class TorchModel(FittedModel):
 
         with tempfile.TemporaryDirectory(prefix="driftloop-mlp-") as folder:
             artifacts = self.save_artifacts(Path(folder))
-            return mlflow.pyfunc.log_model(
-                name=name, python_model=mlp_pyfunc.__file__, artifacts=artifacts, **common
+            return log_without_serving_check(
+                mlflow.pyfunc,
+                "pyfunc.ModelFromCode",  # what pyfunc.log_model records for a code model
+                name,
+                python_model=mlp_pyfunc.__file__,
+                artifacts=artifacts,
+                **common,
             )
 
     def save_artifacts(self, folder: Path) -> dict[str, str]:

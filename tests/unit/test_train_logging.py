@@ -46,6 +46,32 @@ def test_no_history_logs_no_epoch_metrics(mlflow_store: tuple[str, str]) -> None
     assert set(client.get_run(run_id).data.metrics) == {"holdout_rmse"}
 
 
+def test_metrics_land_on_the_logged_model_and_tags_on_the_run(
+    mlflow_store: tuple[str, str],
+) -> None:
+    """The model is logged before the metrics: the same batch links the step-0 metrics to
+    it (what MLflow's log_model would copy over) and carries the model URI tag."""
+    uri, _ = mlflow_store
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment_id = client.get_experiment_by_name("t").experiment_id
+    run_id = client.create_run(experiment_id).info.run_id
+    model = client.create_logged_model(experiment_id, name="model", source_run_id=run_id)
+    log_params_and_metrics(
+        run_id,
+        {"family": "torch"},
+        {"holdout_rmse": 2.5},
+        {"train_loss": [3.0, 2.0]},
+        client,
+        model_id=model.model_id,
+        tags={"driftloop.model_uri": f"models:/{model.model_id}"},
+    )
+    run = client.get_run(run_id)
+    assert run.data.tags["driftloop.model_uri"] == f"models:/{model.model_id}"
+    assert run.data.metrics["holdout_rmse"] == pytest.approx(2.5)
+    linked = {m.key: (m.step, m.value) for m in client.get_logged_model(model.model_id).metrics}
+    assert linked == {"holdout_rmse": (0, 2.5), "epoch_train_loss": (0, 3.0)}
+
+
 def test_data_range_names_the_rows_along_the_time_column() -> None:
     import pandas as pd
 
