@@ -182,15 +182,18 @@ def evaluation_plots(
     y_pred: np.ndarray,
     importance: pd.Series | None,
 ) -> dict[str, object]:
-    """Matplotlib figures keyed by artifact file name (residuals or confusion, importance)."""
-    import matplotlib
+    """Matplotlib figures keyed by artifact file name (residuals or confusion, importance).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Plain `Figure` objects (no pyplot: nothing is kept in a global figure list, no GUI
+    backend) with margins set from the labels instead of `tight_layout`, which draws the
+    figure an extra time (~0.1-0.5 s of a training run).
+    """
+    from matplotlib.figure import Figure
 
     figures: dict[str, object] = {}
     if task == "regression":
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig = Figure(figsize=(6, 4))
+        ax = fig.add_subplot()
         ax.scatter(y_pred, np.asarray(y_true) - y_pred, s=4, alpha=0.4)
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xlabel("predicted")
@@ -198,16 +201,27 @@ def evaluation_plots(
         ax.set_title("Holdout residuals")
         figures["residuals.png"] = fig
     else:
-        fig, ax = plt.subplots(figsize=(5, 5))
+        fig = Figure(figsize=(5, 5))
+        ax = fig.add_subplot()
         skm.ConfusionMatrixDisplay.from_predictions(y_true, y_pred, ax=ax, colorbar=False)
         ax.set_title("Holdout confusion matrix")
         figures["confusion_matrix.png"] = fig
     if importance is not None and len(importance):
         top = importance.head(20)[::-1]
-        fig, ax = plt.subplots(figsize=(6, max(2.5, 0.3 * len(top))))
+        height = max(2.5, 0.3 * len(top))
+        fig = Figure(figsize=(6, height))
+        ax = fig.add_subplot()
         ax.barh(top.index.astype(str), top.values)
         ax.set_xlabel("permutation importance (holdout)")
         ax.set_title("Feature importance")
-        fig.tight_layout()
+        # Room for the longest feature name (~0.085 in a character at 10 pt on 6 in),
+        # the x label and the title.
+        longest = max(len(str(name)) for name in top.index)
+        fig.subplots_adjust(
+            left=min(0.6, 0.06 + 0.0145 * longest),
+            right=0.96,
+            bottom=0.6 / height,
+            top=1 - 0.4 / height,
+        )
         figures["feature_importance.png"] = fig
     return figures
