@@ -781,11 +781,17 @@ def train_flow(
     train, holdout = time_split(
         snapshot.frame, snapshot.time_column, settings.holdout_fraction, seed=settings.seed
     )
-    fitted = fit(settings, snapshot, train)
     live = live_holdout_rows(snapshot, holdout)
+    # The champion is loaded and scored in a worker thread while this one fits (mostly
+    # downloads and native code on both sides: they overlap on two cores).
+    scoring = score_champion.submit(settings, snapshot, holdout, live)
+    try:
+        fitted = fit(settings, snapshot, train)
+    finally:
+        scoring.wait()
+    champion = scoring.result()
     evaluation = evaluate_model(fitted, snapshot, train, holdout, settings, live)
     get_run_logger().info(evaluation.explanation)
-    champion = score_champion(settings, snapshot, holdout, live)
     data_used = (snapshot, check.report, check.contract, train, holdout)
     run = TrainingRun(settings, experiment_id, *data_used, evaluation, live_rows_file=live_file)
     tags = provenance_tags(data, time_from, time_until, live_rows, shuffle_labels, check)
@@ -827,10 +833,14 @@ def load_and_validate(
 def package_and_index(
     settings: Settings, version: str, snapshot: Snapshot, train: pd.DataFrame
 ) -> str:
-    """Build the version's Bento and index its training sample for the OOD check; the
-    Bento tag."""
-    bento_tag = package_version(settings, version)
-    index_reference(settings, version, snapshot, train)
+    """Build the version's Bento and index its training sample for the OOD check, side
+    by side (the index in a worker thread); the Bento tag. Both must succeed."""
+    indexing = index_reference.submit(settings, version, snapshot, train)
+    try:
+        bento_tag = package_version(settings, version)
+    finally:
+        indexing.wait()
+    indexing.result()
     return bento_tag
 
 
