@@ -1,7 +1,10 @@
 """The training flow: load → validate → split → fit → evaluate → log and register →
 package and index → gate.
 
-`train_flow` reads as those steps. Each step is a Prefect task (I/O: loading, the
+`train_flow` reads as those steps; three pairs run side by side in Prefect's thread
+task runner (the contract check with the split and fit, the champion's scoring with
+the fit, the Bento build with the OOD index), and nothing is logged or registered
+before the contract's verdict. Each step is a Prefect task (I/O: loading, the
 contract, fitting, the tracking server, the registry; those that talk to servers
 carry retries with backoff and timeouts) or a plain function; the logic lives in
 plain functions tested without Prefect: frame surgery in `data` (`data.sources`,
@@ -768,27 +771,33 @@ def train_flow(
     experiment_id = configure_mlflow(
         settings.resolved_tracking_uri(), settings.experiment, settings.artifact_root()
     )
-    snapshot, check, live_file = load_and_validate(
-        settings,
-        experiment_id,
-        (time_from, time_until),
-        live_rows,
-        rebuild_contract,
-        widen_contract,
+    snapshot, live_file = load_training_data(settings, (time_from, time_until), live_rows)
+    # The contract check runs in a worker thread while this one splits and fits (and a
+    # second worker scores the champion): Great Expectations is Python, the fit mostly
+    # native code, so they overlap on two cores. Nothing is logged or registered before
+    # its verdict, and when it rejects the data its error is the flow's, also when the
+    # fit failed on that data first.
+    validating = validate_data.submit(
+        settings, snapshot, experiment_id, rebuild_contract, widen_contract
     )
-    if shuffle_labels:
-        snapshot = with_shuffled_labels(snapshot, settings.seed)
-    train, holdout = time_split(
-        snapshot.frame, snapshot.time_column, settings.holdout_fraction, seed=settings.seed
-    )
-    live = live_holdout_rows(snapshot, holdout)
-    # The champion is loaded and scored in a worker thread while this one fits (mostly
-    # downloads and native code on both sides: they overlap on two cores).
-    scoring = score_champion.submit(settings, snapshot, holdout, live)
     try:
-        fitted = fit(settings, snapshot, train)
-    finally:
-        scoring.wait()
+        check_labels(settings, snapshot)
+        if shuffle_labels:
+            snapshot = with_shuffled_labels(snapshot, settings.seed)
+        train, holdout = time_split(
+            snapshot.frame, snapshot.time_column, settings.holdout_fraction, seed=settings.seed
+        )
+        live = live_holdout_rows(snapshot, holdout)
+        scoring = score_champion.submit(settings, snapshot, holdout, live)
+        try:
+            fitted = fit(settings, snapshot, train)
+        finally:
+            scoring.wait()
+    except BaseException:
+        validating.wait()
+        validating.result()  # the contract's verdict first: a violation is what to report
+        raise
+    check = validating.result()
     champion = scoring.result()
     evaluation = evaluate_model(fitted, snapshot, train, holdout, settings, live)
     get_run_logger().info(evaluation.explanation)
@@ -810,24 +819,18 @@ def train_flow(
     return result.to_dict()
 
 
-def load_and_validate(
+def load_training_data(
     settings: Settings,
-    experiment_id: str,
     time_range: tuple[float | None, float | None],
     live_rows: str | None,
-    rebuild_contract: bool,
-    widen_contract: bool,
-) -> tuple[Snapshot, ContractCheck, Path | None]:
-    """The training data (the time range of the data source, plus the `live_rows` a
-    drift retrain adds), checked against the contract and the label settings; returns
-    it, the contract's verdict and the local file of the live rows."""
+) -> tuple[Snapshot, Path | None]:
+    """The training data: the time range of the data source, plus the `live_rows` a
+    drift retrain adds; returns it and the local file of the live rows."""
     snapshot = load_data(settings, *time_range)
     live_file = fetch_live_rows(settings, live_rows) if live_rows else None
     if live_rows and live_file:
         snapshot = append_live_rows(snapshot, load_table(live_file), live_rows)
-    check = validate_data(settings, snapshot, experiment_id, rebuild_contract, widen_contract)
-    check_labels(settings, snapshot)
-    return snapshot, check, live_file
+    return snapshot, live_file
 
 
 def package_and_index(
