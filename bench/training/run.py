@@ -58,12 +58,21 @@ def run(section: Section, quick: bool) -> None:
     for name in names:
         a, b = first.get("tasks", {}).get(name), second.get("tasks", {}).get(name)
         tasks.add(name, a, b, f"{(b or 0) / second['seconds']:.0%}")
-    outside = [run_["seconds"] - sum(run_.get("tasks", {}).values()) for run_ in (first, second)]
+    # Tasks overlap (the contract check beside the fit, the Bento beside the OOD index):
+    # outside is the wall time no task covered, not the wall time minus their sum.
+    outside = [
+        run_["seconds"] - run_.get("tasks_covered_s", sum(run_.get("tasks", {}).values()))
+        for run_ in (first, second)
+    ]
     tasks.add(
         "outside tasks (flow start, metrics, Prefect and MLflow calls)",
         outside[0],
         outside[1],
         f"{outside[1] / second['seconds']:.0%}",
+    )
+    tasks.note = (
+        "Some tasks run side by side (validate-data with fit and score-champion, package "
+        "with index-reference), so the shares add up to more than 100 %."
     )
     if "tasks_error" in second:
         tasks.note = f"Task breakdown unavailable: {second['tasks_error']}"
