@@ -96,3 +96,27 @@ def test_data_range_names_the_rows_along_the_time_column() -> None:
     dates = days.assign(when=pd.to_datetime(["2011-01-02", "2011-01-01", "2011-03-31"]))
     assert data_range(snapshot(dates, "when")) == "when 2011-01-01–2011-03-31"
     assert data_range(snapshot(days, None)) == "data abcdef01"
+
+
+def test_evaluation_plots_render_without_pyplot(tmp_path) -> None:
+    """The plots are plain Figures (pyplot keeps none of them alive between runs) whose
+    margins leave the longest feature name inside the image."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+
+    from pipelines.evaluate import evaluation_plots
+
+    before = plt.get_fignums()
+    y = pd.Series(np.arange(50.0))
+    importance = pd.Series({"x": 0.3, "a_rather_long_feature_name": 0.1})
+    figures = evaluation_plots("regression", y, y.to_numpy() + 1.0, importance)
+    assert sorted(figures) == ["feature_importance.png", "residuals.png"]
+    for name, figure in figures.items():
+        figure.savefig(tmp_path / name)
+        assert (tmp_path / name).stat().st_size > 1000
+    figure = figures["feature_importance.png"]
+    renderer = figure._get_renderer()  # the Agg renderer savefig drew with
+    labels = figure.axes[0].get_yticklabels()
+    assert min(label.get_window_extent(renderer).x0 for label in labels) >= 0
+    assert plt.get_fignums() == before
