@@ -129,7 +129,7 @@ class ExactSelfScores:
     the stored points included, goes to `index` (Qdrant).
 
     `fit_reference` scores up to 5,000 reference points against the whole reference for
-    the threshold; Qdrant Edge answers that one query at a time, holding the GIL (~1.2 s
+    the threshold; Qdrant Edge answers that one query at a time (~1.2 s
     CPU for the bundled data), where one matrix product per chunk gives the same
     distances in a fraction of that. The figures agree with Qdrant's exact search to
     float32 rounding (`tests/unit/test_ood_reference.py`).
