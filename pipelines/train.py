@@ -1,10 +1,8 @@
 """The training flow: load → validate → split → fit → evaluate → log and register →
 package and index → gate.
 
-`train_flow` reads as those steps; three pairs run side by side in Prefect's thread
-task runner (the contract check with the split and fit, the champion's scoring with
-the fit, the Bento build with the OOD index), and nothing is logged or registered
-before the contract's verdict. Each step is a Prefect task (I/O: loading, the
+`train_flow` reads as those steps; the Bento build and the OOD index run side by side
+in Prefect's thread task runner. Each step is a Prefect task (I/O: loading, the
 contract, fitting, the tracking server, the registry; those that talk to servers
 carry retries with backoff and timeouts) or a plain function; the logic lives in
 plain functions tested without Prefect: frame surgery in `data` (`data.sources`,
@@ -772,33 +770,16 @@ def train_flow(
         settings.resolved_tracking_uri(), settings.experiment, settings.artifact_root()
     )
     snapshot, live_file = load_training_data(settings, (time_from, time_until), live_rows)
-    # The contract check runs in a worker thread while this one splits and fits (and a
-    # second worker scores the champion): Great Expectations is Python, the fit mostly
-    # native code, so they overlap on two cores. Nothing is logged or registered before
-    # its verdict, and when it rejects the data its error is the flow's, also when the
-    # fit failed on that data first.
-    validating = validate_data.submit(
-        settings, snapshot, experiment_id, rebuild_contract, widen_contract
+    check = validate_data(settings, snapshot, experiment_id, rebuild_contract, widen_contract)
+    check_labels(settings, snapshot)
+    if shuffle_labels:
+        snapshot = with_shuffled_labels(snapshot, settings.seed)
+    train, holdout = time_split(
+        snapshot.frame, snapshot.time_column, settings.holdout_fraction, seed=settings.seed
     )
-    try:
-        check_labels(settings, snapshot)
-        if shuffle_labels:
-            snapshot = with_shuffled_labels(snapshot, settings.seed)
-        train, holdout = time_split(
-            snapshot.frame, snapshot.time_column, settings.holdout_fraction, seed=settings.seed
-        )
-        live = live_holdout_rows(snapshot, holdout)
-        scoring = score_champion.submit(settings, snapshot, holdout, live)
-        try:
-            fitted = fit(settings, snapshot, train)
-        finally:
-            scoring.wait()
-    except BaseException:
-        validating.wait()
-        validating.result()  # the contract's verdict first: a violation is what to report
-        raise
-    check = validating.result()
-    champion = scoring.result()
+    live = live_holdout_rows(snapshot, holdout)
+    fitted = fit(settings, snapshot, train)
+    champion = score_champion(settings, snapshot, holdout, live)
     evaluation = evaluate_model(fitted, snapshot, train, holdout, settings, live)
     get_run_logger().info(evaluation.explanation)
     data_used = (snapshot, check.report, check.contract, train, holdout)

@@ -58,7 +58,7 @@ def run(section: Section, quick: bool) -> None:
     for name in names:
         a, b = first.get("tasks", {}).get(name), second.get("tasks", {}).get(name)
         tasks.add(name, a, b, f"{(b or 0) / second['seconds']:.0%}")
-    # Tasks overlap (the contract check beside the fit, the Bento beside the OOD index):
+    # Tasks overlap (the Bento is built beside the OOD index):
     # outside is the wall time no task covered, not the wall time minus their sum.
     outside = [
         run_["seconds"] - run_.get("tasks_covered_s", sum(run_.get("tasks", {}).values()))
@@ -71,8 +71,7 @@ def run(section: Section, quick: bool) -> None:
         f"{outside[1] / second['seconds']:.0%}",
     )
     tasks.note = (
-        "Some tasks run side by side (validate-data with fit and score-champion, package "
-        "with index-reference), so the shares add up to more than 100 %."
+        "package and index-reference run side by side, so the shares can add up to more than 100 %."
     )
     if "tasks_error" in second:
         tasks.note = f"Task breakdown unavailable: {second['tasks_error']}"
