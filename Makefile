@@ -20,6 +20,9 @@ UV_INDEX_ARGS := $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL) \
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
+# MLflow reads DO_NOT_TRACK only as "true"; its telemetry thread edits os.environ while
+# other threads read it (a KeyError seen in a test run): off by its own switch.
+export MLFLOW_DISABLE_TELEMETRY := true
 
 .PHONY: setup chromium test test-fast test-slow test-all test-unit test-integration lint format demo up down status bench clean lock \
 	lock-upgrade

@@ -106,6 +106,9 @@ def prepare_environment(settings: Settings) -> None:
     (state / "prefect").mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # MLflow honours DO_NOT_TRACK only as "true", and its telemetry thread edits os.environ
+    # while other threads read it: switched off by its own setting.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for key, value in mlflow_http_env().items():  # bounded, not MLflow's minutes

@@ -26,10 +26,6 @@ def run(section: Section, quick: bool) -> None:
                 "DRIFTLOOP_STATE_DIR": str(tmp / "state"),
                 "BENTOML_HOME": str(tmp / "state" / "bentoml"),
                 "PREFECT_LOGGING_LEVEL": "WARNING",
-                # MLflow honours DO_NOT_TRACK only as "true" (QUIET_ENV says "1"); its
-                # telemetry thread otherwise unsets a variable in os.environ while the
-                # flow's worker threads may be reading it.
-                "MLFLOW_DISABLE_TELEMETRY": "true",
             }
             log("training: the training flow, twice")
             flow = run_json([sys.executable, "-m", "bench.training.flow"], 900, env=env)
