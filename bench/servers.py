@@ -91,24 +91,29 @@ def _stopped_after(
 
 def checkout_bentos(commit: str, dest: Path) -> Path | None:
     """`bentos/` as it was at `commit`, extracted under `dest` (None without git history)."""
+    return dest if checkout(commit, dest, ("bentos",)) else None
+
+
+def checkout(ref: str, dest: Path, folders: tuple[str, ...]) -> bool:
+    """`folders` as they are at git `ref`, extracted under `dest`; False without git."""
     import io
     import subprocess
     import tarfile
 
     try:
         archive = subprocess.run(
-            ["git", "archive", "--format=tar", commit, "bentos"],
+            ["git", "archive", "--format=tar", ref, *folders],
             cwd=REPO,
             capture_output=True,
             check=True,
             timeout=60,
         ).stdout
     except (OSError, subprocess.SubprocessError):
-        return None
+        return False
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(dest, filter="data")
-    return dest
+    return True
 
 
 @contextlib.contextmanager

@@ -38,7 +38,14 @@ from bench.common import QUIET_ENV, REPO, Section, Table, fmt, log, workdir
 from bench.model import PreparedModel, prepare_model
 from bench.peers import formats
 from bench.peers.envs import PEERS_STATE, PeerFailed, ensure_venv, model_requirements
-from bench.servers import _start, driftloop_server, fastapi_server, mlflow_server, stop_tree
+from bench.servers import (
+    _start,
+    checkout,
+    driftloop_server,
+    fastapi_server,
+    mlflow_server,
+    stop_tree,
+)
 from bench.serving.loadgen import LoadResult, have_wrk, run_load
 from driftloop import procs
 
@@ -123,28 +130,6 @@ def start_driftloop_base(ctx: Context) -> Iterator[Endpoint]:
     with driftloop_server("driftloop-base", ctx.tmp, settings, code=code) as server:
         auth = {"Authorization": f"Bearer {API_KEY}"}
         yield Endpoint(server.base_url + "/predict", formats.RECORDS, auth)
-
-
-def checkout(ref: str, dest: Path, folders: tuple[str, ...]) -> bool:
-    """`folders` as they are at git `ref`, extracted under `dest`; False without git."""
-    import io
-    import subprocess
-    import tarfile
-
-    try:
-        archive = subprocess.run(
-            ["git", "archive", "--format=tar", ref, *folders],
-            cwd=REPO,
-            capture_output=True,
-            check=True,
-            timeout=60,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return False
-    dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(dest, filter="data")
-    return True
 
 
 @contextlib.contextmanager
