@@ -34,6 +34,7 @@ BentoML reads a body:
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import ipaddress
 import json
@@ -464,6 +465,7 @@ def _list_problems(
     return problems
 
 
+@functools.cache  # one pair per list field (records, labels), not one per large body
 def _envelope_pattern(list_field: str) -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
     head = re.compile(
         rb'\A[ \t\r\n]*\{[ \t\r\n]*"'
