@@ -100,6 +100,9 @@ class Lineup:
     """The previous version's holdout primary metric: its figure without live rows."""
     last_promotion_at: datetime | None = None
     last_retrain_at: datetime | None = None
+    last_rollback_at: datetime | None = None
+    """The newest rollback (monitor's or by hand): after the last promotion, it ended that
+    promotion's watch and the champion is the version it restored."""
     positive_class: str = ""
     """The champion's positive class (binary classifiers), for its logged scores."""
     aliases: dict[str, str] = field(default_factory=dict)
@@ -107,12 +110,17 @@ class Lineup:
 
     def live_rows(self) -> dict[str, tuple[str | None, tuple[str, ...], datetime | None]]:
         """alias → (version, roles, since): the rows each live metric is measured on; the
-        champion's since its promotion."""
+        champion's since it became champion (its promotion, or the rollback that restored it)."""
         return {
-            CHAMPION: (self.champion, LIVE_ROLES[CHAMPION], self.last_promotion_at),
+            CHAMPION: (self.champion, LIVE_ROLES[CHAMPION], self.champion_since()),
             CHALLENGER: (self.challenger, LIVE_ROLES[CHALLENGER], None),
             PREVIOUS: (self.previous, LIVE_ROLES[PREVIOUS], None),
         }
+
+    def champion_since(self) -> datetime | None:
+        """When the champion took the alias: the newer of the last promotion and rollback."""
+        times = [t for t in (self.last_promotion_at, self.last_rollback_at) if t is not None]
+        return max(times) if times else None
 
 
 class OODRate(Protocol):
@@ -225,6 +233,7 @@ def figures_of(
         previous_version=lineup.previous,
         last_promotion_at=lineup.last_promotion_at,
         last_retrain_at=lineup.last_retrain_at,
+        last_rollback_at=lineup.last_rollback_at,
         **live,
     )
 
@@ -472,6 +481,14 @@ def decision_times(moves: Sequence[Move]) -> tuple[datetime | None, datetime | N
         elif move.action == "retrain" and last_retrain is None:
             last_retrain = at
     return last_promotion, last_retrain
+
+
+def last_rollback_time(moves: Sequence[Move]) -> datetime | None:
+    """The newest rollback among decisions given newest first, None without one."""
+    for move in moves:
+        if move.action == "rollback":
+            return datetime.fromisoformat(move.at) if move.at else None
+    return None
 
 
 def label_summary(

@@ -152,6 +152,8 @@ class Figures:
     """The previous champion's figure: its live metric before the promotion, or holdout."""
     last_promotion_at: datetime | None = None
     last_retrain_at: datetime | None = None
+    last_rollback_at: datetime | None = None
+    """The newest rollback; one after the last promotion ends that promotion's watch."""
     labelled_rows: int | None = None
     """Labelled answered rows in the window (what a drift retrain would learn from)."""
     challenger_gain_interval: tuple[float, float] | None = None
@@ -308,6 +310,17 @@ def _check_rollback(f: Figures, t: Thresholds, now: datetime) -> _Check:
     derived: dict[str, Any] = {"watch_period_ends_at": watch_end.isoformat()}
     champion, previous = _num(f.champion_metric), _num(f.previous_metric)
     cv, pv, name = _v(f.champion_version), _v(f.previous_version), f.metric_name
+    if f.last_rollback_at is not None and _utc(f.last_rollback_at) >= promoted:
+        # The champion is the version a rollback restored and `previous` the one it took
+        # off: rolling back again on live figures would flip between the two. A failing
+        # champion (the check before this one) still rolls back; promoting needs a person
+        # or a better challenger.
+        sentence = (
+            f"champion {cv} was restored by the rollback at "
+            f"{_time(_utc(f.last_rollback_at), now)}, which ended the watch of the "
+            f"promotion of {_time(promoted, now)}; no automatic rollback to {pv}"
+        )
+        return _Check(False, sentence if inside else None, derived)
 
     if f.previous_version is None or previous is None:
         sentence = f"no previous version with a {name} to roll back to" if inside else None

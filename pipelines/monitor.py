@@ -42,6 +42,7 @@ from monitoring.figures import (
     decision_times,
     gather_figures,
     label_figure_values,
+    last_rollback_time,
 )
 from monitoring.metrics import primary_metric
 from monitoring.policy import (
@@ -426,6 +427,7 @@ def lineup_of(state: dict[str, Any], metric_name: str) -> Lineup:
         previous_holdout=previous.holdout_metric(metric_name) if previous else None,
         last_promotion_at=last_promotion,
         last_retrain_at=last_retrain,
+        last_rollback_at=last_rollback_time(state["history"]),
         positive_class=champion.tags.get("positive_class", "") if champion else "",
         aliases={alias: str(info.version) for alias, info in versions.items()},
     )

@@ -7,6 +7,7 @@ functions here, so each test says exactly what the check saw.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -25,6 +26,7 @@ from monitoring.figures import (
     gather_figures,
     label_figure_values,
     label_summary,
+    last_rollback_time,
     live_metric,
 )
 from monitoring.ood import OODResult
@@ -287,6 +289,24 @@ def test_decision_times_take_the_newest_promotion_and_retrain() -> None:
         NOW - timedelta(minutes=5),
     )
     assert decision_times([move("rollback", 1)]) == (None, None)
+
+
+def test_the_champion_counts_its_rows_from_the_rollback_that_restored_it() -> None:
+    def move(action: str, minutes: int) -> SimpleNamespace:
+        return SimpleNamespace(action=action, at=(NOW - timedelta(minutes=minutes)).isoformat())
+
+    history = [move("rollback", 1), move("promote", 10), move("rollback", 60)]
+    rolled_back = last_rollback_time(history)
+    assert rolled_back == NOW - timedelta(minutes=1)
+    assert last_rollback_time([move("promote", 10)]) is None
+    lineup = Lineup("2", previous="3", last_promotion_at=NOW - timedelta(minutes=10))
+    assert lineup.live_rows()["champion"][2] == NOW - timedelta(minutes=10)
+    restored = replace(lineup, last_rollback_at=rolled_back)
+    assert restored.live_rows()["champion"][2] == rolled_back
+    # A rollback before the promotion leaves the promotion as the champion's start.
+    assert replace(lineup, last_rollback_at=NOW - timedelta(hours=1)).champion_since() == (
+        NOW - timedelta(minutes=10)
+    )
 
 
 def version_labels(version: str, labelled: int, matured: int) -> VersionLabels:

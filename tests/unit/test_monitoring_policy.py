@@ -318,6 +318,28 @@ def test_worse_champion_inside_watch_period_is_rolled_back() -> None:
     )
 
 
+def test_a_champion_restored_by_a_rollback_is_not_rolled_back_again_on_live_figures() -> None:
+    # v3 was promoted 20 min ago and rolled back 5 min ago: v2 is champion again, v3 is
+    # `previous`. v2 now measuring worse than v3 must not flip the aliases back.
+    figures = promoted(
+        20,
+        champion_version="2",
+        previous_version="3",
+        champion_metric=12.0,
+        last_rollback_at=NOW - timedelta(minutes=5),
+    )
+    decision = decide(figures, T)
+    assert decision.action is Action.NONE
+    assert "champion v2 was restored by the rollback at 11:55 UTC" in decision.reason
+    assert "no automatic rollback to v3" in decision.reason
+    # A rollback older than the promotion does not hold the watch back.
+    older = replace(figures, last_rollback_at=NOW - timedelta(minutes=30))
+    assert decide(older, T).action is Action.ROLLBACK
+    # A restored champion that fails (the fallback answers for it) still rolls back.
+    failing = replace(figures, champion_fallback_rows=400, champion_requests=500)
+    assert decide(failing, T).action is Action.ROLLBACK
+
+
 def test_rollback_tie_at_the_margin_does_not_roll_back() -> None:
     decision = decide(promoted(20, champion_metric=11.0), T)
     assert decision.action is Action.NONE
