@@ -259,13 +259,14 @@ def train(
 
         require_family(settings.family)  # before Prefect starts: a missing extra, in one line
         prepare_environment(settings)
-        from pipelines.train import train_flow
+        from pipelines.train import in_process_run, train_flow
 
         # Library chatter (MLflow's run links, Prefect logs) goes to stderr so that
         # stdout carries only the result (`--json` stays parseable).
         with (
             redirect_stdout(sys.stderr),
             err.status(f"training {settings.model_name} ({settings.family})…"),
+            in_process_run(),  # no flow-run heartbeats: no worker watches this process
         ):
             result = train_flow(
                 model_name=settings.model_name,

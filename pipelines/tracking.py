@@ -24,6 +24,7 @@ from registry.decision import DECISION_KEY
 
 if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
+    from mlflow.types.schema import Schema
 
     from config.settings import Settings
     from data.contract import Contract, ValidationReport
@@ -162,16 +163,47 @@ def training_params(run: TrainingRun, fitted: FittedModel) -> dict[str, Any]:
 
 def log_datasets(snapshot: Snapshot, train: pd.DataFrame, holdout: pd.DataFrame) -> None:
     """The training and holdout rows as the run's dataset inputs (one `log_inputs`)."""
-    mlflow.log_inputs(
-        datasets=[
-            mlflow.data.from_pandas(
-                frame, source=snapshot.source, targets=snapshot.target, name=name
-            )
-            for name, frame in (("train", train), ("holdout", holdout))
-        ],
-        contexts=["training", "holdout"],
-        tags_list=[None, None],
-    )
+    datasets = []
+    for name, frame in (("train", train), ("holdout", holdout)):
+        dataset = mlflow.data.from_pandas(
+            frame, source=snapshot.source, targets=snapshot.target, name=name
+        )
+        # `schema` is a cached property MLflow fills on first use (`to_dict`): fill it
+        # with the same schema, found without MLflow's value-by-value scan.
+        dataset.__dict__["schema"] = frame_schema(frame)
+        datasets.append(dataset)
+    mlflow.log_inputs(datasets=datasets, contexts=["training", "holdout"], tags_list=[None, None])
+
+
+def frame_schema(frame: pd.DataFrame) -> Schema | None:
+    """The MLflow schema `PandasDataset.schema` infers for `frame` (None where MLflow's
+    inference fails), found column by column instead of value by value where the dtype
+    says it all.
+
+    MLflow (`mlflow.types.utils._infer_schema`) looks at every value in Python: a
+    column is required when no value is None/NaN/NA/NaT, an object column's type comes
+    from each value's. Here a non-object column's nulls are found with `isna` (its
+    values are numbers, booleans or timestamps: the same test) and an object column of
+    strings only (`infer_dtype(skipna=False)`: any None or NaN makes it "mixed") is a
+    required string column; other object columns go through MLflow's own functions.
+    """
+    from mlflow.types.schema import ColSpec, DataType, Schema
+    from mlflow.types.utils import _infer_pandas_column, _infer_required
+
+    specs = []
+    try:
+        for name in frame.columns:
+            column = frame[name]
+            if column.dtype.kind != "O":
+                kind, required = _infer_pandas_column(column), not bool(column.isna().any())
+            elif pd.api.types.infer_dtype(column, skipna=False) == "string":
+                kind, required = DataType.string, True
+            else:
+                kind, required = _infer_pandas_column(column), _infer_required(column)
+            specs.append(ColSpec(type=kind, name=name, required=required))
+    except Exception:  # MLflow's schema is None then too
+        return None
+    return Schema(specs)
 
 
 def log_evaluation(run: TrainingRun, importance: pd.Series | None) -> None:

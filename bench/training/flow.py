@@ -55,13 +55,14 @@ def main() -> None:
     process_started = time.perf_counter()
     from prefect import get_client
 
-    from pipelines.train import train_flow
+    from pipelines.train import in_process_run, train_flow
 
     imported = time.perf_counter()
     runs = []
     for label in ("first version", "second version"):
         started = time.perf_counter()
-        state = train_flow(return_state=True)
+        with in_process_run():  # as `driftloop train` runs it
+            state = train_flow(return_state=True)
         seconds = time.perf_counter() - started
         result = state.result()
         entry: dict[str, Any] = {

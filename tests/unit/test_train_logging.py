@@ -1,11 +1,14 @@
-"""The training run's params, metrics and epoch history go in with one `log_batch`."""
+"""The training run's params, metrics and epoch history go in with one `log_batch`; its
+dataset inputs carry the schema MLflow would infer."""
 
 from __future__ import annotations
 
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 
-from pipelines.tracking import log_params_and_metrics
+from pipelines.tracking import frame_schema, log_params_and_metrics
 
 
 def test_params_metrics_and_history_in_one_batch(
@@ -120,3 +123,63 @@ def test_evaluation_plots_render_without_pyplot(tmp_path) -> None:
     labels = figure.axes[0].get_yticklabels()
     assert min(label.get_window_extent(renderer).x0 for label in labels) >= 0
     assert plt.get_fignums() == before
+
+
+def _frames() -> dict[str, pd.DataFrame]:
+    """Frames whose columns cover what `frame_schema` tells apart: dtypes with and without
+    nulls, strings with a None or a NaN among them, mixed objects, an empty frame."""
+    n = 50
+    rng = np.random.default_rng(0)
+    with_gaps = rng.normal(size=n)
+    with_gaps[3] = np.nan
+    stamps = pd.Series(pd.date_range("2011-01-01", periods=n, freq="h"))
+    stamps[7] = pd.NaT
+    return {
+        "dense": pd.DataFrame(
+            {
+                "i": np.arange(n),
+                "f": rng.normal(size=n),
+                "b": np.arange(n) % 2 == 0,
+                "s": [f"v{i % 3}" for i in range(n)],
+                "t": pd.date_range("2011-01-01", periods=n, freq="h"),
+            }
+        ),
+        "gaps": pd.DataFrame(
+            {
+                "f": with_gaps,
+                "t": stamps,
+                "s_none": ["a", None] * (n // 2),
+                "s_nan": ["a", np.nan] * (n // 2),
+                "nullable_int": pd.array([1, None] * (n // 2), dtype="Int64"),
+                "category": pd.Categorical(["x", "y"] * (n // 2)),
+            }
+        ),
+        "mixed": pd.DataFrame({"mixed": ["a", 1] * (n // 2)}),  # MLflow infers no schema
+        "empty": pd.DataFrame(
+            {"i": pd.Series([], dtype="int64"), "s": pd.Series([], dtype=object)}
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", ["dense", "gaps", "mixed", "empty"])
+def test_frame_schema_is_the_schema_mlflow_infers(name: str) -> None:
+    """The dataset inputs keep MLflow's schema (types and required flags), found faster."""
+    from mlflow.data.pandas_dataset import PandasDataset
+
+    frame = _frames()[name]
+    inferred = mlflow.data.from_pandas(frame, name=name).schema
+    assert isinstance(mlflow.data.from_pandas(frame), PandasDataset)
+    assert frame_schema(frame) == inferred
+    assert (inferred is None) == (name == "mixed")
+    if inferred is not None:
+        assert frame_schema(frame).to_dict() == inferred.to_dict()
+
+
+def test_frame_schema_is_the_bundled_datas_schema() -> None:
+    from config.settings import Settings
+    from data.sources import load_dataset
+
+    settings = Settings()
+    frame = load_dataset(settings.dataset_spec(), settings.task).frame
+    assert frame_schema(frame) == mlflow.data.from_pandas(frame).schema
+    assert frame_schema(frame.head(0)) == mlflow.data.from_pandas(frame.head(0)).schema
