@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -69,11 +69,8 @@ from pipelines.tracking import (
     label_training_run,
     log_training_run,
 )
-from registry import AliasesMoved, Registry, VersionInfo
+from registry import AliasesMoved, Registry
 from registry.decision import DECISION_KEY, Decision, check_positive_class
-
-if TYPE_CHECKING:
-    from prefect.futures import PrefectFuture
 
 # Tasks take frames and fitted models: never hash them into cache keys.
 LOCAL = dict(cache_policy=NO_CACHE)
@@ -599,26 +596,17 @@ def earlier_registration(
     return version.version, run.info.run_id
 
 
-@task(name="find-champion", **SERVER_RETRIES, timeout_seconds=120)
-def find_champion(settings: Settings) -> VersionInfo | None:
-    """The version behind the champion alias now (None: there is none yet)."""
-    return Registry.from_settings(settings).by_alias(CHAMPION)
-
-
 @task(name="score-champion", **SERVER_RETRIES, timeout_seconds=300)
 def score_champion(
     settings: Settings,
     snapshot: Snapshot,
     holdout: pd.DataFrame,
     live: np.ndarray | None = None,
-    champion: VersionInfo | None = None,
 ) -> ChampionScore:
-    """The `champion`'s metrics on the new holdout (and on its `live` rows); without
-    one, the version behind the champion alias now."""
+    """The current champion's metrics on the new holdout (and on its `live` rows)."""
     import mlflow
 
-    if champion is None:
-        champion = Registry.from_settings(settings).by_alias(CHAMPION)
+    champion = Registry.from_settings(settings).by_alias(CHAMPION)
     if champion is None:
         return ChampionScore()
     try:
@@ -811,21 +799,14 @@ def train_flow(
     )
     live = live_holdout_rows(snapshot, holdout)
     fitted = fit(settings, snapshot, train)
-    current = find_champion(settings)
-    # The champion is scored in a worker thread while the new version is evaluated,
-    # logged, registered and packaged (much of that waits on the servers); the gate
-    # waits for both.
-    scoring = score_champion.submit(settings, snapshot, holdout, live, current)
-    with finally_waiting_for(scoring):
-        evaluation = evaluate_model(fitted, snapshot, train, holdout, settings, live)
-        get_run_logger().info(evaluation.explanation)
-        data_used = (snapshot, check.report, check.contract, train, holdout)
-        run = TrainingRun(settings, experiment_id, *data_used, evaluation, live_rows_file=live_file)
-        tags = provenance_tags(data, time_from, time_until, live_rows, shuffle_labels, check)
-        parent = current.version if current is not None else None
-        version, run_id = log_and_register(run, fitted, parent, tags)
-        bento_tag = package_and_index(settings, version, snapshot, train) if package_bento else None
-    champion = scoring.result()
+    champion = score_champion(settings, snapshot, holdout, live)
+    evaluation = evaluate_model(fitted, snapshot, train, holdout, settings, live)
+    get_run_logger().info(evaluation.explanation)
+    data_used = (snapshot, check.report, check.contract, train, holdout)
+    run = TrainingRun(settings, experiment_id, *data_used, evaluation, live_rows_file=live_file)
+    tags = provenance_tags(data, time_from, time_until, live_rows, shuffle_labels, check)
+    version, run_id = log_and_register(run, fitted, champion.version, tags)
+    bento_tag = package_and_index(settings, version, snapshot, train) if package_bento else None
     decision = gate_decision(settings, snapshot.task, evaluation, champion, len(holdout))
     figures = gate_figures(evaluation, champion)
     alias, reason = apply_gate(
@@ -859,20 +840,12 @@ def package_and_index(
     """Build the version's Bento and index its training sample for the OOD check, side
     by side (the index in a worker thread); the Bento tag. Both must succeed."""
     indexing = index_reference.submit(settings, version, snapshot, train)
-    with finally_waiting_for(indexing):
+    try:
         bento_tag = package_version(settings, version)
+    finally:
+        indexing.wait()
     indexing.result()
     return bento_tag
-
-
-@contextmanager
-def finally_waiting_for(future: PrefectFuture[Any]) -> Iterator[None]:
-    """Run the block, then wait for `future` even when the block fails: no task of the
-    flow is left running behind its failure."""
-    try:
-        yield
-    finally:
-        future.wait()
 
 
 def publish_result(result: TrainResult) -> None:

@@ -126,6 +126,11 @@ def test_bikeshare_sklearn_then_torch_registers_two_versions(env: dict[str, str]
             if tag.key == "mlflow.data.context"
         }
         assert contexts == {"training", "holdout"}
+        for dataset_input in run.inputs.dataset_inputs:  # the schema MLflow would infer
+            columns = json.loads(dataset_input.dataset.schema)["mlflow_colspec"]
+            by_name = {column["name"]: column for column in columns}
+            assert by_name["bikers"]["type"] == "long" and by_name["bikers"]["required"]
+            assert by_name["weathersit"]["type"] == "string"
         assert run.data.tags["data_digest"] == row["data_digest"]
         # Params and metrics (one log_batch): the family, every holdout metric.
         assert run.data.params["family"] == row["family"]

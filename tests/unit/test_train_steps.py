@@ -220,21 +220,3 @@ def test_in_process_runs_send_no_heartbeats_unless_asked() -> None:
     assert get_current_settings().flows.heartbeat_frequency == default
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 60}), in_process_run():
         assert get_current_settings().flows.heartbeat_frequency == 60
-
-
-def test_a_failing_step_still_waits_for_the_task_beside_it() -> None:
-    from pipelines.train import finally_waiting_for
-
-    class Future:
-        waited = 0
-
-        def wait(self) -> None:
-            self.waited += 1
-
-    future = Future()
-    with pytest.raises(RuntimeError, match="registry down"), finally_waiting_for(future):  # type: ignore[arg-type]
-        raise RuntimeError("registry down")
-    assert future.waited == 1
-    with finally_waiting_for(future):  # type: ignore[arg-type]
-        pass
-    assert future.waited == 2
