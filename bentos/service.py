@@ -105,9 +105,29 @@ def _prepare_process(registry_timeout_s: float) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
+def prefork() -> None:
+    """Import what a worker's start-up imports, starting nothing (no thread, loop, socket,
+    file or connection): `driftloop serve` runs each worker as a warm parent that calls
+    this once and then forks the serving process (driftloop/warm_worker.py), so a killed
+    worker restarts without re-importing mlflow, pandas, sqlalchemy, sklearn and skops."""
+    import mlflow.pyfunc
+    import mlflow.sklearn  # noqa: F401
+    import sklearn.pipeline  # noqa: F401
+
+    import bentos.app  # noqa: F401  (store, follower, schema, predlog, registry)
+    from bentos.store import import_skops_without_torch
+
+    import_skops_without_torch()
+
+
+# Set by driftloop/warm_worker.py in a worker it forked: the warm parent's pid.
+WARM_PARENT_ENV = "DRIFTLOOP_WARM_PARENT_PID"
+
+
 def _log_start_up(model_name: str, began: float) -> None:
-    """One line per worker start: seconds from its process start to serving, and how much
-    of it was the service's own start-up (settings, prediction log, champion load)."""
+    """One line per worker start: seconds from its process start (its fork, for a worker
+    forked from a warm parent) to serving, how much of it was the service's own start-up
+    (settings, prediction log, champion load), and the CPU seconds this process used."""
     try:
         import psutil
 
@@ -115,13 +135,27 @@ def _log_start_up(model_name: str, began: float) -> None:
     except Exception:  # only a log line
         return
     now = time.time()
+    cpu = time.process_time()  # a forked child's CPU times start at 0 at its fork
+    parent = os.environ.get(WARM_PARENT_ENV)
+    if parent:
+        logging.getLogger("driftloop.serving").info(
+            "worker serves %s %.2f s after its fork from warm parent %s (service start-up "
+            "%.2f s, CPU %.2f s)",
+            model_name,
+            now - created,
+            parent,
+            now - began,
+            cpu,
+        )
+        return
     logging.getLogger("driftloop.serving").info(
         "worker serves %s %.2f s after its process started (imports %.2f s, service "
-        "start-up %.2f s)",
+        "start-up %.2f s, CPU %.2f s)",
         model_name,
         now - created,
         began - created,
         now - began,
+        cpu,
     )
 
 

@@ -13,6 +13,11 @@ A pass of ``manage_watchers`` is cheap (``waitpid`` and a status read per worker
 the arbiter is still starting its watchers a pass is refused with circus's
 ``ConflictError`` (the reason for BentoML's long delay); the launcher skips such a pass
 quietly, the next one runs `RESPAWN_CHECK_S` later.
+
+It also has circus start each service worker as ``python -m driftloop.warm_worker``
+(same arguments as BentoML's ``_bentoml_impl.worker.service``): a warm parent that
+imports everything once and forks the serving process, so a killed serving process is
+replaced by a fork (~1 s) instead of a fresh interpreter (~6 s of imports).
 """
 
 from __future__ import annotations
@@ -51,11 +56,21 @@ def _patch_arbiter(check_delay_s: float) -> None:
     Arbiter.manage_watchers = manage_watchers  # type: ignore[method-assign]
 
 
+def _patch_worker(module: str) -> None:
+    """Have BentoML's ``serve_http`` start service workers as ``python -m <module>``."""
+    import _bentoml_impl.server.serving as bentoml_serving
+
+    bentoml_serving._SERVICE_WORKER_SCRIPT = module  # read when serve_http builds its watcher
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the ``bentoml`` CLI with `argv` (default: this process's arguments)."""
     from bentoml_cli.cli import cli
 
+    from driftloop.warm_worker import WORKER_MODULE
+
     _patch_arbiter(RESPAWN_CHECK_S)
+    _patch_worker(WORKER_MODULE)
     cli.main(args=sys.argv[1:] if argv is None else argv, prog_name="bentoml")
 
 

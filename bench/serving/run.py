@@ -130,26 +130,10 @@ def run(section: Section, quick: bool) -> None:
                         )
                 for key, measured in runs.items():
                     results[(key, size, concurrency)] = median_run(measured)
-        log("serving: kill -9 of one driftloop worker under load")
-        one = restart.measure_one(plain, plain.base_url + "/predict", model.body(1), auth)
-        log("serving: kill -9 of every driftloop worker, time to the next answer")
-        restart_s = restart.measure(plain, plain.base_url + "/predict", model.body(1), auth)
+        log("serving: kill -9 of driftloop's serving processes (restart.measure_all)")
+        restarts = restart.measure_all(plain, plain.base_url + "/predict", model.body(1), auth)
     report(section, floor, targets, results, seconds, rounds, model)
-    section.target(
-        "driftloop answers again after kill -9 of its workers (defaults)",
-        "≤ 3 s",
-        f"{restart_s:.1f} s",
-        restart_s <= 3,
-    )
-    section.target(
-        "kill -9 of one of driftloop's 2 workers under 4 clients (reported; the target is "
-        "the row above): the other worker keeps answering",
-        "reported",
-        f"{one.answered:,} answered, {one.failed} failed (in flight on the killed worker), "
-        f"longest gap {one.longest_gap_s:.2f} s in the {one.window_s:g} s after the kill; "
-        f"new worker process after {one.respawned_s:.2f} s",
-        None,
-    )
+    restart.report(section, restarts)
 
 
 def median_run(runs: list[LoadResult]) -> LoadResult:
