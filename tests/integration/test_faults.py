@@ -35,6 +35,7 @@ from sklearn.pipeline import Pipeline
 from bentos.packaging import package_version
 from config.settings import Settings
 from driftloop import procs
+from driftloop.warm_worker import find_workers
 from monitoring.policy import Action, Figures, decide, thresholds_from
 from pipelines import monitor
 from registry import Registry
@@ -126,15 +127,9 @@ class Traffic:
 
 
 def worker_pids(server: procs.Server) -> set[int]:
-    """Pids of the BentoML service workers under `bentoml serve`."""
-    pids = set()
-    for child in psutil.Process(server.process.pid).children(recursive=True):
-        try:
-            if "_bentoml_impl.worker.service" in " ".join(child.cmdline()):
-                pids.add(child.pid)
-        except psutil.Error:
-            continue
-    return pids
+    """Pids of the serving processes under `bentoml serve` (the children each worker's
+    warm parent forked, driftloop/warm_worker.py)."""
+    return find_workers(server.process.pid).serving
 
 
 def readyz(served: ts.Served) -> tuple[int, dict[str, Any]]:
@@ -186,13 +181,14 @@ def service(
 def test_kill_9_of_the_worker_under_load_loses_no_acknowledged_prediction(
     service: ts.Served, models: ts.Models
 ) -> None:
+    keepers = find_workers(service.server.process.pid).keepers
     before = worker_pids(service.server)
     assert len(before) == WORKERS, before
     with Traffic(service, ts.records(models, 50), clients=8) as traffic:
         wait(lambda: traffic.count_ok() > 100, 60, "answers before the kill")
         killed_at = time.monotonic()
         for pid in before:
-            psutil.Process(pid).kill()  # SIGKILL all; `bentoml serve` starts new ones
+            psutil.Process(pid).kill()  # SIGKILL all; their warm parents fork new ones
         wait(
             lambda: any(
                 status == 200 and sent > killed_at for sent, _, status, _ in traffic.answers
@@ -213,6 +209,7 @@ def test_kill_9_of_the_worker_under_load_loses_no_acknowledged_prediction(
     wait(lambda: len(worker_pids(service.server)) == WORKERS, 60, "both workers back")
     after = worker_pids(service.server)
     assert after.isdisjoint(before)  # the worker really was replaced
+    assert find_workers(service.server.process.pid).keepers == keepers  # by a fork
     acknowledged = set(traffic.acknowledged)
     lost = acknowledged - logged_ids(service, acknowledged)
     print(
