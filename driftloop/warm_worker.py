@@ -28,8 +28,9 @@ The keeper waits for its child:
   to the child, waits for it and exits with its code. The child also gets SIGTERM when
   the keeper dies (``PR_SET_PDEATHSIG``), so no child outlives its keeper.
 
-Before each fork the keeper checks that it runs a single thread; if not (a library
-started one at import), forking is not safe and it runs the worker in its own process
+Before forking, the keeper checks that it runs a single Python thread (a native library
+thread such as pyarrow's jemalloc one re-arms itself in a forked child); if an import
+started one, forking is not safe and the keeper runs the worker in its own process
 instead (BentoML's stock behaviour), saying so in the log.
 
 The keeper imports nothing of the project itself: for ``driftloop serve --bento`` the
