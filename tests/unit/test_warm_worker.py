@@ -231,9 +231,8 @@ def test_the_bench_rows_say_what_was_killed_and_judge_the_median_kill() -> None:
     assert got.startswith("2.9 s (median of 1.4, 3.5, 2.9 s") and met is True
     assert "warm parents included (4 processes" in whole[0] and "7.1 s" in whole[2]
     assert whole[3] is None and one[3] is None
-    slower = restart.Results(
-        [restart.Restart(0.02, s, 2) for s in (3.1, 3.5)], *[results.whole, results.one, 2]
-    )
+    kills = [restart.Restart(0.02, s, 2) for s in (3.1, 3.5)]
+    slower = restart.Results(kills, results.whole, results.one, 2)
     section = Section("serving", "Serving")
     restart.report(section, slower)
     assert section.targets[0][3] is False
