@@ -4,6 +4,7 @@ with the parent, and finding the processes under a server."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -236,3 +237,30 @@ def test_the_bench_rows_say_what_was_killed_and_judge_the_median_kill() -> None:
     section = Section("serving", "Serving")
     restart.report(section, slower)
     assert section.targets[0][3] is False
+
+
+PREPARE = """
+import json, sys, threading
+from driftloop import warm_worker
+warm_worker.prepare(["bentos.service:DriftloopService", "--fd", "0", "--worker-id", "1"])
+wanted = ["bentos.app", "mlflow.pyfunc", "skops.io", "sklearn.pipeline", "sqlalchemy", "uvicorn"]
+print(json.dumps({
+    "threads": [t.name for t in threading.enumerate()],
+    "missing": [name for name in wanted if name not in sys.modules],
+    "torch": "torch" in sys.modules,
+}))
+"""
+
+
+def test_the_keepers_imports_start_no_thread_and_cover_the_service() -> None:
+    """What a keeper runs before its first fork (BentoML's loader + `prefork`), for real:
+    an import that started a thread would make every worker fall back to cold restarts."""
+    done = subprocess.run(
+        [sys.executable, "-c", PREPARE],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found == {"threads": ["MainThread"], "missing": [], "torch": False}

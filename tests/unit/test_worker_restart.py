@@ -3,6 +3,7 @@ respawn check, the torch-free skops import, MLflow's requirements check after st
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -77,3 +78,18 @@ def test_skops_imports_without_torch_and_trusts_the_same_types() -> None:
         in found["names"]
     )
     assert found["names"] == found["full"]
+
+
+def test_the_launcher_has_bentoml_start_workers_as_warm_parents(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import _bentoml_impl.server.serving as bentoml_serving
+
+    from driftloop import warm_worker
+
+    # monkeypatch puts BentoML's own worker module back after the test
+    monkeypatch.setattr(bentoml_serving, "_SERVICE_WORKER_SCRIPT", "_bentoml_impl.worker.service")
+    bentoml_serve._patch_worker(warm_worker.WORKER_MODULE)
+    assert bentoml_serving._SERVICE_WORKER_SCRIPT == "driftloop.warm_worker"
+    # what `python -m` runs: the module's command line (found by restart.worker_pids)
+    assert importlib.util.find_spec(warm_worker.WORKER_MODULE) is not None
