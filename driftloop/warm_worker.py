@@ -290,9 +290,10 @@ def prepare(argv: Sequence[str]) -> None:
 
     The same steps run again in the child; there they find everything imported.
     """
-    import _bentoml_impl.worker.service  # noqa: F401
     import bentoml._internal.log as bentoml_log
-    import psutil  # noqa: F401  (what the worker's `main` imports before it configures logging)
+    # What the worker's `main` imports before it configures logging (their loggers are
+    # disabled by that configuration, as in a stock worker).
+    import psutil  # noqa: F401
     import uvicorn
     from _bentoml_impl.loader import load
     from _bentoml_impl.worker.service import main as worker_main
