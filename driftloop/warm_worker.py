@@ -291,9 +291,7 @@ def prepare(argv: Sequence[str]) -> None:
     The same steps run again in the child; there they find everything imported.
     """
     import bentoml._internal.log as bentoml_log
-    # What the worker's `main` imports before it configures logging (their loggers are
-    # disabled by that configuration, as in a stock worker).
-    import psutil  # noqa: F401
+    import psutil  # noqa: F401  (imported by `main` before logging is configured, like uvicorn)
     import uvicorn
     from _bentoml_impl.loader import load
     from _bentoml_impl.worker.service import main as worker_main
