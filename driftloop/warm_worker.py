@@ -89,6 +89,7 @@ class Keeper:
     child: int | None = None
     stop_signal: int | None = None
     _pid: int = field(default_factory=os.getpid)
+    _threads: Callable[[], int] = threading.active_count
 
     def run(self) -> int:
         """Fork, wait, re-fork; the keeper's exit code (the child's code once stopped)."""
@@ -136,7 +137,7 @@ class Keeper:
     def _fork(self) -> tuple[int, int]:
         """Fork a child running `serve` (in the child this never returns); its pid and the
         read end of the pipe it writes to once it serves."""
-        threads = threading.active_count()
+        threads = self._threads()
         if threads != 1:
             raise RuntimeError(f"refusing to fork with {threads} threads running")
         read_end, write_end = os.pipe()

@@ -5,13 +5,11 @@ with the parent, and finding the processes under a server."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import psutil
@@ -21,116 +19,115 @@ from bentos import service
 from driftloop import warm_worker
 from driftloop.warm_worker import Keeper
 
+# Each keeper runs in a fresh interpreter: it forks only from a single-threaded process,
+# and the pytest process may hold threads left by other tests. The n-th child runs
+# CHILDREN[n] (a child sees the number of forks before it).
+KEEPER = """
+import json, logging, os, signal, sys, time
+from driftloop.warm_worker import Keeper
 
-@pytest.fixture(autouse=True)
-def restored_signals() -> Iterator[None]:
-    """Keeper.run installs its handlers in this process: put pytest's back."""
-    before = {sig: signal.getsignal(sig) for sig in warm_worker.FORWARDED}
-    yield
-    for sig, handler in before.items():
-        signal.signal(sig, handler)
-
-
-def keeper(children: list[Callable[[Callable[[], None]], int | None]], **kw: Any) -> Keeper:
-    """A keeper whose n-th child runs `children[n]` (the child sees the forks before it)."""
-
-    def serve(ready: Callable[[], None]) -> int | None:
-        return children[made.forks](ready)
-
-    made = Keeper(serve=serve, exit_child=os._exit, backoff_s=0.01, **kw)
-    return made
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
 
-def served_then(code: int) -> Callable[[Callable[[], None]], int]:
-    def child(ready: Callable[[], None]) -> int:
+def served_then(code):
+    def child(ready):
         ready()
         return code
-
     return child
 
 
-def killed(ready: Callable[[], None]) -> None:
+def killed(ready):
     ready()
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def crashed_at_start(ready: Callable[[], None]) -> int:
+def crashed_at_start(ready):
     return 3  # uvicorn's STARTUP_FAILURE: never said ready
 
 
-def test_a_child_killed_by_a_signal_is_replaced_at_once() -> None:
-    keep = keeper([killed, killed, served_then(0)])
-    began = time.monotonic()
-    assert keep.run() == 0  # the third child stopped gracefully: the keeper exits 0
-    assert keep.forks == 3
-    assert time.monotonic() - began < 5  # no back-off after children that served
+def raises(ready):
+    raise ValueError("boom")
 
 
-def test_children_that_die_before_serving_make_the_keeper_give_up(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    keep = keeper([crashed_at_start] * 5, start_failure_limit=3)
-    with caplog.at_level(logging.WARNING, logger="driftloop.serving"):
-        assert keep.run() == 1  # circus then starts a fresh worker
-    assert keep.forks == 3
-    assert "the 3. in a row that died before serving" in caplog.text
-    assert "exited 3" in caplog.text
-
-
-def test_a_child_that_served_resets_the_count_of_start_failures() -> None:
-    children = [crashed_at_start, crashed_at_start, served_then(1), crashed_at_start]
-    keep = keeper([*children, crashed_at_start, served_then(0)], start_failure_limit=3)
-    assert keep.run() == 0
-    assert keep.forks == 6
-
-
-def test_an_exception_in_the_child_is_a_failed_child_not_a_second_keeper() -> None:
-    def raises(ready: Callable[[], None]) -> None:
-        raise ValueError("boom")
-
-    keep = keeper([raises, served_then(0)])
-    assert keep.run() == 0
-    assert keep.forks == 2
-
-
-def test_the_keeper_refuses_to_fork_beside_another_thread() -> None:
-    import threading
-
-    stop = threading.Event()
-    other = threading.Thread(target=stop.wait)
-    other.start()
-    try:
-        with pytest.raises(RuntimeError, match="2 threads"):
-            keeper([served_then(0)]).run()
-    finally:
-        stop.set()
-        other.join()
-
-
-def _sleeper(ready: Callable[[], None]) -> None:
-    """A child that serves until SIGTERM, then exits 42 (a graceful stop)."""
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(42))
+def sleeper(ready):
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(42))  # a graceful stop
     ready()
     time.sleep(60)
     os._exit(0)
 
 
-def _start_keeper() -> tuple[int, int]:
-    """A keeper in its own process (so this test can signal it); its pid and its child's."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            code = Keeper(serve=_sleeper, exit_child=os._exit).run()
-        finally:
-            os._exit(code)
-    deadline = time.monotonic() + 30
+CHILDREN = [{children}]
+keep = Keeper(
+    serve=lambda ready: CHILDREN[min(keep.forks, len(CHILDREN) - 1)](ready),
+    exit_child=os._exit,
+    backoff_s=0.01,
+    {options}
+)
+began = time.monotonic()
+code = keep.run()
+print(json.dumps({{"code": code, "forks": keep.forks, "seconds": time.monotonic() - began}}))
+"""
+
+
+def keeper_script(children: str, options: str = "") -> list[str]:
+    return [sys.executable, "-c", KEEPER.format(children=children, options=options)]
+
+
+def run_keeper(children: str, options: str = "") -> tuple[dict[str, Any], str]:
+    """The keeper's exit code, forks and seconds, and its log (stderr)."""
+    done = subprocess.run(
+        keeper_script(children, options), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+def test_a_child_killed_by_a_signal_is_replaced_at_once() -> None:
+    found, log = run_keeper("killed, killed, served_then(0)")
+    assert found["code"] == 0  # the third child stopped gracefully: the keeper exits 0
+    assert found["forks"] == 3
+    assert found["seconds"] < 5  # no back-off after children that served
+    assert log.count("was killed by SIGKILL") == 2
+
+
+def test_children_that_die_before_serving_make_the_keeper_give_up() -> None:
+    found, log = run_keeper("crashed_at_start", "start_failure_limit=3,")
+    assert found["code"] == 1  # circus then starts a fresh worker
+    assert found["forks"] == 3
+    assert "the 3. in a row that died before serving" in log
+    assert "exited 3" in log
+
+
+def test_a_child_that_served_resets_the_count_of_start_failures() -> None:
+    children = "crashed_at_start, crashed_at_start, served_then(1), crashed_at_start, "
+    found, _ = run_keeper(children + "crashed_at_start, served_then(0)", "start_failure_limit=3,")
+    assert found["code"] == 0
+    assert found["forks"] == 6
+
+
+def test_an_exception_in_the_child_is_a_failed_child_not_a_second_keeper() -> None:
+    found, log = run_keeper("raises, served_then(0)")
+    assert found["code"] == 0
+    assert found["forks"] == 2
+    assert "ValueError: boom" in log
+
+
+def test_the_keeper_refuses_to_fork_beside_another_thread() -> None:
+    with pytest.raises(RuntimeError, match="threads running"):
+        Keeper(serve=lambda ready: 0, exit_child=os._exit, _threads=lambda: 2)._fork()
+
+
+def _start_keeper() -> tuple[subprocess.Popen[str], int]:
+    """A keeper whose child serves until SIGTERM (then exits 42); the keeper and its
+    child's pid."""
+    keeper = subprocess.Popen(keeper_script("sleeper"), text=True, stdout=subprocess.PIPE)
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        kids = psutil.Process(pid).children()
+        kids = psutil.Process(keeper.pid).children()
         if kids:
-            return pid, kids[0].pid
+            return keeper, kids[0].pid
         time.sleep(0.02)
-    os.kill(pid, signal.SIGKILL)
+    keeper.kill()
     raise TimeoutError("the keeper forked no child")
 
 
@@ -147,18 +144,20 @@ def _gone(pid: int, timeout_s: float = 10.0) -> bool:
 
 
 def test_a_stop_signal_reaches_the_child_and_the_keeper_exits_with_its_code() -> None:
-    keeper_pid, child = _start_keeper()
-    time.sleep(0.2)  # the child installed its SIGTERM handler
-    os.kill(keeper_pid, signal.SIGTERM)
-    _, status = os.waitpid(keeper_pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 42  # the child's graceful exit code
+    keeper, child = _start_keeper()
+    time.sleep(0.5)  # the child installed its SIGTERM handler
+    keeper.send_signal(signal.SIGTERM)
+    out, _ = keeper.communicate(timeout=30)
+    found = json.loads(out.strip().splitlines()[-1])
+    assert found["code"] == 42  # the keeper exits with the child's graceful exit code
+    assert found["forks"] == 1
     assert _gone(child)
 
 
 def test_the_child_is_terminated_when_its_keeper_is_killed() -> None:
-    keeper_pid, child = _start_keeper()
-    os.kill(keeper_pid, signal.SIGKILL)
-    os.waitpid(keeper_pid, 0)
+    keeper, child = _start_keeper()
+    keeper.kill()
+    keeper.wait(timeout=30)
     assert _gone(child)  # PR_SET_PDEATHSIG: no child outlives its keeper
 
 
