@@ -29,7 +29,7 @@ import psutil
 from driftloop import procs
 from driftloop.warm_worker import Workers, find_workers
 
-KILLS = 3  # kill -9 rounds of the serving processes (the figure is their median)
+KILLS = 3  # kill -9 rounds of the serving processes (the target is judged on the slowest)
 
 
 def workers(server: procs.Server) -> Workers:
@@ -222,7 +222,8 @@ class Results:
 
     @property
     def answered_s(self) -> float:
-        return statistics.median(r.answered_s for r in self.serving)
+        """The slowest round: "answering again within 3 s" must hold for every kill."""
+        return max(r.answered_s for r in self.serving)
 
 
 def measure_all(
@@ -250,7 +251,7 @@ def report(section: Any, results: Results) -> None:
         f"driftloop answers again after kill -9 of its {results.workers} serving processes "
         "(defaults; each worker's warm parent forks a new one)",
         "≤ 3 s",
-        f"{results.answered_s:.1f} s (median of {rounds} s; new process after "
+        f"{results.answered_s:.1f} s (slowest of {rounds} s; new process after "
         f"{statistics.median(r.respawned_s for r in results.serving):.2f} s)",
         results.answered_s <= 3,
     )
