@@ -620,10 +620,14 @@ class Gateway:
         if len(body) <= INLINE_PARSE_BYTES:
             items, problems = read_envelope(body, list_field, config.max_records)
             if items is None or len(items) <= LARGE_BODY_RECORDS:
-                await self._answer(backend, scope, headers, receive, send, list_field, items, problems)
+                await self._answer(
+                    backend, scope, headers, receive, send, list_field, items, problems
+                )
                 return
             with self.large_bodies:  # few bytes, many records: validated in a thread
-                await self._answer(backend, scope, headers, receive, send, list_field, items, problems)
+                await self._answer(
+                    backend, scope, headers, receive, send, list_field, items, problems
+                )
             return
         with self.large_bodies:  # keep the event loop answering (health probes) meanwhile
             data = await parse_in_steps(body, list_field)
