@@ -577,10 +577,18 @@ class ShortSwitchInterval:
 class Gateway:
     """ASGI middleware; `backend()` returns the live service (None while it starts)."""
 
-    def __init__(self, app: ASGIApp, backend: Callable[[], GatewayBackend | None]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        backend: Callable[[], GatewayBackend | None],
+        answers: bool | None = None,
+    ) -> None:
         self.app = app
         self.backend = backend
         self.large_bodies = ShortSwitchInterval()
+        # Whether the backend's handlers answer their paths here; not when BentoML's CORS
+        # middleware (inside this one) must add its headers to those answers.
+        self.answers = not _bentoml_cors_enabled() if answers is None else answers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -664,7 +672,7 @@ class Gateway:
             status = 400 if problems[0]["type"] in _BAD_JSON else 422
             await send_json(send, status, {"detail": problems})
             return
-        name = backend.gateway_config.handlers.get(scope["path"])
+        name = backend.gateway_config.handlers.get(scope["path"]) if self.answers else None
         handler = getattr(backend, name, None) if name is not None else None
         if handler is not None:
             await _send_answer(send, await _handled(handler, items, scope["path"]))
@@ -712,6 +720,16 @@ class Gateway:
         else:
             status, body = getattr(backend, GET_ENDPOINTS[path])()
         await send_json(send, status, body)
+
+
+def _bentoml_cors_enabled() -> bool:
+    """Whether BentoML's CORS middleware is on (`http.cors.enabled`; False outside BentoML)."""
+    try:
+        from bentoml._internal.configuration.containers import BentoMLContainer
+
+        return bool(BentoMLContainer.http.cors.enabled.get())
+    except Exception:
+        return False
 
 
 async def _handled(
