@@ -19,7 +19,7 @@ import gc
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -281,20 +281,9 @@ class ServingApp:
     async def _process(self, items: list[RequestItem]) -> list[Answered]:
         """One batch: model calls in the model thread, then one log commit for all of it."""
         loop = asyncio.get_running_loop()
-        answers, committed = await loop.run_in_executor(
-            self._model_thread, self._infer_and_log, items
-        )
-        commit = asyncio.wrap_future(committed)
+        answers, rows = await loop.run_in_executor(self._model_thread, self._infer, items)
+        commit = asyncio.wrap_future(self.writer.submit(rows=rows.plain, blocks=rows.blocks()))
         return [Answered(preds, versions, commit, probs) for preds, versions, probs in answers]
-
-    def _infer_and_log(
-        self, items: list[RequestItem]
-    ) -> tuple[list[tuple[list[Any], list[str], list[Scores]]], Future[None]]:
-        """`_infer`, then the rows handed to the log writer from the model thread: the
-        commit starts as soon as the predictions exist, not when the event loop next
-        gets to it (one thread hop fewer per batch; under load the loop is busy)."""
-        answers, rows = self._infer(items)
-        return answers, self.writer.submit(rows=rows.plain, blocks=rows.blocks())
 
     def _infer(
         self, items: list[RequestItem]
