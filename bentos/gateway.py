@@ -32,8 +32,8 @@ BentoML reads a body:
 - ``POST /predict`` and ``/feedback`` with a checked body: answered here by the
   backend's handler (`GatewayConfig.handlers`: ``ServingApp.predict`` / ``feedback``
   on the parsed list), not by BentoML's routing and API layer (Starlette routing,
-  its request context, the API's own parse and response wrapping: a third of the
-  event loop's time per request in a profile). BentoML's request metrics
+  its request context, the API's own parse and response wrapping; bench/README.md,
+  "Session 8"). BentoML's request metrics
   (``bentoml_service_request_*`` by endpoint and status), tracing and timeout are
   middlewares *outside* this one, so they still see every request; the APIs stay
   declared on the service for the OpenAPI document.
