@@ -818,6 +818,9 @@ def gateway_config(settings: ServingSettings) -> GatewayConfig:
         open_paths=tuple(settings.open_paths),
         insecure=settings.insecure,
         scopes={"/feedback": feedback_scope(api_key, feedback_key, settings.feedback_with_api_key)},
+        # answered in the gateway, without BentoML's routing and API layer (its metrics,
+        # tracing and timeout middlewares sit outside the gateway and still apply)
+        handlers={"/predict": "predict", "/feedback": "feedback"},
     )
     if api_key is None:
         log.warning(

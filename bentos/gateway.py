@@ -29,6 +29,14 @@ BentoML reads a body:
   that body. Small-body traffic keeps CPython's default, which it is faster with.
 - ``GET /healthz`` (alive), ``/readyz`` (a model is loaded; degraded when the
   registry is unreachable), ``/metadata``.
+- ``POST /predict`` and ``/feedback`` with a checked body: answered here by the
+  backend's handler (`GatewayConfig.handlers`: ``ServingApp.predict`` / ``feedback``
+  on the parsed list), not by BentoML's routing and API layer (Starlette routing,
+  its request context, the API's own parse and response wrapping; bench/README.md,
+  "Session 8"). BentoML's request metrics
+  (``bentoml_service_request_*`` by endpoint and status), tracing and timeout are
+  middlewares *outside* this one, so they still see every request; the APIs stay
+  declared on the service for the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -47,7 +55,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from config.serving import DEFAULT_OPEN_PATHS
+from config.serving import DEFAULT_OPEN_PATHS, SERVICE_NAME
 from predlog import jsonio
 
 Scope = MutableMapping[str, Any]
@@ -153,6 +161,10 @@ class GatewayConfig:
     )
     # path -> its own key scope (paths not listed: `api_key` when set)
     scopes: dict[str, KeyScope | None] = field(default_factory=dict)
+    # path -> the backend's async method answering its checked list (`Answer`): such a
+    # path is answered here, without BentoML's routing and API layer (paths not listed,
+    # or a backend without the method, go to BentoML's API with the list in `parsed_list`)
+    handlers: dict[str, str] = field(default_factory=dict)
 
     def is_open(self, path: str) -> bool:
         """Whether `path` is answered without the API key (exact, or a `prefix/*` entry)."""
@@ -160,6 +172,14 @@ class GatewayConfig:
             path == entry or (entry.endswith("/*") and path.startswith(entry[:-1]))
             for entry in self.open_paths
         )
+
+
+class Answer(Protocol):
+    """What a handler returns: a Starlette `Response` fits (status, raw headers, body)."""
+
+    status_code: int
+    raw_headers: list[tuple[bytes, bytes]]
+    body: bytes
 
 
 class GatewayBackend(Protocol):
@@ -557,10 +577,18 @@ class ShortSwitchInterval:
 class Gateway:
     """ASGI middleware; `backend()` returns the live service (None while it starts)."""
 
-    def __init__(self, app: ASGIApp, backend: Callable[[], GatewayBackend | None]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        backend: Callable[[], GatewayBackend | None],
+        answers: bool | None = None,
+    ) -> None:
         self.app = app
         self.backend = backend
         self.large_bodies = ShortSwitchInterval()
+        # Whether the backend's handlers answer their paths here; not when BentoML's CORS
+        # middleware (inside this one) must add its headers to those answers.
+        self.answers = not _bentoml_cors_enabled() if answers is None else answers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -608,10 +636,14 @@ class Gateway:
         if len(body) <= INLINE_PARSE_BYTES:
             items, problems = read_envelope(body, list_field, config.max_records)
             if items is None or len(items) <= LARGE_BODY_RECORDS:
-                await self._answer(scope, headers, receive, send, list_field, items, problems)
+                await self._answer(
+                    backend, scope, headers, receive, send, list_field, items, problems
+                )
                 return
             with self.large_bodies:  # few bytes, many records: validated in a thread
-                await self._answer(scope, headers, receive, send, list_field, items, problems)
+                await self._answer(
+                    backend, scope, headers, receive, send, list_field, items, problems
+                )
             return
         with self.large_bodies:  # keep the event loop answering (health probes) meanwhile
             data = await parse_in_steps(body, list_field)
@@ -621,10 +653,11 @@ class Gateway:
                 )
             else:
                 items, problems = envelope_items(data, body, list_field, config.max_records)
-            await self._answer(scope, headers, receive, send, list_field, items, problems)
+            await self._answer(backend, scope, headers, receive, send, list_field, items, problems)
 
     async def _answer(
         self,
+        backend: GatewayBackend,
         scope: Scope,
         headers: list[tuple[bytes, bytes]],
         receive: Receive,
@@ -633,10 +666,16 @@ class Gateway:
         items: list[Any] | None,
         problems: list[dict[str, Any]] | None,
     ) -> None:
-        """The 400/422 of a refused body, or the API called with the parsed list."""
+        """The 400/422 of a refused body, the backend's handler's answer for the checked
+        list, or (no handler) BentoML's API called with it."""
         if problems:
             status = 400 if problems[0]["type"] in _BAD_JSON else 422
             await send_json(send, status, {"detail": problems})
+            return
+        name = backend.gateway_config.handlers.get(scope["path"]) if self.answers else None
+        handler = getattr(backend, name, None) if name is not None else None
+        if handler is not None:
+            await _send_answer(send, await _handled(handler, items, scope["path"]))
             return
         stub = _STUBS.get(list_field) or f'{{"{list_field}":[]}}'.encode()
         token = _PARSED.set(items)
@@ -683,6 +722,47 @@ class Gateway:
         await send_json(send, status, body)
 
 
+def _bentoml_cors_enabled() -> bool:
+    """Whether BentoML's CORS middleware is on (`http.cors.enabled`; False outside BentoML)."""
+    try:
+        from bentoml._internal.configuration.containers import BentoMLContainer
+
+        return bool(BentoMLContainer.http.cors.enabled.get())
+    except Exception:
+        return False
+
+
+async def _handled(
+    handler: Callable[[list[Any]], Awaitable[Answer]], items: list[Any] | None, path: str
+) -> Answer | tuple[int, bytes]:
+    """The handler's answer; an exception it raises is logged and answered 500 (what
+    BentoML's API layer did for these paths)."""
+    try:
+        return await handler(items or [])
+    except Exception as exc:
+        logger.exception("%s failed", path)
+        detail = f"the service failed on this request ({type(exc).__name__}); see its log"
+        return 500, jsonio.dumps({"detail": detail})
+
+
+async def _send_answer(send: Send, answer: Answer | tuple[int, bytes]) -> None:
+    """Send a handler's answer as is (its headers name type and length), plus the
+    `server` header BentoML's API layer adds to its answers."""
+    if isinstance(answer, tuple):
+        status, body = answer
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+    else:
+        status, body, headers = answer.status_code, answer.body, answer.raw_headers
+    await send(
+        {"type": "http.response.start", "status": status, "headers": [*headers, _SERVER_HEADER]}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+_SERVER_HEADER = (b"server", f"BentoML Service/{SERVICE_NAME}".encode())
 _BAD_JSON = ("json_invalid", "json_depth")
 _STUBS = {"records": b'{"records":[]}', "labels": b'{"labels":[]}'}
 

@@ -326,22 +326,31 @@ class RecordSchema:
             accepts = kind.accepts
             assert accepts is not None
             types = set(map(type, values))
-            if not column.required:
+            nulls = not column.required and type(None) in types
+            if nulls:
                 types.discard(type(None))
             if not types <= accepts:
                 return None
             if kind.bounds is not None and values:
-                present = values if column.required else [v for v in values if v is not None]
+                present = [v for v in values if v is not None] if nulls else values
                 low, high = kind.bounds
                 if present and not (low <= min(present) and max(present) <= high):
                     return None
             if accepts is _NUMBER_TYPES:
+                # C-level maps when the column holds no nulls (the common case)
                 if int in types:  # pydantic hands strict ints to a float field as floats
                     try:
-                        values = [v if v is None else float(v) for v in values]
+                        values = (
+                            [v if v is None else float(v) for v in values]
+                            if nulls
+                            else list(map(float, values))
+                        )
                     except OverflowError:
                         return None
-                if not all(v is None or math.isfinite(v) for v in values):
+                if nulls:
+                    if not all(v is None or math.isfinite(v) for v in values):
+                        return None
+                elif not all(map(math.isfinite, values)):
                     return None
             columns[name] = values
         n = len(records)

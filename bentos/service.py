@@ -7,8 +7,9 @@ so promotions and rollbacks apply without a restart. Built into a Bento
 (``<model>-service:v<N>``), it serves the same way, and falls back to its own
 version N when it knows no aliases at all.
 
-Endpoints: ``POST /predict``, ``POST /feedback`` (BentoML APIs), ``GET /healthz``,
-``/readyz``, ``/metadata`` (gateway middleware), BentoML's ``/metrics``.
+Endpoints: ``POST /predict``, ``POST /feedback`` (declared as BentoML APIs for the
+OpenAPI document; the gateway middleware answers them), ``GET /healthz``, ``/readyz``,
+``/metadata`` (gateway middleware), BentoML's ``/metrics``.
 
 Two BentoML settings below are deliberate (measurements in bentos/README.md):
 the per-request access log is off (it costs ~40 % of throughput; turn it on with
@@ -71,8 +72,9 @@ class DriftloopService:
         gc.freeze()
         _log_start_up(model_name, began)
 
-    # The gateway has parsed and checked the body already and hands BentoML an empty
-    # list; `parsed_list()` is the body's list (see bentos/gateway.py).
+    # The gateway answers these two routes itself (`GatewayConfig.handlers`): these
+    # declarations give the OpenAPI document its schemas, and serve a gateway without
+    # the handlers (then BentoML gets an empty list; `parsed_list()` is the body's list).
     @bentoml.api(route="/predict")
     async def predict(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         """Predict for records of features (+ optional `request_id`, `entity_id`)."""

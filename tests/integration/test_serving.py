@@ -302,6 +302,32 @@ def test_invalid_records_get_422_naming_field_value_and_expectation(
     assert detail[("records", 1, "hum")]["msg"] == "missing feature 'hum' (expected a number)"
 
 
+def test_predict_is_counted_and_timed_by_route_and_status_on_metrics(
+    canary: tuple[Served, Registry], models: Models
+) -> None:
+    """The gateway answers /predict itself; BentoML's request metrics (outside it) still
+    count and time each answer by route and status, and it still says who served it."""
+    served, _ = canary
+
+    def seen(name: str, status: str) -> float:
+        lines = [
+            line
+            for line in httpx.get(f"{served.url}/metrics").text.splitlines()
+            if line.startswith(name + "{")
+            and 'endpoint="/predict"' in line
+            and f'http_response_code="{status}"' in line
+        ]
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+    before = {s: seen("bentoml_service_request_total", s) for s in ("200", "422")}
+    ok = served.predict({"records": records(models, 1)})
+    assert ok.status_code == 200 and ok.headers["server"].startswith("BentoML Service/")
+    assert served.predict({"records": [{"temp": "hot"}]}).status_code == 422
+    for status in ("200", "422"):
+        assert seen("bentoml_service_request_total", status) == before[status] + 1, status
+        assert seen("bentoml_service_request_duration_seconds_count", status) >= 1, status
+
+
 def test_oversized_bodies_get_413_and_non_json_415(
     canary: tuple[Served, Registry], models: Models
 ) -> None:
