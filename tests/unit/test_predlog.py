@@ -598,7 +598,8 @@ def test_sample_is_exactly_max_rows_uniform_over_the_window_and_deterministic(
     assert list(again["temp"]) == list(temps)
 
 
-@pytest.mark.parametrize("other_rows", [0, 12_000])  # dense ids, then the index's ids
+# dense ids; other models' rows between them; so many that the index's ids are drawn from
+@pytest.mark.parametrize("other_rows", [0, 12_000, 30_000])
 def test_sample_reads_blocks_of_consecutive_requests_spread_over_the_window(
     log: PredictionLog, other_rows: int
 ) -> None:
