@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import itertools
 import logging
 import math
 import queue
@@ -641,21 +642,31 @@ class PredictionLog:
         max_rows: int,
         seed: int = 0,
         roles: Sequence[str] = ANSWERED_ROLES,
+        block_rows: int | None = None,
     ) -> pd.DataFrame:
-        """A uniform random sample (without replacement) of at most `max_rows` of the window's
-        requests, drawn by the database: features as columns plus the meta columns (`label`
-        left empty: labels come from `labelled`). `roles` narrows it to the requests some
-        roles answered (the monitor's drift: the champion's).
+        """A random sample (without replacement) of at most `max_rows` of the window's
+        requests, drawn by the database in blocks of consecutive rows: features as columns
+        plus the meta columns (`label` left empty: labels come from `labelled`). `roles`
+        narrows it to the requests some roles answered (the monitor's drift: the champion's).
 
-        The whole window when it is small enough. Otherwise random row ids of the window's
-        range are drawn (over-drawn by the share of the range that belongs to other models
-        or shadow rows), fetched by primary key, and cut down to exactly `max_rows`: the
-        cost grows with `max_rows`, not with the window. When the model's requests are a
-        thin share of the range (other models, shadow rows), their ids are read from the
-        index first and drawn from.
+        The whole window when it is small enough. Otherwise the window's id range is cut
+        into k equal strata, k = ceil(max_rows / block_rows), and one block of consecutive
+        ids is read from each, at a random offset (wrapping around inside its stratum, so
+        every request of the window is equally likely to be read); the rows read are cut
+        down to exactly `max_rows` at random. Consecutive ids sit on the same database
+        pages, so the read touches about `max_rows / rows per page` pages instead of one
+        page per row: a cold page cache costs a few reads per block, not one per row. The
+        blocks are spread evenly over the window (stratified by time), each request is as
+        likely to be picked as any other; rows of one block are neighbours in time, which
+        is why there are at least `_MIN_BLOCKS` blocks (`block_rows` = None: at most
+        `_BLOCK_ROWS` rows, fewer for small samples). When the model's requests are a thin
+        share of the range (other models, shadow rows), their ids are read from the index
+        first and the blocks are runs of consecutive requests among them.
         """
         if max_rows <= 0:
             raise ValueError(f"max_rows must be positive, got {max_rows}")
+        if block_rows is not None and block_rows <= 0:
+            raise ValueError(f"block_rows must be positive, got {block_rows}")
         unknown = sorted(set(roles) - set(ANSWERED_ROLES))
         if unknown:
             raise ValueError(f"a sample is of answered requests {ANSWERED_ROLES}, not {unknown}")
@@ -671,6 +682,8 @@ class PredictionLog:
             )
             return self._read_frame(query)
         rng = np.random.default_rng(seed)
+        per_block = block_rows or sample_block_rows(max_rows)
+        blocks = -(-max_rows // per_block)
         span = bounds.last_id - bounds.first_id + 1
         density = requests / span
         if density < _MIN_DENSITY:
@@ -683,9 +696,68 @@ class PredictionLog:
                     ).scalars(),
                     dtype=np.int64,
                 )
-            picked = np.sort(rng.choice(ids, size=max_rows, replace=False))
-            return _rows_frame(self._fetch(answered, picked))
-        return self._draw(answered, bounds, max_rows, rng, density)
+            starts, ends = _stratified_blocks(len(ids), blocks, per_block, rng)
+            rows = self._fetch_ranges(answered, ids[starts], ids[ends])
+        else:
+            # ids per block: `per_block` requests expected, over-drawn by a tenth
+            length = min(span, int(per_block / density * 1.1) + 1)
+            starts, ends = _stratified_blocks(span, blocks, length, rng)
+            starts, ends = starts + bounds.first_id, ends + bounds.first_id
+            rows = self._fetch_ranges(answered, starts, ends)
+            if len(rows) < max_rows:  # fewer requests in the blocks than expected: top up
+                read = np.concatenate(
+                    [np.arange(a, b + 1, dtype=np.int64) for a, b in zip(starts, ends, strict=True)]
+                )
+                rows += self._draw(answered, bounds, max_rows - len(rows), rng, density, read)
+        if len(rows) > max_rows:
+            keep = rng.choice(len(rows), size=max_rows, replace=False)
+            rows = [rows[i] for i in keep]
+        return _rows_frame(rows)
+
+    def _fetch_ranges(
+        self, condition: sa.ColumnElement[bool], starts: np.ndarray, ends: np.ndarray
+    ) -> list[Any]:
+        """`_frame_query` rows (no labels, the id last) matching `condition` with an id in
+        one of the ranges [starts[i], ends[i]], each read as an index range whose rows
+        come by consecutive primary keys.
+
+        SQLite takes the ranges as one JSON array parameter, joined (`json_each`): its
+        planner then searches `ix_predictions_model_role_id` once per range (an OR of
+        more than a few ranges made it scan the model's whole index). Other databases
+        take an OR of at most `_RANGES_PER_QUERY` ranges per query (PostgreSQL: a bitmap
+        OR of primary key ranges).
+        """
+        c = predictions_table.c
+        rows: list[Any] = []
+        pairs = [[int(a), int(b)] for a, b in zip(starts, ends, strict=True)]
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                listed = sa.func.json_each(jsonio.dumps_text(pairs)).table_valued("value")
+                listed = listed.alias("blocks")
+                lo = sa.func.json_extract(listed.c.value, "$[0]")
+                hi = sa.func.json_extract(listed.c.value, "$[1]")
+                source = listed.join(predictions_table, c.id.between(lo, hi))
+                queries = [
+                    self._frame_query(condition, with_labels=False, with_id=True, source=source)
+                ]
+            else:
+                queries = [
+                    self._frame_query(
+                        sa.and_(
+                            condition,
+                            sa.or_(
+                                *(c.id.between(a, b) for a, b in pairs[at : at + _RANGES_PER_QUERY])
+                            ),
+                        ),
+                        with_labels=False,
+                        with_id=True,
+                    )
+                    for at in range(0, len(pairs), _RANGES_PER_QUERY)
+                ]
+            for query in queries:
+                for chunk in self._chunks(conn, query):
+                    rows += chunk
+        return rows
 
     def _draw(
         self,
@@ -694,17 +766,18 @@ class PredictionLog:
         n: int,
         rng: np.random.Generator,
         density: float,
-    ) -> pd.DataFrame:
-        """`n` of the window's requests drawn uniformly: random ids of its range, the rows
-        of those that are requests fetched, then cut down to `n`.
+        tried: np.ndarray | None = None,
+    ) -> list[Any]:
+        """Rows of `n` more of the window's requests drawn uniformly among the ids not
+        `tried` yet: random ids of its range, the rows of those that are requests fetched,
+        then cut down to `n` (fewer when the range runs out).
 
-        Every id of the range is equally likely to be drawn and a request is kept whatever
-        its neighbours, so the rows are a uniform sample of the requests; the over-draw
-        makes a short draw rare, and a short draw just draws again.
+        Every id left is equally likely to be drawn and a request is kept whatever its
+        neighbours; the over-draw makes a short draw rare, and a short draw just draws again.
         """
         assert bounds.first_id is not None and bounds.last_id is not None
         span = bounds.last_id - bounds.first_id + 1
-        tried = np.empty(0, dtype=np.int64)
+        tried = np.empty(0, dtype=np.int64) if tried is None else np.unique(tried)
         rows: list[Any] = []
         while len(rows) < n and len(tried) < span:
             want = min(span - len(tried), int((n - len(rows)) / density * 1.1) + 64)
@@ -715,7 +788,7 @@ class PredictionLog:
         if len(rows) > n:
             keep = rng.choice(len(rows), size=n, replace=False)
             rows = [rows[i] for i in keep]
-        return _rows_frame(rows)
+        return rows
 
     def _fetch(self, condition: sa.ColumnElement[bool], ids: np.ndarray) -> list[Any]:
         """`_frame_query` rows (no labels, the id last) with these ids that match `condition`.
@@ -749,9 +822,10 @@ class PredictionLog:
         One row per labelled prediction, with the request's first label (`first_labels`).
         The model's labels logged since the window began are read first (a label comes
         after its prediction), then their predictions by request id, so the cost grows
-        with those labels, not with the window; above `max_labels` of them only every k-th
-        label (by id, so spread evenly over time) is used, k = ceil(labels / max_labels):
-        counting them is an index-only scan, the lookups are bounded.
+        with those labels, not with the window; above `max_labels` of them only one in k is
+        used, k = ceil(labels / max_labels), in blocks of consecutive labels spread evenly
+        over time (`_window_labels`): counting them is an index-only scan, the lookups are
+        bounded.
         """
         columns = [
             "model_version",
@@ -850,10 +924,11 @@ class PredictionLog:
         range (matured ones: up to the newest row logged by `matured_before`; the service
         logs in time order); the labels drive one join to their predictions by request id,
         which returns (version, role, matured?, delay) per labelled row, so the cost grows
-        with the labels, not the window; above `max_labels` labels only every k-th is
-        joined and the counts are scaled by k (`labels_every`). A role's rows are counted
-        by version (a scan of that role) only when it holds more than one version in the
-        window (a promotion inside it). Percentiles are nearest-rank: rank ceil(q·n).
+        with the labels, not the window; above `max_labels` labels only one in k
+        (`_window_labels`) is joined and the counts are scaled by k (`labels_every`). A
+        role's rows are counted by version (a scan of that role) only when it holds more
+        than one version in the window (a promotion inside it). Percentiles are
+        nearest-rank: rank ceil(q·n).
 
         `labelled`: this window's `labelled(bounds, max_labels)`, when the caller read it
         already; its rows carry the same (version, role, time, delay), so the labels are
@@ -1053,11 +1128,13 @@ class PredictionLog:
         model_name: str | None = None,
         with_labels: bool = True,
         with_id: bool = False,
+        source: sa.FromClause = predictions_table,
     ) -> sa.Select[Any]:
         """Rows matching `condition` with their first label (of `model_name`'s labels when
         given; none at all without `with_labels`), oldest first, as `_chunk_frame` reads them.
+        `source`: where the rows come from (the table, or the table joined to what picks them).
         """
-        rows = sa.select(predictions_table).where(condition).subquery()
+        rows = sa.select(predictions_table).select_from(source).where(condition).subquery()
         columns = [
             rows.c.request_id,
             rows.c.entity_id,
@@ -1219,8 +1296,12 @@ def _window_labels(
 ) -> tuple[int, int, sa.Subquery]:
     """(labels of the model logged since the window began, k, their first labels, 1 in k).
 
-    Above `max_labels` labels only every k-th (by id, so spread evenly over time) is used,
-    k = ceil(labels / max_labels); counting them is an index-only scan.
+    Above `max_labels` labels only one in k is used, k = ceil(labels / max_labels): by id,
+    in blocks of consecutive labels (one block of b in every k·b; b = `_BLOCK_ROWS`, less
+    when that would leave fewer than `_MIN_BLOCKS` blocks), so the sample is spread
+    evenly over time while the labels of a block, logged together, point at predictions
+    logged together: their rows share database pages instead of costing a page each.
+    Counting the labels is an index-only scan.
     """
     f = feedback_table.c
     recent = [
@@ -1230,7 +1311,8 @@ def _window_labels(
     candidates = int(conn.execute(sa.select(sa.func.count()).where(*recent)).scalar_one())
     every = 1 if not max_labels or candidates <= max_labels else -(-candidates // max_labels)
     if every > 1:
-        recent.append(f.id % every == 0)
+        block = sample_block_rows(max_labels or 1)
+        recent.append((f.id // block) % every == 0)
     return candidates, every, first_labels(bounds.model_name, *recent)
 
 
@@ -1355,6 +1437,9 @@ _CHUNK_ROWS = 50_000
 _IDS_PER_QUERY = 10_000  # ids per expanding IN list (PostgreSQL takes 65,535 parameters)
 _SCORE_CHUNK_IDS = 500  # request ids per IN (...) when reading scores
 _MIN_DENSITY = 0.2  # below this share of the id range, draw from the index's ids instead
+_BLOCK_ROWS = 64  # at most this many consecutive requests per block of a window's sample
+_MIN_BLOCKS = 256  # at least this many blocks per sample (smaller blocks for small samples)
+_RANGES_PER_QUERY = 100  # id ranges OR-ed in one sampling query (not SQLite)
 _LABEL_CLOCK_SKEW_S = 300.0  # labels logged this long before their window began still count
 _META_COLUMNS = [
     "request_id",
@@ -1379,6 +1464,42 @@ def _json_values(values: Sequence[Any]) -> list[Any]:
     if all(isinstance(v, str) for v in values):
         return jsonio.loads("[" + ",".join(values) + "]")  # type: ignore[no-any-return]
     return [_json_value(v) for v in values]
+
+
+def sample_block_rows(max_rows: int) -> int:
+    """Rows per block of a sample of `max_rows` (`PredictionLog.sample`, the labels of
+    `labelled`): at most `_BLOCK_ROWS`, and at least `_MIN_BLOCKS` blocks."""
+    return max(1, min(_BLOCK_ROWS, max_rows // _MIN_BLOCKS))
+
+
+def _stratified_blocks(
+    span: int, blocks: int, length: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends), inclusive offsets in [0, span), of `blocks` runs of `length`
+    consecutive positions: one per equal stratum of [0, span) at a uniform random offset,
+    wrapping around to the stratum's start (a wrapped block is two ranges), so every
+    position is equally likely to be covered. A stratum shorter than `length` is read
+    whole. Sorted, never overlapping."""
+    bounds = np.linspace(0, span, min(blocks, span) + 1).astype(np.int64)
+    starts: list[int] = []
+    ends: list[int] = []
+    for lo, hi in itertools.pairwise(bounds.tolist()):
+        size = hi - lo
+        if size <= 0:
+            continue
+        if size <= length:
+            starts.append(lo)
+            ends.append(hi - 1)
+            continue
+        offset = int(rng.integers(size))
+        end = offset + length - 1
+        if end < size:
+            starts.append(lo + offset)
+            ends.append(lo + end)
+        else:  # wrap: the stratum's head, then its tail
+            starts += [lo, lo + offset]
+            ends += [lo + end - size, hi - 1]
+    return np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
 
 
 def _rows_frame(rows: list[Any]) -> pd.DataFrame:

@@ -75,6 +75,7 @@ def run(requests: int, repeats: int) -> dict[str, Any]:
     from pipelines import monitor
     from pipelines.reference import ensure_ood_reference, monitor_dir
     from pipelines.tracking import configure_mlflow
+    from predlog.log import sample_block_rows
     from registry import VersionInfo
 
     import_s = time.perf_counter() - started
@@ -128,6 +129,10 @@ def run(requests: int, repeats: int) -> dict[str, Any]:
         "ood_max_queries": settings.ood_max_queries,
         "ood_max_points": settings.ood_max_points,
         "live_max_labels": settings.live_max_labels,
+        "sample_block_rows": sample_block_rows(
+            max(settings.drift_max_rows, settings.ood_max_queries)
+        ),
+        "label_block_rows": sample_block_rows(settings.live_max_labels),
     }
     return out
 

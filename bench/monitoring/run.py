@@ -60,7 +60,7 @@ def report(section: Section, results: dict[int, dict[str, Any]]) -> None:
             "record s",
             "peak RSS MB",
             "imports s",
-            "rows compared (drift / OOD / labelled)",
+            "rows compared (drift / OOD / labelled; sampled in blocks)",
             "drift share",
             "OOD rate",
             "champion rmse",
@@ -93,8 +93,12 @@ def report(section: Section, results: dict[int, dict[str, Any]]) -> None:
         "and a label for every 10th; `monitor_window_rows` = the log's requests, so the "
         f"window is all of it. Bounds: `drift_max_rows` {settings['drift_max_rows']:,}, "
         f"`ood_max_queries` {settings['ood_max_queries']:,}, `live_max_labels` "
-        f"{settings.get('live_max_labels', 0):,}. Recording: `last_check.json` and an MLflow "
-        "run (figures, check.json, the Evidently report) in a local SQLite store. Not "
+        f"{settings.get('live_max_labels', 0):,}. Above the bounds the rows compared are "
+        "sampled in blocks of consecutive rows spread evenly over the window (drift/OOD: blocks of "
+        f"{settings.get('sample_block_rows', '–')} requests; labels: blocks of "
+        f"{settings.get('label_block_rows', '–')} labels, one block in k). Recording: "
+        "`last_check.json` and an MLflow run (figures, check.json, the Evidently report) "
+        "in a local SQLite store. Not "
         "counted: the registry read and building the OOD index (once per version: "
         f"{fmt(base['fit_reference_s'])} s). Peak RSS is the process's, imports included."
     )

@@ -217,12 +217,16 @@ def test_prediction_log_on_postgres_reads_back_what_sqlite_reads(
             len(log.labelled(bounds).rows),
         ), name
         assert set(window.sample["role"]) == {"champion"}, name
+        # blocks of 3 consecutive requests (PostgreSQL: an OR of id ranges)
+        blocks = log.sample(bounds, max_rows=8, seed=5, block_rows=3)
+        assert len(blocks) == 8 and blocks["request_id"].is_unique, name
         reads[name] = (
             bounds.requests,
             bounds.shadow_rows,
             len(sample),
             sorted(sample["request_id"]),
             sample["temp"].round(6).tolist() == sorted(sample["temp"].round(6).tolist()),
+            sorted(blocks["request_id"]),
             list(zip(labelled["role"], labelled["label"].astype(float), strict=True)),
             log.prune(1_700_000_010.0, model_name="pg-model", batch_rows=4),
             log.window("pg-model").requests,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from config.names import CHALLENGER, CHAMPION
@@ -115,6 +116,28 @@ def test_label_figures_split_a_role_between_versions_and_bound_the_labels(
     assert log.label_figures(
         bounds, max_labels=50, labelled=log.labelled(bounds, max_labels=50)
     ) == log.label_figures(bounds, max_labels=50)
+    log.close()
+
+
+def test_sampled_labels_come_in_blocks_and_scale_their_counts(tmp_path: Path) -> None:
+    """Above `max_labels` the labels joined are blocks of consecutive labels, one block in
+    every k, spread over the window; coverage is scaled back by k."""
+    log = PredictionLog(f"sqlite:///{tmp_path}/log.db")
+    t0 = 1_000_000.0
+    rows = [
+        (f"r{i}", None, t0 + i, "m", "1", "champion", {"x1": 1.0}, 1.0, 1.0) for i in range(4_000)
+    ]
+    labels = [FeedbackRecord(f"r{i}", "m", 1.0, t0 + i + 5) for i in range(0, 4_000, 2)]
+    log.append(rows=rows, feedback=labels)
+    bounds = log.window("m")
+    labelled = log.labelled(bounds, max_labels=600)  # 2,000 labels: k = 4, blocks of 2
+    assert labelled.every == 4
+    stamps = np.sort(labelled.rows["timestamp"].map(pd.Timestamp.timestamp).to_numpy() - t0)
+    assert 400 <= len(stamps) <= 600
+    gaps = np.diff(stamps)
+    assert set(np.unique(gaps)) == {2.0, 14.0}  # pairs of labels, 4 pairs apart
+    (figures,) = log.label_figures(bounds, max_labels=600, labelled=labelled)
+    assert figures.labels_every == 4 and 1_800 <= figures.labelled_rows <= 2_200
     log.close()
 
 

@@ -103,7 +103,8 @@ OOD_TOLERANCE = 0.04  # > 2 binomial standard deviations at 800 scored rows, wha
 WINDOW_ROWS = 8_000  # sampled: 2,000 rows for drift, 800 for OOD
 
 
-def test_sampled_check_agrees_with_the_whole_window(tmp_path: Path) -> None:
+@pytest.mark.parametrize("block_rows", [None, 64])  # the default (7 rows), the bound's size
+def test_sampled_check_agrees_with_the_whole_window(tmp_path: Path, block_rows: int | None) -> None:
     from monitoring.drift import measure_drift
     from monitoring.ood import EdgeOODIndex, TabularEmbedder, fit_reference, ood_rate_frame
 
@@ -126,7 +127,7 @@ def test_sampled_check_agrees_with_the_whole_window(tmp_path: Path) -> None:
     )
     bounds = log.window("bikes")
     whole = log.frame(model_name="bikes")
-    sample = log.sample(bounds, max_rows=2_000, seed=1)
+    sample = log.sample(bounds, max_rows=2_000, seed=1, block_rows=block_rows)
     log.close()
     assert len(whole) == WINDOW_ROWS and len(sample) == 2_000
 

@@ -598,6 +598,53 @@ def test_sample_is_exactly_max_rows_uniform_over_the_window_and_deterministic(
     assert list(again["temp"]) == list(temps)
 
 
+# dense ids; other models' rows between them; so many that the index's ids are drawn from
+@pytest.mark.parametrize("other_rows", [0, 12_000, 30_000])
+def test_sample_reads_blocks_of_consecutive_requests_spread_over_the_window(
+    log: PredictionLog, other_rows: int
+) -> None:
+    """Above the block size the sample is runs of consecutive requests (few pages read),
+    one run per stratum of the window, exactly `max_rows` of them, deterministic."""
+    for chunk in range(10):
+        _traffic(log, "m", 400, start=chunk * 400, shadow_every=4)
+        if other_rows:
+            _traffic(log, "other", other_rows // 10, start=chunk * 10_000)
+    bounds = log.window("m")
+    assert bounds.requests == 4_000
+    frame = log.sample(bounds, max_rows=600, seed=3, block_rows=20)
+    temps = frame["temp"].to_numpy().astype(int)
+    assert len(temps) == 600 and len(set(temps)) == 600 and list(temps) == sorted(temps)
+    assert set(frame["role"]) == {"champion"}
+    # runs of near neighbours (the cut down to 600 drops a few rows inside the blocks)
+    runs = np.split(temps, np.flatnonzero(np.diff(temps) > 5) + 1)
+    assert 30 <= len(runs) <= 60, len(runs)  # 30 blocks of ~20 (a wrapped block: two runs)
+    assert np.mean([len(r) for r in runs]) >= 10
+    if not other_rows:  # evenly spread: 3 strata per tenth of the window
+        counts = np.histogram(temps, bins=10, range=(0, 4_000))[0]
+        assert counts.min() >= 40 and counts.max() <= 80, counts
+    assert list(log.sample(bounds, max_rows=600, seed=3, block_rows=20)["temp"]) == list(temps)
+    assert list(log.sample(bounds, max_rows=600, seed=4, block_rows=20)["temp"]) != list(temps)
+    with pytest.raises(ValueError, match="block_rows"):
+        log.sample(bounds, max_rows=600, block_rows=0)
+
+
+def test_stratified_blocks_cover_every_position_equally() -> None:
+    from predlog.log import _stratified_blocks
+
+    covered = np.zeros(1_000)
+    rng = np.random.default_rng(0)
+    for _ in range(2_000):
+        starts, ends = _stratified_blocks(1_000, 7, 40, rng)
+        assert (starts[1:] > ends[:-1]).all()  # sorted, never overlapping
+        for a, b in zip(starts, ends, strict=True):
+            covered[a : b + 1] += 1
+    share = covered / 2_000  # each position: 40 of a ~143-long stratum
+    assert abs(share.mean() - 7 * 40 / 1_000) < 1e-9
+    assert share.min() > 0.24 and share.max() < 0.32, (share.min(), share.max())
+    starts, ends = _stratified_blocks(10, 20, 5, rng)  # more blocks than positions
+    assert list(starts) == list(range(10)) and list(ends) == list(range(10))
+
+
 def test_labels_first_one_wins_shadow_rows_count_and_models_stay_apart(
     log: PredictionLog,
 ) -> None:
