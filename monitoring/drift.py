@@ -232,6 +232,9 @@ def _run_report(
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import DriftedColumnsCount, ValueDrift
 
+    from monitoring.heap import freeze_imports
+
+    freeze_imports("evidently")  # its ~220,000 import-time objects (monitoring/heap.py)
     definition = DataDefinition(
         numerical_columns=[c for c in columns if c not in categories],
         categorical_columns=[c for c in columns if c in categories],

@@ -44,6 +44,7 @@ from monitoring.figures import (
     label_figure_values,
     last_rollback_time,
 )
+from monitoring.heap import freeze_imports
 from monitoring.metrics import primary_metric
 from monitoring.policy import (
     RETRAIN_PENDING_PREFIX,
@@ -901,6 +902,7 @@ def check(
     settings: Settings, rows: int | None, act_on_decision: bool, seconds: float | None = None
 ) -> dict[str, Any]:
     """The check itself (inside the guard): read, measure, decide, act, record."""
+    freeze_imports("check")  # short collector passes during the check (monitoring/heap.py)
     logger = get_run_logger()
     check_id = new_decision_id("monitor")  # created once: task retries reuse it
     try:

@@ -52,7 +52,7 @@ def report(section: Section, results: dict[int, dict[str, Any]]) -> None:
         "size; the window is the whole log",
         [
             "requests logged",
-            "first check s",
+            "first check s (log not in the page cache)",
             "later check s (median)",
             "× 10k",
             "read s",
@@ -88,7 +88,9 @@ def report(section: Section, results: dict[int, dict[str, Any]]) -> None:
     table.note = (
         "One process per size: it imports what a check needs (timed apart: *imports s*), "
         "then runs the check three times; *first check* also pays Evidently's first use in "
-        "the process, as one `driftloop monitor` does. Each log holds the requests "
+        "the process, as one `driftloop monitor` does, and starts with the log's file taken "
+        "out of the page cache (`posix_fadvise(DONTNEED)`), so it reads from the disk. "
+        "Each log holds the requests "
         "(champion answers), a shadow row for every 10th, another model's row for every 10th "
         "and a label for every 10th; `monitor_window_rows` = the log's requests, so the "
         f"window is all of it. Bounds: `drift_max_rows` {settings['drift_max_rows']:,}, "
