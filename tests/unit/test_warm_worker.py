@@ -52,7 +52,7 @@ def raises(ready):
 def sleeper(ready):
     signal.signal(signal.SIGTERM, lambda *_: os._exit(42))  # a graceful stop
     ready()
-    time.sleep(60)
+    signal.pause()  # until the test's SIGTERM (or the keeper's death) ends it
     os._exit(0)
 
 
@@ -162,14 +162,14 @@ def test_the_child_is_terminated_when_its_keeper_is_killed() -> None:
 
 
 def test_find_workers_tells_keepers_from_their_forked_children() -> None:
-    forks = "import os, time\nif os.fork() == 0:\n    time.sleep(30)\nelse:\n    time.sleep(30)\n"
+    forks = "import os, signal\nos.fork()\nsignal.pause()\n"  # parent and child idle until killed
     keepers = [
         subprocess.Popen([sys.executable, "-c", forks, warm_worker.WORKER_MODULE]) for _ in range(2)
     ]
     stock = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(30)", warm_worker.STOCK_WORKER_MODULE]
+        [sys.executable, "-c", "import signal; signal.pause()", warm_worker.STOCK_WORKER_MODULE]
     )
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    other = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
     try:
         deadline = time.monotonic() + 20
         found = warm_worker.find_workers(os.getpid())
