@@ -675,7 +675,14 @@ class Gateway:
         name = backend.gateway_config.handlers.get(scope["path"]) if self.answers else None
         handler = getattr(backend, name, None) if name is not None else None
         if handler is not None:
-            await _send_answer(send, await _handled(handler, items, scope["path"]))
+            try:
+                answer = await handler(items or [])
+            except Exception as exc:  # a logged 500, as BentoML's API layer answered
+                logger.exception("%s failed", scope["path"])
+                detail = f"the service failed on this request ({type(exc).__name__}); see its log"
+                await send_json(send, 500, {"detail": detail}, {"server": _SERVER_NAME})
+                return
+            await _send_answer(send, answer)
             return
         stub = _STUBS.get(list_field) or f'{{"{list_field}":[]}}'.encode()
         token = _PARSED.set(items)
@@ -732,37 +739,15 @@ def _bentoml_cors_enabled() -> bool:
         return False
 
 
-async def _handled(
-    handler: Callable[[list[Any]], Awaitable[Answer]], items: list[Any] | None, path: str
-) -> Answer | tuple[int, bytes]:
-    """The handler's answer; an exception it raises is logged and answered 500 (what
-    BentoML's API layer did for these paths)."""
-    try:
-        return await handler(items or [])
-    except Exception as exc:
-        logger.exception("%s failed", path)
-        detail = f"the service failed on this request ({type(exc).__name__}); see its log"
-        return 500, jsonio.dumps({"detail": detail})
-
-
-async def _send_answer(send: Send, answer: Answer | tuple[int, bytes]) -> None:
+async def _send_answer(send: Send, answer: Answer) -> None:
     """Send a handler's answer as is (its headers name type and length), plus the
     `server` header BentoML's API layer adds to its answers."""
-    if isinstance(answer, tuple):
-        status, body = answer
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ]
-    else:
-        status, body, headers = answer.status_code, answer.body, answer.raw_headers
-    await send(
-        {"type": "http.response.start", "status": status, "headers": [*headers, _SERVER_HEADER]}
-    )
-    await send({"type": "http.response.body", "body": body})
+    headers = [*answer.raw_headers, (b"server", _SERVER_NAME.encode())]
+    await send({"type": "http.response.start", "status": answer.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
 
 
-_SERVER_HEADER = (b"server", f"BentoML Service/{SERVICE_NAME}".encode())
+_SERVER_NAME = f"BentoML Service/{SERVICE_NAME}"
 _BAD_JSON = ("json_invalid", "json_depth")
 _STUBS = {"records": b'{"records":[]}', "labels": b'{"labels":[]}'}
 
