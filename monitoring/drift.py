@@ -233,6 +233,7 @@ def _run_report(
     from evidently.metrics import DriftedColumnsCount, ValueDrift
 
     from monitoring.heap import freeze_imports
+    from monitoring.lean import lean_report
 
     freeze_imports("evidently")  # its ~220,000 import-time objects (monitoring/heap.py)
     definition = DataDefinition(
@@ -248,9 +249,10 @@ def _run_report(
         metrics += [ValueDrift(column=column) for column in plan.testable]
     metrics += [ValueDrift(column=c) for c in (plan.prediction, plan.score) if c is not None]
     report = Report(metrics, include_tests=True)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), lean_report():
         # scipy divides by zero for categories seen on one side only; the test still fails
-        # (drift), which is the right answer.
+        # (drift), which is the right answer. `lean_report`: the same report without
+        # plotly's object layer and the legacy recount (monitoring/lean.py).
         warnings.simplefilter("ignore", RuntimeWarning)
         return report.run(
             Dataset.from_pandas(cur, data_definition=definition),

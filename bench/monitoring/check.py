@@ -168,6 +168,7 @@ def _check(
     from monitoring.report import numeric_figures
 
     _reset_peak()
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     window = monitor.read_window.fn(settings, settings.monitor_window_rows)
     t1 = time.perf_counter()
@@ -187,6 +188,7 @@ def _check(
     path = monitor.last_check_path(settings)
     path.write_text(json.dumps(result.to_dict(), indent=2, default=str))
     t4 = time.perf_counter()
+    cpu4 = time.process_time()
     drift, ood = result.drift or {}, result.ood or {}
     return {
         "read_s": t1 - t0,
@@ -194,6 +196,7 @@ def _check(
         "decide_s": t3 - t2,
         "record_s": t4 - t3,
         "check_s": t4 - t0,
+        "check_cpu_s": cpu4 - cpu0,  # all threads' CPU: judges changes on a busy machine
         "peak_rss_mb": _status_kb("VmHWM") / 1024,
         "window_requests": window.requests,
         "shadow_rows": window.bounds.shadow_rows,
