@@ -300,7 +300,9 @@ def save_report(run: EvidentlyRun, folder: Path, name: str = "drift") -> tuple[P
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     html_path, json_path = folder / f"{name}.html", folder / f"{name}.json"
-    dumped = run.dump_dict()
+    from monitoring.lean import dump_run
+
+    dumped = dump_run(run)
     html_path.write_text(_report_html(run, dumped), encoding="utf-8")
     run.save_json(str(json_path))  # Evidently 0.7 writes only when given a str
     report_run_file(json_path).write_text(json.dumps(dumped, cls=NumpyEncoder))

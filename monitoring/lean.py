@@ -40,6 +40,8 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
+import numpy as np
+
 _lock = threading.Lock()
 
 
@@ -65,6 +67,13 @@ def _base_layout(template_name: str) -> dict[str, Any]:
     ]
 
 
+def shared_template() -> Any:
+    """The template dict every plain figure's layout shares (read only)."""
+    import plotly.io as pio
+
+    return _base_layout(str(pio.templates.default))["template"]
+
+
 def _layout(xaxis_name: str, yaxis_name: str) -> dict[str, Any]:
     import plotly.io as pio
 
@@ -87,7 +96,17 @@ def _array(value: Any) -> Any:
 
     if is_homogeneous_array(value):
         return copy_to_readonly_numpy_array(value)
+    if _numbers_of_one_type(value):  # what `to_scalar_or_list` gives, in one call
+        return np.asarray(value).tolist()
     return to_scalar_or_list(value)
+
+
+def _numbers_of_one_type(value: Any) -> bool:
+    """A flat list of numpy numbers all of one type (the band's coordinates)."""
+    if not isinstance(value, list) or not value or not isinstance(value[0], np.generic):
+        return False
+    kind = type(value[0])
+    return value[0].dtype.kind in "iuf" and all(type(v) is kind for v in value)
 
 
 def _trace(kind: str, **props: Any) -> dict[str, Any]:
@@ -392,3 +411,54 @@ def lean_report() -> Iterator[None]:
                 module.plot_agg_line_data,
                 legacy.get_drift_for_columns,
             ) = saved
+
+
+_TEMPLATE_MARK = "driftloop:shared-template"
+
+
+def dump_run(run: Any) -> dict[str, Any]:
+    """``run.dump_dict()``, with the plain figures' shared template set aside while pydantic
+    copies the widgets and put back after: the same dict, without walking the template
+    (most of a chart's layout) once per chart."""
+    template = shared_template()
+    swapped: list[dict[str, Any]] = []
+
+    def aside(widget: Any) -> None:
+        params = getattr(widget, "params", None)
+        layout = params.get("layout") if isinstance(params, dict) else None
+        if isinstance(layout, dict) and layout.get("template") is template:
+            layout["template"] = _TEMPLATE_MARK
+            swapped.append(layout)
+        for child in [*widget.widgets, *(tab.widget for tab in widget.tabs)]:
+            aside(child)
+        for graph in widget.additionalGraphs:
+            if hasattr(graph, "widgets"):  # a widget; other graphs hold no plain figure
+                aside(graph)
+
+    try:
+        for widget in [*run._widgets, *run._tests_widgets]:
+            aside(widget)
+        for result in run._metrics.values():
+            for widget in result.get_widgets():
+                aside(widget)
+        dumped: dict[str, Any] = run.dump_dict()
+    finally:
+        for layout in swapped:
+            layout["template"] = template
+    if swapped:
+        _put_back(dumped, template)
+    return dumped
+
+
+def _put_back(data: Any, template: Any) -> None:
+    """Every set-aside template in the dumped data, back in place."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key == "template" and value == _TEMPLATE_MARK:
+                data[key] = template
+            elif isinstance(value, dict | list):
+                _put_back(value, template)
+    elif isinstance(data, list):
+        for value in data:
+            if isinstance(value, dict | list):
+                _put_back(value, template)

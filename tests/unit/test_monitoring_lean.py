@@ -190,3 +190,19 @@ def test_other_chart_shapes_go_to_evidently() -> None:
     )
     assert isinstance(drawn, dict) and len(drawn["data"]) == 4
     assert not isinstance(drawn, lean.PlainFigure)
+
+
+def test_the_run_dumped_with_templates_aside_is_evidentlys_dump(bikeshare: pd.DataFrame) -> None:
+    from evidently.legacy.utils.numpy_encoder import NumpyEncoder
+
+    winter = bikeshare[bikeshare["mnth"].isin(["Jan", "Feb", "Mar"])]
+    _, run = measure_drift(bikeshare.drop(winter.index), winter, FEATURES, CATEGORICAL, "bikers")
+    ours = lean.dump_run(run)
+    theirs = run.dump_dict()  # type: ignore[attr-defined]
+    assert json.dumps(ours, cls=NumpyEncoder) == json.dumps(theirs, cls=NumpyEncoder)
+    assert lean._TEMPLATE_MARK not in json.dumps(ours, cls=NumpyEncoder)
+    template = lean.shared_template()
+    assert json.dumps(theirs, cls=NumpyEncoder).count('"template"') >= 2 * len(FEATURES)
+    # the run's own widgets got their template back
+    assert lean._TEMPLATE_MARK not in json.dumps(run.dump_dict(), cls=NumpyEncoder)  # type: ignore[attr-defined]
+    assert template is lean.shared_template()
