@@ -63,6 +63,10 @@ class MicroBatcher(Generic[T, R]):
         self._wake.set()
         return await job.future
 
+    def waiting(self) -> int:
+        """Requests queued for a later batch (not the one running)."""
+        return len(self._queue)
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()

@@ -128,6 +128,13 @@ class ServingSettings(BaseSettings):
     access_log: bool = Field(
         False, description="BentoML's per-request access log (costs ~40 % throughput)."
     )
+    trace_predictions: bool = Field(
+        False,
+        description="Let BentoML's OpenTelemetry middleware open spans for /predict and "
+        "/feedback. Off: those two routes are in BentoML's tracing.excluded_urls, so "
+        "nothing is opened per request (with BentoML's default sample rate 0 the spans "
+        "are never recorded anyway); turn it on when you configure BentoML tracing.",
+    )
 
     # -- batching --------------------------------------------------------------------
     max_batch_size: int = Field(
@@ -139,6 +146,14 @@ class ServingSettings(BaseSettings):
         description="Longest a request waits for others to join its batch when the model "
         "is idle (0: run at once; batches still form from requests that arrive "
         "while the model is busy).",
+    )
+    inline_predict_records: int = Field(
+        1,
+        ge=0,
+        description="A batch of one request of at most this many records, with no other "
+        "request waiting, is predicted on the event loop instead of in the model thread "
+        "(two thread hand-offs fewer at concurrency 1; the loop is held for that model "
+        "call). 0: always the model thread.",
     )
 
     # -- prediction log ------------------------------------------------------------------

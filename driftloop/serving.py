@@ -94,6 +94,13 @@ def service_env(settings: Any) -> dict[str, str]:
                     SERVICE_NAME: {
                         "logging": {"access": {"enabled": bool(settings.access_log)}},
                         "traffic": {"timeout": float(settings.request_timeout_s)},
+                        # OpenTelemetry's middleware opens spans per request and per ASGI
+                        # message even when nothing samples them (bench/README.md, serving).
+                        **(
+                            {}
+                            if settings.trace_predictions
+                            else {"tracing": {"excluded_urls": list(UNTRACED_ROUTES)}}
+                        ),
                         "workers": int(getattr(settings, "workers", 1)),
                     }
                 }
@@ -125,6 +132,8 @@ def service_env(settings: Any) -> dict[str, str]:
     return env
 
 
+# Patterns (re.search on the URL) of the routes left out of tracing unless `trace_predictions`.
+UNTRACED_ROUTES = ("/predict$", "/feedback$")
 NATIVE_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 

@@ -343,3 +343,64 @@ def test_a_fallback_logs_which_champion_failed_and_why_for_the_monitor(tmp_path:
         counts = fallback_counts(app.log, "m", "2", "1", None, 100)
     assert (counts.champion_rows, counts.fallback_rows) == (0, 5)
     assert counts.error == "RuntimeError: challenger exploded"
+
+
+@pytest.mark.parametrize(
+    ("inline_records", "size", "on_loop"),
+    [
+        (1, 1, True),  # concurrency 1, one record: predicted on the event loop
+        (1, 2, False),  # more records than the setting allows: the model thread
+        (0, 1, False),  # 0: always the model thread
+        (4, 3, True),
+    ],
+)
+def test_a_lone_small_request_is_predicted_on_the_event_loop(
+    tmp_path: Path, inline_records: int, size: int, on_loop: bool
+) -> None:
+    import threading
+
+    app, models, _ = make_app(tmp_path, {"champion": "1"}, inline_predict_records=inline_records)
+    threads: list[str] = []
+    predict = models["1"].predict
+    models["1"].predict = lambda frame: (  # type: ignore[method-assign]
+        threads.append(threading.current_thread().name) or predict(frame)
+    )
+
+    async def go() -> tuple[str, int]:
+        for _ in range(3):  # one at a time: concurrency 1
+            response = await app.predict(records(size))
+            assert response.status_code == 200
+        return threading.current_thread().name, len(app.log.predictions())
+
+    loop_thread, logged = asyncio.run(go())
+    assert len(threads) == 3
+    assert all((name == loop_thread) == on_loop for name in threads)
+    assert logged == 3 * size  # each answer came after its records' commit
+
+
+def test_requests_that_queue_behind_a_batch_go_to_the_model_thread(tmp_path: Path) -> None:
+    import threading
+
+    app, models, _ = make_app(tmp_path, {"champion": "1"}, inline_predict_records=1)
+    threads: list[str] = []
+    predict = models["1"].predict
+
+    def slow(frame: pd.DataFrame) -> Any:
+        threads.append(threading.current_thread().name)
+        time.sleep(0.05)  # the first batch runs while the others queue
+        return predict(frame)
+
+    models["1"].predict = slow  # type: ignore[method-assign]
+
+    async def go() -> list[int]:
+        first = asyncio.ensure_future(app.predict(records(1)))
+        await asyncio.sleep(0.01)
+        rest = [app.predict([{"temp": 1.0, "city": "dc"}]) for _ in range(3)]
+        return [r.status_code for r in await asyncio.gather(first, *rest)]
+
+    assert asyncio.run(go()) == [200] * 4
+    # The lone first request waited for nothing: the model thread took it (the loop
+    # stays free), or the loop did; the three queued behind it form one batch that
+    # another request waits with, so they never run on the loop.
+    assert len(threads) == 2
+    assert threads[1].startswith("model")

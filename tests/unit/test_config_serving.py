@@ -67,7 +67,14 @@ def test_serve_env_carries_every_setting_to_the_child(
         "logging": {"access": {"enabled": True}},
         "traffic": {"timeout": 7.0},
         "workers": 3,
+        "tracing": {"excluded_urls": ["/predict$", "/feedback$"]},
     }
+    traced = json.loads(
+        service_env(ServingSettings(state_dir=tmp_path, trace_predictions=True))[
+            "BENTOML_CONFIG_OVERRIDES"
+        ]
+    )["services"]["driftloop"]
+    assert "tracing" not in traced  # BentoML's own tracing settings apply to every route
     for key, value in env.items():  # the child reads them back from its environment
         monkeypatch.setenv(key, value)
     child = ServingSettings()
