@@ -8,6 +8,10 @@ within ~2 s). This serves the bench model three ways at once — the FastAPI wra
 `driftloop serve` with the default poll and the same with a poll once an hour — and
 loads each in turn at concurrency 1 (wrk, rotated order, 1- and 100-record bodies), so
 the difference between the two driftloop rows is the poll's cost to the requests.
+
+First it prints the CPU time of one poll in this process, both ways the follower can read
+the registry: ``MlflowClient.get_registered_model`` (``registry.Registry``, what it did
+before session 9) and the plain GET it uses now (``bentos.alias_poll``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,26 @@ ROUNDS = 3
 SECONDS = 5.0
 
 
+def poll_cpu_ms(tracking_uri: str, model_name: str, polls: int = 200) -> dict[str, float]:
+    """CPU ms per registry read, MLflow client vs plain GET (same answer checked)."""
+    import time
+
+    from bentos.alias_poll import alias_source
+    from registry import Registry
+
+    client = Registry(model_name, tracking_uri)
+    plain = alias_source(tracking_uri, model_name, 5.0, client)
+    assert plain.aliases_and_tags() == client.aliases_and_tags()
+    out: dict[str, float] = {}
+    for name, source in (("MlflowClient", client), ("plain GET", plain)):
+        source.aliases_and_tags()  # connection open, imports done
+        began = time.process_time()
+        for _ in range(polls):
+            source.aliases_and_tags()
+        out[name] = 1000 * (time.process_time() - began) / polls
+    return out
+
+
 def main() -> None:
     auth = {"Authorization": f"Bearer {API_KEY}"}
     with (
@@ -34,6 +58,8 @@ def main() -> None:
         tmp = Path(folder)
         registry = stack.enter_context(mlflow_server(tmp / "mlflow"))
         model = prepare_model(tmp / "model", tracking_uri=registry.base_url)
+        for name, ms in poll_cpu_ms(registry.base_url, model.model_name).items():
+            print(f"one alias poll through {name}: {ms:.2f} ms of CPU", flush=True)
         fastapi = stack.enter_context(fastapi_server("fastapi", tmp, model.local_model))
         polling = stack.enter_context(
             driftloop_server("poll-1s", tmp, _settings(model, tmp / "s-1s"))
