@@ -205,6 +205,7 @@ class ServingApp:
             routing_secret(salt, settings.serving_state_path(self.model_name)), self.model_name
         )
         self._froze_after_load = False
+        self._in_flight = 0  # /predict requests between entry and answer (event loop only)
         # Versions loaded before start() returned skip MLflow's requirements check (0.7 s CPU
         # of a restarted worker); it runs for them in a thread once the worker serves.
         self._serving = False
@@ -252,6 +253,13 @@ class ServingApp:
 
     # -- POST /predict ----------------------------------------------------------------------
     async def predict(self, records: list[dict[str, Any]]) -> Response:
+        self._in_flight += 1
+        try:
+            return await self._predict(records)
+        finally:
+            self._in_flight -= 1
+
+    async def _predict(self, records: list[dict[str, Any]]) -> Response:
         received = time.perf_counter()
         snap = self.follower.snapshot
         if snap.champion is None:
@@ -301,15 +309,17 @@ class ServingApp:
         return [Answered(preds, versions, commit, probs) for preds, versions, probs in answers]
 
     def _inline(self, items: list[RequestItem]) -> bool:
-        """Whether this batch is predicted on the event loop: one small request and no
-        other waiting (`inline_predict_records`). The hand-off to the model thread and back
-        costs two thread wake-ups per request, most of a 1-record model call's own time;
-        with nothing else queued, the loop has nothing to do meanwhile."""
+        """Whether this batch is predicted on the event loop: one small request, and no
+        other request in this worker (`inline_predict_records`). The hand-off to the model
+        thread and back costs two thread wake-ups per request, most of a 1-record model
+        call's own time; with no other request in flight the loop has nothing to do
+        meanwhile, and under concurrency the loop stays free to read and check the next."""
         limit = self.settings.inline_predict_records
         return (
             limit > 0
             and len(items) == 1
             and len(items[0].batch) <= limit
+            and self._in_flight == 1
             and self.batcher.waiting() == 0
         )
 

@@ -404,3 +404,23 @@ def test_requests_that_queue_behind_a_batch_go_to_the_model_thread(tmp_path: Pat
     # another request waits with, so they never run on the loop.
     assert len(threads) == 2
     assert threads[1].startswith("model")
+
+
+def test_concurrent_small_requests_keep_the_model_thread(tmp_path: Path) -> None:
+    import threading
+
+    app, models, _ = make_app(tmp_path, {"champion": "1"}, inline_predict_records=1)
+    threads: list[str] = []
+    predict = models["1"].predict
+    models["1"].predict = lambda frame: (  # type: ignore[method-assign]
+        threads.append(threading.current_thread().name) or predict(frame)
+    )
+
+    async def go() -> list[int]:
+        responses = await asyncio.gather(
+            *(app.predict([{"temp": float(k), "city": "dc"}]) for k in range(4))
+        )
+        return [r.status_code for r in responses]
+
+    assert asyncio.run(go()) == [200] * 4
+    assert threads and all(name.startswith("model") for name in threads)
