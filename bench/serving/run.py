@@ -6,11 +6,11 @@
 (d) the same with adaptive batching tuned (`DRIFTLOOP_MAX_BATCH_SIZE`);
 plus (c) as it was before this round's hardening (`bentos/` of BEFORE_COMMIT), when git
 history is there: the hardening must not cost speed (≥ 0.95× in every cell). Every
-server runs alone on one uvicorn/BentoML worker with OMP=1, loaded
-from a separate process (wrk -t1, else the bundled asyncio client) at concurrency 1, 8, 64
-with 1- and 100-record bodies. All servers stay up and the points are measured in
-alternation (server after server for each point), so a burst of load from another process
-on this shared machine hits them alike.
+server runs with its defaults (FastAPI: one uvicorn worker; driftloop: 2 workers) with
+OMP=1, loaded from a separate process (wrk -t1, else the bundled asyncio client) at
+concurrency 1, 8, 64 with 1- and 100-record bodies. All servers stay up and the points
+are measured in alternation (server after server for each point), so a burst of load
+from another process on this shared machine hits them alike.
 """
 
 from __future__ import annotations
