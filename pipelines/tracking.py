@@ -4,9 +4,10 @@ version is known."""
 
 from __future__ import annotations
 
+import io
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,7 @@ RETRAIN_DATA_ARTIFACTS = "retrain_data"
 """The training run's folder of the live rows it added (the next retrain builds on them)."""
 CONTRACT_ARTIFACT = "contract.json"  # on training and contract runs: the rules in force
 REFERENCE_SAMPLE_ROWS = 5000  # training rows logged as the monitor's reference sample
+UPLOAD_THREADS = 4  # artifact uploads of a training run in flight at once
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ def log_training_run(run: TrainingRun, fitted: FittedModel) -> tuple[str, str]:
     features = list(snapshot.features)
     with (
         ThreadPoolExecutor(1, thread_name_prefix="driftloop-importance") as pool,
+        ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="driftloop-upload") as uploads,
         mlflow.start_run(
             experiment_id=run.experiment_id,
             run_name=f"{settings.family} {snapshot.digest[:8]}",
@@ -122,13 +125,23 @@ def log_training_run(run: TrainingRun, fitted: FittedModel) -> tuple[str, str]:
             tags={MODEL_URI_TAG: model.model_uri},
         )
         log_datasets(snapshot, run.train, run.holdout)
-        log_evaluation(run, importance.result())
+        client = MlflowClient()
+        pending = log_evaluation(run, importance.result(), uploads, run_id)
         if run.live_rows_file is not None:  # what the next drift retrain builds on
-            mlflow.log_artifact(str(run.live_rows_file), RETRAIN_DATA_ARTIFACTS)
+            pending.append(
+                uploads.submit(
+                    client.log_artifact, run_id, str(run.live_rows_file), RETRAIN_DATA_ARTIFACTS
+                )
+            )
         reference = run.train.sample(
             min(len(run.train), REFERENCE_SAMPLE_ROWS), random_state=settings.seed
         )
-        log_frame(reference, "reference/train_sample.parquet")  # what the monitor compares
+        # What the monitor compares against.
+        pending.append(
+            uploads.submit(log_frame, reference, "reference/train_sample.parquet", run_id)
+        )
+        for upload in pending:  # all uploaded (or the first failure raised) before the run ends
+            upload.result()
     return run_id, model.model_uri
 
 
@@ -206,12 +219,32 @@ def frame_schema(frame: pd.DataFrame) -> Schema | None:
     return Schema(specs)
 
 
-def log_evaluation(run: TrainingRun, importance: pd.Series | None) -> None:
-    """The validation report, the schema, the feature importance and the plots."""
+def log_evaluation(
+    run: TrainingRun,
+    importance: pd.Series | None,
+    uploads: Executor | None = None,
+    run_id: str | None = None,
+) -> list[Future[None]]:
+    """The validation report, the schema, the feature importance and the plots.
+
+    With `uploads` (and the `run_id`), each file is written and uploaded in that pool
+    and the futures are returned (the caller waits for them before the run ends);
+    without, one after the other into the active run."""
     snapshot, holdout = run.snapshot, run.holdout
     features = list(snapshot.features)
-    mlflow.log_dict(run.report.to_dict(), "validation.json")
-    mlflow.log_dict(
+    client = MlflowClient()
+    run_id = run_id or mlflow.active_run().info.run_id
+    pending: list[Future[None]] = []
+
+    def upload(log: Any, *args: Any) -> None:
+        if uploads is None:
+            log(run_id, *args)
+        else:
+            pending.append(uploads.submit(log, run_id, *args))
+
+    upload(client.log_dict, run.report.to_dict(), "validation.json")
+    upload(
+        client.log_dict,
         {
             "features": features,
             "categorical": list(snapshot.categorical),
@@ -223,14 +256,30 @@ def log_evaluation(run: TrainingRun, importance: pd.Series | None) -> None:
         "schema.json",
     )
     if importance is not None:
-        mlflow.log_dict(
-            {str(k): float(v) for k, v in importance.items()}, "feature_importance.json"
+        upload(
+            client.log_dict,
+            {str(k): float(v) for k, v in importance.items()},
+            "feature_importance.json",
         )
     # The plots show the labels serving gives (a classifier's recorded decision rule).
+    # Drawn here, in this thread (matplotlib is not thread-safe); only the PNG's upload
+    # goes to the pool.
     for name, figure in evaluation_plots(
         snapshot.task, holdout[snapshot.target], run.evaluation.predicted, importance
     ).items():
-        mlflow.log_figure(figure, f"plots/{name}")
+        png = io.BytesIO()
+        figure.savefig(png, format="png")
+        upload(log_bytes, png.getvalue(), f"plots/{name}")
+    return pending
+
+
+def log_bytes(run_id: str, data: bytes, artifact_file: str) -> None:
+    """Log `data` as the file `artifact_file` (``folder/name``) of run `run_id`."""
+    folder, _, name = artifact_file.rpartition("/")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(data)
+        MlflowClient().log_artifact(run_id, str(path), folder or None)
 
 
 def log_fitted_model(
@@ -266,13 +315,16 @@ def log_fitted_model(
     return info
 
 
-def log_frame(frame: pd.DataFrame, artifact_path: str) -> None:
-    """Log a DataFrame as a Parquet artifact of the active run."""
+def log_frame(frame: pd.DataFrame, artifact_path: str, run_id: str | None = None) -> None:
+    """Log a DataFrame as a Parquet artifact of run `run_id` (default: the active run)."""
     folder, name = artifact_path.rsplit("/", 1)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
         frame.to_parquet(path)
-        mlflow.log_artifact(str(path), folder)
+        if run_id is None:
+            mlflow.log_artifact(str(path), folder)
+        else:
+            MlflowClient().log_artifact(run_id, str(path), folder)
 
 
 def log_params_and_metrics(

@@ -69,7 +69,7 @@ from pipelines.tracking import (
     label_training_run,
     log_training_run,
 )
-from registry import AliasesMoved, Registry
+from registry import AliasesMoved, Registry, VersionInfo
 from registry.decision import DECISION_KEY, Decision, check_positive_class
 
 # Tasks take frames and fitted models: never hash them into cache keys.
@@ -610,7 +610,7 @@ def score_champion(
     if champion is None:
         return ChampionScore()
     try:
-        model = mlflow.pyfunc.load_model(champion.model_uri)
+        model = mlflow.pyfunc.load_model(champion_model_location(settings, champion))
         recorded = (model.metadata.metadata or {}).get(DECISION_KEY)
         predictions, proba, classes = score_pyfunc(
             model,
@@ -628,6 +628,26 @@ def score_champion(
     if live is not None:
         live_metrics = holdout_metrics(snapshot.task, y, predictions, proba, classes, live)
     return ChampionScore(champion.version, metrics, None, live_metrics)
+
+
+def champion_model_location(settings: Settings, champion: VersionInfo) -> str:
+    """Where the champion's model loads from: the copy packaging put in this state
+    folder's BentoML store for this very version (the same MLflow run: no download,
+    versions are immutable), else its registry URI (downloaded from the tracking server).
+
+    BentoML is imported only when its store holds this model at all (a run with
+    ``package_bento=False`` on a machine that never packaged it pays no import)."""
+    folder = settings.resolved_bentoml_home() / "models" / settings.model_name.lower()
+    if not champion.run_id or not (folder / f"v{champion.version}").is_dir():
+        return champion.model_uri
+    from bentos.store import LABEL_RUN_ID, MLFLOW_MODEL_FOLDER, bentoml_home, local_model
+
+    with bentoml_home(settings.resolved_bentoml_home()):
+        stored = local_model(settings.model_name, champion.version)
+    if stored is None or stored.info.labels.get(LABEL_RUN_ID) != champion.run_id:
+        return champion.model_uri
+    path = Path(stored.path_of(MLFLOW_MODEL_FOLDER))
+    return str(path) if (path / "MLmodel").is_file() else champion.model_uri
 
 
 @task(name="index-reference", **LOCAL)

@@ -136,6 +136,25 @@ def test_bikeshare_sklearn_then_torch_registers_two_versions(env: dict[str, str]
         assert run.data.params["family"] == row["family"]
         assert run.data.params["rows_train"].isdigit()
         assert {"holdout_rmse", "holdout_r2"} <= set(run.data.metrics)
+        # The evaluation files, plots and reference sample (uploaded side by side).
+        logged = {a.path for a in client.list_artifacts(run.info.run_id)}
+        logged |= {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+        logged |= {a.path for a in client.list_artifacts(run.info.run_id, "reference")}
+        assert {
+            "contract.json",
+            "validation.json",
+            "schema.json",
+            "feature_importance.json",
+            "plots/residuals.png",
+            "plots/feature_importance.png",
+            "reference/train_sample.parquet",
+        } <= logged
+        png = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run.info.run_id, artifact_path="plots/residuals.png"
+            )
+        )
+        assert png.read_bytes().startswith(b"\x89PNG")
         if row["family"] == "torch":  # the loss per epoch, one step each
             epochs = client.get_metric_history(run.info.run_id, "epoch_train_loss")
             assert len(epochs) >= 2 and sorted(m.step for m in epochs) == list(range(len(epochs)))

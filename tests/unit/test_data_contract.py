@@ -224,3 +224,48 @@ def test_the_label_rule_is_the_targets_contract_rule(contract: Contract, snap: S
     codes = pd.DataFrame({"x": range(40), "y": [0, 1] * 20})  # numeric classes: from the data
     rule = label_rule(build_contract(codes, "y", None), "classification", codes["y"])
     assert rule["classes"] == [0, 1] and rule["kind"] == "numeric" and rule["max"] is None
+
+
+def test_the_two_pass_run_gives_what_one_summary_pass_gives(
+    frame: pd.DataFrame, contract: Contract
+) -> None:
+    """Great Expectations runs every expectation with BOOLEAN_ONLY, then the failed ones
+    with SUMMARY: each result must be what a single SUMMARY pass gives (the report's
+    counts, examples and rows come from it), and every passed one must have passed."""
+    import great_expectations as gx
+
+    from data.contract import (
+        _SUMMARY,
+        _expectation_specs,
+        _gx_batch_definition,
+        _run_great_expectations,
+        _to_expectations,
+    )
+
+    frame.loc[frame.index[:7], "temp"] = 99.0
+    frame.loc[frame.index[3:6], "hum"] = None
+    frame.loc[frame.index[10:12], "mnth"] = "Smarch"
+    frame.loc[frame.index[20], "bikers"] = None
+    specs = _expectation_specs(contract)
+    two_pass = _run_great_expectations(frame, _to_expectations(specs))
+    batch = _gx_batch_definition().get_batch(batch_parameters={"dataframe": frame})
+    suite = gx.ExpectationSuite(name="one-pass", expectations=_to_expectations(specs))
+    one_pass = {
+        (r.expectation_config.type, r.expectation_config.kwargs.get("column")): r
+        for r in batch.validate(suite, result_format=_SUMMARY).results
+    }
+    assert two_pass.keys() == one_pass.keys() and len(two_pass) == len(specs)
+    failed = {key for key, result in one_pass.items() if not result.success}
+    assert failed == {
+        (BETWEEN, "temp"),
+        (NOT_NULL, "hum"),
+        (IN_SET, "mnth"),
+        (NOT_NULL, "bikers"),
+    }
+    assert {key for key, result in two_pass.items() if not result.success} == failed
+    for key in failed:
+        assert repr(two_pass[key].result) == repr(one_pass[key].result), key  # NaN != NaN
+    report = validate(frame, contract)
+    assert report.failure("temp", BETWEEN).unexpected_count == 7
+    assert report.failure("hum", NOT_NULL).example_rows == [3, 4, 5]
+    assert report.failure("mnth", IN_SET).examples == ["Smarch"]
