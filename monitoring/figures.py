@@ -8,7 +8,6 @@ the OOD index) as plain functions (`Sources`), so the tests give frames and lamb
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -173,13 +172,12 @@ def gather_figures(
         found.messages.append(problem)
     else:
         reference = sources.reference()
-        # The OOD rate in a second thread while Evidently runs here: its kNN search runs
-        # in Qdrant Edge without the GIL, so on a second core it costs the check (nearly)
-        # nothing. Its result and message land in `found` after the drift's, as before.
-        with ThreadPoolExecutor(1, thread_name_prefix="monitor-ood") as pool:
-            ood = pool.submit(window_ood, window, schema, reference, sources)
-            measure_window_drift(settings, window, schema, lineup, reference, sources, found)
-            found.ood, problem = ood.result()
+        # One after the other: Qdrant Edge's `query_batch` (the OOD kNN, ~0.45 s at 2,500
+        # exact queries) holds the GIL, so a second thread only made both wait on each
+        # other (drift + OOD 0.97-1.23 s side by side, 0.80-1.01 s in turn; 1M log,
+        # bench/README.md, monitoring, "Session 9").
+        measure_window_drift(settings, window, schema, lineup, reference, sources, found)
+        found.ood, problem = window_ood(window, schema, reference, sources)
         if problem:
             found.messages.append(problem)
     live = live_figures(settings, window, schema["task"], metric, lineup, found.messages)
@@ -307,7 +305,7 @@ def window_ood(
     window: MonitorWindow, schema: dict[str, Any], reference: pd.DataFrame, sources: Sources
 ) -> tuple[OODResult | None, str | None]:
     """(the window's OOD rate sized by its exact champion rows, None) or (None, why not);
-    touches nothing shared, so it can run beside the drift."""
+    touches nothing shared."""
     try:
         ood = sources.ood(reference, window.sample[schema["features"]])
     except ValueError as exc:
