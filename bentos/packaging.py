@@ -165,17 +165,25 @@ def package_version(
     tracking_uri: str,
     home: Path | None = None,
     registry: Registry | None = None,
+    logged_copy: Path | None = None,
 ) -> Packaged:
     """Import version N into the BentoML store at `home`, build its Bento, tag the version.
 
     `home` is the BentoML home (``<state>/bentoml``); None keeps the process's own.
+    `logged_copy`: the training flow's local copy of the model it logged for this version
+    (see `bentos.store.import_version`); None downloads the model from the registry.
+    The version is read once: the import and the tag merge use that read.
     """
     registry = registry or Registry(model_name, tracking_uri)
     info = registry.get(version)
     with bentoml_home(home):
-        model = import_version(registry, info.version)
+        model = import_version(registry, info.version, info=info, logged_copy=logged_copy)
         bento_tag, built = build_bento(info, str(model.tag))
-    registry.set_tags(info.version, {"bento_tag": bento_tag, "bento_model_tag": str(model.tag)})
+    registry.set_tags(
+        info.version,
+        {"bento_tag": bento_tag, "bento_model_tag": str(model.tag)},
+        current=info.stored_tags,
+    )
     log.info("%s version %s packaged as %s", model_name, info.version, bento_tag)
     return Packaged(
         model_name=model_name,

@@ -27,6 +27,7 @@ from typing import Any
 import bentoml
 import numpy as np
 import pandas as pd
+import yaml
 from bentoml.exceptions import BentoMLException, NotFound
 
 from bentos.schema import (
@@ -130,15 +131,30 @@ def local_model(model_name: str, version: str | int) -> bentoml.Model | None:
         return None
 
 
-def import_version(registry: Registry, version: str | int) -> bentoml.Model:
-    """Copy a registered version into the local BentoML store (no-op when already there)."""
+def import_version(
+    registry: Registry,
+    version: str | int,
+    info: VersionInfo | None = None,
+    logged_copy: Path | None = None,
+) -> bentoml.Model:
+    """Copy a registered version into the local BentoML store (no-op when already there).
+
+    `info`: the version as the caller just read it (no second registry read).
+    `logged_copy`: a local copy of the model folder the version was registered from (the
+    training flow keeps what it uploaded, `pipelines.tracking.keep_logged_model`); used
+    instead of downloading the model when its MLmodel names the version's run and logged
+    model, else the model is downloaded from the registry as always.
+    """
     existing = local_model(registry.model_name, version)
     if existing is not None:
         return existing
-    info = registry.get(version)
+    info = info if info is not None else registry.get(version)
     tag = model_tag(info.name, info.version)
     with tempfile.TemporaryDirectory(prefix="driftloop-import-") as tmp:
-        source = registry.download_model(info.version, Path(tmp) / "download")
+        if logged_copy is not None and is_logged_model_of(logged_copy, info):
+            source = logged_copy
+        else:
+            source = registry.download_model(info, Path(tmp) / "download")
         try:
             return bentoml.mlflow.import_model(
                 tag,
@@ -152,6 +168,21 @@ def import_version(registry: Registry, version: str | int) -> bentoml.Model:
             if found is None:
                 raise
             return found
+
+
+def is_logged_model_of(folder: Path, info: VersionInfo) -> bool:
+    """Whether `folder` holds the MLflow model version `info` was registered from: its
+    MLmodel names the version's run and, for a ``models:/m-<id>`` source, that logged
+    model."""
+    try:
+        mlmodel = yaml.safe_load((Path(folder) / "MLmodel").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return False
+    if not isinstance(mlmodel, dict) or not info.run_id or mlmodel.get("run_id") != info.run_id:
+        return False
+    if not info.source.startswith("models:/m-"):
+        return True
+    return mlmodel.get("model_id") == info.source.removeprefix("models:/")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ version by hand or from a deployment in prefect.yaml.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -16,18 +17,22 @@ from prefect.cache_policies import NO_CACHE
 from bentos.packaging import package_version as _package
 
 
-def package_version_plain(settings: Any, version: str | int) -> str:
+def package_version_plain(
+    settings: Any, version: str | int, logged_copy: Path | None = None
+) -> str:
     """Package `version` of `settings.model_name` into the state folder's BentoML store.
 
     `settings` is duck-typed: `model_name`, `resolved_tracking_uri()` and
     `resolved_bentoml_home()` (driftloop's `Settings` and `ServingSettings` fit).
-    Returns the Bento tag, which is also written on the MLflow version.
+    Returns the Bento tag, which is also written on the MLflow version. `logged_copy`:
+    the training flow's local copy of the version's logged model (else downloaded).
     """
     packaged = _package(
         settings.model_name,
         version,
         settings.resolved_tracking_uri(),
         home=settings.resolved_bentoml_home(),
+        logged_copy=logged_copy,
     )
     return packaged.bento_tag
 
@@ -40,10 +45,10 @@ def package_version_plain(settings: Any, version: str | int) -> str:
     timeout_seconds=600,
     cache_policy=NO_CACHE,
 )
-def package_version(settings: Any, version: str | int) -> str:
+def package_version(settings: Any, version: str | int, logged_copy: Path | None = None) -> str:
     """Build the Bento `<model>-service:v<N>`; the tag is written back on the version
     (registry and store I/O: retried)."""
-    tag = package_version_plain(settings, version)
+    tag = package_version_plain(settings, version, logged_copy)
     get_run_logger().info("version %s packaged as %s", version, tag)
     return tag
 

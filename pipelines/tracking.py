@@ -5,9 +5,13 @@ version is known."""
 from __future__ import annotations
 
 import io
+import shutil
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,6 +90,9 @@ class TrainingRun:
     holdout: pd.DataFrame
     evaluation: Evaluation
     live_rows_file: Path | None = None  # the retrain's added live rows, logged for the next
+    model_copy: Path | None = None
+    """Where to keep a copy of the model folder `log_model` uploads (packaging imports it
+    from there instead of downloading it again); None: no copy."""
     # Made once, with the run in the flow: the task's retries find what it logged.
     registration_key: str = field(default_factory=lambda: new_decision_id("train"))
 
@@ -302,17 +309,53 @@ def log_fitted_model(
     # Serving checks feedback labels against the target's contract rule (bentos.schema).
     rule = label_rule(run.contract, snapshot.task, run.train[snapshot.target])
     decision = run.evaluation.decision
-    info = fitted.log_model(
-        "model",
-        input_example=served.head(5),
-        signature=signature,
-        metadata={
-            LABEL_RULE_KEY: rule,
-            **({DECISION_KEY: decision.to_dict()} if decision is not None else {}),
-        },
-        params=params,
-    )
+    with keep_logged_model(run.model_copy):
+        info = fitted.log_model(
+            "model",
+            input_example=served.head(5),
+            signature=signature,
+            metadata={
+                LABEL_RULE_KEY: rule,
+                **({DECISION_KEY: decision.to_dict()} if decision is not None else {}),
+            },
+            params=params,
+        )
     return info
+
+
+_keep_lock = threading.Lock()
+
+
+@contextmanager
+def keep_logged_model(dst: Path | None) -> Iterator[None]:
+    """While inside, the model folder a ``log_model`` on this thread uploads is also copied
+    to `dst` once its upload succeeded: the very files the logged model (and so the
+    registered version) holds. No-op with `dst` None.
+
+    MLflow writes the folder into a temporary directory, uploads it with the public
+    ``MlflowClient.log_model_artifacts(model_id, local_dir)`` and deletes it; that method
+    is wrapped for the duration (other threads, and later calls, go straight through).
+    """
+    if dst is None:
+        yield
+        return
+    shutil.rmtree(dst, ignore_errors=True)  # an earlier attempt's copy
+    with _keep_lock:
+        original = MlflowClient.log_model_artifacts
+        owner = threading.get_ident()
+
+        def log_model_artifacts(
+            self: MlflowClient, model_id: str, local_dir: str, artifact_path: str | None = None
+        ) -> None:
+            original(self, model_id, local_dir, artifact_path)
+            if artifact_path is None and threading.get_ident() == owner and not dst.exists():
+                shutil.copytree(local_dir, dst)
+
+        MlflowClient.log_model_artifacts = log_model_artifacts  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            MlflowClient.log_model_artifacts = original  # type: ignore[method-assign]
 
 
 def log_frame(frame: pd.DataFrame, artifact_path: str, run_id: str | None = None) -> None:

@@ -14,6 +14,7 @@ logs in `pipelines.tracking`, the gate in `pipelines.gate`, packaging in
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -823,10 +824,24 @@ def train_flow(
     evaluation = evaluate_model(fitted, snapshot, train, holdout, settings, live)
     get_run_logger().info(evaluation.explanation)
     data_used = (snapshot, check.report, check.contract, train, holdout)
-    run = TrainingRun(settings, experiment_id, *data_used, evaluation, live_rows_file=live_file)
     tags = provenance_tags(data, time_from, time_until, live_rows, shuffle_labels, check)
-    version, run_id = log_and_register(run, fitted, champion.version, tags)
-    bento_tag = package_and_index(settings, version, snapshot, train) if package_bento else None
+    # The model folder `log_model` uploads is kept here for packaging (no download back).
+    with tempfile.TemporaryDirectory(prefix="driftloop-logged-model-") as kept:
+        model_copy = Path(kept) / "model" if package_bento else None
+        run = TrainingRun(
+            settings,
+            experiment_id,
+            *data_used,
+            evaluation,
+            live_rows_file=live_file,
+            model_copy=model_copy,
+        )
+        version, run_id = log_and_register(run, fitted, champion.version, tags)
+        bento_tag = (
+            package_and_index(settings, version, snapshot, train, model_copy)
+            if package_bento
+            else None
+        )
     decision = gate_decision(settings, snapshot.task, evaluation, champion, len(holdout))
     figures = gate_figures(evaluation, champion)
     alias, reason = apply_gate(
@@ -855,13 +870,18 @@ def load_training_data(
 
 
 def package_and_index(
-    settings: Settings, version: str, snapshot: Snapshot, train: pd.DataFrame
+    settings: Settings,
+    version: str,
+    snapshot: Snapshot,
+    train: pd.DataFrame,
+    logged_copy: Path | None = None,
 ) -> str:
     """Build the version's Bento and index its training sample for the OOD check, side
-    by side (the index in a worker thread); the Bento tag. Both must succeed."""
+    by side (the index in a worker thread); the Bento tag. Both must succeed.
+    `logged_copy`: the local copy of the model just logged (packaging imports it)."""
     indexing = index_reference.submit(settings, version, snapshot, train)
     try:
-        bento_tag = package_version(settings, version)
+        bento_tag = package_version(settings, version, logged_copy)
     finally:
         indexing.wait()
     indexing.result()

@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -165,6 +165,9 @@ class VersionInfo:
     tags: dict[str, str]
     created_at: datetime
     status: str = READY
+    stored_tags: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
+    """The tags as MLflow stores them when this was read from the registry (None: not
+    known); `Registry.set_tags` merges into them instead of reading the version again."""
 
     @property
     def model_uri(self) -> str:
@@ -200,6 +203,7 @@ def _version_info(mv: ModelVersion) -> VersionInfo:
         tags=flat_tags(mv.tags or {}),
         created_at=datetime.fromtimestamp((mv.creation_timestamp or 0) / 1000, tz=UTC),
         status=str(mv.status),
+        stored_tags=dict(mv.tags or {}),
     )
 
 
@@ -343,11 +347,12 @@ class Registry:
         self.history.append(move)
         return move
 
-    def download_model(self, version: str | int, dst_dir: Path) -> Path:
-        """Download a version's MLflow model folder (MLmodel + files) into `dst_dir`."""
+    def download_model(self, version: str | int | VersionInfo, dst_dir: Path) -> Path:
+        """Download a version's MLflow model folder (MLmodel + files) into `dst_dir`
+        (`version` may be the `VersionInfo` the caller just read: no second read)."""
         from mlflow.artifacts import download_artifacts
 
-        info = self.get(version)
+        info = version if isinstance(version, VersionInfo) else self.get(version)
         # The concrete artifact location (not models:/...), which resolves against
         # this registry's server rather than MLflow's global tracking URI.
         source = self.client.get_model_version_download_uri(self.model_name, info.version)
@@ -436,15 +441,21 @@ class Registry:
         )
         return infos[0] if infos else None
 
-    def set_tags(self, version: str | int, tags: dict[str, Any]) -> None:
+    def set_tags(
+        self, version: str | int, tags: dict[str, Any], current: Mapping[str, str] | None = None
+    ) -> None:
         """Set tags by their flat names (`registry.tags`): readable ones directly, the
-        others merged into the version's JSON details tag."""
+        others merged into the version's JSON details tag.
+
+        `current`: the version's stored tags as the caller just read them
+        (`VersionInfo.stored_tags`), merged into instead of reading the version again;
+        None reads them when there is something to merge. MLflow has no call that sets
+        several version tags: each tag is one `set_model_version_tag` (two requests)."""
         version = str(version)
-        current = (
-            {}
-            if all_readable(tags)
-            else self.client.get_model_version(self.model_name, version).tags or {}
-        )
+        if all_readable(tags):
+            current = {}
+        elif current is None:
+            current = self.client.get_model_version(self.model_name, version).tags or {}
         for key, value in stored_tags(tags, current).items():
             self.client.set_model_version_tag(self.model_name, version, key, value)
 
