@@ -17,9 +17,12 @@ torch), so ``bentoml containerize`` installs the versions driftloop was tested w
 from __future__ import annotations
 
 import logging
+import optparse
+import shlex
 import shutil
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +118,7 @@ def build_bento(info: VersionInfo, model_tag: str, bentofile: Path = BENTOFILE) 
         **version_labels(info),
         "bento_model_tag": model_tag,
     }
-    with staged_context(config) as context:
+    with staged_context(config) as context, quick_requirement_lines():
         bento = bentoml.bentos.build(
             service=config["service"],
             name=tag.split(":")[0],
@@ -131,6 +134,49 @@ def build_bento(info: VersionInfo, model_tag: str, bentofile: Path = BENTOFILE) 
             build_ctx=str(context),
         )
     return str(bento.tag), True
+
+
+_parser_lock = threading.Lock()
+
+
+@contextmanager
+def quick_requirement_lines() -> Iterator[None]:
+    """While inside, `pip_requirements_parser` (BentoML reads the requirements file with
+    it, twice per build) parses a line without options (``name==version``, a comment, a
+    blank line) without building an option parser for it; lines with options go to its
+    own parser.
+
+    Private API of pip-requirements-parser (32.0.1), kept here only: its line parser builds
+    a new `optparse` parser with its ~22 options for every line (~75 % of a parse; the
+    109-line ``bentos/requirements.txt`` is parsed twice per build). For a line whose
+    options part is empty, its `parse_line` returns that parser's default values and no
+    arguments; so does this, with fresh lists (a new parser's defaults are new lists).
+    The files BentoML writes from the parse are the same
+    (`tests/unit/test_packaging_requirements.py`).
+    """
+    import pip_requirements_parser as parser_module
+
+    with _parser_lock:
+        original = parser_module.get_line_parser
+
+        def get_line_parser() -> Callable[[str], tuple[str, optparse.Values, list[str]]]:
+            slow = original()
+            defaults = parser_module.build_parser().get_default_values().__dict__
+
+            def parse_line(line: str) -> tuple[str, optparse.Values, list[str]]:
+                args, options = parser_module.break_args_options(line)
+                if shlex.split(options):
+                    return slow(line)
+                fresh = {k: list(v) if isinstance(v, list) else v for k, v in defaults.items()}
+                return args, optparse.Values(fresh), []
+
+            return parse_line
+
+        parser_module.get_line_parser = get_line_parser
+        try:
+            yield
+        finally:
+            parser_module.get_line_parser = original
 
 
 @contextmanager
