@@ -321,3 +321,37 @@ def test_rollback_after_two_promotions_restores_earlier_champion(
     ]
     shown = driftloop(env, "history", "-m", model)
     assert "v3 degraded" in shown.stdout and "rollback" in shown.stdout
+
+
+@pytest.mark.slow
+def test_a_packaged_training_bentos_the_registered_model_without_downloading_it(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """The flow packages the model folder it logged (kept locally, not downloaded back):
+    the Bento's model is byte for byte what the registry version downloads."""
+    import bentoml
+
+    from bentos.store import LABEL_RUN_ID, MLFLOW_MODEL_FOLDER, bentoml_home
+
+    model = "pkg-flow"
+    trained = driftloop(env, "train", "--model-name", model, "--json", timeout=600)
+    assert trained.returncode == 0, trained.stderr
+    result = json.loads(trained.stdout)
+    assert result["version"] == "1" and result["bento_tag"] == f"{model}-service:v1"
+    registry = Registry(model, env["MLFLOW_TRACKING_URI"])
+    info = registry.get("1")
+    assert info.tags["bento_tag"] == f"{model}-service:v1"
+    assert info.tags["bento_model_tag"] == f"{model}:v1"
+    assert info.tags["data_digest"] == result["data_digest"]  # merged, not replaced
+    downloaded = registry.download_model(info, tmp_path / "download")
+    with bentoml_home(Path(env["BENTOML_HOME"])):
+        bento = bentoml.bentos.get(f"{model}-service:v1")
+        stored = bentoml.models.get(f"{model}:v1")
+    assert [str(m.tag) for m in bento.info.models] == [f"{model}:v1"]
+    assert bento.info.labels[LABEL_RUN_ID] == info.run_id == stored.info.labels[LABEL_RUN_ID]
+    folder = Path(stored.path_of(MLFLOW_MODEL_FOLDER))
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    assert files(folder) == files(downloaded) and "MLmodel" in files(folder)
