@@ -7,8 +7,8 @@ Runs `pipelines.train.train_flow` `--runs` times in this process against the ser
 named by the environment, counting every request made through `requests` (MLflow) and
 `httpx` (Prefect) per run, by method and path. Prints one JSON line per run: wall s, CPU s
 of this process (`time.process_time`: all its threads), the number of calls and the calls
-by endpoint. Not part of `make bench`; for old-vs-new comparisons (run it from a copy of
-the old code with that copy first on ``PYTHONPATH``).
+by endpoint, and the Prefect task durations. Not part of `make bench`; for old-vs-new
+comparisons (run it from a copy of the old code with that copy first on ``PYTHONPATH``).
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="registered model name (default: settings)")
     args = parser.parse_args()
     count_http_calls()
+    from bench.training.flow import task_durations
     from pipelines.train import in_process_run, train_flow
 
     for n in range(1, args.runs + 1):
@@ -76,10 +77,12 @@ def main() -> None:
             _calls.clear()
         wall, cpu = time.perf_counter(), time.process_time()
         with in_process_run():
-            result = train_flow(model_name=args.model)
+            state = train_flow(model_name=args.model, return_state=True)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         with _lock:
             calls = dict(_calls.most_common())
+        result = state.result()
+        tasks = task_durations(state.state_details.flow_run_id)
         print(
             json.dumps(
                 {
@@ -89,6 +92,7 @@ def main() -> None:
                     "wall_s": round(wall, 3),
                     "cpu_s": round(cpu, 3),
                     "http_calls": sum(calls.values()),
+                    "tasks": {name: round(s, 3) for name, s in tasks.items()},
                     "by_endpoint": calls,
                 }
             ),
