@@ -8,7 +8,8 @@
 
 Each step is idempotent: an existing model or Bento is reused, never rebuilt, so
 ``v<N>`` always means the same thing. Nothing is downloaded besides the model
-from MLflow (no package resolution: ``lock_packages: false``): the Bento's Python
+from MLflow, and not even that when the training flow hands over the folder it logged
+(no package resolution: ``lock_packages: false``): the Bento's Python
 requirements are the pinned sets `make lock` writes, ``bentos/requirements.txt`` or,
 for a torch-family version, ``bentos/requirements-torch.txt`` (with the CPU build of
 torch), so ``bentoml containerize`` installs the versions driftloop was tested with.
