@@ -14,6 +14,7 @@ logs in `pipelines.tracking`, the gate in `pipelines.gate`, packaging in
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -339,10 +340,12 @@ def fetch_live_rows(settings: Settings, location: str) -> Path:
 
     import mlflow
 
-    folder = Path(tempfile.gettempdir()) / "driftloop-live-rows"
-    folder /= hashlib.sha256(location.encode()).hexdigest()[:16]
+    downloads = Path(tempfile.gettempdir()) / "driftloop-live-rows"
+    folder = downloads / hashlib.sha256(location.encode()).hexdigest()[:16]
+    prune_live_downloads(downloads, keep=folder)
     cached = folder / Path(urlparse(location).path).name
     if cached.is_file():
+        os.utime(folder)  # in use: not pruned for another LIVE_DOWNLOAD_KEEP_S
         return cached
     folder.mkdir(parents=True, exist_ok=True)
     return Path(
@@ -352,6 +355,28 @@ def fetch_live_rows(settings: Settings, location: str) -> Path:
             tracking_uri=settings.resolved_tracking_uri(),
         )
     )
+
+
+LIVE_DOWNLOAD_KEEP_S = 7 * 86_400
+"""A downloaded retrain file unused for this long is removed at the next download (s)."""
+
+
+def prune_live_downloads(downloads: Path, keep: Path) -> None:
+    """Remove the downloaded live-row folders under `downloads` not used for
+    `LIVE_DOWNLOAD_KEEP_S` (their folder's mtime), except `keep`: the temporary folder
+    holds one per retrain, and nothing else would ever clear it."""
+    import shutil
+
+    if not downloads.is_dir():
+        return
+    cutoff = time.time() - LIVE_DOWNLOAD_KEEP_S
+    for folder in downloads.iterdir():
+        try:
+            stale = folder != keep and folder.is_dir() and folder.stat().st_mtime < cutoff
+        except OSError:  # removed meanwhile by another worker
+            continue
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_labels(settings: Settings, snapshot: Snapshot) -> None:

@@ -187,3 +187,34 @@ def test_a_second_drift_retrain_keeps_the_first_retrains_rows(
     move = registry.history.list(limit=1)[0]
     assert move.action == "retrain"
     assert "150 labelled live rows added (100 from this window, 50 carried from v2" in move.reason
+
+
+def test_downloaded_live_rows_unused_for_a_week_are_pruned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each retrain's live rows are downloaded into the temporary folder once; folders not
+    used for `LIVE_DOWNLOAD_KEEP_S` go at the next fetch, a cached file in use stays."""
+    import hashlib
+    import os
+
+    from pipelines import train
+
+    monkeypatch.setattr(train.tempfile, "gettempdir", lambda: str(tmp_path))
+    downloads = tmp_path / "driftloop-live-rows"
+    location = "runs:/abc/retrain_data/live.parquet"
+    mine = downloads / hashlib.sha256(location.encode()).hexdigest()[:16]
+    mine.mkdir(parents=True)
+    (mine / "live.parquet").write_bytes(b"rows")
+    old, fresh = downloads / "old", downloads / "fresh"
+    for folder in (old, fresh):
+        folder.mkdir()
+        (folder / "live.parquet").write_bytes(b"rows")
+    week_ago = time.time() - train.LIVE_DOWNLOAD_KEEP_S - 60
+    os.utime(old, (week_ago, week_ago))
+    os.utime(mine, (week_ago, week_ago))
+
+    got = fetch_live_rows(Settings(state_dir=tmp_path / "state"), location)
+
+    assert got == mine / "live.parquet" and got.read_bytes() == b"rows"  # no download
+    assert not old.exists() and fresh.exists()
+    assert mine.stat().st_mtime > week_ago + 3_600  # touched: in use
