@@ -160,7 +160,7 @@ def parse_registered_model(
     return aliases, tags
 
 
-def _mlflow_headers(tracking_uri: str) -> dict[str, str]:
+def _mlflow_headers() -> dict[str, str]:
     """What MLflow's REST client adds to a request: the header plugins' headers, then the
     Basic (username + password, env or ``~/.mlflow/credentials``) or Bearer credentials."""
     from mlflow.tracking.request_header.registry import resolve_request_headers
@@ -191,17 +191,17 @@ def alias_source(
 ) -> AliasesAndTags:
     """The plain-GET source for an http(s) registry MLflow would reach with fixed
     headers; otherwise `fallback` (the MLflow client's ``Registry``)."""
-    if urlsplit(tracking_uri).scheme not in {"http", "https"}:
+    scheme = urlsplit(tracking_uri).scheme
+    if scheme not in {"http", "https"}:
         return fallback
     if any(os.environ.get(name) for name in _NEEDS_MLFLOW_CLIENT) or any(
         _truthy(os.environ.get(name)) for name in _NEEDS_MLFLOW_CLIENT_FLAGS
     ):
         return fallback
-    https = urlsplit(tracking_uri).scheme == "https"
     return RestAliasSource(
         tracking_uri,
         model_name,
         timeout_s,
-        headers=_mlflow_headers(tracking_uri),
-        ssl_context=_ssl_context() if https else None,
+        headers=_mlflow_headers(),
+        ssl_context=_ssl_context() if scheme == "https" else None,
     )
