@@ -7,12 +7,14 @@ transaction, and only then completes the futures the requests wait on, so a
 record acknowledged to a client is on disk while the cost of a commit is shared
 by all the requests of a batch.
 
-On SQLite a commit's predictions go in as ONE statement (``INSERT ... SELECT ...
-FROM json_each(?)`` over one JSON array): the sqlite3 module releases the GIL
-around every statement it steps, and under load each re-acquisition waits for the
-serving thread's switch interval, so a row-by-row ``executemany`` of a few hundred
-rows took hundreds of milliseconds (measured; bench/RESULTS.md). One row per record
-is kept, so reading and the monitor are unchanged.
+On SQLite a commit's predictions go in as a few multi-row ``INSERT ... VALUES``
+statements (a power of two rows each): the sqlite3 module releases the GIL around
+every statement it steps, and under load each re-acquisition waits for the serving
+thread's switch interval, so a row-by-row ``executemany`` of a few hundred rows took
+hundreds of milliseconds (measured; bench/RESULTS.md). An earlier single
+``INSERT ... SELECT ... FROM json_each(?)`` avoided that too but cost twice the CPU
+(SQLite 3.40 parses a row's JSON again for every column it extracts). One row per
+record is kept, so reading and the monitor are unchanged.
 
 Monitoring reads it back by time window and model version (`PredictionLog.frame`).
 
@@ -117,17 +119,43 @@ _ROW_COLUMNS = (
     "scores",
 )
 _JSON_COLUMNS = {"features", "prediction", "scores"}
-# JSON values stay JSON text (`->`), the others become SQL values (`->>`); ORDER BY key
-# keeps the ids in the array's order. The JSON columns hold the same text (and the same
-# NUMERIC-affinity conversions) as SQLAlchemy's JSON type writes.
-_SQLITE_INSERT = "INSERT INTO predictions ({}) SELECT {} FROM json_each(?) ORDER BY key".format(
-    ", ".join(_ROW_COLUMNS),
-    ", ".join(
-        f"value {'->' if name in _JSON_COLUMNS else '->>'} '$[{i}]'"
-        for i, name in enumerate(_ROW_COLUMNS)
-    ),
-)
+_JSON_AT = tuple(i for i, name in enumerate(_ROW_COLUMNS) if name in _JSON_COLUMNS)
 _FEATURES = _ROW_COLUMNS.index("features")
+# SQLite: rows go in as multi-row `INSERT ... VALUES (...), (...)` statements of a power
+# of two rows each (100 rows: 64 + 32 + 4), so a handful of statements stay prepared in
+# the connection's cache. One statement runs as one `sqlite3_step` (the GIL released
+# once) and costs about half the CPU of the earlier `json_each` insert (which parsed the
+# rows' JSON once per extracted column) or of `executemany`. The JSON columns get the
+# text SQLAlchemy's JSON type writes (`jsonio`, `None` as `null`), and the column
+# affinities convert it the same way. 256 rows × 10 parameters stays under SQLite's
+# limit of host parameters (32,766 since 3.32; 999 before: 64 rows).
+_SQLITE_MAX_ROWS = 256 if sqlite3.sqlite_version_info >= (3, 32) else 64
+
+
+@functools.cache
+def _sqlite_values_insert(n_rows: int) -> str:
+    """`INSERT INTO predictions (...) VALUES` with `n_rows` rows of placeholders."""
+    one = "(" + ", ".join("?" for _ in _ROW_COLUMNS) + ")"
+    return f"INSERT INTO predictions ({', '.join(_ROW_COLUMNS)}) VALUES " + ", ".join(
+        [one] * n_rows
+    )
+
+
+def _sqlite_params(row: Sequence[Any], features: Any) -> tuple[Any, ...]:
+    """One row's parameters: the JSON columns as JSON text (`features` given apart)."""
+    dumps = jsonio.dumps_text
+    scores = row[9] if len(row) == len(_ROW_COLUMNS) else None
+    return (*row[:_FEATURES], dumps(features), dumps(row[7]), row[8], dumps(scores))
+
+
+def _sqlite_insert(conn: sa.Connection, params: list[tuple[Any, ...]]) -> None:
+    """Insert rows of `_sqlite_params` in as few prepared statements as their count allows."""
+    at = 0
+    while at < len(params):
+        n = min(_SQLITE_MAX_ROWS, 1 << ((len(params) - at).bit_length() - 1))
+        flat = tuple(itertools.chain.from_iterable(params[at : at + n]))
+        conn.exec_driver_sql(_sqlite_values_insert(n), flat)
+        at += n
 
 
 @dataclass(frozen=True)
@@ -135,9 +163,8 @@ class RowBlock:
     """Prediction rows whose features are tuples of values in `feature_names` order.
 
     The service builds these without one dict per record (that was ~14 % of a serving
-    worker's GIL time with 100-record bodies): on SQLite the insert builds each
-    record's features object (`json_object`, the same JSON text the dict is written
-    as); other databases get the dicts, built in the writer thread.
+    worker's GIL time with 100-record bodies): the writer thread builds each record's
+    features object when it writes the rows (the same JSON text a dict row gets).
     """
 
     feature_names: tuple[str, ...]
@@ -150,29 +177,6 @@ class RowBlock:
             (*row[:at], dict(zip(names, row[at], strict=True)), *row[at + 1 :])  # type: ignore[misc]
             for row in self.rows
         ]
-
-
-@functools.lru_cache(maxsize=32)
-def _sqlite_block_insert(names: tuple[str, ...]) -> str:
-    """`_SQLITE_INSERT` for a `RowBlock` of these feature names: the features column is
-    `json_object(name, value, ...)` of the row's value array."""
-    pairs = ", ".join(
-        f"{_sql_text(name)}, value -> '$[{_FEATURES}][{i}]'" for i, name in enumerate(names)
-    )
-    return "INSERT INTO predictions ({}) SELECT {} FROM json_each(?) ORDER BY key".format(
-        ", ".join(_ROW_COLUMNS),
-        ", ".join(
-            f"json_object({pairs})"
-            if name == "features"
-            else f"value {'->' if name in _JSON_COLUMNS else '->>'} '$[{i}]'"
-            for i, name in enumerate(_ROW_COLUMNS)
-        ),
-    )
-
-
-def _sql_text(text: str) -> str:
-    """A SQL string literal of `text` (quotes doubled)."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)
@@ -322,8 +326,9 @@ class PredictionLog:
         # The schema is Alembic's (predlog/migrations): a log not at the head revision
         # (new, older, or made before migrations) is upgraded here, rows kept.
         migrations.ensure_head(self.engine)
-        # `->`/`->>` need SQLite 3.38; older ones take the row-by-row insert.
-        self._single_statement = self.is_sqlite and sqlite3.sqlite_version_info >= (3, 38)
+        # SQLite: multi-row VALUES statements (`_sqlite_insert`); others: SQLAlchemy's
+        # executemany with the JSON type.
+        self._sqlite_values = self.is_sqlite
         self._labels_lock = threading.Lock()
 
     def close(self) -> None:
@@ -350,23 +355,25 @@ class PredictionLog:
         committed."""
         all_rows = [*map(as_row, predictions), *rows] if predictions else rows
         with self.engine.begin() as conn:
-            if all_rows:
-                self._insert_rows(conn, all_rows)
-            for block in blocks:
-                if not block.rows:
-                    continue
-                if self._single_statement:
-                    insert = _sqlite_block_insert(tuple(block.feature_names))
-                    conn.exec_driver_sql(insert, (jsonio.dumps_text(block.rows),))
-                else:
-                    self._insert_rows(conn, block.dict_rows())
+            if self._sqlite_values:
+                params = [_sqlite_params(row, row[_FEATURES]) for row in all_rows]
+                for block in blocks:
+                    names = block.feature_names
+                    params += [
+                        _sqlite_params(row, dict(zip(names, row[_FEATURES], strict=True)))
+                        for row in block.rows
+                    ]
+                _sqlite_insert(conn, params)
+            else:
+                if all_rows:
+                    self._insert_rows(conn, all_rows)
+                for block in blocks:
+                    if block.rows:
+                        self._insert_rows(conn, block.dict_rows())
             if feedback:
                 _insert_labels(conn, feedback)
 
     def _insert_rows(self, conn: sa.Connection, rows: Sequence[LogRow]) -> None:
-        if self._single_statement:
-            conn.exec_driver_sql(_SQLITE_INSERT, (jsonio.dumps_text(rows),))
-            return
         conn.execute(
             predictions_table.insert(),
             [dict(zip(_ROW_COLUMNS, _with_scores(r), strict=True)) for r in rows],

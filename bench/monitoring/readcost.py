@@ -41,7 +41,7 @@ def read_only_log(path: str) -> PredictionLog:
         "sqlite://",
         creator=lambda: sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False),
     )
-    log._single_statement = True
+    log._sqlite_values = True
     log._labels_lock = threading.Lock()
     return log
 

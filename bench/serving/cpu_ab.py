@@ -2,11 +2,12 @@
 
     python -m bench.serving.cpu_ab                          # the working tree vs BEFORE_COMMIT
     python -m bench.serving.cpu_ab --refs HEAD~3 3e8347a --size 100 --concurrency 8
+    python -m bench.serving.cpu_ab --refs worktree HEAD --folders bentos predlog
 
 On a shared machine req/s moves with whatever else runs; the CPU a server spends per
 request does much less. This starts one MLflow server, registers the bench model, serves
-it once per version (`worktree` = this checkout; any other ref = `bentos/` of that git
-ref with the rest of the project from the working tree, as `run.py` serves the
+it once per version (`worktree` = this checkout; any other ref = `bentos/` (or `--folders`) of
+that git ref with the rest of the project from the working tree, as `run.py` serves the
 "before" row), and then loads the servers in alternation (rotated order, `wrk`, one
 body size and concurrency). Per run it reads the CPU time (user + system, from
 ``/proc/<pid>/stat`` via psutil) of every process of each server's tree before and after,
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.model import prepare_model
-from bench.servers import checkout_bentos, driftloop_server, mlflow_server
+from bench.servers import checkout, driftloop_server, mlflow_server
 from bench.serving.loadgen import run_load
 from bench.serving.run import API_KEY, BEFORE_COMMIT, _settings
 
@@ -107,6 +108,12 @@ def main(argv: list[str] | None = None) -> None:
         "connections at once: how they spread over the worker processes",
     )
     parser.add_argument("--env", action="append", default=[], help="REF:NAME=VALUE")
+    parser.add_argument(
+        "--folders",
+        nargs="+",
+        default=["bentos"],
+        help="the project folders taken from each ref (the rest from the working tree)",
+    )
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the servers below are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
@@ -121,7 +128,9 @@ def main(argv: list[str] | None = None) -> None:
         servers = {}
         for i, ref in enumerate(args.refs):
             key = f"{i}:{ref}"
-            code = None if ref == "worktree" else checkout_bentos(ref, tmp / f"code-{i}")
+            code = None
+            if ref != "worktree" and checkout(ref, tmp / f"code-{i}", tuple(args.folders)):
+                code = tmp / f"code-{i}"
             env = {}
             for item in args.env:
                 who, _, pair = item.partition(":")

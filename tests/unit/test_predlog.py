@@ -375,9 +375,9 @@ def test_the_one_statement_insert_stores_what_the_row_by_row_insert_stores(
     with tempfile.TemporaryDirectory() as tmp:
         fast = PredictionLog(f"sqlite:///{tmp}/fast.db")
         plain = PredictionLog(f"sqlite:///{tmp}/plain.db")
-        plain._single_statement = False
+        plain._sqlite_values = False
         try:
-            assert fast._single_statement  # this SQLite has -> and ->>
+            assert fast._sqlite_values
             for rows in commits:
                 fast.append(rows=rows)
                 plain.append(rows=rows)
@@ -408,7 +408,7 @@ def test_row_blocks_store_what_rows_with_feature_dicts_store(
         dicts = PredictionLog(f"sqlite:///{tmp}/dicts.db")
         block = PredictionLog(f"sqlite:///{tmp}/block.db")
         plain = PredictionLog(f"sqlite:///{tmp}/plain.db")
-        plain._single_statement = False
+        plain._sqlite_values = False
         try:
             for pairs in commits:
                 rows = [(*row[:6], values, *row[7:]) for row, values in pairs]
