@@ -213,9 +213,14 @@ def run_steps(steps: Steps[T]) -> T:
             return done.value  # type: ignore[no-any-return]
 
 
+_ID_SUFFIXES = [f"{i:08x}" for i in range(4096)]  # 0.2 MB; a third of the cost per id
+
+
 def new_request_ids(n: int) -> list[str]:
     """n fresh ids of 32 hex digits, like `uuid4().hex`, from one random draw per request."""
     base = os.urandom(12).hex()
+    if n <= len(_ID_SUFFIXES):
+        return list(map(base.__add__, _ID_SUFFIXES[:n]))
     return [f"{base}{i:08x}" for i in range(n)]
 
 

@@ -148,12 +148,12 @@ class ServingSettings(BaseSettings):
         "while the model is busy).",
     )
     inline_predict_records: int = Field(
-        1,
+        128,
         ge=0,
         description="A batch of one request of at most this many records, with no other "
-        "request waiting, is predicted on the event loop instead of in the model thread "
-        "(two thread hand-offs fewer at concurrency 1; the loop is held for that model "
-        "call). 0: always the model thread.",
+        "request in this worker, is predicted on the event loop instead of in the model "
+        "thread (two thread hand-offs fewer at concurrency 1; the loop is held for that "
+        "model call: lower it for a slow model). 0: always the model thread.",
     )
 
     # -- prediction log ------------------------------------------------------------------

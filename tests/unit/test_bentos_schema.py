@@ -15,6 +15,7 @@ from bentos.schema import (
     SchemaError,
     ValidBatch,
     jsonable_predictions,
+    new_request_ids,
 )
 
 
@@ -461,3 +462,13 @@ def test_validation_in_steps_gives_what_one_go_gives(records: list[object]) -> N
     assert _outcome(drive) == whole
     if len(records) > 4 and whole[0] == "refused":
         assert taken > 0  # the slow path did yield between records
+
+
+@pytest.mark.parametrize("n", [1, 100, 4096, 4097, 5000])
+def test_new_request_ids_are_32_hex_digits_unique_and_numbered_in_order(n: int) -> None:
+    ids = new_request_ids(n)
+    assert len(ids) == n == len(set(ids))
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    base = ids[0][:24]
+    assert ids == [f"{base}{i:08x}" for i in range(n)]
+    assert new_request_ids(n)[0][:24] != base  # a fresh random draw per call
