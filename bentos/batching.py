@@ -2,9 +2,13 @@
 
 One consumer task takes everything queued (up to `max_batch_size` items) and
 hands it to `process` as one batch; while that batch runs, new requests queue
-up and form the next one. So a lone caller never waits for a batch to fill
-(unlike a fixed wait window), and under load batches grow by themselves.
-`max_latency_ms` > 0 additionally holds an idle batcher that long for company.
+up and form the next one. So under load batches grow by themselves.
+
+`max_latency_ms` > 0 additionally holds an idle batcher for company, but only as
+long as fewer requests are queued than the last batch held, and at most that long.
+So a lone caller (every batch of one request) never waits, while a few concurrent
+callers, whose next requests arrive a little apart, share one model call instead of
+one each (unlike a fixed wait window, which every lone request would pay).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class MicroBatcher(Generic[T, R]):
         # What one item counts for against max_batch_size (e.g. the records of a request).
         self.weight = weight
         self.batches = 0
+        self._last_jobs = 1  # requests in the last batch: the company worth waiting for
         self._queue: collections.deque[_Job[T, R]] = collections.deque()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -83,18 +88,23 @@ class MicroBatcher(Generic[T, R]):
             if not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
-            if self.max_latency_s > 0 and self._size() < self.max_batch_size:
+            if self.max_latency_s > 0 and self._wants_company():
                 await self._linger()
             jobs = self._take()
             if jobs:
+                self._last_jobs = len(jobs)
                 await self._run_batch(jobs)
 
+    def _wants_company(self) -> bool:
+        """Fewer requests queued than the last batch held, and room in the batch."""
+        return len(self._queue) < self._last_jobs and self._size() < self.max_batch_size
+
     async def _linger(self) -> None:
-        """Wait up to max_latency_ms for the batch to fill."""
+        """Wait up to max_latency_ms while the batch wants company."""
         assert self._wake is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_latency_s
-        while self._size() < self.max_batch_size:
+        while self._wants_company():
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return

@@ -141,11 +141,12 @@ class ServingSettings(BaseSettings):
         2048, gt=0, description="Most records in one model call (one adaptive batch)."
     )
     max_latency_ms: float = Field(
-        0.0,
+        1.0,
         ge=0.0,
-        description="Longest a request waits for others to join its batch when the model "
-        "is idle (0: run at once; batches still form from requests that arrive "
-        "while the model is busy).",
+        description="Longest an idle model waits for others to join a batch, and only "
+        "while fewer requests are queued than its last batch held: a lone caller never "
+        "waits (0: run at once; batches still form from requests that arrive while the "
+        "model is busy).",
     )
     inline_predict_records: int = Field(
         128,

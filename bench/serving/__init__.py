@@ -1,1 +1,1 @@
-"""Serving benchmark: in-process floor, FastAPI wrapper, `driftloop serve` (plain, tuned)."""
+"""Serving benchmark: in-process floor, FastAPI wrapper, `driftloop serve` (± batch wait)."""

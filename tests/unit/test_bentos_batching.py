@@ -65,20 +65,70 @@ def test_a_failing_request_does_not_fail_the_others_in_its_batch() -> None:
     assert isinstance(bad, ValueError)
 
 
-def test_max_latency_holds_an_idle_batcher_for_company() -> None:
+def test_a_lone_caller_never_waits_for_company() -> None:
     calls: list[int] = []
 
     async def process(items: list[int]) -> list[int]:
         calls.append(len(items))
         return items
 
-    async def main() -> None:
-        batcher: MicroBatcher[int, int] = MicroBatcher(process, 64, max_latency_ms=50)
-        first = asyncio.ensure_future(batcher.submit([1]))
-        await asyncio.sleep(0.01)
-        second = asyncio.ensure_future(batcher.submit([2]))
-        assert await first == [1] and await second == [2]
+    async def main() -> float:
+        batcher: MicroBatcher[int, int] = MicroBatcher(process, 64, max_latency_ms=500)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for i in range(5):  # one at a time: every batch holds one request
+            assert await batcher.submit([i]) == [i]
         await batcher.close()
+        return loop.time() - started
 
-    asyncio.run(main())
-    assert calls == [2]
+    assert asyncio.run(main()) < 0.5  # five lingers would take 2.5 s
+    assert calls == [1] * 5
+
+
+def test_after_a_batch_with_company_an_idle_batcher_waits_for_as_many() -> None:
+    calls: list[int] = []
+
+    async def process(items: list[int]) -> list[int]:
+        calls.append(len(items))
+        return items
+
+    async def main() -> float:
+        batcher: MicroBatcher[int, int] = MicroBatcher(process, 64, max_latency_ms=2000)
+        loop = asyncio.get_running_loop()
+        # Three together: the first batch holds them all (nothing to wait for yet).
+        assert await asyncio.gather(*(batcher.submit([i]) for i in range(3))) == [[0], [1], [2]]
+        started = loop.time()
+        first = asyncio.ensure_future(batcher.submit([10]))
+        await asyncio.sleep(0.02)  # the batcher holds the lone one for company
+        rest = [asyncio.ensure_future(batcher.submit([i])) for i in (11, 12)]
+        assert await first == [10] and [await r for r in rest] == [[11], [12]]
+        waited = loop.time() - started
+        await batcher.close()
+        return waited
+
+    waited = asyncio.run(main())
+    assert calls == [3, 3]
+    assert waited < 1.0  # it went as soon as three were queued, not after 2 s
+
+
+def test_the_wait_for_company_ends_after_max_latency() -> None:
+    calls: list[int] = []
+
+    async def process(items: list[int]) -> list[int]:
+        calls.append(len(items))
+        return items
+
+    async def main() -> float:
+        batcher: MicroBatcher[int, int] = MicroBatcher(process, 64, max_latency_ms=50)
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(batcher.submit([i]) for i in range(4)))
+        started = loop.time()
+        assert await batcher.submit([9]) == [9]  # nobody comes: it runs after the window
+        waited = loop.time() - started
+        assert await batcher.submit([8]) == [8]  # the last batch held one: no wait now
+        await batcher.close()
+        return waited
+
+    waited = asyncio.run(main())
+    assert calls == [4, 1, 1]
+    assert 0.04 <= waited < 1.0
