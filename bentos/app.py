@@ -82,6 +82,7 @@ Predicted = tuple[list[Any], list[dict[str, float]] | None]  # one model call's 
 
 FALLBACK_RECENT_S = 60.0  # /readyz says "degraded" this long after a fallback
 _RETRY_AFTER = {"retry-after": "1"}
+_PEAK_WINDOW_S = 0.1  # how long a peak of requests in flight counts as "lately"
 
 
 @dataclass(frozen=True, eq=False)
@@ -197,6 +198,7 @@ class ServingApp:
             max_latency_ms=settings.max_latency_ms,
             on_batch=self.metrics.batch_records.labels(self.model_name).observe,
             weight=lambda item: len(item.batch),
+            company=self._recent_concurrency,
         )
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
         self.gateway_config = gateway_config(settings)
@@ -206,6 +208,8 @@ class ServingApp:
         )
         self._froze_after_load = False
         self._in_flight = 0  # /predict requests between entry and answer (event loop only)
+        self._peak_in_flight = 0  # the most in flight lately (`_recent_concurrency`)
+        self._peak_at = 0.0
         # Versions loaded before start() returned skip MLflow's requirements check (0.7 s CPU
         # of a restarted worker); it runs for them in a thread once the worker serves.
         self._serving = False
@@ -254,6 +258,9 @@ class ServingApp:
     # -- POST /predict ----------------------------------------------------------------------
     async def predict(self, records: list[dict[str, Any]]) -> Response:
         self._in_flight += 1
+        now = time.monotonic()
+        if self._in_flight >= self._peak_in_flight or now - self._peak_at > _PEAK_WINDOW_S:
+            self._peak_in_flight, self._peak_at = self._in_flight, now
         try:
             return await self._predict(records)
         finally:
@@ -307,6 +314,13 @@ class ServingApp:
             answers, rows = await loop.run_in_executor(self._model_thread, self._infer, items)
         commit = asyncio.wrap_future(self.writer.submit(rows=rows.plain, blocks=rows.blocks()))
         return [Answered(preds, versions, commit, probs) for preds, versions, probs in answers]
+
+    def _recent_concurrency(self) -> int:
+        """The most /predict requests in flight at once in this worker lately (the last
+        `_PEAK_WINDOW_S` before the latest peak): the company an idle batcher waits for.
+        A caller whose request was just answered sends its next one a moment later, so
+        counting only those in flight now would start a batch without them."""
+        return self._peak_in_flight
 
     def _inline(self, items: list[RequestItem]) -> bool:
         """Whether this batch is predicted on the event loop: one small request, and no

@@ -5,10 +5,11 @@ hands it to `process` as one batch; while that batch runs, new requests queue
 up and form the next one. So under load batches grow by themselves.
 
 `max_latency_ms` > 0 additionally holds an idle batcher for company, but only as
-long as fewer requests are queued than the last batch held, and at most that long.
-So a lone caller (every batch of one request) never waits, while a few concurrent
-callers, whose next requests arrive a little apart, share one model call instead of
-one each (unlike a fixed wait window, which every lone request would pay).
+long as fewer requests are queued than are expected (`company`: the service passes
+the most requests in flight in the worker lately; else the size of the last batch),
+and at most that long. So a lone caller never waits, while a few concurrent callers,
+whose next requests arrive a little apart, share one model call instead of one each
+(unlike a fixed wait window, which every lone request would pay).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class MicroBatcher(Generic[T, R]):
         max_latency_ms: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
         weight: Callable[[T], int] | None = None,
+        company: Callable[[], int] | None = None,
     ) -> None:
         self.process = process
         self.max_batch_size = max_batch_size
@@ -50,6 +52,8 @@ class MicroBatcher(Generic[T, R]):
         self.on_batch = on_batch
         # What one item counts for against max_batch_size (e.g. the records of a request).
         self.weight = weight
+        # How many requests an idle batcher waits for (up to max_latency_ms).
+        self.company = company
         self.batches = 0
         self._last_jobs = 1  # requests in the last batch: the company worth waiting for
         self._queue: collections.deque[_Job[T, R]] = collections.deque()
@@ -96,8 +100,9 @@ class MicroBatcher(Generic[T, R]):
                 await self._run_batch(jobs)
 
     def _wants_company(self) -> bool:
-        """Fewer requests queued than the last batch held, and room in the batch."""
-        return len(self._queue) < self._last_jobs and self._size() < self.max_batch_size
+        """Fewer requests queued than expected, and room in the batch."""
+        wanted = self._last_jobs if self.company is None else self.company()
+        return len(self._queue) < wanted and self._size() < self.max_batch_size
 
     async def _linger(self) -> None:
         """Wait up to max_latency_ms while the batch wants company."""

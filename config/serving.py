@@ -144,9 +144,9 @@ class ServingSettings(BaseSettings):
         1.0,
         ge=0.0,
         description="Longest an idle model waits for others to join a batch, and only "
-        "while fewer requests are queued than its last batch held: a lone caller never "
-        "waits (0: run at once; batches still form from requests that arrive while the "
-        "model is busy).",
+        "while fewer requests are queued than were in flight at once in the worker in "
+        "the last 0.1 s: a lone caller never waits (0: run at once; batches still form "
+        "from requests that arrive while the model is busy).",
     )
     inline_predict_records: int = Field(
         128,

@@ -424,3 +424,17 @@ def test_concurrent_small_requests_keep_the_model_thread(tmp_path: Path) -> None
 
     assert asyncio.run(go()) == [200] * 4
     assert threads and all(name.startswith("model") for name in threads)
+
+
+def test_the_batcher_expects_the_recent_peak_of_requests_in_flight(tmp_path: Path) -> None:
+    app, _, _ = make_app(tmp_path, {"champion": "1"})
+
+    async def go() -> tuple[int, int]:
+        answers = await asyncio.gather(*(app.predict(records(1)) for _ in range(4)))
+        assert [a.status_code for a in answers] == [200] * 4
+        during = app._recent_concurrency()
+        await asyncio.sleep(0.15)  # longer than the peak counts
+        assert (await app.predict(records(1))).status_code == 200
+        return during, app._recent_concurrency()
+
+    assert asyncio.run(go()) == (4, 1)

@@ -132,3 +132,32 @@ def test_the_wait_for_company_ends_after_max_latency() -> None:
     waited = asyncio.run(main())
     assert calls == [4, 1, 1]
     assert 0.04 <= waited < 1.0
+
+
+def test_an_idle_batcher_waits_for_the_company_it_is_told_to_expect() -> None:
+    calls: list[int] = []
+    expected = [3]
+
+    async def process(items: list[int]) -> list[int]:
+        calls.append(len(items))
+        return items
+
+    async def main() -> float:
+        batcher: MicroBatcher[int, int] = MicroBatcher(
+            process, 64, max_latency_ms=2000, company=lambda: expected[0]
+        )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first = asyncio.ensure_future(batcher.submit([1]))  # no batch before: still waits
+        await asyncio.sleep(0.02)
+        rest = [asyncio.ensure_future(batcher.submit([i])) for i in (2, 3)]
+        assert await first == [1] and [await r for r in rest] == [[2], [3]]
+        waited = loop.time() - started
+        expected[0] = 1  # concurrency fell to one: a lone request goes at once
+        assert await batcher.submit([4]) == [4]
+        await batcher.close()
+        return waited
+
+    waited = asyncio.run(main())
+    assert calls == [3, 1]
+    assert waited < 1.0
