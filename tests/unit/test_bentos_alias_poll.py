@@ -13,6 +13,7 @@ import pytest
 
 from bentos.alias_poll import (
     ENDPOINT,
+    MlflowHeaders,
     RegistryReadError,
     RestAliasSource,
     alias_source,
@@ -165,6 +166,40 @@ def test_sends_the_credentials_mlflow_would_send(
     alias_source(registry.url, "m", 2, fallback=None).aliases()  # type: ignore[arg-type]
     expected = "Basic " + base64.b64encode(b"ann:pw").decode()
     assert registry.requests[-1][1]["Authorization"] == expected
+
+
+def test_credentials_and_header_plugins_are_resolved_for_every_poll(
+    registry: FakeRegistry, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from mlflow.tracking.request_header.registry import resolve_request_headers
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "first")
+    source = alias_source(registry.url, "m", 2, fallback=None)  # type: ignore[arg-type]
+    assert isinstance(source, RestAliasSource) and isinstance(source.headers, MlflowHeaders)
+
+    class ExpiringToken:  # a request-header plugin whose header changes over time
+        issued = 0
+
+        def in_context(self) -> bool:
+            return True
+
+        def request_headers(self) -> dict[str, str]:
+            ExpiringToken.issued += 1
+            return {"X-Plugin-Token": f"t{ExpiringToken.issued}"}
+
+    source.headers.plugins.append(ExpiringToken())
+    source.aliases()
+    sent = registry.requests[-1][1]
+    for name, value in resolve_request_headers().items():  # what MLflow itself adds
+        assert sent[name] == value
+    assert (sent["Authorization"], sent["X-Plugin-Token"]) == ("Bearer first", "t1")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "second")
+    source.aliases()
+    sent = registry.requests[-1][1]
+    assert (sent["Authorization"], sent["X-Plugin-Token"]) == ("Bearer second", "t2")
 
 
 def test_other_registries_and_auth_schemes_keep_the_mlflow_client(
