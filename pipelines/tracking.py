@@ -28,6 +28,7 @@ from registry import new_decision_id
 from registry.decision import DECISION_KEY
 
 if TYPE_CHECKING:
+    from mlflow.models import ModelSignature
     from mlflow.models.model import ModelInfo
     from mlflow.types.schema import Schema
 
@@ -104,10 +105,13 @@ def log_training_run(run: TrainingRun, fitted: FittedModel) -> tuple[str, str]:
     so MLflow finds no run metrics to copy onto it one `get_metric_history` at a time;
     then params, metrics (linked to the logged model) and the model URI tag go in one
     `log_batch`, both datasets in one `log_inputs`. The permutation importance (predict
-    calls: native code without the GIL) is computed in a worker thread meanwhile.
+    calls: native code without the GIL) is computed in a worker thread meanwhile; the
+    signature's predictions come first, before that thread starts (beside it, the
+    200-row predict waited 0.3-0.4 s for the cores its OpenMP threads were spinning on).
     """
     settings, snapshot = run.settings, run.snapshot
     features = list(snapshot.features)
+    signature = model_signature(run, fitted)
     with (
         ThreadPoolExecutor(1, thread_name_prefix="driftloop-importance") as pool,
         ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="driftloop-upload") as uploads,
@@ -118,11 +122,11 @@ def log_training_run(run: TrainingRun, fitted: FittedModel) -> tuple[str, str]:
         ) as active,
     ):
         importance = pool.submit(
-            fitted.feature_importance, run.holdout[features], run.holdout[snapshot.target]
+            importance_on_one_core, fitted, run.holdout[features], run.holdout[snapshot.target]
         )
         run_id = active.info.run_id
         params = training_params(run, fitted)
-        model = log_fitted_model(run, fitted, params)
+        model = log_fitted_model(run, fitted, params, signature)
         log_params_and_metrics(
             run_id,
             params,
@@ -150,6 +154,20 @@ def log_training_run(run: TrainingRun, fitted: FittedModel) -> tuple[str, str]:
         for upload in pending:  # all uploaded (or the first failure raised) before the run ends
             upload.result()
     return run_id, model.model_uri
+
+
+def importance_on_one_core(fitted: FittedModel, X: pd.DataFrame, y: pd.Series) -> pd.Series:
+    """`fitted.feature_importance(X, y)` with this thread's OpenMP teams of one thread.
+
+    It runs in a worker thread beside the model's save (Python, the GIL): with OpenMP's
+    default of one thread per core its predict calls kept both cores busy and the save
+    got what was left. ``omp_set_num_threads`` (threadpoolctl's OpenMP limit) sets the
+    calling thread's own value, so the flow's thread keeps both cores for its own
+    predict calls. Same predictions, same figures."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return fitted.feature_importance(X, y)
 
 
 def training_run_tags(run: TrainingRun) -> dict[str, str]:
@@ -289,22 +307,38 @@ def log_bytes(run_id: str, data: bytes, artifact_file: str) -> None:
         MlflowClient().log_artifact(run_id, str(path), folder or None)
 
 
-def log_fitted_model(
-    run: TrainingRun, fitted: FittedModel, params: dict[str, Any] | None = None
-) -> ModelInfo:
-    """Log the model with its signature, input example, label rule and decision rule
-    (and `params` on the logged model); returns its ModelInfo. The contract goes beside
-    it (machines without it read it)."""
+def served_example(run: TrainingRun, rows: int) -> pd.DataFrame:
+    """The first `rows` holdout rows as serving receives them: numeric features are
+    declared double (a served request may carry a NaN or a float where training saw
+    integers, and MLflow refuses float→long)."""
+    snapshot = run.snapshot
+    return numeric_as_float(run.holdout[list(snapshot.features)].head(rows), snapshot.numeric)
+
+
+def model_signature(run: TrainingRun, fitted: FittedModel) -> ModelSignature:
+    """The logged model's signature: inferred from 200 served holdout rows and the
+    model's predictions on them."""
     from mlflow.models import infer_signature
 
+    x_head = run.holdout[list(run.snapshot.features)].head(200)
+    return infer_signature(served_example(run, 200), fitted.predict(x_head))
+
+
+def log_fitted_model(
+    run: TrainingRun,
+    fitted: FittedModel,
+    params: dict[str, Any] | None = None,
+    signature: ModelSignature | None = None,
+) -> ModelInfo:
+    """Log the model with its signature (`model_signature` when None), input example,
+    label rule and decision rule (and `params` on the logged model); returns its
+    ModelInfo. The contract goes beside it (machines without it read it)."""
     from data.contract import LABEL_RULE_KEY, label_rule  # Great Expectations: import on use
 
     snapshot = run.snapshot
-    x_holdout = run.holdout[list(snapshot.features)]
-    # Numeric features are declared double: a served request may carry a NaN or a float
-    # where training saw integers, and MLflow refuses float→long.
-    served = numeric_as_float(x_holdout, snapshot.numeric)
-    signature = infer_signature(served.head(200), fitted.predict(x_holdout.head(200)))
+    served = served_example(run, 5)
+    if signature is None:
+        signature = model_signature(run, fitted)
     mlflow.log_dict(run.contract.to_dict(), CONTRACT_ARTIFACT)
     # Serving checks feedback labels against the target's contract rule (bentos.schema).
     rule = label_rule(run.contract, snapshot.task, run.train[snapshot.target])
@@ -312,7 +346,7 @@ def log_fitted_model(
     with keep_logged_model(run.model_copy):
         info = fitted.log_model(
             "model",
-            input_example=served.head(5),
+            input_example=served,
             signature=signature,
             metadata={
                 LABEL_RULE_KEY: rule,

@@ -214,9 +214,16 @@ def test_in_process_runs_send_no_heartbeats_unless_asked() -> None:
 
     from pipelines.train import in_process_run
 
-    default = get_current_settings().flows.heartbeat_frequency
+    before = get_current_settings()
+    default = before.flows.heartbeat_frequency
     with in_process_run():
-        assert get_current_settings().flows.heartbeat_frequency is None
+        inside = get_current_settings()
+        assert inside.flows.heartbeat_frequency is None
+        # Only that field differs (the settings are copied, not rebuilt).
+        changed = inside.model_copy(
+            update={"flows": inside.flows.model_copy(update={"heartbeat_frequency": default})}
+        )
+        assert changed.model_dump() == before.model_dump()
     assert get_current_settings().flows.heartbeat_frequency == default
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 60}), in_process_run():
         assert get_current_settings().flows.heartbeat_frequency == 60
