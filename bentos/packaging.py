@@ -213,16 +213,20 @@ def package_version(
     home: Path | None = None,
     registry: Registry | None = None,
     logged_copy: Path | None = None,
+    info: VersionInfo | None = None,
 ) -> Packaged:
     """Import version N into the BentoML store at `home`, build its Bento, tag the version.
 
     `home` is the BentoML home (``<state>/bentoml``); None keeps the process's own.
     `logged_copy`: the training flow's local copy of the model it logged for this version
     (see `bentos.store.import_version`); None downloads the model from the registry.
-    The version is read once: the import and the tag merge use that read.
+    The version is read once: the import and the tag merge use that read. `info`: version
+    N as the caller has just read or registered it (``Registry.register``'s answer,
+    tags as stored); None (or another version) reads it here.
     """
     registry = registry or Registry(model_name, tracking_uri)
-    info = registry.get(version)
+    if info is None or str(info.version) != str(version) or info.stored_tags is None:
+        info = registry.get(version)
     with bentoml_home(home):
         model = import_version(registry, info.version, info=info, logged_copy=logged_copy)
         bento_tag, built = build_bento(info, str(model.tag))

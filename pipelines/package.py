@@ -15,17 +15,22 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from bentos.packaging import package_version as _package
+from registry import VersionInfo
 
 
 def package_version_plain(
-    settings: Any, version: str | int, logged_copy: Path | None = None
+    settings: Any,
+    version: str | int,
+    logged_copy: Path | None = None,
+    info: VersionInfo | None = None,
 ) -> str:
     """Package `version` of `settings.model_name` into the state folder's BentoML store.
 
     `settings` is duck-typed: `model_name`, `resolved_tracking_uri()` and
     `resolved_bentoml_home()` (driftloop's `Settings` and `ServingSettings` fit).
     Returns the Bento tag, which is also written on the MLflow version. `logged_copy`:
-    the training flow's local copy of the version's logged model (else downloaded).
+    the training flow's local copy of the version's logged model (else downloaded);
+    `info`: the version as the flow registered it (else read from the registry).
     """
     packaged = _package(
         settings.model_name,
@@ -33,6 +38,7 @@ def package_version_plain(
         settings.resolved_tracking_uri(),
         home=settings.resolved_bentoml_home(),
         logged_copy=logged_copy,
+        info=info,
     )
     return packaged.bento_tag
 
@@ -45,10 +51,15 @@ def package_version_plain(
     timeout_seconds=600,
     cache_policy=NO_CACHE,
 )
-def package_version(settings: Any, version: str | int, logged_copy: Path | None = None) -> str:
+def package_version(
+    settings: Any,
+    version: str | int,
+    logged_copy: Path | None = None,
+    info: VersionInfo | None = None,
+) -> str:
     """Build the Bento `<model>-service:v<N>`; the tag is written back on the version
     (registry and store I/O: retried)."""
-    tag = package_version_plain(settings, version, logged_copy)
+    tag = package_version_plain(settings, version, logged_copy, info)
     get_run_logger().info("version %s packaged as %s", version, tag)
     return tag
 

@@ -557,9 +557,10 @@ def fit(settings: Settings, snapshot: Snapshot, train: pd.DataFrame) -> Any:
 @task(name="log-and-register", **SERVER_RETRIES, timeout_seconds=600)
 def log_and_register(
     run: TrainingRun, fitted: Any, parent_version: str | None, extra_tags: dict[str, str]
-) -> tuple[str, str]:
+) -> tuple[str, str, VersionInfo | None]:
     """One MLflow run with everything a reviewer needs (`pipelines.tracking`), then a new
-    registry version; returns (version, run id).
+    registry version; returns (version, run id, the version as registered: None when a
+    retry found an earlier attempt's registration).
 
     Idempotent under retries: the flow creates `run.registration_key` once, fresh, for
     this call; the run and the version carry it. A retry returns the version already
@@ -583,13 +584,13 @@ def log_and_register(
         earlier = earlier_registration(registry, run.experiment_id, run.registration_key, tags)
         if earlier is not None:
             get_run_logger().info("retry: v%s was already registered from run %s", *earlier)
-            return earlier
+            return (*earlier, None)
     run_id, model_uri = log_training_run(run, fitted)
     version = registry.register(
         model_uri, run_id, tags, registration_key=run.registration_key, fresh_key=first_attempt
     )
     get_run_logger().info("registered %s version %s", settings.model_name, version.version)
-    return version.version, run_id
+    return version.version, run_id, version
 
 
 def earlier_registration(
@@ -882,7 +883,7 @@ def train_flow(
             live_rows_file=live_file,
             model_copy=model_copy,
         )
-        version, run_id = log_and_register(run, fitted, champion.version, tags)
+        version, run_id, registered = log_and_register(run, fitted, champion.version, tags)
         labelled = labels.submit(
             label_training_run,
             settings,
@@ -894,7 +895,7 @@ def train_flow(
             champion.metrics,
         )
         bento_tag = (
-            package_and_index(settings, version, snapshot, train, model_copy)
+            package_and_index(settings, version, snapshot, train, model_copy, registered)
             if package_bento
             else None
         )
@@ -929,13 +930,15 @@ def package_and_index(
     snapshot: Snapshot,
     train: pd.DataFrame,
     logged_copy: Path | None = None,
+    registered: VersionInfo | None = None,
 ) -> str:
     """Build the version's Bento and index its training sample for the OOD check, side
     by side (the index in a worker thread); the Bento tag. Both must succeed.
-    `logged_copy`: the local copy of the model just logged (packaging imports it)."""
+    `logged_copy`: the local copy of the model just logged (packaging imports it);
+    `registered`: the version as registration answered (packaging reads it otherwise)."""
     indexing = index_reference.submit(settings, version, snapshot, train)
     try:
-        bento_tag = package_version(settings, version, logged_copy)
+        bento_tag = package_version(settings, version, logged_copy, registered)
     finally:
         indexing.wait()
     indexing.result()

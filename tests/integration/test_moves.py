@@ -288,3 +288,24 @@ def test_one_monitor_check_per_model_at_a_time(
     assert f"another monitor check of '{name}' is running" in check["error"]
     assert check["acted"] is None
     assert times["entered"] >= times["released"]
+
+
+def test_registrations_answer_is_what_a_read_gives(
+    mlflow_server: procs.Server, source: str
+) -> None:
+    """The training flow packages the version from `register`'s answer (no read back):
+    that answer must be the version as the registry stores it, tags included."""
+    registry = Registry(f"moves-{uuid.uuid4().hex[:8]}", mlflow_server.base_url)
+    tags = {"family": "sklearn", "data_digest": "abc123", "holdout_rmse": 1.5}
+    for _ in range(2):  # the model's first version (creates it), then a later one
+        registered = registry.register(
+            f"runs:/{source}/model",
+            source,
+            tags,
+            registration_key=f"train-{uuid.uuid4().hex}",
+            fresh_key=True,
+        )
+        read = registry.get(registered.version)
+        assert registered == read
+        assert registered.stored_tags == read.stored_tags
+        assert registered.tags["data_digest"] == "abc123"
