@@ -258,9 +258,10 @@ def report(
         "`bentoml serve bentos.service:DriftloopService` exactly as `driftloop serve` starts it, "
         f"with `DRIFTLOOP_API_KEY` set (every request authenticated) and the prediction log on "
         "(SQLite WAL, synchronous=FULL: a request is answered only after the commit holding its "
-        "records). Tuned batching: "
+        "records). The max_latency_ms 0 rows: "
         + ", ".join(f"`DRIFTLOOP_{k.upper()}={v}`" for k, v in TUNED.items())
-        + f". Model: the product's sklearn family on the bundled data ({len(model.features)} "
+        + " (no wait for company; the default waits up to 1 ms while the worker had more "
+        f"requests in flight lately). Model: the product's sklearn family on the bundled data ({len(model.features)} "
         "features), registered in a real `mlflow server` (whose aliases the services poll) and "
         "imported into BentoML's store."
     )
