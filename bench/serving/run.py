@@ -261,9 +261,9 @@ def report(
         "records). The max_latency_ms 0 rows: "
         + ", ".join(f"`DRIFTLOOP_{k.upper()}={v}`" for k, v in TUNED.items())
         + " (no wait for company; the default waits up to 1 ms while the worker had more "
-        f"requests in flight lately). Model: the product's sklearn family on the bundled data ({len(model.features)} "
-        "features), registered in a real `mlflow server` (whose aliases the services poll) and "
-        "imported into BentoML's store."
+        "requests in flight lately). Model: the product's sklearn family on the bundled data "
+        f"({len(model.features)} features), registered in a real `mlflow server` (whose "
+        "aliases the services poll) and imported into BentoML's store."
     )
     if not have_wrk():
         section.notes.append(
