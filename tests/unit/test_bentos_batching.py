@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from bentos.batching import MicroBatcher
 
@@ -65,12 +66,19 @@ def test_a_failing_request_does_not_fail_the_others_in_its_batch() -> None:
     assert isinstance(bad, ValueError)
 
 
-def test_a_lone_caller_never_waits_for_company() -> None:
+def batch_sizes() -> tuple[list[int], Callable[[list[int]], Awaitable[list[int]]]]:
+    """A `process` that answers each item with itself, and the sizes of its batches."""
     calls: list[int] = []
 
     async def process(items: list[int]) -> list[int]:
         calls.append(len(items))
         return items
+
+    return calls, process
+
+
+def test_a_lone_caller_never_waits_for_company() -> None:
+    calls, process = batch_sizes()
 
     async def main() -> float:
         batcher: MicroBatcher[int, int] = MicroBatcher(process, 64, max_latency_ms=500)
@@ -86,11 +94,7 @@ def test_a_lone_caller_never_waits_for_company() -> None:
 
 
 def test_after_a_batch_with_company_an_idle_batcher_waits_for_as_many() -> None:
-    calls: list[int] = []
-
-    async def process(items: list[int]) -> list[int]:
-        calls.append(len(items))
-        return items
+    calls, process = batch_sizes()
 
     async def main() -> float:
         batcher: MicroBatcher[int, int] = MicroBatcher(process, 64, max_latency_ms=2000)
@@ -112,11 +116,7 @@ def test_after_a_batch_with_company_an_idle_batcher_waits_for_as_many() -> None:
 
 
 def test_the_wait_for_company_ends_after_max_latency() -> None:
-    calls: list[int] = []
-
-    async def process(items: list[int]) -> list[int]:
-        calls.append(len(items))
-        return items
+    calls, process = batch_sizes()
 
     async def main() -> float:
         batcher: MicroBatcher[int, int] = MicroBatcher(process, 64, max_latency_ms=50)
@@ -135,12 +135,8 @@ def test_the_wait_for_company_ends_after_max_latency() -> None:
 
 
 def test_an_idle_batcher_waits_for_the_company_it_is_told_to_expect() -> None:
-    calls: list[int] = []
+    calls, process = batch_sizes()
     expected = [3]
-
-    async def process(items: list[int]) -> list[int]:
-        calls.append(len(items))
-        return items
 
     async def main() -> float:
         batcher: MicroBatcher[int, int] = MicroBatcher(
