@@ -118,8 +118,6 @@ _ROW_COLUMNS = (
     "latency_ms",
     "scores",
 )
-_JSON_COLUMNS = {"features", "prediction", "scores"}
-_JSON_AT = tuple(i for i, name in enumerate(_ROW_COLUMNS) if name in _JSON_COLUMNS)
 _FEATURES = _ROW_COLUMNS.index("features")
 # SQLite: rows go in as multi-row `INSERT ... VALUES (...), (...)` statements of a power
 # of two rows each (100 rows: 64 + 32 + 4), so a handful of statements stay prepared in
