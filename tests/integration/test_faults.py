@@ -132,6 +132,23 @@ def worker_pids(server: procs.Server) -> set[int]:
     return find_workers(server.process.pid).serving
 
 
+def all_serving(server: procs.Server) -> set[int]:
+    """The serving children once every worker's warm parent has forked one (a parent
+    still importing serves nothing yet, and a kill -9 of it is a restart from scratch)."""
+    found: set[int] = set()
+
+    def forked() -> bool:
+        workers = find_workers(server.process.pid)
+        found.clear()
+        found.update(workers.serving)
+        return len(workers.tree) == WORKERS and all(
+            len(kids) == 1 for kids in workers.tree.values()
+        )
+
+    wait(forked, 60, "a serving child under every warm parent")
+    return found
+
+
 def readyz(served: ts.Served) -> tuple[int, dict[str, Any]]:
     response = httpx.get(f"{served.url}/readyz", timeout=10)
     return response.status_code, response.json()
@@ -181,8 +198,8 @@ def service(
 def test_kill_9_of_the_worker_under_load_loses_no_acknowledged_prediction(
     service: ts.Served, models: ts.Models
 ) -> None:
+    before = all_serving(service.server)
     keepers = find_workers(service.server.process.pid).keepers
-    before = worker_pids(service.server)
     assert len(before) == WORKERS, before
     with Traffic(service, ts.records(models, 50), clients=8) as traffic:
         wait(lambda: traffic.count_ok() > 100, 60, "answers before the kill")
@@ -206,8 +223,7 @@ def test_kill_9_of_the_worker_under_load_loses_no_acknowledged_prediction(
         )
         ok_at_resume = traffic.count_ok()
         wait(lambda: traffic.count_ok() > ok_at_resume + 100, 30, "steady answers again")
-    wait(lambda: len(worker_pids(service.server)) == WORKERS, 60, "both workers back")
-    after = worker_pids(service.server)
+    after = all_serving(service.server)
     assert after.isdisjoint(before)  # the worker really was replaced
     assert find_workers(service.server.process.pid).keepers == keepers  # by a fork
     acknowledged = set(traffic.acknowledged)
@@ -247,7 +263,7 @@ def test_a_locked_prediction_log_gives_503_and_recovers_without_restart(
     body = {"records": ts.records(models, 2)}
     first = service.predict(body)
     assert first.status_code == 200
-    pids = worker_pids(service.server)
+    pids = all_serving(service.server)
     path = Path(service.settings.resolved_prediction_log_url().removeprefix("sqlite:///"))
     holder = _hold_write_lock(path)
     locked_at = time.monotonic()
