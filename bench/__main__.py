@@ -24,7 +24,15 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import QUIET_ENV, REPO, Section, log, machine, preserved_environ
+from bench.common import (
+    QUIET_ENV,
+    REPO,
+    Section,
+    log,
+    machine,
+    preserved_environ,
+    wait_for_quiet,
+)
 
 SECTIONS = {
     "serving": "1. Serving",
@@ -49,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     sections: list[Section] = []
     for name in names:
         section = Section(name, SECTIONS[name])
-        log(f"section {section.title}")
+        section.quiet = wait_for_quiet()
+        log(f"section {section.title} (started on {section.quiet})")
         t0 = time.perf_counter()
         try:
             # A section's servers are gone afterwards: no URL of theirs may outlive it.

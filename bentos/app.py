@@ -48,6 +48,7 @@ from bentos.schema import (
     Steps,
     ValidBatch,
 )
+from bentos.startup import StartupGate, started_dir
 from bentos.store import (
     MLFLOW_MODEL_FOLDER,
     LoadedModel,
@@ -164,8 +165,11 @@ class ServingApp:
         self.registry = Registry(self.model_name, settings.resolved_tracking_uri())
         commit_timeout_s = settings.prediction_log_commit_timeout_s
         self.log = PredictionLog(
-            settings.resolved_prediction_log_url(), busy_timeout_s=commit_timeout_s
+            settings.resolved_prediction_log_url(),
+            busy_timeout_s=commit_timeout_s,
+            background_checkpoints=True,  # no request waits for a WAL checkpoint
         )
+        self.startup = StartupGate(settings.workers, started_dir())
         self.writer = GroupCommitWriter(
             self.log, on_commit=self._observe_commit, commit_timeout_s=commit_timeout_s
         )
@@ -626,12 +630,15 @@ class ServingApp:
         }
         if self.follower.snapshot.champion is None:
             return 503, {"status": "not_ready", "reason": self._not_ready_reason(), **body}
+        starting, blocking = self.startup.waiting()
+        if starting is not None and blocking:
+            return 503, {"status": "starting", "reason": starting, **body}
         if restarted or not self.writer.healthy:
             reason = self._log_unavailable()
             if restarted:
                 reason = f"the prediction log writer had stopped and was restarted: {reason}"
             return 503, {"status": "not_ready", "reason": reason, **body}
-        reasons = []
+        reasons = [starting] if starting is not None else []
         if not status["registry"]["reachable"]:
             reasons.append(
                 "registry unreachable: serving the loaded versions, aliases are not followed"

@@ -30,7 +30,9 @@ from typing import Any
 import bentoml
 from bentoml.exceptions import BentoMLException
 
+from bentos.connections import ConnectionShares, balance_connections
 from bentos.gateway import Gateway, parsed_list
+from bentos.startup import mark_started, started_dir
 from config.serving import SERVICE_NAME
 
 
@@ -52,7 +54,7 @@ class DriftloopService:
 
         began = time.time()
         settings = ServingSettings()
-        _prepare_process(settings.registry_timeout_s)
+        _prepare_process(settings.registry_timeout_s, settings.workers)
         bento = DriftloopService.bento
         labels: dict[str, str] = dict(bento.info.labels) if bento is not None else {}
         model_name = settings.model_name
@@ -72,6 +74,7 @@ class DriftloopService:
         gc.collect()
         gc.freeze()
         _log_start_up(model_name, began)
+        mark_started(bentoml.server_context.worker_index)  # /readyz waits for every worker
 
     # The gateway answers these two routes itself (`GatewayConfig.handlers`): these
     # declarations give the OpenAPI document its schemas, and serve a gateway without
@@ -93,7 +96,7 @@ class DriftloopService:
         await self.app.close()
 
 
-def _prepare_process(registry_timeout_s: float) -> None:
+def _prepare_process(registry_timeout_s: float, workers: int = 1) -> None:
     """Process settings of the serving worker: our log level and fail-fast MLflow calls
     (the gateway shortens the GIL switch interval while a large body is in flight).
 
@@ -105,20 +108,15 @@ def _prepare_process(registry_timeout_s: float) -> None:
 
     logging.getLogger("driftloop").setLevel(logging.INFO)
     os.environ.update(mlflow_http_env(registry_timeout_s))
-    share_new_connections()
+    share_new_connections(workers, bentoml.server_context.worker_index)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
-def share_new_connections() -> None:
-    """Yield the CPU after each accepted connection, so sibling workers get their share.
-
-    The workers accept on one listening socket; a new connection wakes all of them and
-    the first to run accepts every connection queued by then (uvloop/libuv accept until
-    the queue is empty). A client opening 8 connections at once got all 8 on one worker
-    in 19 of 25 tries (the other worker idle: half the machine serving), 4/4 in 21 of 25
-    with this `sched_yield` after each accept (bench/README.md, "Session 9"). The cost is
-    one system call per new connection, none per request.
-    """
+def share_new_connections(workers: int = 1, worker_index: int | None = None) -> None:
+    """Spread new connections over the server's workers (`bentos.connections`): after
+    each accept this worker yields the CPU, or, while it holds two connections more than
+    a live sibling, pauses 0.5 ms so that sibling takes the next. The cost is a system
+    call per new connection, none per request."""
     if not hasattr(os, "sched_yield"):
         return
     protocols = []
@@ -130,17 +128,14 @@ def share_new_connections() -> None:
             protocols.append(getattr(importlib.import_module(module), name))
         except (ImportError, AttributeError):
             continue
-    for protocol in protocols:
-        made = protocol.connection_made
-        if getattr(made, "_driftloop_yields", False):
-            continue
-
-        def connection_made(self: Any, transport: Any, _made: Any = made) -> None:
-            _made(self, transport)
-            os.sched_yield()  # the next queued connection: a sibling's, if it is ready
-
-        connection_made._driftloop_yields = True  # type: ignore[attr-defined]
-        protocol.connection_made = connection_made
+    folder = started_dir()
+    shares = None
+    if folder is not None and workers > 1 and worker_index is not None:
+        try:
+            shares = ConnectionShares(folder, worker_index)
+        except OSError:  # the folder is gone (the server is stopping)
+            shares = None
+    balance_connections(protocols, shares)
 
 
 def prefork() -> None:

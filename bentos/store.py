@@ -30,6 +30,7 @@ import pandas as pd
 import yaml
 from bentoml.exceptions import BentoMLException, NotFound
 
+from bentos.lean import LeanPipeline, OneHotColumns, lean_pipeline
 from bentos.schema import (
     LabelSchema,
     RecordSchema,
@@ -253,6 +254,9 @@ class DirectPredict:
 
     predict: Callable[[pd.DataFrame], Any]
     dtypes: tuple[Any, ...]
+    lean: LeanPipeline | None = None
+    """The pipeline's predict without sklearn's per-call overhead (`bentos.lean`), when
+    verified; `predict` is then its predict."""
 
     def applies(self, frame: pd.DataFrame) -> bool:
         return tuple(frame.dtypes) == self.dtypes
@@ -312,6 +316,10 @@ def load_model(model: bentoml.Model, check_requirements: bool = True) -> LoadedM
     decision, proba = classifier_rule(pyfunc, (meta.metadata or {}).get(DECISION_KEY), version)
     schema = RecordSchema.from_mlflow(meta.get_input_schema())
     example = example_batch(pyfunc, schema)
+    direct = direct_predict(pyfunc, schema, example)
+    lean = direct.lean if direct is not None else None
+    if lean is not None and proba is not None and proba == lean.pipeline.predict_proba:
+        proba = lean.predict_proba  # checked against the pipeline's by verified_lean
     loaded = LoadedModel(
         version=version,
         tag=str(model.tag),
@@ -323,7 +331,7 @@ def load_model(model: bentoml.Model, check_requirements: bool = True) -> LoadedM
         labels=labels,
         decision=decision,
         proba=proba,
-        direct=direct_predict(pyfunc, schema, example),
+        direct=direct,
     )
     if example is not None:
         try:
@@ -455,7 +463,61 @@ def direct_predict(
     except Exception as exc:
         log.info("serving through pyfunc.predict (direct call not verified: %s)", exc)
         return None
+    lean = verified_lean(pyfunc, frame)
+    if lean is not None:
+        return DirectPredict(lean.predict, tuple(frame.dtypes), lean)
     return DirectPredict(predict, tuple(frame.dtypes))
+
+
+def verified_lean(pyfunc: Any, frame: pd.DataFrame) -> LeanPipeline | None:
+    """`bentos.lean`'s version of an mlflow.sklearn pipeline's predict, when it answers
+    exactly as the pipeline does on `frame` (the input example), on its first row alone and
+    on it with every one-hot column set to a category the model never saw; else None.
+
+    Reads MLflow's private ``PyFuncModel._model_impl``/``_predict_fn`` (checked against
+    3.17: no public accessor says which function a pyfunc calls); if they change, this
+    returns None and the version serves through its own predict, never a wrong answer."""
+    impl = getattr(pyfunc, "_model_impl", None)
+    raw = getattr(impl, "sklearn_model", None)
+    if raw is None or getattr(pyfunc, "_predict_fn", None) != getattr(impl, "predict", None):
+        return None  # not mlflow.sklearn, or a pyfunc_predict_fn other than predict
+    try:
+        lean = lean_pipeline(raw)
+        if lean is None:
+            return None
+        unseen = frame.copy()
+        for block in lean.blocks:
+            if isinstance(block, OneHotColumns):
+                for column in block.columns:
+                    unseen[column] = "\x00driftloop-unseen-category"
+        methods = ["predict"] + (["predict_proba"] if hasattr(raw, "predict_proba") else [])
+        for probe in (frame, frame.head(1), unseen):
+            for method in methods:
+                if not _same_answers(getattr(raw, method), getattr(lean, method), probe):
+                    log.info("serving through the pipeline's own predict (lean path differs)")
+                    return None
+    except Exception as exc:
+        log.info("serving through the pipeline's own predict (lean path not verified: %s)", exc)
+        return None
+    return lean
+
+
+def _same_answers(
+    theirs: Callable[[pd.DataFrame], Any], ours: Callable[[pd.DataFrame], Any], frame: pd.DataFrame
+) -> bool:
+    """Whether both give equal arrays of the same dtype on `frame`, or both raise."""
+    try:
+        expected = np.asarray(theirs(frame.copy()))
+    except Exception:
+        expected = None
+    try:
+        got = np.asarray(ours(frame.copy()))
+    except Exception:
+        got = None
+    if expected is None or got is None:
+        return expected is None and got is None
+    same_nans = expected.dtype.kind in "fc"  # a missing answer stays missing
+    return expected.dtype == got.dtype and np.array_equal(expected, got, same_nans)
 
 
 def classifier_rule(

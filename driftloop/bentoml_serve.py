@@ -18,12 +18,19 @@ It also has circus start each service worker as ``python -m driftloop.warm_worke
 (same arguments as BentoML's ``_bentoml_impl.worker.service``): a warm parent that
 imports everything once and forks the serving process, so a killed serving process is
 replaced by a fork (~1 s) instead of a fresh interpreter (~6 s of imports).
+
+And it gives the workers a folder to say they have started in (`bentos.startup`), so that
+``/readyz`` says ready only once every worker has loaded its champion.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -67,10 +74,16 @@ def main(argv: list[str] | None = None) -> None:
     """Run the ``bentoml`` CLI with `argv` (default: this process's arguments)."""
     from bentoml_cli.cli import cli
 
+    from bentos.startup import STARTED_DIR_ENV
     from driftloop.warm_worker import WORKER_MODULE
 
     _patch_arbiter(RESPAWN_CHECK_S)
     _patch_worker(WORKER_MODULE)
+    # Where the workers mark that they loaded their champion (bentos/startup.py): /readyz
+    # is "starting" until all have. One folder per server, removed when it exits.
+    started = tempfile.mkdtemp(prefix="driftloop-started-")
+    atexit.register(shutil.rmtree, started, True)
+    os.environ[STARTED_DIR_ENV] = started
     cli.main(args=sys.argv[1:] if argv is None else argv, prog_name="bentoml")
 
 

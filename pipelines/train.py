@@ -53,6 +53,7 @@ from data.sources import (
     with_shuffled_labels,
 )
 from data.split import select_rows, time_split, train_validation_split
+from monitoring.heap import freeze_new_imports
 from monitoring.metrics import primary_metric
 from pipelines.evaluate import (
     Evaluation,
@@ -838,6 +839,9 @@ def train_flow(
     admit drifted data (a new contract revision, logged with its diff) while hard rules
     still stop the flow.
     """
+    # What the process imported so far leaves the cyclic collector's walks, here and
+    # after the steps that import libraries lazily (monitoring/heap.py).
+    freeze_new_imports()
     settings = load_settings(
         model_name=model_name,
         data=Path(data) if data else None,
@@ -853,6 +857,7 @@ def train_flow(
     )
     snapshot, live_file = load_training_data(settings, (time_from, time_until), live_rows)
     check = validate_data(settings, snapshot, experiment_id, rebuild_contract, widen_contract)
+    freeze_new_imports()  # Great Expectations
     check_labels(settings, snapshot)
     if shuffle_labels:
         snapshot = with_shuffled_labels(snapshot, settings.seed)
@@ -861,6 +866,7 @@ def train_flow(
     )
     live = live_holdout_rows(snapshot, holdout)
     fitted = fit(settings, snapshot, train)
+    freeze_new_imports()  # the model family's libraries
     champion = score_champion(settings, snapshot, holdout, live)
     evaluation = evaluate_model(fitted, snapshot, train, holdout, settings, live)
     get_run_logger().info(evaluation.explanation)
@@ -884,6 +890,7 @@ def train_flow(
             model_copy=model_copy,
         )
         version, run_id, registered = log_and_register(run, fitted, champion.version, tags)
+        freeze_new_imports()  # MLflow's flavour, skops, matplotlib
         labelled = labels.submit(
             label_training_run,
             settings,

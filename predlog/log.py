@@ -291,7 +291,14 @@ def _switch_to_wal(cursor: Any, busy_timeout_s: float) -> None:
             delay = min(delay * 2, 0.1)
 
 
-def _sqlite_pragmas(busy_timeout_s: float) -> Callable[[Any, Any], None]:
+_WAL_RESTART_PAGES = 4096
+"""With background checkpoints, the WAL size (pages, ~16 MB) at which a commit still
+checkpoints itself, so that the WAL starts again from its beginning (`WalCheckpointer`)."""
+
+
+def _sqlite_pragmas(
+    busy_timeout_s: float, background_checkpoints: bool = False
+) -> Callable[[Any, Any], None]:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         # How long one statement waits for another process's lock before "database is
@@ -299,6 +306,8 @@ def _sqlite_pragmas(busy_timeout_s: float) -> Callable[[Any, Any], None]:
         cursor.execute(f"PRAGMA busy_timeout={max(1, round(busy_timeout_s * 1000))}")
         _switch_to_wal(cursor, busy_timeout_s)
         cursor.execute("PRAGMA synchronous=FULL")  # the WAL is fsynced at every commit
+        if background_checkpoints:  # `WalCheckpointer` does it, off the commit path
+            cursor.execute(f"PRAGMA wal_autocheckpoint={_WAL_RESTART_PAGES}")
         cursor.close()
 
     return on_connect
@@ -307,7 +316,12 @@ def _sqlite_pragmas(busy_timeout_s: float) -> Callable[[Any, Any], None]:
 class PredictionLog:
     """Append and query predictions and feedback in one SQL database."""
 
-    def __init__(self, url: str, busy_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, url: str, busy_timeout_s: float = 10.0, background_checkpoints: bool = False
+    ) -> None:
+        """`background_checkpoints` (SQLite; the serving process): this log's commits
+        leave copying the WAL back into the database to a `WalCheckpointer` thread
+        instead of doing it themselves every ~1,000 pages (see there)."""
         self.url = url
         parsed = sa.engine.make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
@@ -319,8 +333,13 @@ class PredictionLog:
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout_s}
         self.engine = sa.create_engine(url, **kwargs)
+        self.checkpointer: WalCheckpointer | None = None
         if self.is_sqlite:
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout_s))
+            background = background_checkpoints and parsed.database not in (None, "", ":memory:")
+            pragmas = _sqlite_pragmas(busy_timeout_s, background)
+            sa.event.listen(self.engine, "connect", pragmas)
+            if background:
+                self.checkpointer = WalCheckpointer(str(Path(parsed.database).expanduser()))
         # The schema is Alembic's (predlog/migrations): a log not at the head revision
         # (new, older, or made before migrations) is upgraded here, rows kept.
         migrations.ensure_head(self.engine)
@@ -330,6 +349,8 @@ class PredictionLog:
         self._labels_lock = threading.Lock()
 
     def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.close()
         self.engine.dispose()
 
     def probe_writable(self) -> None:
@@ -370,6 +391,9 @@ class PredictionLog:
                         self._insert_rows(conn, block.dict_rows())
             if feedback:
                 _insert_labels(conn, feedback)
+        if self.checkpointer is not None:
+            written = len(all_rows) + sum(len(block.rows) for block in blocks) + len(feedback)
+            self.checkpointer.nudge(written)
 
     def _insert_rows(self, conn: sa.Connection, rows: Sequence[LogRow]) -> None:
         conn.execute(
@@ -1573,6 +1597,100 @@ def describe_error(exc: BaseException) -> str:
     lowered = text.lower()
     condition = "locked" if "locked" in lowered or "busy" in lowered else "unwritable"
     return f"prediction log {condition}: {text or type(orig).__name__}"
+
+
+class WalCheckpointer:
+    """Copies a SQLite log's WAL back into the database in a thread of its own.
+
+    By default the commit that takes the WAL past 1,000 pages does that copy (and an
+    fsync of the database) itself, before its requests are answered: with 100-record
+    requests (~130 kB of WAL each) one commit in ~32 does it, and the p99 of 100-row
+    appends was 5.1-6.5 ms against 2.6-3.9 ms here (`python -m
+    bench.serving.wal_checkpoint`). The log's connections raise ``wal_autocheckpoint`` to
+    `_WAL_RESTART_PAGES` and this thread runs ``PRAGMA wal_checkpoint(PASSIVE)`` once
+    `rows_per_checkpoint` rows were committed since its last one (`nudge`; at most every
+    `min_interval_s`), and after `idle_interval_s` when fewer were (not at all when none
+    were: a quiet log costs no wake-ups). PASSIVE never blocks a writer or a reader, and
+    the sqlite3 module releases the GIL while it copies.
+
+    The WAL starts again from its beginning only when a commit begins with every frame
+    copied back, which under steady load (a commit always in flight while this thread
+    copies) never happens: so a commit still checkpoints itself once the WAL reaches
+    `_WAL_RESTART_PAGES` (~16 MB; little is left to copy by then) and the WAL stays
+    bounded (17 MB in the benchmark, 4 MB with SQLite's default).
+
+    Durability is unchanged: a commit is fsynced in the WAL before it is acknowledged
+    (``synchronous=FULL``); a crash before a checkpoint leaves the frames in the WAL,
+    and the next connection replays them. If the thread should die, `nudge` starts a
+    new one."""
+
+    def __init__(
+        self,
+        path: str,
+        min_interval_s: float = 0.1,
+        idle_interval_s: float = 1.0,
+        rows_per_checkpoint: int = 1000,
+    ) -> None:
+        self.path = path
+        self.min_interval_s = min_interval_s
+        self.idle_interval_s = idle_interval_s
+        self.rows_per_checkpoint = rows_per_checkpoint
+        self._pending = 0  # rows committed since the last checkpoint (approximate)
+        self.checkpoints = 0
+        self.last_result: tuple[int, int] | None = None  # (frames in the WAL, copied back)
+        self.last_error: str | None = None
+        self._wake = threading.Event()
+        self._closed = False
+        self._start_lock = threading.Lock()
+        self._thread = self._new_thread()
+
+    def _new_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="prediction-log-checkpoint", daemon=True)
+        thread.start()
+        return thread
+
+    def nudge(self, rows: int = 1) -> None:
+        """`rows` rows were committed: checkpoint now if enough were since the last one."""
+        self._pending += rows
+        if self._pending >= self.rows_per_checkpoint:
+            self._wake.set()
+        if not self._thread.is_alive() and not self._closed:
+            with self._start_lock:
+                if not self._thread.is_alive():
+                    self._thread = self._new_thread()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while not self._closed:
+                woken = self._wake.wait(self.idle_interval_s)
+                self._wake.clear()
+                if self._closed:
+                    break
+                if not woken and self._pending <= 0:
+                    continue
+                self._pending = 0
+                try:
+                    if conn is None:
+                        conn = sqlite3.connect(self.path, timeout=0, check_same_thread=False)
+                    _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.last_result = (frames, copied)
+                    self.checkpoints += 1
+                    self.last_error = None
+                except sqlite3.Error as exc:  # another process's checkpoint, a lost file...
+                    self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                    if conn is not None:
+                        conn.close()
+                        conn = None
+                time.sleep(self.min_interval_s)
+        finally:
+            if conn is not None:
+                conn.close()
 
 
 class GroupCommitWriter:

@@ -207,6 +207,28 @@ def _version_info(mv: ModelVersion) -> VersionInfo:
     )
 
 
+class ModelsClient(MlflowClient):
+    """An `MlflowClient` that checks a registered model is not a prompt once per name,
+    not before every registry write.
+
+    MLflow 3 keeps prompts in the model registry and, before each write to a version
+    or alias (a tag, an alias move, a description), reads the registered model to
+    refuse prompts: a `get_registered_model` request each time, half the requests of
+    every tag and alias write. The first write per name still checks (and refuses a
+    prompt as MLflow does); the later ones trust that answer (a name does not turn
+    into a prompt). Should MLflow rename the hook, every write checks again: slower,
+    never wrong."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._not_prompts: set[str] = set()
+
+    def _raise_if_prompt(self, name: str) -> None:
+        if name not in self._not_prompts:
+            super()._raise_if_prompt(name)
+            self._not_prompts.add(name)
+
+
 class Registry:
     """Register versions, read and move aliases, promote and roll back one model.
 
@@ -223,7 +245,7 @@ class Registry:
         self.model_name = model_name
         self.tracking_uri = tracking_uri
         self.move_wait_s = move_wait_s
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.client = ModelsClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self.history = PromotionHistory(self.client, model_name)
         self.ledger = MoveLedger(self.client, self.history, model_name, move_wait_s)
 

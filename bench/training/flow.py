@@ -4,7 +4,8 @@
 
 Runs `pipelines.train.train_flow` twice in one process against real servers: the first
 version (no champion yet) and a second one (scores the champion, goes through the gate).
-Prints JSON: import time, each run's wall time and its Prefect task durations.
+Prints JSON: import time, each run's wall time, its Prefect task durations and the
+seconds its full garbage-collector passes took (`gc.callbacks`).
 """
 
 from __future__ import annotations
@@ -51,8 +52,30 @@ def task_durations(flow_run_id: Any) -> dict[str, float]:
     return task_runs(flow_run_id)[0]
 
 
+class FullCollections:
+    """Count and time the cyclic collector's full (generation 2) passes."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.count += 1
+            self.seconds += time.perf_counter() - self._started
+
+
 def main() -> None:
+    import gc
+
     process_started = time.perf_counter()
+    collections = FullCollections()
+    gc.callbacks.append(collections)
     from prefect import get_client
 
     from pipelines.train import in_process_run, train_flow
@@ -61,6 +84,7 @@ def main() -> None:
     runs = []
     for label in ("first version", "second version"):
         started = time.perf_counter()
+        passes, pause = collections.count, collections.seconds
         with in_process_run():  # as `driftloop train` runs it
             state = train_flow(return_state=True)
         seconds = time.perf_counter() - started
@@ -71,6 +95,8 @@ def main() -> None:
             "version": result["version"],
             "alias": result["alias"],
             "metrics": result["metrics"],
+            "full_gc_passes": collections.count - passes,
+            "full_gc_s": collections.seconds - pause,
         }
         try:
             entry["tasks"], entry["tasks_covered_s"] = task_runs(state.state_details.flow_run_id)

@@ -38,6 +38,13 @@ def run(section: Section, quick: bool) -> None:
     table.add("plain script: fit + evaluate", base, "1.00×")
     for run_ in flow["runs"]:
         table.add(f"training flow, {run_['label']}", run_["seconds"], ratio(run_["seconds"], base))
+    for run_ in flow["runs"]:
+        if "full_gc_s" in run_:
+            table.add(
+                f"of which full GC passes, {run_['label']} ({run_['full_gc_passes']})",
+                run_["full_gc_s"],
+                "",
+            )
     table.add("imports: plain script", plain["import_s"], "")
     table.add("imports: training flow", flow["import_s"], "")
     section.tables.append(table)

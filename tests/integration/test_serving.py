@@ -627,9 +627,8 @@ def register_classifier(uri: str, model_name: str, thresholds: list[float]) -> p
     frame = pd.read_csv(DATA).iloc[:1500]
     y = (frame.pop("bikers") > 100).map({True: "busy", False: "quiet"})
     X = frame.drop(columns=["casual", "registered", "day"])
-    pre = ColumnTransformer(
-        [("cat", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL)], remainder="passthrough"
-    )
+    encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False)  # as the family's
+    pre = ColumnTransformer([("cat", encoder, CATEGORICAL)], remainder="passthrough")
     model = HistGradientBoostingClassifier(max_iter=20, random_state=0)
     pipe = Pipeline([("pre", pre), ("model", model)]).fit(X.iloc[:1000], y.iloc[:1000])
     registry = Registry(model_name, uri)
@@ -679,6 +678,12 @@ def test_a_served_classifier_answers_probabilities_and_its_threshold_decides(
         assert all(abs(sum(p.values()) - 1.0) < 1e-9 for p in probabilities)
         p_busy = [p["busy"] for p in probabilities]
         assert first["predictions"] == ["busy" if p >= 0.5 else "quiet" for p in p_busy]
+        # The served probabilities are the pipeline's own (served through bentos.lean).
+        with tracking(uri):
+            pipeline = mlflow.sklearn.load_model(f"models:/{name}/1")
+        sent = pd.DataFrame(rows).astype(features.dtypes.to_dict())
+        own = pipeline.predict_proba(sent)[:, list(pipeline.classes_).index("busy")]
+        assert p_busy == pytest.approx(own.tolist(), rel=1e-12, abs=0)
         rule = served.get("/metadata")["champion"]["classifier"]
         assert (rule["positive_class"], rule["decision_threshold"]) == ("busy", 0.5)
 

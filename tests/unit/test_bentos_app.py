@@ -438,3 +438,52 @@ def test_the_batcher_expects_the_recent_peak_of_requests_in_flight(tmp_path: Pat
         return during, app._recent_concurrency()
 
     assert asyncio.run(go()) == (4, 1)
+
+
+@pytest.fixture
+def started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The launcher's folder where workers mark that they started (bentos/startup.py)."""
+    from bentos.startup import STARTED_DIR_ENV
+
+    folder = tmp_path / "started"
+    folder.mkdir()
+    monkeypatch.setenv(STARTED_DIR_ENV, str(folder))
+    return folder
+
+
+def test_readyz_says_starting_until_every_worker_has_loaded_its_champion(
+    tmp_path: Path, started: Path
+) -> None:
+    from bentos.startup import mark_started
+
+    app, _, _ = make_app(tmp_path, {"champion": "1"}, workers=2)
+    mark_started(1)  # this worker; its sibling is still loading
+    status, body = app.readyz()
+    assert status == 503 and body["status"] == "starting"
+    assert body["reason"] == "1 of 2 serving workers have loaded the champion"
+    assert run(app, app.predict(records(1)))[0] == 200  # it answers whoever reaches it
+    mark_started(2)
+    status, body = app.readyz()
+    assert status == 200 and body["status"] == "ready"
+    for marker in started.iterdir():  # a worker restarted later does not gate its siblings
+        marker.unlink()
+    assert app.readyz()[1]["status"] == "ready"
+
+
+def test_a_worker_that_never_starts_leaves_the_server_degraded_not_unready(
+    tmp_path: Path, started: Path
+) -> None:
+    from bentos.startup import mark_started
+
+    app, _, _ = make_app(tmp_path, {"champion": "1"}, workers=3)
+    mark_started(1)
+    assert app.readyz()[0] == 503
+    app.startup.grace_s = 0.0
+    status, body = app.readyz()
+    assert status == 200 and body["status"] == "degraded"
+    assert "1 of 3 serving workers" in body["reason"]
+
+
+def test_without_the_launcher_each_worker_is_ready_on_its_own(tmp_path: Path) -> None:
+    app, _, _ = make_app(tmp_path, {"champion": "1"}, workers=2)
+    assert app.readyz()[1]["status"] == "ready"

@@ -125,3 +125,36 @@ def test_the_readable_lines_say_what_was_trained_and_how_it_scored() -> None:
     )
     assert data_line({"data_source": "s3://bucket/x.parquet"}) == "x.parquet"
     assert holdout_line({"holdout_f1_macro": "0.8123456"}) == "f1_macro 0.8123"
+
+
+def test_the_registry_checks_a_name_is_no_prompt_once_not_before_every_write(
+    mlflow_store: tuple[str, str], monkeypatch
+) -> None:
+    uri, run_id = mlflow_store
+    registry = Registry("tags-prompt-check", uri)
+    registry.register(f"runs:/{run_id}/model", run_id, TRAINED, registration_key="train-2")
+    reads: list[str] = []
+    original = MlflowClient.get_registered_model
+
+    def counted(client: MlflowClient, name: str):  # type: ignore[no-untyped-def]
+        reads.append(name)
+        return original(client, name)
+
+    monkeypatch.setattr(MlflowClient, "get_registered_model", counted)
+    for n in range(3):
+        registry.set_tags("1", {"gate_decision": f"champion: try {n}"})
+    assert reads.count("tags-prompt-check") == 1
+    assert MlflowClient(uri).get_model_version("tags-prompt-check", "1").tags["gate"] == (
+        "champion: try 2"
+    )
+
+    # A prompt stays refused, as MLflow refuses it.
+    MlflowClient(uri)._get_registry_client().create_registered_model(  # as prompts are made
+        "a-prompt", tags={"mlflow.prompt.is_prompt": "true"}
+    )
+    try:
+        Registry("a-prompt", uri).set_tags("1", {"gate_decision": "x"})
+    except Exception as exc:  # MLflow's own answer for a prompt (the version would differ)
+        assert "Registered Model with name='a-prompt' not found" in str(exc)
+    else:
+        raise AssertionError("a prompt took a model version tag")
