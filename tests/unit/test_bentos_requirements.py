@@ -1,0 +1,103 @@
+"""The serving process's check of a model's pip requirements: MLflow's verdicts and
+wording, without MLflow's scan of every installed package's file list."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import importlib_metadata
+import mlflow.sklearn
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.utils.requirements_utils import _check_requirement_satisfied
+from sklearn.linear_model import LinearRegression
+
+from bentos.store import installed_version, requirement_mismatches, warn_requirement_mismatches
+
+REQUIREMENTS = [
+    "mlflow==3.17.2",
+    "mlflow<1",
+    "scikit-learn==1.0",
+    "scikit_learn>=1",
+    "Pandas==1.0",
+    "pandas<3",
+    "numpy",
+    "numpy<1; python_version < '3'",
+    "numpy<1; python_version >= '3'",
+    "cloudpickle>=99",
+    "torch==2.13.0",
+    "no-such-package-driftloop==1.0",
+    "no_such_package_driftloop",
+    "./a/local/path",
+    "https://example.org/some.whl",
+    "-r other.txt",
+]
+
+
+def test_the_same_verdicts_and_words_as_mlflow() -> None:
+    theirs = [str(m) for m in map(_check_requirement_satisfied, REQUIREMENTS) if m is not None]
+    assert requirement_mismatches(REQUIREMENTS) == theirs
+    assert theirs  # the list holds mismatches of every kind, so the comparison means something
+
+
+def test_no_scan_of_every_installed_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    def scan() -> None:
+        raise AssertionError("packages_distributions() reads every installed package's files")
+
+    monkeypatch.setattr(importlib_metadata, "packages_distributions", scan)
+    assert requirement_mismatches(["scikit-learn==0.1", "pandas<3"]) == [
+        f"scikit-learn (current: {installed_version('scikit-learn')}, required: scikit-learn==0.1)"
+    ]
+
+
+def test_a_module_without_metadata_is_read_by_its_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "driftloop_plain_module"
+    package.mkdir()
+    (package / "__init__.py").write_text("__version__ = '1.2.3'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert installed_version("driftloop_plain_module") == "1.2.3"
+        assert installed_version("driftloop-plain-module") == "1.2.3"
+        assert requirement_mismatches(["driftloop_plain_module>=2"]) == [
+            "driftloop_plain_module (current: 1.2.3, required: driftloop_plain_module>=2)"
+        ]
+    finally:
+        sys.modules.pop("driftloop_plain_module", None)
+    assert installed_version("driftloop-never-installed") is None
+
+
+def _model(tmp_path: Path, requirements: list[str]) -> str:
+    frame = pd.DataFrame({"x": [0.0, 1.0, 2.0]})
+    folder = tmp_path / "model"
+    mlflow.sklearn.save_model(
+        LinearRegression().fit(frame, np.array([0.0, 1.0, 2.0])),
+        str(folder),
+        pip_requirements=requirements,
+    )
+    return str(folder)
+
+
+def test_a_stored_model_warns_only_when_it_does_not_fit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fits = _model(tmp_path / "fits", [f"scikit-learn=={installed_version('scikit-learn')}"])
+    misses = _model(tmp_path / "misses", ["scikit-learn==0.1", "no-such-package-driftloop"])
+    caplog.clear()  # MLflow warns about the second one's requirements as it saves it
+
+    def ours() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "driftloop.serving"]
+
+    with caplog.at_level(logging.WARNING, logger="driftloop.serving"):
+        warn_requirement_mismatches(fits)
+        assert ours() == []
+        warn_requirement_mismatches(misses)
+    (warning,) = ours()
+    assert "scikit-learn (current: " in warning
+    assert "required: scikit-learn==0.1)" in warning
+    assert "no-such-package-driftloop (current: uninstalled" in warning
+    assert "mlflow.pyfunc.get_model_dependencies" in warning
