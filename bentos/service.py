@@ -148,7 +148,7 @@ def prefork() -> None:
     import sklearn.pipeline  # noqa: F401
 
     import bentos.app  # noqa: F401  (store, follower, schema, predlog, registry)
-    from bentos.store import import_skops_without_torch
+    from registry.environment import import_skops_without_torch
 
     import_skops_without_torch()
 

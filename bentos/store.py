@@ -9,16 +9,12 @@ being down, even across restarts.
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
 import json
 import logging
 import os
-import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +37,11 @@ from bentos.schema import (
 from data.contract import LABEL_RULE_KEY
 from registry import Registry, VersionInfo
 from registry.decision import DECISION_KEY, Decision, class_key, probability_function
+from registry.environment import (
+    import_skops_without_torch,
+    mismatch_warning,
+    requirement_mismatches,
+)
 
 log = logging.getLogger("driftloop.serving")
 
@@ -350,8 +351,8 @@ def warn_requirement_mismatches(path: str) -> None:
     every installed package, 0.7-1.1 s of CPU, more with cold caches) to find a version it
     then reads by distribution name anyway. Run in every worker right after start-up, and
     in the follower whenever a new version loads, that scan took the CPU the first
-    requests needed. `requirement_mismatches` reads each required distribution's version
-    directly (a few ms) and words the warning the same way."""
+    requests needed. `registry.environment.requirement_mismatches` reads each required
+    distribution's version directly (a few ms) and words the warning the same way."""
     try:
         from mlflow.models import Model
         from mlflow.pyfunc import FLAVOR_NAME, PY_VERSION, _get_pip_requirements_from_model_path
@@ -359,121 +360,11 @@ def warn_requirement_mismatches(path: str) -> None:
 
         mismatches = requirement_mismatches(_get_pip_requirements_from_model_path(path))
         if mismatches:
-            log.warning(
-                "Detected one or more mismatches between the model's dependencies and the "
-                "current Python environment:\n - %s\nTo fix the mismatches, call "
-                "`mlflow.pyfunc.get_model_dependencies(model_uri)` to fetch the model's "
-                "environment and install dependencies using the resulting environment file.",
-                "\n - ".join(mismatches),
-            )
+            log.warning(mismatch_warning(mismatches))
         flavor = Model.load(os.path.join(path, "MLmodel")).flavors.get(FLAVOR_NAME) or {}
         py(model_py_version=flavor.get(PY_VERSION))
     except Exception as exc:
         log.debug("could not check the requirements of %s: %s", path, exc)
-
-
-def requirement_mismatches(requirements: Iterable[str]) -> list[str]:
-    """The requirements (pip requirement lines) this environment does not satisfy, each as
-    ``"name (current: version or uninstalled, required: line)"`` (MLflow's wording).
-    Lines that are not a name with version specifiers (paths, URLs, options) and lines
-    whose environment marker does not apply here are skipped, as MLflow skips them."""
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    found = []
-    for line in requirements:
-        try:
-            requirement = Requirement(line)
-        except InvalidRequirement:
-            continue
-        if requirement.marker is not None and not requirement.marker.evaluate():
-            continue
-        installed = installed_version(requirement.name)
-        if installed is not None and _is_mlflow_dev(requirement.name, installed):
-            continue  # MLflow does not hold its own development builds to a pin
-        if installed is None:
-            found.append(f"{requirement.name} (current: uninstalled, required: {line})")
-        elif requirement.specifier and not requirement.specifier.contains(installed):
-            found.append(f"{requirement.name} (current: {installed}, required: {line})")
-    return found
-
-
-def _is_mlflow_dev(name: str, version: str) -> bool:
-    from packaging.version import InvalidVersion, Version
-
-    if name.lower() not in ("mlflow", "mlflow-skinny"):
-        return False
-    try:
-        return Version(version).is_devrelease
-    except InvalidVersion:
-        return False
-
-
-def installed_version(name: str) -> str | None:
-    """The installed version of distribution `name` (None when it is not installed):
-    its metadata, else the ``__version__`` of the module of that name (a package put on
-    the path without pip); MLflow's own version for ``mlflow`` (an editable install's
-    metadata can be stale)."""
-    import importlib
-    import importlib.metadata
-
-    if name.lower() in ("mlflow", "mlflow-skinny"):
-        import mlflow
-
-        return str(mlflow.__version__)
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    try:
-        module = importlib.import_module(name.replace("-", "_"))
-    except ImportError:
-        return None
-    version = getattr(module, "__version__", None)
-    return str(version) if version is not None else None
-
-
-# sklearn's array-API shim for torch: importing it imports torch (seconds), and nothing of
-# sklearn's estimators lives there (`all_estimators` skips "externals").
-_TORCH_SHIM = "sklearn.externals.array_api_compat.torch"
-_skops_lock = threading.Lock()
-
-
-class _NoTorchShim(importlib.abc.MetaPathFinder):
-    """Refuses `_TORCH_SHIM` (ImportError), for as long as it is on `sys.meta_path`."""
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if name == _TORCH_SHIM:
-            raise ImportError(f"{_TORCH_SHIM} is not needed to list sklearn's estimators")
-        return None
-
-
-def import_skops_without_torch() -> None:
-    """Import `skops.io` (MLflow loads ``serialization_format: skops`` models with it)
-    without importing torch on the way.
-
-    `skops.io` lists sklearn's estimators at import (`sklearn.utils.all_estimators`), and
-    that walk imports every package under sklearn, the torch shim of its vendored
-    array-API compat layer included: where torch is installed (the ``torch`` extra), the
-    import of skops took 5-12 s instead of 1-1.6 s (loaded 2-core machine), most of a
-    worker's model load (bench/README.md "Worker restart"). `walk_packages` skips a
-    package that raises ImportError, and `all_estimators` ignores "externals" anyway, so
-    refusing the shim during this one import leaves skops's trusted types unchanged (208
-    sklearn types either way). A no-op when skops is imported already, is not installed,
-    or torch is imported already (then the shim is cheap).
-    """
-    if "skops.io" in sys.modules or "torch" in sys.modules:
-        return
-    with _skops_lock:
-        if "skops.io" in sys.modules or importlib.util.find_spec("skops") is None:
-            return
-        blocker = _NoTorchShim()
-        sys.meta_path.insert(0, blocker)
-        try:
-            import skops.io  # noqa: F401
-        except Exception as exc:  # MLflow imports it again and reports the real error
-            log.debug("early import of skops.io failed: %s", exc)
-        finally:
-            sys.meta_path.remove(blocker)
 
 
 def example_batch(pyfunc: Any, schema: RecordSchema) -> ValidBatch | None:

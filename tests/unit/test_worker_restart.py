@@ -52,7 +52,7 @@ def test_the_launcher_gives_bentomls_arbiter_a_short_check_delay(
 
 SKOPS_CHECK = """
 import json, sys
-from bentos.store import import_skops_without_torch
+from registry.environment import import_skops_without_torch
 import_skops_without_torch()
 from skops.io import _trusted_types
 without_torch = "torch" not in sys.modules

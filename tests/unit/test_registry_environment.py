@@ -15,7 +15,12 @@ import pytest
 from mlflow.utils.requirements_utils import _check_requirement_satisfied
 from sklearn.linear_model import LinearRegression
 
-from bentos.store import installed_version, requirement_mismatches, warn_requirement_mismatches
+from bentos.store import warn_requirement_mismatches
+from registry.environment import (
+    installed_version,
+    requirement_mismatches,
+    requirements_checked_by_name,
+)
 
 REQUIREMENTS = [
     "mlflow==3.17.2",
@@ -101,3 +106,36 @@ def test_a_stored_model_warns_only_when_it_does_not_fit(
     assert "required: scikit-learn==0.1)" in warning
     assert "no-such-package-driftloop (current: uninstalled" in warning
     assert "mlflow.pyfunc.get_model_dependencies" in warning
+
+
+def test_save_model_checks_requirements_by_name_inside_the_block_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import mlflow.utils.environment as environment
+    import mlflow.utils.requirements_utils as requirements_utils
+
+    mlflows = environment.warn_dependency_requirement_mismatches
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)  # not built yet
+    calls: list[list[str]] = []
+    real = importlib_metadata.packages_distributions
+
+    def counted() -> object:
+        calls.append([])
+        return real()
+
+    monkeypatch.setattr(importlib_metadata, "packages_distributions", counted)
+    with requirements_checked_by_name():
+        with requirements_checked_by_name():  # nested: still ours, restored by the outer
+            pass
+        assert environment.warn_dependency_requirement_mismatches is not mlflows
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            _model(tmp_path / "inside", ["scikit-learn==0.1"])
+    assert environment.warn_dependency_requirement_mismatches is mlflows
+    assert calls == []  # MLflow's scan did not run
+    (warning,) = [r for r in caplog.records if "mismatches" in r.getMessage()]
+    assert warning.name == "mlflow.utils.requirements_utils"
+    assert "scikit-learn (current: " in warning.getMessage()
+    assert "required: scikit-learn==0.1)" in warning.getMessage()
+    _model(tmp_path / "outside", ["scikit-learn==0.1"])
+    assert len(calls) == 1  # outside the block MLflow scans, once per process
