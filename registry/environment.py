@@ -12,7 +12,11 @@ project needs from them:
   same verdicts in the same words (tested against MLflow's own).
 - *skops's import* (MLflow saves and loads sklearn models with skops): it lists sklearn's
   estimators by importing every package under sklearn, torch's array-API shim included,
-  so it imports torch where torch is installed (`import_skops_without_torch`).
+  so it imports torch where torch is installed; and it names each numpy and scipy ufunc
+  by searching every loaded module for it, one ``getattr`` per module per ufunc (1.2-1.7
+  s in a process that has loaded Prefect, MLflow and Great Expectations: ~4,000
+  modules). `import_skops_without_torch` imports it without torch and with that search
+  answered from an index of the loaded modules.
 """
 
 from __future__ import annotations
@@ -183,11 +187,109 @@ def import_skops_without_torch() -> None:
     with _skops_lock:
         if "skops.io" in sys.modules or importlib.util.find_spec("skops") is None:
             return
-        blocker = _NoTorchShim()
-        sys.meta_path.insert(0, blocker)
+        blocker, indexer = _NoTorchShim(), _IndexedWhichmodule()
+        sys.meta_path[:0] = [blocker, indexer]
         try:
             import skops.io  # noqa: F401
         except Exception as exc:  # MLflow imports it again and reports the real error
             log.debug("early import of skops.io failed: %s", exc)
         finally:
             sys.meta_path.remove(blocker)
+            sys.meta_path.remove(indexer)
+            indexer.restore()
+
+
+_SKOPS_UTILS = "skops.io._utils"
+
+
+class _IndexedWhichmodule(importlib.abc.MetaPathFinder):
+    """While `skops.io` imports, answers its ``whichmodule(obj, name)`` from an index.
+
+    skops names each object without a ``__module__`` (numpy's and scipy's ufuncs: ~600
+    of them, listed as trusted types at import) by the first module in ``sys.modules``
+    whose attribute `name` is that object: a ``getattr`` on every loaded module per
+    object. This finder lets ``skops.io._utils`` load as usual and then swaps its
+    ``whichmodule`` for `_whichmodule`, which reads each loaded module's namespace once
+    per object type into ``(name, id) → first module`` and answers from it; modules
+    loaded since are added on a miss (they come later in ``sys.modules``, so an earlier
+    answer stands), and what the index still cannot answer (a dotted name, an object
+    only a module's ``__getattr__`` hands out) goes to skops's own search. `restore`
+    puts skops's function back once the import is done: saving and loading models use
+    it unchanged.
+    """
+
+    def __init__(self) -> None:
+        self.utils: Any = None
+        self.original: Any = None
+        self._index: dict[type, dict[tuple[str, int], str]] = {}
+        self._indexed: dict[type, set[str]] = {}
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != _SKOPS_UTILS or self.utils is not None:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None and spec.loader is not None:
+                spec.loader = _AfterExec(spec.loader, self._swap)
+                return spec
+        return None
+
+    def _swap(self, module: Any) -> None:
+        self.utils, self.original = module, getattr(module, "whichmodule", None)
+        if self.original is not None:
+            module.whichmodule = self._whichmodule
+
+    def restore(self) -> None:
+        if self.utils is not None and self.original is not None:
+            self.utils.whichmodule = self.original
+        self._index.clear()
+        self._indexed.clear()
+
+    def _whichmodule(self, obj: Any, name: str) -> str:
+        if getattr(obj, "__module__", None) is not None or "." in name:
+            return str(self.original(obj, name))
+        kind = type(obj)
+        index = self._index.setdefault(kind, {})
+        while True:
+            found = index.get((name, id(obj)))
+            module = sys.modules.get(found) if found is not None else None
+            if module is not None and vars(module).get(name) is obj:
+                return str(found)
+            if not self._add_new_modules(kind, index):
+                return str(self.original(obj, name))
+
+    def _add_new_modules(self, kind: type, index: dict[tuple[str, int], str]) -> bool:
+        """Index the attributes of type `kind` of modules not indexed yet; False if none."""
+        indexed = self._indexed.setdefault(kind, set())
+        added = False
+        for module_name, module in list(sys.modules.items()):
+            if module_name in indexed:
+                continue
+            indexed.add(module_name)
+            added = True
+            if module is None or module_name in ("__main__", "__mp_main__"):
+                continue
+            namespace = getattr(module, "__dict__", None)
+            if not isinstance(namespace, dict):
+                continue
+            for attr, value in list(namespace.items()):
+                if type(value) is kind:
+                    index.setdefault((attr, id(value)), module_name)
+        return added
+
+
+class _AfterExec(importlib.abc.Loader):
+    """A module's own loader, then `after(module)`."""
+
+    def __init__(self, loader: Any, after: Any) -> None:
+        self.loader, self.after = loader, after
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self.loader.exec_module(module)
+        module.__loader__ = module.__spec__.loader = self.loader  # the module's own again
+        self.after(module)

@@ -80,6 +80,45 @@ def test_skops_imports_without_torch_and_trusts_the_same_types() -> None:
     assert found["names"] == found["full"]
 
 
+TRUSTED_NAMES = """
+import json, sys
+import mlflow.sklearn, pandas, prefect  # a process with thousands of modules loaded
+if sys.argv[1] == "indexed":
+    from registry.environment import import_skops_without_torch
+    import_skops_without_torch()
+import skops.io._utils
+from skops.io import _trusted_types
+names = {
+    key: value
+    for key, value in vars(_trusted_types).items()
+    if key.endswith("_NAMES") and isinstance(value, list)
+}
+restored = skops.io._utils.whichmodule.__module__ == "skops.io._utils"
+print(json.dumps({"names": names, "restored": restored, "modules": len(sys.modules)}))
+"""
+
+
+def test_skops_names_the_same_trusted_types_with_its_search_indexed() -> None:
+    """skops's ufunc search answered from an index (`_IndexedWhichmodule`) gives every
+    trusted-type name skops's own search gives, and skops's function is back after."""
+    pytest.importorskip("skops")
+    found = {}
+    for mode in ("indexed", "skops"):
+        done = subprocess.run(
+            [sys.executable, "-c", TRUSTED_NAMES, mode],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        found[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    indexed, own = found["indexed"]["names"], found["skops"]["names"]
+    assert found["indexed"]["restored"]
+    assert found["indexed"]["modules"] > 1000
+    assert len(own["NUMPY_UFUNC_TYPE_NAMES"]) > 50 and len(own["SCIPY_UFUNC_TYPE_NAMES"]) > 50
+    assert indexed == own
+
+
 def test_the_launcher_has_bentoml_start_workers_as_warm_parents(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
