@@ -19,7 +19,7 @@ import pandas as pd
 from config.settings import Settings
 from monitoring.figures import SCORE_COLUMN
 from registry import Registry, VersionInfo
-from registry.environment import import_skops_without_torch
+from registry.environment import import_skops_without_torch, requirements_checked_by_name
 
 
 def monitor_dir(settings: Settings) -> Path:
@@ -61,7 +61,8 @@ def reference_of(version: VersionInfo, settings: Settings, schema: dict[str, Any
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Registry.from_settings(settings).download_model(version.version, Path(tmp))
         import_skops_without_torch()  # MLflow loads sklearn models with skops
-        model = mlflow.pyfunc.load_model(str(model_dir))
+        with requirements_checked_by_name():
+            model = mlflow.pyfunc.load_model(str(model_dir))
         features = reference[schema["features"]].astype(
             {c: "float64" for c in schema["numeric"] if c in reference.columns}
         )

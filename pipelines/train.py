@@ -75,7 +75,7 @@ from pipelines.tracking import (
 )
 from registry import AliasesMoved, Registry, VersionInfo
 from registry.decision import DECISION_KEY, Decision, check_positive_class
-from registry.environment import import_skops_without_torch
+from registry.environment import import_skops_without_torch, requirements_checked_by_name
 
 # Tasks take frames and fitted models: never hash them into cache keys.
 LOCAL = dict(cache_policy=NO_CACHE)
@@ -641,7 +641,8 @@ def score_champion(
         return ChampionScore()
     try:
         import_skops_without_torch()  # MLflow loads sklearn models with skops
-        model = mlflow.pyfunc.load_model(champion_model_location(settings, champion))
+        with requirements_checked_by_name():
+            model = mlflow.pyfunc.load_model(champion_model_location(settings, champion))
         recorded = (model.metadata.metadata or {}).get(DECISION_KEY)
         predictions, proba, classes = score_pyfunc(
             model,

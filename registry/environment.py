@@ -5,15 +5,16 @@ project needs from them:
 
 - *The pip-requirements check* (``warn_dependency_requirement_mismatches``), run by
   ``save_model`` on the requirements it is given and by ``pyfunc.load_model`` on the
-  stored ones. It first maps every installed module to its distribution
-  (``importlib_metadata.packages_distributions``: the file list of every installed
-  package, 0.7-1.3 s here) to find a version it then reads by distribution name anyway.
-  `requirement_mismatches` reads each required version directly (~5 ms) and gives the
-  same verdicts in the same words (tested against MLflow's own).
+  stored ones (`requirements_checked_by_name` swaps it for ours in both). It first maps
+  every installed module to its distribution (``importlib_metadata.packages_distributions``:
+  the file list of every installed package, 0.7-1.3 s here) to find a version it then
+  reads by distribution name anyway. `requirement_mismatches` reads each required
+  version directly (~5 ms) and gives the same verdicts in the same words (tested
+  against MLflow's own).
 - *skops's import* (MLflow saves and loads sklearn models with skops): it lists sklearn's
   estimators by importing every package under sklearn, torch's array-API shim included,
   so it imports torch where torch is installed; and it names each numpy and scipy ufunc
-  by searching every loaded module for it, one ``getattr`` per module per ufunc (1.2-1.7
+  by searching every loaded module for it, one ``getattr`` per module per ufunc (1.4-2.0
   s in a process that has loaded Prefect, MLflow and Great Expectations: ~4,000
   modules). `import_skops_without_torch` imports it without torch and with that search
   answered from an index of the loaded modules.
@@ -110,9 +111,13 @@ def installed_version(name: str) -> str | None:
 
 
 _MLFLOW_LOGGER = "mlflow.utils.requirements_utils"
+_CHECK = "warn_dependency_requirement_mismatches"
+# The modules whose own name for MLflow's check is swapped: `save_model` calls it through
+# the first, `pyfunc.load_model` through the second.
+_CHECKING_MODULES = ("mlflow.utils.environment", "mlflow.pyfunc")
 _swap_lock = threading.Lock()
 _swaps = 0
-_mlflow_check: Any = None
+_mlflow_checks: dict[str, Any] = {}
 
 
 def _warn_by_name(requirements: list[str]) -> None:
@@ -132,17 +137,18 @@ def _warn_by_name(requirements: list[str]) -> None:
 
 @contextlib.contextmanager
 def requirements_checked_by_name() -> Iterator[None]:
-    """While inside, MLflow's ``save_model`` checks the pip requirements it writes with
-    `requirement_mismatches` instead of its own scan of every installed package (the
-    same verdicts and warning). Nestable and thread-safe: the first to enter swaps the
-    function in ``mlflow.utils.environment``, the last to leave swaps it back."""
-    global _swaps, _mlflow_check
-    import mlflow.utils.environment as environment
-
+    """While inside, MLflow's ``save_model`` and ``pyfunc.load_model`` check a model's pip
+    requirements with `requirement_mismatches` instead of their own scan of every
+    installed package (the same verdicts and warning). Nestable and thread-safe: the
+    first to enter swaps the function in ``mlflow.utils.environment`` and
+    ``mlflow.pyfunc``, the last to leave swaps MLflow's back."""
+    global _swaps
+    modules = [importlib.import_module(name) for name in _CHECKING_MODULES]
     with _swap_lock:
         if _swaps == 0:
-            _mlflow_check = environment.warn_dependency_requirement_mismatches
-            environment.warn_dependency_requirement_mismatches = _warn_by_name
+            for module in modules:
+                _mlflow_checks[module.__name__] = getattr(module, _CHECK)
+                setattr(module, _CHECK, _warn_by_name)
         _swaps += 1
     try:
         yield
@@ -150,7 +156,8 @@ def requirements_checked_by_name() -> Iterator[None]:
         with _swap_lock:
             _swaps -= 1
             if _swaps == 0:
-                environment.warn_dependency_requirement_mismatches = _mlflow_check
+                for module in modules:
+                    setattr(module, _CHECK, _mlflow_checks.pop(module.__name__))
 
 
 # sklearn's array-API shim for torch: importing it imports torch (seconds), and nothing of

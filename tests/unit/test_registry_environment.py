@@ -139,3 +139,35 @@ def test_save_model_checks_requirements_by_name_inside_the_block_only(
     assert "required: scikit-learn==0.1)" in warning.getMessage()
     _model(tmp_path / "outside", ["scikit-learn==0.1"])
     assert len(calls) == 1  # outside the block MLflow scans, once per process
+
+
+def test_load_model_checks_requirements_by_name_inside_the_block_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import mlflow.pyfunc
+    import mlflow.utils.requirements_utils as requirements_utils
+
+    path = _model(tmp_path, ["scikit-learn==0.1"])
+    mlflows = mlflow.pyfunc.warn_dependency_requirement_mismatches
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)  # not built yet
+    calls: list[list[str]] = []
+    real = importlib_metadata.packages_distributions
+
+    def counted() -> object:
+        calls.append([])
+        return real()
+
+    monkeypatch.setattr(importlib_metadata, "packages_distributions", counted)
+    with requirements_checked_by_name():
+        assert mlflow.pyfunc.warn_dependency_requirement_mismatches is not mlflows
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            model = mlflow.pyfunc.load_model(path)
+    assert mlflow.pyfunc.warn_dependency_requirement_mismatches is mlflows
+    assert calls == []  # MLflow's scan did not run
+    (warning,) = [r for r in caplog.records if "mismatches" in r.getMessage()]
+    assert "required: scikit-learn==0.1)" in warning.getMessage()
+    frame = pd.DataFrame({"x": [1.0, 2.0]})
+    assert np.allclose(model.predict(frame), frame["x"])  # the model fitted y = x
+    mlflow.pyfunc.load_model(path)
+    assert len(calls) == 1  # outside the block MLflow scans, once per process
