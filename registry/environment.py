@@ -262,7 +262,7 @@ class _IndexedWhichmodule(importlib.abc.MetaPathFinder):
         while True:
             found = index.get((name, id(obj)))
             module = sys.modules.get(found) if found is not None else None
-            if module is not None and vars(module).get(name) is obj:
+            if module is not None and getattr(module, "__dict__", {}).get(name) is obj:
                 return str(found)
             if not self._add_new_modules(kind, index):
                 return str(self.original(obj, name))
