@@ -108,22 +108,30 @@ def test_a_stored_model_warns_only_when_it_does_not_fit(
     assert "mlflow.pyfunc.get_model_dependencies" in warning
 
 
+def count_scans(monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    """MLflow's module map reset (its scan runs again once per process) and a list that
+    gets an entry per scan of every installed package."""
+    import mlflow.utils.requirements_utils as requirements_utils
+
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)  # not built yet
+    calls: list[None] = []
+    real = importlib_metadata.packages_distributions
+
+    def counted() -> object:
+        calls.append(None)
+        return real()
+
+    monkeypatch.setattr(importlib_metadata, "packages_distributions", counted)
+    return calls
+
+
 def test_save_model_checks_requirements_by_name_inside_the_block_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     import mlflow.utils.environment as environment
-    import mlflow.utils.requirements_utils as requirements_utils
 
     mlflows = environment.warn_dependency_requirement_mismatches
-    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)  # not built yet
-    calls: list[list[str]] = []
-    real = importlib_metadata.packages_distributions
-
-    def counted() -> object:
-        calls.append([])
-        return real()
-
-    monkeypatch.setattr(importlib_metadata, "packages_distributions", counted)
+    calls = count_scans(monkeypatch)
     with requirements_checked_by_name():
         with requirements_checked_by_name():  # nested: still ours, restored by the outer
             pass
@@ -145,19 +153,10 @@ def test_load_model_checks_requirements_by_name_inside_the_block_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     import mlflow.pyfunc
-    import mlflow.utils.requirements_utils as requirements_utils
 
     path = _model(tmp_path, ["scikit-learn==0.1"])
     mlflows = mlflow.pyfunc.warn_dependency_requirement_mismatches
-    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)  # not built yet
-    calls: list[list[str]] = []
-    real = importlib_metadata.packages_distributions
-
-    def counted() -> object:
-        calls.append([])
-        return real()
-
-    monkeypatch.setattr(importlib_metadata, "packages_distributions", counted)
+    calls = count_scans(monkeypatch)
     with requirements_checked_by_name():
         assert mlflow.pyfunc.warn_dependency_requirement_mismatches is not mlflows
         caplog.clear()
