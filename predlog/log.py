@@ -538,6 +538,42 @@ class PredictionLog:
         return found
 
     # -- the monitor's window: bounds and exact counts by aggregate, rows by sampling ------
+    def refresh_statistics(self) -> list[str]:
+        """PostgreSQL: ``ANALYZE`` the log's tables that changed by more than
+        `STALE_STATISTICS_SHARE` of their rows (and 1,000 rows) since their statistics were
+        taken; returns the tables analyzed (nothing elsewhere: SQLite plans by its indexes).
+
+        A log that filled quickly (a new deployment, a load test) can be read before
+        autovacuum's next ANALYZE: the planner then takes the predictions and labels for
+        empty and joins them with nested loops, and the window's label join, quadratic in
+        the rows, ran for minutes on 26k rows (one ANALYZE: a hash join, well under a
+        second). Called by the monitor's reads (`window`, `labelled_frame`); costs one
+        catalog query when the statistics are fresh. Without the right to ANALYZE (not the
+        tables' owner) it logs why and reads on.
+        """
+        if self.engine.dialect.name != "postgresql":
+            return []
+        names = [table.name for table in (predictions_table, feedback_table)]
+        stale_sql = sa.text(
+            "SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid "
+            "WHERE s.relname = ANY(:names) AND s.schemaname = ANY(current_schemas(false)) "
+            "AND s.n_mod_since_analyze > GREATEST(:floor, :share * GREATEST(c.reltuples, 0))"
+        )
+        params = {"names": names, "floor": 1000, "share": STALE_STATISTICS_SHARE}
+        analyzed = []
+        with self.engine.connect() as conn:
+            stale = list(conn.execute(stale_sql, params).scalars())
+            conn.commit()
+            for name in stale:
+                try:
+                    conn.exec_driver_sql(f'ANALYZE "{name}"')
+                    conn.commit()
+                    analyzed.append(name)
+                except sa.exc.DBAPIError as exc:  # not the owner: plan with what there is
+                    conn.rollback()
+                    log.warning("could not ANALYZE the prediction log's %s: %s", name, exc)
+        return analyzed
+
     def window(
         self, model_name: str, rows: int | None = None, since: TimeBound = None
     ) -> WindowBounds:
@@ -550,6 +586,7 @@ class PredictionLog:
         """
         if rows is not None and rows <= 0:
             raise ValueError(f"a window needs at least one row, got rows={rows}")
+        self.refresh_statistics()
         c = predictions_table.c
         lo_ts = _epoch(since)
         with self.engine.connect() as conn:
@@ -1105,6 +1142,7 @@ class PredictionLog:
         """The window's answered requests that have a label, with their features (retraining)."""
         if bounds.requests == 0 or bounds.first_id is None or bounds.last_id is None:
             return pd.DataFrame(columns=_META_COLUMNS)
+        self.refresh_statistics()
         c = predictions_table.c
         where = sa.and_(
             c.model_name == bounds.model_name,
@@ -1465,6 +1503,11 @@ class WindowBounds:
 _CHUNK_ROWS = 50_000
 _IDS_PER_QUERY = 10_000  # ids per expanding IN list (PostgreSQL takes 65,535 parameters)
 _SCORE_CHUNK_IDS = 500  # request ids per IN (...) when reading scores
+STALE_STATISTICS_SHARE = 0.2
+"""PostgreSQL: rows changed since a table's last ANALYZE, as a share of its rows, beyond
+which the monitor's reads refresh its statistics first (`PredictionLog.refresh_statistics`;
+autovacuum's own default threshold is 0.1 plus 50 rows, on its own schedule)."""
+
 _MIN_DENSITY = 0.2  # below this share of the id range, draw from the index's ids instead
 _BLOCK_ROWS = 64  # at most this many consecutive requests per block of a window's sample
 _MIN_BLOCKS = 256  # at least this many blocks per sample (smaller blocks for small samples)

@@ -344,3 +344,61 @@ def test_prediction_log_migrations_on_postgres(postgres: procs.PostgresCluster) 
     )
     assert check.returncode == 0, check.stderr
     assert f"revision {migrations.HEAD} (head)" in check.stdout
+
+
+def test_a_quickly_filled_log_gets_fresh_planner_statistics_before_the_monitor_reads(
+    postgres: procs.PostgresCluster,
+) -> None:
+    """Rows logged faster than autovacuum analyzes: the monitor's first read ANALYZEs the
+    tables (the label join was planned for empty tables and ran for minutes, scale-out
+    test), the next read does not again, and the window's labelled rows are all there."""
+    import sqlalchemy as sa
+
+    from predlog.log import FeedbackRecord, PredictionLog, PredictionRecord
+
+    log = PredictionLog(postgres.url(postgres.create_database("predlog_stats")))
+    try:
+        with log.engine.connect() as conn:  # autovacuum off: only our ANALYZE can run
+            for table in ("predictions", "feedback"):
+                conn.exec_driver_sql(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+            conn.commit()
+        n = 6_000
+        log.append(
+            predictions=[
+                PredictionRecord(f"r{i}", "m", "1", "champion", {"x": float(i)}, 1.0, 1.0, 1e9 + i)
+                for i in range(n)
+            ],
+            feedback=[FeedbackRecord(f"r{i}", "m", float(i), 2e9 + i) for i in range(n)],
+        )
+
+        def analyzed() -> dict[str, int]:
+            with log.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.text(
+                        "SELECT relname, analyze_count + autoanalyze_count "
+                        "FROM pg_stat_user_tables WHERE relname IN ('predictions', 'feedback')"
+                    )
+                ).all()
+            return {name: int(count) for name, count in rows}
+
+        def changed() -> bool:  # a backend reports its row counts within seconds, not at once
+            with log.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.text(
+                        "SELECT min(n_mod_since_analyze) FROM pg_stat_user_tables "
+                        "WHERE relname IN ('predictions', 'feedback')"
+                    )
+                ).scalar()
+            return rows is not None and rows >= n
+
+        procs.wait_until(changed, 30, 0.5, "the row counts in pg_stat_user_tables")
+        before = analyzed()
+        bounds = log.window("m", rows=n)
+        after = analyzed()
+        assert after == {name: count + 1 for name, count in before.items()}
+        frame = log.labelled_frame(bounds)
+        assert analyzed() == after  # fresh now: one catalog query, no second ANALYZE
+        assert log.refresh_statistics() == []
+        assert len(frame) == n and frame["label"].astype(float).sum() == sum(range(n))
+    finally:
+        log.close()
