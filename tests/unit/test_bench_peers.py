@@ -12,12 +12,14 @@ from bench.peers.envs import model_requirements
 from bench.peers.run import (
     CONCURRENCY,
     SIZES,
+    Endpoint,
     Outcome,
     Peer,
     acceptance,
     best_peer,
     compare,
     durations,
+    load_cell,
     report,
     selected,
 )
@@ -71,6 +73,27 @@ def test_durations_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     assert durations(quick=True) == (1.0, 3.0)
     monkeypatch.setenv("DRIFTLOOP_BENCH_PEER_SECONDS", "10")
     assert durations(quick=False) == (2.0, 10.0)
+
+
+def test_c1_cells_count_their_first_seconds_and_busy_cells_warm_up_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[int, float]] = []
+
+    def fake_load(url, body, concurrency, seconds, headers):
+        calls.append((concurrency, seconds))
+        n = len(calls)
+        return LoadResult("wrk", concurrency, seconds, n, n / seconds, 1.0, 1.0, 1.0, 1.0, 0)
+
+    monkeypatch.setattr("bench.peers.run.run_load", fake_load)
+    endpoint = Endpoint("http://127.0.0.1:1/predict", formats.RECORDS)
+    measured = load_cell(endpoint, b"{}", 1, 2.0, 6.0)
+    assert calls == [(1, 8.0)]  # one run from the first request: nothing discarded
+    assert measured.requests == 1
+    calls.clear()
+    measured = load_cell(endpoint, b"{}", 64, 2.0, 6.0)
+    assert calls == [(64, 2.0), (64, 6.0)]  # the warm-up's figures are dropped
+    assert measured.requests == 2
 
 
 def test_model_requirements_skip_comments_and_options(tmp_path) -> None:
@@ -156,7 +179,8 @@ def test_report_survives_empty_cells() -> None:
     section = Section("peers", "5. peers")
     report(section, peers, outcomes, 2.0, 6.0)
     rows = section.tables[0].rows
-    assert rows[1][1] == "none answered in 6.00 s"  # fastapi's row
+    assert rows[1][1] == "none answered in 8.00 s"  # fastapi's c1 cell: 2 s + 6 s counted
+    assert rows[1][2] == "none answered in 6.00 s"  # its c8 cell: the 6 s after a warm-up
     last = rows[-1]
     assert last[1] == "– (fastapi: 0 req/s)"
     assert last[-2] == "– (driftloop: no latency)"
