@@ -173,9 +173,8 @@ def fastapi_server(
 def mlflow_server(state: Path, timeout_s: float = 120.0) -> Iterator[procs.Server]:
     port = procs.free_port()
     (state / "mlflow").mkdir(parents=True, exist_ok=True)
-    server = _start(
-        "mlflow", procs.mlflow_server_argv(port, state / "mlflow"), port, state, "/health"
-    )
+    argv = procs.mlflow_server_argv(port, state / "mlflow")
+    server = _start("mlflow", argv, port, state, "/health", env=procs.mlflow_server_env())
     with _stopped_after(server, lambda s: s.wait_healthy(timeout_s)):
         yield server
 
@@ -189,7 +188,8 @@ def tracking_servers(state: Path, timeout_s: float = 150.0) -> Iterator[dict[str
     started: list[procs.Server] = []
     try:
         mlflow_argv = procs.mlflow_server_argv(mlflow_port, state / "mlflow")
-        started.append(_start("mlflow", mlflow_argv, mlflow_port, state, "/health"))
+        mlflow_env = procs.mlflow_server_env()
+        started.append(_start("mlflow", mlflow_argv, mlflow_port, state, "/health", env=mlflow_env))
         prefect_argv = procs.prefect_server_argv(prefect_port)
         prefect_env = procs.prefect_server_env(state / "prefect-server")
         started.append(

@@ -193,6 +193,20 @@ def mlflow_server_argv(port: int, state: Path, backend_uri: str | None = None) -
     ]
 
 
+# MLflow 3's server runs a job system (huey consumers for its GenAI features: scorers,
+# prompt optimisation, trace rollups) by default. driftloop uses none of it, and on this
+# 2-core machine it costs 8 more processes, ~2 GB of RSS and ~35 s of CPU in the first
+# ~40 s of every server start (bench/README.md, "Session 16"): the CPU that the first
+# requests, trainings and tests started beside it did not get.
+MLFLOW_JOBS = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+
+
+def mlflow_server_env() -> dict[str, str]:
+    """The environment of an `mlflow server` driftloop starts: MLflow's job execution off
+    unless the caller's environment sets `MLFLOW_SERVER_ENABLE_JOB_EXECUTION` itself."""
+    return {MLFLOW_JOBS: os.environ.get(MLFLOW_JOBS, "false")}
+
+
 def prefect_server_env(
     state: Path, database_url: str | None = None, port: int | None = None
 ) -> dict[str, str]:

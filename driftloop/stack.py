@@ -87,6 +87,7 @@ def stack_env(settings: Settings) -> dict[str, str]:
         "BENTOML_HOME": str(state / "bentoml"),
         "DO_NOT_TRACK": "1",
         "MLFLOW_DISABLE_TELEMETRY": "true",  # MLflow ignores DO_NOT_TRACK=1
+        **procs.mlflow_server_env(),  # no job-system processes beside the tracking server
         "GX_ANALYTICS_ENABLED": "False",
         "PYTHONUNBUFFERED": "1",
         **mlflow_http_env(),

@@ -27,6 +27,7 @@ def mlflow_server(stack_dir: Path) -> Iterator[procs.Server]:
         procs.mlflow_server_argv(port, state),
         health_url=f"http://127.0.0.1:{port}/health",
         base_url=f"http://127.0.0.1:{port}",
+        env=procs.mlflow_server_env(),
         log_path=state / "mlflow.log",
     )
     try:

@@ -344,6 +344,7 @@ def own_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
             procs.mlflow_server_argv(port, state),
             health_url=f"http://127.0.0.1:{port}/health",
             base_url=f"http://127.0.0.1:{port}",
+            env=procs.mlflow_server_env(),
             log_path=state / "mlflow.log",
         )
         server.wait_healthy(timeout_s=120)

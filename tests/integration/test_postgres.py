@@ -47,6 +47,7 @@ def test_mlflow_registry_and_history_on_postgres(
         procs.mlflow_server_argv(port, tmp_path, backend_uri=postgres.url(database)),
         health_url=f"http://127.0.0.1:{port}/health",
         base_url=f"http://127.0.0.1:{port}",
+        env=procs.mlflow_server_env(),
         log_path=tmp_path / "mlflow.log",
     )
     try:

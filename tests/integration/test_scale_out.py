@@ -89,6 +89,7 @@ def stack() -> Iterator[Stack]:
             ),
             health_url=f"http://127.0.0.1:{mlflow_port}/health",
             base_url=f"http://127.0.0.1:{mlflow_port}",
+            env=procs.mlflow_server_env(),
             log_path=folder / "mlflow" / "mlflow.log",
         )
         stop.callback(mlflow.stop)

@@ -86,6 +86,7 @@ def test_up_serves_every_component_and_down_leaves_nothing(tmp_path: Path) -> No
 
         tree = [root, *root.children(recursive=True)]
         assert len(tree) >= 6  # honcho + mlflow + prefect + worker + serve + evidently (+ children)
+        assert _job_runners(tree) == []  # MLflow's job system stays off in the stack
     finally:
         tree = [root, *root.children(recursive=True)] if root.is_running() else [root]
         stopped = run(env, "down")
@@ -102,3 +103,26 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=3).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_mlflow_servers_run_without_mlflows_job_system(mlflow_server: procs.Server) -> None:
+    """MLflow 3 starts huey job consumers (its GenAI jobs) beside the tracking server by
+    default: 8 more processes, ~2 GB and ~35 s of CPU at each start here. driftloop's
+    servers (this fixture starts one as `driftloop up` and the benchmarks do) run without."""
+    server = psutil.Process(mlflow_server.process.pid)
+    tree = [server, *server.children(recursive=True)]
+    assert any("mlflow" in " ".join(_cmdline(p)) for p in tree)
+    assert _job_runners(tree) == []
+    assert len(tree) <= 3  # mlflow server → its uvicorn worker (+ a launcher shell)
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _job_runners(tree: list[psutil.Process]) -> list[str]:
+    """Command lines of MLflow job-runner processes (huey consumers) in `tree`."""
+    return [" ".join(c) for c in map(_cmdline, tree) if any("huey" in part for part in c)]
