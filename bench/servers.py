@@ -173,8 +173,9 @@ def fastapi_server(
 def mlflow_server(state: Path, timeout_s: float = 120.0) -> Iterator[procs.Server]:
     port = procs.free_port()
     (state / "mlflow").mkdir(parents=True, exist_ok=True)
-    argv = procs.mlflow_server_argv(port, state / "mlflow")
-    server = _start("mlflow", argv, port, state, "/health", env=procs.mlflow_server_env())
+    server = procs.start_mlflow_server(
+        "mlflow", port, state / "mlflow", state / "mlflow.log", env=QUIET_ENV
+    )
     with _stopped_after(server, lambda s: s.wait_healthy(timeout_s)):
         yield server
 
@@ -187,9 +188,11 @@ def tracking_servers(state: Path, timeout_s: float = 150.0) -> Iterator[dict[str
     (state / "prefect-server" / "prefect").mkdir(parents=True, exist_ok=True)
     started: list[procs.Server] = []
     try:
-        mlflow_argv = procs.mlflow_server_argv(mlflow_port, state / "mlflow")
-        mlflow_env = procs.mlflow_server_env()
-        started.append(_start("mlflow", mlflow_argv, mlflow_port, state, "/health", env=mlflow_env))
+        started.append(
+            procs.start_mlflow_server(
+                "mlflow", mlflow_port, state / "mlflow", state / "mlflow.log", env=QUIET_ENV
+            )
+        )
         prefect_argv = procs.prefect_server_argv(prefect_port)
         prefect_env = procs.prefect_server_env(state / "prefect-server")
         started.append(

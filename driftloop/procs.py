@@ -207,6 +207,26 @@ def mlflow_server_env() -> dict[str, str]:
     return {MLFLOW_JOBS: os.environ.get(MLFLOW_JOBS, "false")}
 
 
+def start_mlflow_server(
+    name: str,
+    port: int,
+    state: Path,
+    log_path: Path,
+    backend_uri: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Server:
+    """`mlflow server` (`mlflow_server_argv`) with `mlflow_server_env`, not waiting: every
+    MLflow server the tests and benchmarks start (the stack's comes from its Procfile)."""
+    return start_server(
+        name,
+        mlflow_server_argv(port, state, backend_uri),
+        health_url=f"http://127.0.0.1:{port}/health",
+        base_url=f"http://127.0.0.1:{port}",
+        log_path=log_path,
+        env={**(env or {}), **mlflow_server_env()},
+    )
+
+
 def prefect_server_env(
     state: Path, database_url: str | None = None, port: int | None = None
 ) -> dict[str, str]:

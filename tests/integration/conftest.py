@@ -22,14 +22,7 @@ def mlflow_server(stack_dir: Path) -> Iterator[procs.Server]:
     port = procs.free_port()
     state = stack_dir / "mlflow"
     state.mkdir()
-    server = procs.start_server(
-        "mlflow",
-        procs.mlflow_server_argv(port, state),
-        health_url=f"http://127.0.0.1:{port}/health",
-        base_url=f"http://127.0.0.1:{port}",
-        env=procs.mlflow_server_env(),
-        log_path=state / "mlflow.log",
-    )
+    server = procs.start_mlflow_server("mlflow", port, state, state / "mlflow.log")
     try:
         server.wait_healthy(timeout_s=120)
         yield server

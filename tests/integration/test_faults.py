@@ -339,14 +339,7 @@ def own_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     holder: dict[str, Any] = {"port": port, "state": state, "url": f"http://127.0.0.1:{port}"}
 
     def launch() -> procs.Server:
-        server = procs.start_server(
-            "mlflow-own",
-            procs.mlflow_server_argv(port, state),
-            health_url=f"http://127.0.0.1:{port}/health",
-            base_url=f"http://127.0.0.1:{port}",
-            env=procs.mlflow_server_env(),
-            log_path=state / "mlflow.log",
-        )
+        server = procs.start_mlflow_server("mlflow-own", port, state, state / "mlflow.log")
         server.wait_healthy(timeout_s=120)
         return server
 

@@ -42,13 +42,8 @@ def test_mlflow_registry_and_history_on_postgres(
 
     database = postgres.create_database("mlflow")
     port = procs.free_port()
-    server = procs.start_server(
-        "mlflow-pg",
-        procs.mlflow_server_argv(port, tmp_path, backend_uri=postgres.url(database)),
-        health_url=f"http://127.0.0.1:{port}/health",
-        base_url=f"http://127.0.0.1:{port}",
-        env=procs.mlflow_server_env(),
-        log_path=tmp_path / "mlflow.log",
+    server = procs.start_mlflow_server(
+        "mlflow-pg", port, tmp_path, tmp_path / "mlflow.log", postgres.url(database)
     )
     try:
         server.wait_healthy(timeout_s=120)

@@ -82,15 +82,12 @@ def stack() -> Iterator[Stack]:
         stop.callback(cluster.stop)
         databases = {name: cluster.create_database(name) for name in ("mlflow", "prefect", "log")}
         mlflow_port, prefect_port = procs.free_port(), procs.free_port()
-        mlflow = procs.start_server(
+        mlflow = procs.start_mlflow_server(
             "mlflow-pg",
-            procs.mlflow_server_argv(
-                mlflow_port, folder / "mlflow", backend_uri=cluster.url(databases["mlflow"])
-            ),
-            health_url=f"http://127.0.0.1:{mlflow_port}/health",
-            base_url=f"http://127.0.0.1:{mlflow_port}",
-            env=procs.mlflow_server_env(),
-            log_path=folder / "mlflow" / "mlflow.log",
+            mlflow_port,
+            folder / "mlflow",
+            folder / "mlflow" / "mlflow.log",
+            cluster.url(databases["mlflow"]),
         )
         stop.callback(mlflow.stop)
         prefect = procs.start_server(
