@@ -99,6 +99,23 @@ def wait_for_quiet(
     return f"{state} cores ({busy:.0%} busy over {settle_s:g} s, after {waited:.0f} s of waiting)"
 
 
+def tree_cpu_s(root_pid: int) -> float:
+    """User + system CPU seconds of `root_pid` and every live descendant."""
+    import psutil
+
+    total = 0.0
+    try:
+        root = psutil.Process(root_pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 @contextlib.contextmanager
 def preserved_environ() -> Iterator[None]:
     """Undo what a block writes into os.environ (MLflow writes its URIs there)."""

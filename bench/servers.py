@@ -180,9 +180,14 @@ def mlflow_server(state: Path, timeout_s: float = 120.0) -> Iterator[procs.Serve
         yield server
 
 
+SERVER_PIDS_ENV = "DRIFTLOOP_BENCH_SERVER_PIDS"
+
+
 @contextlib.contextmanager
 def tracking_servers(state: Path, timeout_s: float = 150.0) -> Iterator[dict[str, str]]:
-    """A real `mlflow server` and `prefect server`, started side by side; their URLs/env."""
+    """A real `mlflow server` and `prefect server`, started side by side; their URLs/env,
+    and in ``SERVER_PIDS_ENV`` their pids (``mlflow=<pid>,prefect=<pid>``: a benchmark
+    reads the CPU time their process trees spend on its work)."""
     mlflow_port, prefect_port = procs.free_port(), procs.free_port()
     (state / "mlflow").mkdir(parents=True, exist_ok=True)
     (state / "prefect-server" / "prefect").mkdir(parents=True, exist_ok=True)
@@ -205,6 +210,7 @@ def tracking_servers(state: Path, timeout_s: float = 150.0) -> Iterator[dict[str
             "PREFECT_API_URL": started[1].base_url,
             # The client side of Prefect keeps its own home (and settings) in the temp folder.
             "PREFECT_HOME": str(state / "prefect-client"),
+            SERVER_PIDS_ENV: f"mlflow={started[0].process.pid},prefect={started[1].process.pid}",
         }
     finally:
         for server in reversed(started):

@@ -30,27 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import tree_cpu_s
 from bench.model import prepare_model
 from bench.servers import checkout, driftloop_server, mlflow_server
 from bench.serving.loadgen import run_load
 from bench.serving.run import API_KEY, BEFORE_COMMIT, _settings
-
-
-def tree_cpu_s(root_pid: int) -> float:
-    """User + system CPU seconds of `root_pid` and every live descendant."""
-    import psutil
-
-    total = 0.0
-    try:
-        root = psutil.Process(root_pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            times = proc.cpu_times()
-            total += times.user + times.system
-    return total
 
 
 def connections_per_process(root_pid: int, port: int) -> list[int]:

@@ -4,8 +4,10 @@
 
 Runs `pipelines.train.train_flow` twice in one process against real servers: the first
 version (no champion yet) and a second one (scores the champion, goes through the gate).
-Prints JSON: import time, each run's wall time, its Prefect task durations and the
-seconds its full garbage-collector passes took (`gc.callbacks`).
+Prints JSON: import time, each run's wall time, its Prefect task durations, the
+seconds its full garbage-collector passes took (`gc.callbacks`) and the CPU seconds it
+cost: this process's (all threads) and, when ``DRIFTLOOP_BENCH_SERVER_PIDS`` names them
+(`bench.servers.tracking_servers`), the MLflow and Prefect servers' process trees'.
 """
 
 from __future__ import annotations
@@ -70,6 +72,23 @@ class FullCollections:
             self.seconds += time.perf_counter() - self._started
 
 
+def server_pids() -> dict[str, int]:
+    """The servers' pids by name, from ``DRIFTLOOP_BENCH_SERVER_PIDS`` (none when unset)."""
+    import os
+
+    from bench.servers import SERVER_PIDS_ENV
+
+    named = (item.split("=", 1) for item in os.environ.get(SERVER_PIDS_ENV, "").split(",") if item)
+    return {name: int(pid) for name, pid in named}
+
+
+def cpu_now(servers: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far: this process (``process``) and each server's process tree."""
+    from bench.common import tree_cpu_s
+
+    return {"process": time.process_time(), **{n: tree_cpu_s(p) for n, p in servers.items()}}
+
+
 def main() -> None:
     import gc
 
@@ -81,13 +100,16 @@ def main() -> None:
     from pipelines.train import in_process_run, train_flow
 
     imported = time.perf_counter()
+    servers = server_pids()
     runs = []
     for label in ("first version", "second version"):
         started = time.perf_counter()
         passes, pause = collections.count, collections.seconds
+        cpu_before = cpu_now(servers)
         with in_process_run():  # as `driftloop train` runs it
             state = train_flow(return_state=True)
         seconds = time.perf_counter() - started
+        cpu_after = cpu_now(servers)
         result = state.result()
         entry: dict[str, Any] = {
             "label": label,
@@ -97,6 +119,7 @@ def main() -> None:
             "metrics": result["metrics"],
             "full_gc_passes": collections.count - passes,
             "full_gc_s": collections.seconds - pause,
+            "cpu_s": {name: cpu_after[name] - cpu_before[name] for name in cpu_before},
         }
         try:
             entry["tasks"], entry["tasks_covered_s"] = task_runs(state.state_details.flow_run_id)

@@ -21,6 +21,7 @@ def main() -> None:
     from pipelines.families import FitConfig, fit_model
 
     imported = time.perf_counter()
+    cpu_before = time.process_time()
     settings = Settings()
     snapshot = load_dataset(settings.dataset_spec(), settings.task)
     train, holdout = time_split(
@@ -38,11 +39,13 @@ def main() -> None:
         snapshot.task, holdout[snapshot.target], fitted.predict(holdout[features])
     )
     done = time.perf_counter()
+    cpu = time.process_time() - cpu_before
     print(
         json.dumps(
             {
                 "import_s": imported - process_started,
                 "work_s": done - imported,
+                "work_cpu_s": cpu,
                 "metrics": metrics,
                 "rows": {"train": len(train), "holdout": len(holdout)},
             }

@@ -1,0 +1,55 @@
+"""bench.training: the CPU budget that bounds a training flow's wall time."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from bench.common import tree_cpu_s
+from bench.training.flow import server_pids
+from bench.training.run import CORES, cpu_budget, cpu_floor_s
+
+PLAIN = {"work_s": 0.40, "work_cpu_s": 0.38}
+
+
+def flow_run(label: str, process: float, mlflow: float, prefect: float) -> dict:
+    cpu = {"process": process, "mlflow": mlflow, "prefect": prefect}
+    return {"label": label, "seconds": 2.0, "cpu_s": cpu}
+
+
+def test_the_floor_is_all_cpu_spread_over_every_core() -> None:
+    assert cpu_floor_s(flow_run("second", 1.6, 0.3, 0.5)) == pytest.approx(2.4 / CORES)
+
+
+def test_no_floor_and_no_table_without_the_servers_figures() -> None:
+    lone = {"label": "second", "seconds": 2.0, "cpu_s": {"process": 1.6}}
+    assert cpu_floor_s(lone) is None
+    assert cpu_floor_s({"label": "second", "seconds": 2.0}) is None
+    assert cpu_budget(PLAIN, flow_run("first", 4.0, 0.7, 0.7), lone) is None
+
+
+def test_the_budget_table_adds_up_each_run_and_sets_its_floor_against_the_plain_fit() -> None:
+    table = cpu_budget(PLAIN, flow_run("first", 4.0, 0.7, 0.7), flow_run("second", 1.6, 0.3, 0.5))
+    assert table is not None
+    rows = {row[0]: row[1:] for row in table.rows}
+    assert rows["total"] == ["0.38", "5.40", "2.40"]
+    floor = next(cells for name, cells in rows.items() if name.startswith("least wall time"))
+    assert floor[1:] == [f"{5.4 / CORES:.2f}", f"{2.4 / CORES:.2f}"]
+    assert rows["that least wall time × plain fit"][1:] == [
+        f"{5.4 / CORES / 0.40:.2f}×",
+        f"{2.4 / CORES / 0.40:.2f}×",
+    ]
+
+
+def test_server_pids_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTLOOP_BENCH_SERVER_PIDS", "mlflow=12,prefect=34")
+    assert server_pids() == {"mlflow": 12, "prefect": 34}
+    monkeypatch.delenv("DRIFTLOOP_BENCH_SERVER_PIDS")
+    assert server_pids() == {}
+
+
+def test_tree_cpu_counts_this_process_and_is_zero_for_a_gone_one() -> None:
+    sum(i * i for i in range(300_000))  # some CPU of our own
+    assert tree_cpu_s(os.getpid()) > 0
+    assert tree_cpu_s(2**22 + 12345) == 0.0  # above pid_max's default: no such process
