@@ -138,7 +138,10 @@ class ExactSelfScores:
     float32 rounding (`tests/unit/test_ood_reference.py`).
     """
 
-    _ROWS_PER_CHUNK = 512  # queries per distance matrix: 512 x 20,000 float32 = 40 MB at most
+    # Queries per distance matrix: 64 x 20,000 float32 = 5 MB at most, which stays in the
+    # cache between the product and the partition. The bundled data's threshold (5,000
+    # queries x 6,921 points, one thread): 0.15 s of CPU in chunks of 512, 0.10 s in 64.
+    _ROWS_PER_CHUNK = 64
 
     def __init__(self, index: Any) -> None:
         self.index = index
@@ -161,7 +164,7 @@ class ExactSelfScores:
 
 
 def exact_knn_distance(
-    points: np.ndarray, queries: np.ndarray, k: int, skip_self: bool, chunk: int = 512
+    points: np.ndarray, queries: np.ndarray, k: int, skip_self: bool, chunk: int = 64
 ) -> np.ndarray:
     """Mean Euclidean distance from each query to its `k` nearest `points` (the nearest
     dropped first with `skip_self`: the query itself).
