@@ -18,19 +18,26 @@ CORES = os.cpu_count() or 1
 SERVERS = (("mlflow", "MLflow server"), ("prefect", "Prefect server"))
 
 
-def cpu_floor_s(run_: dict[str, Any]) -> float | None:
-    """The least wall time a flow run's CPU seconds (its process and both servers) allow
-    on this machine's cores, or None without the figures."""
+def cpu_total_s(run_: dict[str, Any]) -> float | None:
+    """A flow run's CPU seconds: its process and both servers; None without the figures."""
     cpu = run_.get("cpu_s") or {}
     if not all(name in cpu for name, _ in SERVERS):
         return None
-    return sum(cpu.values()) / CORES
+    return sum(cpu.values())
+
+
+def cpu_floor_s(run_: dict[str, Any]) -> float | None:
+    """The least wall time a flow run's CPU seconds allow on this machine's cores (all
+    busy all the time), or None without the figures."""
+    total = cpu_total_s(run_)
+    return None if total is None else total / CORES
 
 
 def cpu_budget(plain: dict[str, Any], *runs: dict[str, Any]) -> Table | None:
     """CPU seconds of the plain fit and of each flow run, where they went, and the wall
     time they allow at best: all cores busy all the time."""
-    if any(cpu_floor_s(run_) is None for run_ in runs):
+    totals = [cpu_total_s(run_) for run_ in runs]
+    if None in totals:
         return None
     table = Table(
         "CPU seconds of each run (user + system; the servers' process trees during the run)",
@@ -43,10 +50,9 @@ def cpu_budget(plain: dict[str, Any], *runs: dict[str, Any]) -> Table | None:
     )
     for name, label in SERVERS:
         table.add(label, None, *(run_["cpu_s"][name] for run_ in runs))
-    totals = [sum(run_["cpu_s"].values()) for run_ in runs]
     table.add("total", plain["work_cpu_s"], *totals)
     table.add("wall time", plain["work_s"], *(run_["seconds"] for run_ in runs))
-    floors = [total / CORES for total in totals]
+    floors = [cpu_floor_s(run_) for run_ in runs]
     table.add(f"least wall time that CPU allows ({CORES} cores all busy)", None, *floors)
     table.add(
         "that least wall time × plain fit",
