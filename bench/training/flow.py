@@ -2,12 +2,14 @@
 
     PREFECT_API_URL=… MLFLOW_TRACKING_URI=… DRIFTLOOP_STATE_DIR=… python -m bench.training.flow
 
-Runs `pipelines.train.train_flow` twice in one process against real servers: the first
-version (no champion yet) and a second one (scores the champion, goes through the gate).
-Prints JSON: import time, each run's wall time, its Prefect task durations, the
-seconds its full garbage-collector passes took (`gc.callbacks`) and the CPU seconds it
-cost: this process's (all threads) and, when ``DRIFTLOOP_BENCH_SERVER_PIDS`` names them
-(`bench.servers.tracking_servers`), the MLflow and Prefect servers' process trees'.
+Runs `pipelines.train.train_flow` three times in one process against real servers: the
+first version (no champion yet), a second one (scores the champion, goes through the
+gate) and a third without its Bento and OOD index (``package_bento=False``: what
+packaging costs, from a run as warm as the second). Prints JSON: import time, each
+run's wall time, its Prefect task durations, the seconds its full garbage-collector
+passes took (`gc.callbacks`) and the CPU seconds it cost: this process's (all threads)
+and, when ``DRIFTLOOP_BENCH_SERVER_PIDS`` names them (`bench.servers.tracking_servers`),
+the MLflow and Prefect servers' process trees'.
 """
 
 from __future__ import annotations
@@ -15,6 +17,14 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
+
+# (label, train_flow's arguments) of each run, in order: the benchmark's target is the
+# second; the third is the same work less packaging (the Bento and the OOD index).
+RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("first version", {}),
+    ("second version", {}),
+    ("third version, no Bento or OOD index", {"package_bento": False}),
+)
 
 
 def task_runs(flow_run_id: Any) -> tuple[dict[str, float], float]:
@@ -102,12 +112,12 @@ def main() -> None:
     imported = time.perf_counter()
     servers = server_pids()
     runs = []
-    for label in ("first version", "second version"):
+    for label, arguments in RUNS:
         started = time.perf_counter()
         passes, pause = collections.count, collections.seconds
         cpu_before = cpu_now(servers)
         with in_process_run():  # as `driftloop train` runs it
-            state = train_flow(return_state=True)
+            state = train_flow(**arguments, return_state=True)
         seconds = time.perf_counter() - started
         cpu_after = cpu_now(servers)
         result = state.result()

@@ -8,7 +8,7 @@ import pytest
 
 from bench.common import tree_cpu_s
 from bench.training.flow import server_pids
-from bench.training.run import CORES, cpu_budget, cpu_floor_s
+from bench.training.run import CORES, cpu_budget, cpu_floor_s, task_table
 
 PLAIN = {"work_s": 0.40, "work_cpu_s": 0.38}
 
@@ -53,3 +53,17 @@ def test_tree_cpu_counts_this_process_and_is_zero_for_a_gone_one() -> None:
     sum(i * i for i in range(300_000))  # some CPU of our own
     assert tree_cpu_s(os.getpid()) > 0
     assert tree_cpu_s(2**22 + 12345) == 0.0  # above pid_max's default: no such process
+
+
+def test_the_task_table_has_a_column_per_run_and_shares_of_the_second() -> None:
+    runs = [
+        {"label": "first", "seconds": 6.0, "tasks": {"fit": 1.0, "package": 2.0}},
+        {"label": "second", "seconds": 2.0, "tasks": {"fit": 0.5, "package": 0.5}},
+        {"label": "third", "seconds": 1.5, "tasks": {"fit": 0.5}, "tasks_covered_s": 1.0},
+    ]
+    table = task_table(runs, runs[1])
+    assert table.columns == ["task", "first (s)", "second (s)", "third (s)", "share of the second"]
+    rows = {row[0]: row[1:] for row in table.rows}
+    assert rows["package"] == ["2.00", "0.50", "–", "25%"]
+    outside = next(cells for name, cells in rows.items() if name.startswith("outside tasks"))
+    assert outside == ["3.00", "1.00", "0.50", "50%"]
