@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -472,3 +474,15 @@ def test_new_request_ids_are_32_hex_digits_unique_and_numbered_in_order(n: int) 
     base = ids[0][:24]
     assert ids == [f"{base}{i:08x}" for i in range(n)]
     assert new_request_ids(n)[0][:24] != base  # a fresh random draw per call
+
+
+def test_new_request_ids_are_time_ordered_across_requests() -> None:
+    """The log's request_id index grows at its right edge: ids of later requests sort
+    after earlier ones (their first 12 digits are the millisecond they were made)."""
+    before = time.time_ns() // 1_000_000
+    first = new_request_ids(3)
+    time.sleep(0.002)
+    second = new_request_ids(3)
+    after = time.time_ns() // 1_000_000
+    assert before <= int(first[0][:12], 16) < int(second[0][:12], 16) <= after
+    assert max(first) < min(second)
