@@ -28,9 +28,11 @@ from bench.common import (
     QUIET_ENV,
     REPO,
     Section,
+    cpu_ticks,
     log,
     machine,
     preserved_environ,
+    steal_share,
     wait_for_quiet,
 )
 
@@ -52,14 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.update(QUIET_ENV)
     names = args.only or list(SECTIONS)
-    started = time.perf_counter()
+    started, ticks = time.perf_counter(), cpu_ticks()
     before = machine()
     sections: list[Section] = []
     for name in names:
         section = Section(name, SECTIONS[name])
         section.quiet = wait_for_quiet()
         log(f"section {section.title} (started on {section.quiet})")
-        t0 = time.perf_counter()
+        t0, ticks = time.perf_counter(), cpu_ticks()
         try:
             # A section's servers are gone afterwards: no URL of theirs may outlive it.
             with preserved_environ():
@@ -68,12 +70,13 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             section.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300]}"
         section.seconds = time.perf_counter() - t0
+        section.steal = steal_share(ticks, cpu_ticks())
         log(f"section {section.title} done in {section.seconds:.0f} s")
         sections.append(section)
     total = time.perf_counter() - started
     command = "python -m bench" + (" --quick" if args.quick else "")
     command += "".join(f" --only {n}" for n in args.only or [])
-    write(args.output, sections, command, before, machine(), total)
+    write(args.output, sections, command, before, machine(), total, steal_share(ticks, cpu_ticks()))
     log(f"wrote {args.output} ({total:.0f} s in all)")
     if not args.quick and not args.only and args.output.resolve() == DEFAULT_OUTPUT.resolve():
         from bench import readme
@@ -90,6 +93,7 @@ def write(
     before: dict[str, str],
     after: dict[str, str],
     total: float,
+    steal: float | None = None,
 ) -> None:
     lines = [
         "# driftloop benchmarks",
@@ -107,6 +111,8 @@ def write(
         f"- load average (1 min) before / after: {before['load_before']} / "
         f"{after['load_before']} (other processes share these cores)",
         f"- total wall time: {total / 60:.1f} min",
+        "- steal over the run (time these virtual cores were ready while the hypervisor ran "
+        f"others; each section's is in its header): {'–' if steal is None else f'{steal:.1%}'}",
         "",
         "## Targets",
         "",

@@ -79,6 +79,26 @@ def cpu_busy(seconds: float) -> float:
     return 1.0 - idle / total
 
 
+def cpu_ticks(stat: Path = Path("/proc/stat")) -> tuple[int, int] | None:
+    """(all, steal) clock ticks of every core so far, from the first line of /proc/stat;
+    None where there is none. Steal is time a virtual machine's cores were ready to run
+    while the hypervisor ran someone else: on a shared host, what makes one window of a
+    benchmark slower than the next without anything in it changing."""
+    try:
+        fields = [int(x) for x in stat.read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal [guest guest_nice: inside user/nice]
+    return sum(fields[:8]), fields[7] if len(fields) > 7 else 0
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Share of the cores' time stolen between two `cpu_ticks` readings; None if unknown."""
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    return (after[1] - before[1]) / (after[0] - before[0])
+
+
 def wait_for_quiet(
     busy_below: float = 0.10, settle_s: float = 2.0, max_wait_s: float = 60.0
 ) -> str:
@@ -210,12 +230,15 @@ class Section:
     seconds: float = 0.0
     error: str | None = None
     quiet: str = ""  # how busy the cores were when it started (`wait_for_quiet`)
+    steal: float | None = None  # share of the cores' time the hypervisor took meanwhile
 
     def target(self, what: str, wanted: str, got: str, met: bool | None) -> None:
         self.targets.append((what, wanted, got, met))
 
     def markdown(self) -> str:
         started = f" Started on {self.quiet}." if self.quiet else ""
+        if self.steal is not None:
+            started += f" Steal (the hypervisor running others on these cores): {self.steal:.1%}."
         lines = [f"## {self.title}", "", f"_Section wall time: {self.seconds:.0f} s.{started}_", ""]
         if self.error:
             lines += [f"**This section failed:** `{self.error}`", ""]

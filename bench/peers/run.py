@@ -34,7 +34,17 @@ from typing import Any
 
 import httpx
 
-from bench.common import QUIET_ENV, REPO, Section, Table, fmt, log, workdir
+from bench.common import (
+    QUIET_ENV,
+    REPO,
+    Section,
+    Table,
+    cpu_ticks,
+    fmt,
+    log,
+    steal_share,
+    workdir,
+)
 from bench.model import PreparedModel, prepare_model
 from bench.peers import formats
 from bench.peers.envs import PEERS_STATE, PeerFailed, ensure_venv, model_requirements
@@ -90,6 +100,7 @@ class Outcome:
 
     error: str | None = None
     cells: dict[tuple[int, int], LoadResult] = field(default_factory=dict)
+    steal: float | None = None  # share of the cores' time stolen during its cells
 
 
 # -- the servers --------------------------------------------------------------------------
@@ -344,6 +355,7 @@ def measure(
     try:
         with peer.start(ctx) as endpoint:
             check_answers(endpoint, ctx.model, expected)
+            ticks = cpu_ticks()
             for size in SIZES:
                 body = endpoint.fmt.encode(
                     [ctx.model.records[i % len(ctx.model.records)] for i in range(size)],
@@ -354,6 +366,7 @@ def measure(
                     outcome.cells[(size, concurrency)] = load_cell(
                         endpoint, body, concurrency, warmup_s, seconds
                     )
+            outcome.steal = steal_share(ticks, cpu_ticks())
     except (PeerFailed, procs.ServerError) as exc:
         outcome.error = _last_line(str(exc))
     except Exception as exc:  # one peer's trouble must not hide the others
@@ -430,6 +443,7 @@ def save(outcomes: dict[str, Outcome], path: Path = PEERS_STATE / "last-run.json
             {
                 key: {
                     "error": o.error,
+                    "steal": o.steal,
                     "cells": {f"{s}x{c}": r.to_dict() for (s, c), r in o.cells.items()},
                 }
                 for key, o in outcomes.items()
@@ -562,7 +576,7 @@ def report(
     labels = {p.key: p.label for p in peers}
     cells = [(s, c) for s in SIZES for c in CONCURRENCY]
     columns = ["server", *(f"{s} rec c{c} req/s" for s, c in cells)]
-    columns += [f"{s} rec c1 p99 ms" for s in SIZES] + ["failed requests"]
+    columns += [f"{s} rec c1 p99 ms" for s in SIZES] + ["failed requests", "steal"]
     table = Table("Requests per second, same model and rows, one server at a time", columns)
     for peer in peers:
         outcome = outcomes[peer.key]
@@ -574,6 +588,7 @@ def report(
             *(_rps(outcome.cells[c], seconds + (warmup_s if c[1] == 1 else 0)) for c in cells),
             *(outcome.cells[(s, 1)].p99_ms for s in SIZES),
             sum(r.failed for r in outcome.cells.values()),
+            "–" if outcome.steal is None else f"{outcome.steal:.1%}",
         )
     ratios: list[str] = []
     mine = outcomes.get("driftloop")
@@ -597,7 +612,7 @@ def report(
             continue
         value = best[1].p99_ms / mine.cells[(size, 1)].p99_ms
         ratios.append(f"{value:.2f}× ({best[0]})")
-    table.rows.append(["**driftloop / best peer**", *ratios, ""])
+    table.rows.append(["**driftloop / best peer**", *ratios, "", ""])
     section.tables.append(table)
     failed = [labels[k] for k, o in outcomes.items() if o.error]
     for target in acceptance(outcomes, failed):
@@ -624,4 +639,9 @@ def report(
         "no peer does either. MLServer: adaptive batching max_batch_size 64, max_batch_time 2 ms; "
         "Ray Serve: `@serve.batch` with the same bounds; BentoML: `batchable=True`, "
         "max_batch_size 2048 (driftloop's default)."
+    )
+    section.notes.append(
+        "Steal: the share of these virtual cores' time the hypervisor gave to others while "
+        "that server's cells ran (/proc/stat); a server measured while it was high ran on "
+        "less machine than the others, so its ratios say more about the host than about it."
     )

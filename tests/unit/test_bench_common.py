@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
-from bench.common import Section, cpu_busy, wait_for_quiet
+from bench.common import Section, cpu_busy, cpu_ticks, steal_share, wait_for_quiet
 
 
 def test_cpu_busy_is_a_share_of_all_cores() -> None:
@@ -21,3 +22,23 @@ def test_wait_for_quiet_returns_at_once_when_the_bar_is_met_and_gives_up_otherwi
 def test_the_section_header_says_how_busy_the_cores_were() -> None:
     section = Section("training", "4. Training overhead", seconds=12.0, quiet="idle cores (3% …)")
     assert "_Section wall time: 12 s. Started on idle cores (3% …)._" in section.markdown()
+
+
+def test_the_section_header_says_how_much_the_hypervisor_took() -> None:
+    section = Section("peers", "5. Peers", seconds=300.0, quiet="idle cores (0% …)", steal=0.0412)
+    header = section.markdown().splitlines()[2]
+    assert header.endswith("Steal (the hypervisor running others on these cores): 4.1%._")
+
+
+def test_steal_is_the_stolen_share_of_all_ticks_between_two_readings(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  100 0 50 800 10 0 0 40 7 0\ncpu0 1 2 3\n")
+    before = cpu_ticks(stat)
+    assert before == (1000, 40)  # guest time is already inside user: not counted twice
+    stat.write_text("cpu  200 0 100 1500 10 0 0 190 9 0\n")
+    assert steal_share(before, cpu_ticks(stat)) == 150 / 1000
+    assert cpu_ticks(tmp_path / "missing") is None
+    assert steal_share(None, before) is None and steal_share(before, before) is None
+    real = cpu_ticks()
+    assert real is None or (real[0] > 0 and 0 <= real[1] <= real[0])

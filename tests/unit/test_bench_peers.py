@@ -123,9 +123,9 @@ def test_report_divides_by_the_best_peer_and_lists_failures() -> None:
         Peer("ray", "Ray", _start),
     )
     outcomes = {
-        "driftloop": Outcome(cells=_cells(300.0, 4.0)),
+        "driftloop": Outcome(cells=_cells(300.0, 4.0), steal=0.125),
         "fastapi": Outcome(cells=_cells(100.0, 2.0)),
-        "mlserver": Outcome(cells=_cells(200.0, 8.0)),
+        "mlserver": Outcome(cells=_cells(200.0, 8.0), steal=0.0),
         "ray": Outcome(error="install of ray failed: no wheel"),
     }
     section = Section("peers", "5. peers")
@@ -133,6 +133,9 @@ def test_report_divides_by_the_best_peer_and_lists_failures() -> None:
     [table] = section.tables
     rows = {row[0]: row for row in table.rows}
     assert rows["Ray"][1] == "failed: install of ray failed: no wheel"
+    assert len(rows["Ray"]) == len(table.columns) == len(rows["driftloop"])
+    assert table.columns[-1] == "steal"
+    assert [rows[k][-1] for k in ("driftloop", "FastAPI", "MLServer")] == ["12.5%", "–", "0.0%"]
     last = table.rows[-1]
     assert last[1] == "1.50× (mlserver)"  # 300 / 200 req/s
     assert last[len(SIZES) * len(CONCURRENCY) + 1] == "0.50× (fastapi)"  # p99 2 ms vs 4 ms
@@ -183,7 +186,7 @@ def test_report_survives_empty_cells() -> None:
     assert rows[1][2] == "none answered in 6.00 s"  # its c8 cell: the 6 s after a warm-up
     last = rows[-1]
     assert last[1] == "– (fastapi: 0 req/s)"
-    assert last[-2] == "– (driftloop: no latency)"
+    assert last[-3] == "– (driftloop: no latency)"  # then failed requests, steal
 
 
 def test_the_base_ref_peer_runs_only_when_named_and_is_never_the_best_peer(
