@@ -223,8 +223,8 @@ def new_request_ids(n: int) -> list[str]:
 
     Time order keeps the prediction log's `request_id` index growing at its right edge.
     With random ids (`uuid4().hex`) each request's rows went into the middle of a leaf
-    page of that index and split it: 14-22 % more bytes written per row and 3-12 % more
-    of the writer's CPU (`python -m bench.serving.request_ids`), 6-12 % more CPU per
+    page of that index and split it: 16-29 % more bytes written per row and 3-14 % more
+    of the writer's CPU (`python -m bench.serving.request_ids`), 6-14 % more CPU per
     100-record request in a serving process (`python -m bench.serving.cpu_ab`; bench/
     README.md, session 19). Unique across processes: 48 random bits per request within
     the same millisecond.
