@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.update(QUIET_ENV)
     names = args.only or list(SECTIONS)
-    started, ticks = time.perf_counter(), cpu_ticks()
+    started, run_ticks = time.perf_counter(), cpu_ticks()
     before = machine()
     sections: list[Section] = []
     for name in names:
@@ -76,7 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - started
     command = "python -m bench" + (" --quick" if args.quick else "")
     command += "".join(f" --only {n}" for n in args.only or [])
-    write(args.output, sections, command, before, machine(), total, steal_share(ticks, cpu_ticks()))
+    write(
+        args.output,
+        sections,
+        command,
+        before,
+        machine(),
+        total,
+        steal_share(run_ticks, cpu_ticks()),
+    )
     log(f"wrote {args.output} ({total:.0f} s in all)")
     if not args.quick and not args.only and args.output.resolve() == DEFAULT_OUTPUT.resolve():
         from bench import readme

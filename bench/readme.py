@@ -21,7 +21,9 @@ END = "<!-- bench:end -->"
 
 def summary(results: str) -> str:
     """The run's date/machine/load lines and its targets table, from RESULTS.md's text."""
-    facts = [line for line in results.splitlines() if re.match(r"- (date|machine|load|steal)", line)]
+    facts = [
+        line for line in results.splitlines() if re.match(r"- (date|machine|load|steal)", line)
+    ]
     match = re.search(r"^## Targets\n\n(.*?)(?:\n\n|\Z)", results, re.S | re.M)
     if match is None:
         raise ValueError("RESULTS.md has no '## Targets' table")

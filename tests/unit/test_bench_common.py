@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 from bench.common import Section, cpu_busy, cpu_ticks, steal_share, wait_for_quiet
 
@@ -42,3 +45,25 @@ def test_steal_is_the_stolen_share_of_all_ticks_between_two_readings(tmp_path: P
     assert steal_share(None, before) is None and steal_share(before, before) is None
     real = cpu_ticks()
     assert real is None or (real[0] > 0 and 0 <= real[1] <= real[0])
+
+
+def test_the_run_and_each_section_get_their_own_steal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bench.__main__ as bench_main
+
+    # (all, steal) ticks: the run's start, each section's start and end, the run's end.
+    readings = iter([(0, 0), (100, 10), (200, 30), (300, 40), (400, 90), (1000, 100)])
+    monkeypatch.setattr(bench_main, "cpu_ticks", lambda: next(readings))
+    monkeypatch.setattr(bench_main, "wait_for_quiet", lambda: "idle cores (test)")
+    section_module = SimpleNamespace(run=lambda section, quick: None)
+    monkeypatch.setattr(
+        bench_main, "importlib", SimpleNamespace(import_module=lambda name: section_module)
+    )
+    output = tmp_path / "RESULTS.md"
+    argv = ["--only", "serving", "--only", "training", "--output", str(output)]
+    assert bench_main.main(argv) == 0
+    text = output.read_text()
+    assert "hypervisor ran others; each section's is in its header): 10.0%" in text  # 100/1000
+    assert "Steal (the hypervisor running others on these cores): 20.0%._" in text  # 20/100
+    assert "Steal (the hypervisor running others on these cores): 50.0%._" in text  # 50/100
