@@ -414,6 +414,7 @@ class RecordSchema:
                 "expected at least one record, got an empty list",
             )
         model = self.pydantic_model()
+        generated = new_request_ids(len(records))  # one draw per request, as the fast path
         valid: list[ValidRecord] = []
         errors: list[dict[str, Any]] = []
         seen: dict[str, int] = {}
@@ -453,7 +454,7 @@ class RecordSchema:
             if not self.checked:
                 errors.extend(_unwritable(features, [loc, i]))
             values = parsed.model_dump() if self.checked else features
-            valid.append(ValidRecord(request_id or new_request_ids(1)[0], entity_id, values))
+            valid.append(ValidRecord(request_id or generated[i], entity_id, values))
         if errors:
             raise SchemaError(errors)
         return valid
