@@ -92,6 +92,7 @@ def fallback_counts(
     """
     if rows <= 0:
         raise ValueError(f"rows must be positive, got {rows}")
+    log.catch_up()
     c = predictions_table.c
     with log.engine.connect() as conn:
         first_id = 0

@@ -41,6 +41,17 @@ def dumps_text(value: Any) -> str:
     return json.dumps(value, default=str, separators=(",", ":"))
 
 
+def dumps_text_fast(value: Any) -> str | None:
+    """`value` as a JSON string written by orjson; None without orjson or when orjson
+    cannot write it (where `dumps_text` falls back to json)."""
+    if orjson is None:
+        return None
+    try:
+        return orjson.dumps(value, default=str, option=_OPTIONS).decode()
+    except TypeError:
+        return None
+
+
 def loads(data: bytes | str) -> Any:
     """Parse JSON (raises ValueError on invalid input, like json.loads)."""
     if orjson is not None:

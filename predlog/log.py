@@ -7,14 +7,19 @@ transaction, and only then completes the futures the requests wait on, so a
 record acknowledged to a client is on disk while the cost of a commit is shared
 by all the requests of a batch.
 
-On SQLite a commit's predictions go in as a few multi-row ``INSERT ... VALUES``
-statements (a power of two rows each): the sqlite3 module releases the GIL around
-every statement it steps, and under load each re-acquisition waits for the serving
-thread's switch interval, so a row-by-row ``executemany`` of a few hundred rows took
-hundreds of milliseconds (measured; bench/RESULTS.md). An earlier single
-``INSERT ... SELECT ... FROM json_each(?)`` avoided that too but cost twice the CPU
-(SQLite 3.40 parses a row's JSON again for every column it extracts). One row per
-record is kept, so reading and the monitor are unchanged.
+On SQLite a commit's predictions are *staged*: one `prediction_blocks` row per set of
+feature names holds the commit's rows as one JSON array, so the serving writer inserts a
+row or two per commit and maintains no index (a fifth of the writer CPU per record it
+spent on one `predictions` row and five index entries per record; bench/README.md
+"Session 20"). The first reader after it (`PredictionLog.catch_up`, which every read
+calls: the monitor's check, POST /feedback's request-id lookup, the CLI) moves the staged
+rows into `predictions`, one row per record, in commit order, in transactions of a few
+thousand rows, with the same text per column as a direct insert; readers see every
+acknowledged prediction, and the indexing happens off the request path. Moving uses a
+few multi-row ``INSERT ... VALUES`` statements (a power of two rows each): the sqlite3
+module releases the GIL around every statement it steps, so one statement per few hundred
+rows, not ``executemany``'s one per row (bench/RESULTS.md). Other databases (PostgreSQL)
+get the rows directly, row by row.
 
 Monitoring reads it back by time window and model version (`PredictionLog.frame`).
 
@@ -29,8 +34,10 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import itertools
+import json
 import logging
 import math
+import operator
 import queue
 import sqlite3
 import threading
@@ -47,7 +54,12 @@ import sqlalchemy as sa
 
 from config.names import CHALLENGER, CHAMPION, SHADOW
 from predlog import jsonio, migrations
-from predlog.tables import feedback_table, label_history_table, predictions_table
+from predlog.tables import (
+    feedback_table,
+    label_history_table,
+    prediction_blocks_table,
+    predictions_table,
+)
 
 log = logging.getLogger("driftloop.predlog")
 
@@ -146,6 +158,23 @@ def _sqlite_params(row: Sequence[Any], features: Any) -> tuple[Any, ...]:
     return (*row[:_FEATURES], dumps(features), dumps(row[7]), row[8], dumps(scores))
 
 
+def _unstaged_params(
+    block_id: int, names_text: str | None, rows_text: str
+) -> list[tuple[Any, ...]]:
+    """A staged block's rows as `_sqlite_params` (features objects built from the values)."""
+    try:
+        rows = _staged_rows(rows_text)
+        if names_text is None:
+            return [_sqlite_params(row, row[_FEATURES]) for row in rows]
+        names = json.loads(names_text)
+        return [_sqlite_params(row, dict(zip(names, row[_FEATURES], strict=True))) for row in rows]
+    except (ValueError, TypeError, IndexError) as exc:
+        raise RuntimeError(
+            f"the prediction log's staged block {block_id} ({prediction_blocks_table.name}) "
+            f"cannot be read back ({exc}); it was not written by driftloop"
+        ) from exc
+
+
 def _sqlite_insert(conn: sa.Connection, params: list[tuple[Any, ...]]) -> None:
     """Insert rows of `_sqlite_params` in as few prepared statements as their count allows."""
     at = 0
@@ -154,6 +183,73 @@ def _sqlite_insert(conn: sa.Connection, params: list[tuple[Any, ...]]) -> None:
         flat = tuple(itertools.chain.from_iterable(params[at : at + n]))
         conn.exec_driver_sql(_sqlite_values_insert(n), flat)
         at += n
+
+
+# SQLite: a commit's predictions are staged as one `prediction_blocks` row per set of
+# feature names (plus one for rows with feature dicts): one row to insert and no index to
+# maintain, instead of a `predictions` row and five index entries per record. The first
+# reader after it moves them into `predictions` (`PredictionLog.catch_up`).
+_STAGE_INSERT = (
+    f"INSERT INTO {prediction_blocks_table.name} (n_rows, feature_names, rows) VALUES (?, ?, ?)"
+)
+_EXACT = "\n"
+"""Leads a staged block's text written one JSON column at a time (`_rows_text`)."""
+_CATCH_UP_ROWS = 4096
+"""Rows one `catch_up` transaction moves at most (at least one block): it holds the log's
+write lock for that long (~20-40 ms), so a serving commit waits at most about that."""
+_CATCH_UP_BLOCKS = 512
+
+
+def _rows_text(rows: Sequence[Sequence[Any]]) -> str:
+    """Staged rows as one JSON array of rows.
+
+    orjson writes the whole array when it can: the same text per value as writing each
+    JSON column on its own (as the `predictions` insert does). When it cannot (an integer
+    beyond 64 bits, a lone surrogate: `jsonio` then falls back to json for that one
+    value), each value is written on its own, as the insert would, and the text starts
+    with `_EXACT` so that it is read back with json (orjson turns such integers into
+    floats): a value comes out of the block exactly as it went in.
+    """
+    fast = jsonio.dumps_text_fast(rows)
+    if fast is not None:
+        return fast
+    return _EXACT + "[" + ",".join("[" + ",".join(map(_dumps, row)) + "]" for row in rows) + "]"
+
+
+def _staged_rows(text: str) -> list[list[Any]]:
+    if text.startswith(_EXACT):
+        return json.loads(text)
+    return jsonio.loads(text)
+
+
+_REQUIRED = operator.itemgetter(0, 2, 3, 4, 5, 6, 8)
+"""A row's NOT NULL columns: request_id, ts, model_name, model_version, role, features,
+latency_ms."""
+
+
+def _check_staged(feature_names: Sequence[str] | None, rows: Sequence[Any]) -> None:
+    """Refuse rows `predictions` would refuse, now: a staged block is moved later, and a
+    bad row must fail its own request's commit, not a reader's catch-up."""
+    for row in rows:
+        if not 9 <= len(row) <= len(_ROW_COLUMNS):
+            raise ValueError(f"a prediction row has {len(row)} fields, not 9 or 10")
+        if None in _REQUIRED(row):
+            named = zip(_ROW_COLUMNS, row, strict=False)  # 9-field rows: no scores
+            column = next(c for c, v in named if v is None and c in _NOT_NULL)
+            raise sqlite3.IntegrityError(f"NOT NULL constraint failed: predictions.{column}")
+    if feature_names is not None:
+        n = len(feature_names)
+        if any(len(row[_FEATURES]) != n for row in rows):
+            raise ValueError(f"a row's feature values do not match the {n} feature names")
+
+
+_NOT_NULL = {_ROW_COLUMNS[i] for i in (0, 2, 3, 4, 5, 6, 8)}
+
+
+def _stage_params(feature_names: Sequence[str] | None, rows: Sequence[Any]) -> tuple[Any, ...]:
+    _check_staged(feature_names, rows)
+    names = None if feature_names is None else _dumps(list(feature_names))
+    return (len(rows), names, _rows_text(rows))
 
 
 @dataclass(frozen=True)
@@ -343,9 +439,9 @@ class PredictionLog:
         # The schema is Alembic's (predlog/migrations): a log not at the head revision
         # (new, older, or made before migrations) is upgraded here, rows kept.
         migrations.ensure_head(self.engine)
-        # SQLite: multi-row VALUES statements (`_sqlite_insert`); others: SQLAlchemy's
-        # executemany with the JSON type.
-        self._sqlite_values = self.is_sqlite
+        # SQLite: staged blocks (`append`), moved by multi-row VALUES statements
+        # (`catch_up`); others: SQLAlchemy's executemany with the JSON type.
+        self._stage = self.is_sqlite
         self._labels_lock = threading.Lock()
 
     def close(self) -> None:
@@ -374,15 +470,11 @@ class PredictionLog:
         committed."""
         all_rows = [*map(as_row, predictions), *rows] if predictions else rows
         with self.engine.begin() as conn:
-            if self._sqlite_values:
-                params = [_sqlite_params(row, row[_FEATURES]) for row in all_rows]
-                for block in blocks:
-                    names = block.feature_names
-                    params += [
-                        _sqlite_params(row, dict(zip(names, row[_FEATURES], strict=True)))
-                        for row in block.rows
-                    ]
-                _sqlite_insert(conn, params)
+            if self._stage:
+                staged = [_stage_params(None, all_rows)] if all_rows else []
+                staged += [_stage_params(b.feature_names, b.rows) for b in blocks if b.rows]
+                if staged:
+                    conn.exec_driver_sql(_STAGE_INSERT, staged)
             else:
                 if all_rows:
                     self._insert_rows(conn, all_rows)
@@ -394,6 +486,50 @@ class PredictionLog:
         if self.checkpointer is not None:
             written = len(all_rows) + sum(len(block.rows) for block in blocks) + len(feedback)
             self.checkpointer.nudge(written)
+
+    def catch_up(self) -> int:
+        """Move the staged predictions (`prediction_blocks`, SQLite) into `predictions`,
+        oldest first; returns how many rows moved.
+
+        Every read calls it first, so a reader sees every acknowledged prediction. Each
+        transaction takes the write lock (``BEGIN IMMEDIATE``: concurrent readers move
+        each block exactly once, in commit order) and moves at most `_CATCH_UP_ROWS` rows
+        (at least one block), so serving commits never wait long behind it. Nothing
+        staged: one index-only read, no lock.
+        """
+        if not self._stage:
+            return 0
+        moved = 0
+        blocks = prediction_blocks_table.name
+        with self.engine.connect() as conn:
+            while conn.exec_driver_sql(f"SELECT 1 FROM {blocks} LIMIT 1").first() is not None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                sizes = conn.exec_driver_sql(
+                    f"SELECT id, n_rows FROM {blocks} ORDER BY id LIMIT {_CATCH_UP_BLOCKS}"
+                ).all()
+                if not sizes:  # another reader moved them meanwhile
+                    conn.rollback()
+                    break
+                last, total = sizes[0][0], 0
+                for block_id, n_rows in sizes:
+                    if total and total + n_rows > _CATCH_UP_ROWS:
+                        break
+                    last, total = block_id, total + n_rows
+                first = sizes[0][0]
+                params: list[tuple[Any, ...]] = []
+                for block_id, names_text, rows_text in conn.exec_driver_sql(
+                    f"SELECT id, feature_names, rows FROM {blocks}"
+                    " WHERE id BETWEEN ? AND ? ORDER BY id",
+                    (first, last),
+                ):
+                    params += _unstaged_params(block_id, names_text, rows_text)
+                _sqlite_insert(conn, params)
+                conn.exec_driver_sql(
+                    f"DELETE FROM {blocks} WHERE id BETWEEN ? AND ?", (first, last)
+                )
+                conn.commit()
+                moved += len(params)
+        return moved
 
     def _insert_rows(self, conn: sa.Connection, rows: Sequence[LogRow]) -> None:
         conn.execute(
@@ -418,6 +554,7 @@ class PredictionLog:
 
         `latest=N` keeps only the N most recent matching rows.
         """
+        self.catch_up()
         query = sa.select(predictions_table)
         query = self._where(query, start, end, model_version, roles, request_ids, model_name)
         if latest is not None:
@@ -452,6 +589,7 @@ class PredictionLog:
         rows without scores (regressors, labels-only versions) are left out. Reads only
         the given ids, in chunks (the monitor passes its bounded window sample).
         """
+        self.catch_up()
         c = predictions_table.c
         ids = list(dict.fromkeys(request_ids))
         found: list[tuple[str, str, str, dict[str, float]]] = []
@@ -489,6 +627,7 @@ class PredictionLog:
         wrong = sorted({f.model_name for f in labels} - {model_name})
         if wrong:
             raise ValueError(f"labels of other models {wrong} posted to {model_name!r}")
+        self.catch_up()
         with self._labels_lock:
             for attempt in range(3):
                 try:
@@ -524,6 +663,7 @@ class PredictionLog:
         self, request_ids: Iterable[str], model_name: str | None = None
     ) -> set[str]:
         """Which of these request ids have a logged prediction (of `model_name`, if given)."""
+        self.catch_up()
         wanted = list(dict.fromkeys(request_ids))
         found: set[str] = set()
         with self.engine.connect() as conn:
@@ -586,6 +726,7 @@ class PredictionLog:
         """
         if rows is not None and rows <= 0:
             raise ValueError(f"a window needs at least one row, got rows={rows}")
+        self.catch_up()
         self.refresh_statistics()
         c = predictions_table.c
         lo_ts = _epoch(since)
@@ -1172,6 +1313,7 @@ class PredictionLog:
         Built column by column from chunks of raw rows (JSON decoded once, labels joined in
         SQL), never one object per row.
         """
+        self.catch_up()
         c = predictions_table.c
         window = self._where(
             sa.select(predictions_table), start, end, model_version, roles, None, model_name
@@ -1264,6 +1406,7 @@ class PredictionLog:
             cursor.close()
 
     def count(self, model_name: str | None = None) -> int:
+        self.catch_up()
         query = sa.select(sa.func.count()).select_from(predictions_table)
         if model_name is not None:
             query = query.where(predictions_table.c.model_name == model_name)
@@ -1292,6 +1435,7 @@ class PredictionLog:
             raise ValueError("prune needs a time bound: older_than=None would delete everything")
         if batch_rows <= 0:
             raise ValueError(f"batch_rows must be positive, got {batch_rows}")
+        self.catch_up()
         done = [0, 0]
         tables = ((0, predictions_table), (1, feedback_table), (1, label_history_table))
         for slot, table in tables:

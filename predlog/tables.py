@@ -74,3 +74,21 @@ fallback_events_table = sa.Table(
 )
 """Created with the log's other tables by its migrations (`predlog/migrations`); logs made
 before fallback events existed gain it when opened."""
+
+
+prediction_blocks_table = sa.Table(
+    "prediction_blocks",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("n_rows", sa.Integer, nullable=False),
+    # JSON array of the rows' feature names when each row's features are a value array in
+    # that order; null when each row carries its features as an object.
+    sa.Column("feature_names", sa.Text, nullable=True),
+    sa.Column("rows", sa.Text, nullable=False),  # JSON array of rows, `predlog.log.LogRow` order
+)
+"""Acknowledged predictions not yet moved into `predictions` (SQLite).
+
+A serving commit writes its rows here as one row per set of feature names, with no index
+to maintain; the first reader after it (`PredictionLog.catch_up`, called by every read)
+moves them into `predictions` in commit order, in short transactions, and deletes them.
+Nothing reads this table but that."""

@@ -9,9 +9,11 @@ fills two fresh SQLite logs (WAL, synchronous=FULL, the serving process's backgr
 checkpoints) with 100-record requests, 8 per commit, as a busy worker commits them: one
 with the ids the service makes (`bentos.schema.new_request_ids`: time-ordered), one with
 random 24-digit prefixes (`uuid4().hex`-like, what it made before session 19). Then
-rounds of 50 more commits, the two logs alternated, time the writer thread's CPU per row
-(``time.thread_time`` around `PredictionLog.append`; the checkpointer apart) and the bytes
-the process wrote per row (``/proc/self/io``, the checkpoints included).
+rounds of 50 more commits, the two logs alternated, time the CPU per row of writing and
+indexing them (``time.thread_time`` around `PredictionLog.append` and the `catch_up` that
+moves the staged rows into the indexed `predictions` table, where the ids' shape
+matters since session 20; the checkpointer apart) and the bytes the process wrote per row
+(``/proc/self/io``, the checkpoints included).
 """
 
 from __future__ import annotations
@@ -76,11 +78,13 @@ def filled(ids: Callable[[int], list[str]], rows: int, folder: Path) -> Predicti
     rng = random.Random(0)
     for _ in range(rows // (REQUEST_ROWS * REQUESTS_PER_COMMIT)):
         log.append(blocks=[request(ids, rng) for _ in range(REQUESTS_PER_COMMIT)])
+    log.catch_up()
     return log
 
 
 def timed(log: PredictionLog, ids: Callable[[int], list[str]]) -> tuple[float, float]:
-    """(writer CPU µs per row, bytes written per row) of `COMMITS_PER_ROUND` more commits."""
+    """(CPU µs per row, bytes written per row) of `COMMITS_PER_ROUND` more commits and the
+    catch-up that indexes them."""
     rng = random.Random(1)
     commits = [
         [request(ids, rng) for _ in range(REQUESTS_PER_COMMIT)] for _ in range(COMMITS_PER_ROUND)
@@ -90,6 +94,9 @@ def timed(log: PredictionLog, ids: Callable[[int], list[str]]) -> tuple[float, f
         started = time.thread_time()
         log.append(blocks=blocks)
         cpu += time.thread_time() - started
+    started = time.thread_time()
+    log.catch_up()
+    cpu += time.thread_time() - started
     rows = COMMITS_PER_ROUND * REQUESTS_PER_COMMIT * REQUEST_ROWS
     return cpu / rows * 1e6, (written_bytes() - before) / rows
 
@@ -100,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args(argv)
     variants = {"time-ordered (now)": new_request_ids, "random (before)": random_ids}
-    print("| rows in the log | ids | writer CPU µs/row, median (range) | bytes written/row |")
+    print("| rows in the log | ids | write + index CPU µs/row, median (range) | bytes/row |")
     print("|---|---|---|---|")
     # Next to the state folder (same disk), not in a tmpfs /tmp.
     parent = Path(__file__).resolve().parents[2]

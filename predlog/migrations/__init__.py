@@ -23,9 +23,9 @@ import sqlalchemy as sa
 
 FOLDER = Path(__file__).resolve().parent
 VERSION_TABLE = "driftloop_predlog_version"
-HEAD = "0001"
+HEAD = "0002"
 """The newest revision in `versions/` (a unit test checks); a log at it is not touched."""
-TABLES = ("predictions", "feedback", "label_history", "fallback_events")
+TABLES = ("predictions", "feedback", "label_history", "fallback_events", "prediction_blocks")
 """The log's tables (of revision HEAD)."""
 _PG_LOCK_KEY = 0x647269667450  # pg_advisory_xact_lock key: "driftP", any constant will do
 

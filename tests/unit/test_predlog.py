@@ -79,10 +79,20 @@ def test_many_concurrent_submits_share_commits_and_all_land_on_disk(
         future.result(timeout=10)
     assert writer.commits < 20  # 200 requests, a handful of transactions
     writer.close()
-    # A separate connection (another process would see the same) finds every record.
-    with sqlite3.connect(tmp_path / "state" / "predictions.db") as conn:
-        ids = {row[0] for row in conn.execute("SELECT request_id FROM predictions")}
-    assert ids == {f"r{i}" for i in range(200)}
+    # Every record is on disk (staged: a commit's rows are one `prediction_blocks` row)...
+    path = tmp_path / "state" / "predictions.db"
+    with sqlite3.connect(path) as conn:
+        staged = conn.execute("SELECT sum(n_rows), count(*) FROM prediction_blocks").fetchone()
+    assert staged == (200, writer.commits)
+    # ...and another process's log (a separate connection) reads them all.
+    other = PredictionLog(f"sqlite:///{path}")
+    try:
+        assert {p.request_id for p in other.predictions()} == {f"r{i}" for i in range(200)}
+    finally:
+        other.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM prediction_blocks").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM predictions").fetchone() == (200,)
 
 
 def test_a_failed_write_fails_the_waiting_requests(log: PredictionLog) -> None:
@@ -248,13 +258,13 @@ def test_a_failing_commit_callback_does_not_stop_the_writer(log: PredictionLog) 
 def test_error_text_never_carries_sql_or_values(tmp_path: Path) -> None:
     log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}")
     with log.engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE predictions")
+        conn.exec_driver_sql("DROP TABLE prediction_blocks")  # where a commit's rows go
     with pytest.raises(Exception) as raised:
         log.append([rec("private-id")])
     assert "private-id" not in str(raised.value)  # hide_parameters
     text = describe_error(raised.value)
     assert "INSERT" not in text and "private-id" not in text
-    assert text == "prediction log unwritable: no such table: predictions"
+    assert text == "prediction log unwritable: no such table: prediction_blocks"
     log.close()
 
 
@@ -355,6 +365,7 @@ _rows = st.tuples(
 
 def _stored(log: PredictionLog) -> list[tuple[object, ...]]:
     """Every stored prediction as SQLite holds it: each column's value and storage type."""
+    log.catch_up()
     raw = sqlite3.connect(log.engine.url.database)
     try:
         return raw.execute(
@@ -375,9 +386,9 @@ def test_the_one_statement_insert_stores_what_the_row_by_row_insert_stores(
     with tempfile.TemporaryDirectory() as tmp:
         fast = PredictionLog(f"sqlite:///{tmp}/fast.db")
         plain = PredictionLog(f"sqlite:///{tmp}/plain.db")
-        plain._sqlite_values = False
+        plain._stage = False
         try:
-            assert fast._sqlite_values
+            assert fast._stage
             for rows in commits:
                 fast.append(rows=rows)
                 plain.append(rows=rows)
@@ -408,7 +419,7 @@ def test_row_blocks_store_what_rows_with_feature_dicts_store(
         dicts = PredictionLog(f"sqlite:///{tmp}/dicts.db")
         block = PredictionLog(f"sqlite:///{tmp}/block.db")
         plain = PredictionLog(f"sqlite:///{tmp}/plain.db")
-        plain._sqlite_values = False
+        plain._stage = False
         try:
             for pairs in commits:
                 rows = [(*row[:6], values, *row[7:]) for row, values in pairs]
@@ -419,6 +430,8 @@ def test_row_blocks_store_what_rows_with_feature_dicts_store(
                 block.append(blocks=[RowBlock(_NAMES, rows)])
                 plain.append(blocks=[RowBlock(_NAMES, rows)])
             raw = "SELECT features FROM predictions ORDER BY id"
+            block.catch_up()
+            dicts.catch_up()
             assert block.engine.connect().exec_driver_sql(raw).fetchall() == (
                 dicts.engine.connect().exec_driver_sql(raw).fetchall()
             )
@@ -790,3 +803,140 @@ def test_a_log_created_before_scores_gains_the_column_and_keeps_its_rows(tmp_pat
         assert log.scores("m", ["old", "new"])["request_id"].tolist() == ["new"]
     finally:
         log.close()
+
+
+# -- staged commits (SQLite): one `prediction_blocks` row per commit, moved on read ---------
+def _block_rows(prefix: str, n: int) -> list[tuple[object, ...]]:
+    return [
+        (f"{prefix}-{i}", None, 1.0e9 + i, "m", "1", "champion", (i, 0.5), 2.0 * i, 1.0)
+        for i in range(n)
+    ]
+
+
+def test_catch_up_moves_staged_blocks_in_commit_order_in_bounded_transactions(
+    log: PredictionLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import predlog.log as predlog_log
+
+    for k in range(5):
+        log.append(blocks=[RowBlock(("a", "b"), _block_rows(f"c{k}", 3))])
+    moved_per_transaction: list[int] = []
+    insert = predlog_log._sqlite_insert
+
+    def counting(conn: object, params: list[tuple[object, ...]]) -> None:
+        moved_per_transaction.append(len(params))
+        insert(conn, params)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(predlog_log, "_CATCH_UP_ROWS", 6)
+    monkeypatch.setattr(predlog_log, "_sqlite_insert", counting)
+    assert log.catch_up() == 15
+    assert moved_per_transaction == [6, 6, 3]  # whole blocks, at most 6 rows a transaction
+    assert log.catch_up() == 0
+    assert [p.request_id for p in log.predictions()] == [
+        f"c{k}-{i}" for k in range(5) for i in range(3)
+    ]
+    assert log.predictions()[4].features == {"a": 1, "b": 0.5}
+
+
+def test_readers_of_one_log_move_each_staged_block_exactly_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    writer, readers = PredictionLog(url), [PredictionLog(url) for _ in range(3)]
+    try:
+        for k in range(60):
+            writer.append(blocks=[RowBlock(("a", "b"), _block_rows(f"c{k}", 7))])
+        start = threading.Barrier(len(readers))
+        moved: list[int] = []
+
+        def read(reader: PredictionLog) -> None:
+            start.wait()
+            moved.append(reader.catch_up())
+
+        threads = [threading.Thread(target=read, args=(r,)) for r in readers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sum(moved) == 60 * 7
+        ids = [p.request_id for p in writer.predictions()]
+        assert ids == [f"c{k}-{i}" for k in range(60) for i in range(7)]  # commit order
+    finally:
+        for log in (writer, *readers):
+            log.close()
+
+
+def test_staged_values_come_back_exactly_where_orjson_cannot_write_them(tmp_path: Path) -> None:
+    """A value orjson cannot write (beyond 64 bits, a lone surrogate) makes jsonio fall back to
+    json for it; the staged block then keeps each value as the direct insert writes it."""
+    staged = PredictionLog(f"sqlite:///{tmp_path / 'staged.db'}")
+    plain = PredictionLog(f"sqlite:///{tmp_path / 'plain.db'}")
+    plain._stage = False
+    when = datetime(2011, 1, 1, 5, tzinfo=UTC)
+    odd = [
+        ("big", None, 1.0e9, "m", "1", "champion", {"x": 2**65, "n": np.int64(3)}, 2**70, 1.0),
+        ("sur", "e", 1.0e9, "m", "1", "shadow", {"s": "a\ud800b", "f": np.float32(0.1)}, None, 2.0),
+        (
+            "nan",
+            None,
+            1.0e9,
+            "m",
+            "1",
+            "champion",
+            {"v": float("nan"), "t": when},
+            [1, None],
+            3.0,
+            {"A": 0.5},
+        ),
+    ]
+    blocks = [
+        RowBlock(
+            ("x", "when"), [("blk", None, 1.0e9, "m", "1", "champion", (2**64, when), 1.5, 1.0)]
+        )
+    ]
+    try:
+        for log in (staged, plain):
+            log.append(rows=odd, blocks=blocks)
+        with sqlite3.connect(tmp_path / "staged.db") as raw:
+            texts = [r[0] for r in raw.execute("SELECT rows FROM prediction_blocks ORDER BY id")]
+        assert [t.startswith("\n") for t in texts] == [True, True]  # the exact path, both
+        assert _stored(staged) == _stored(plain)
+        assert staged.predictions() == plain.predictions()
+    finally:
+        staged.close()
+        plain.close()
+
+
+def test_a_row_the_log_would_refuse_fails_its_own_commit_not_a_later_read(
+    log: PredictionLog,
+) -> None:
+    with pytest.raises(ValueError, match="do not match the 2 feature names"):
+        log.append(
+            blocks=[RowBlock(("a", "b"), [("r", None, 1.0, "m", "1", "champion", (1,), 1.0, 1.0)])]
+        )
+    with pytest.raises(sqlite3.IntegrityError, match=r"predictions\.model_version"):
+        log.append(rows=[("r", None, 1.0, "m", None, "champion", {"a": 1}, 1.0, 1.0)])
+    with pytest.raises(ValueError, match="8 fields"):
+        log.append(rows=[("r", None, 1.0, "m", "1", "champion", {"a": 1}, 1.0)])
+    assert log.count() == 0
+
+
+def test_staged_predictions_survive_a_restart_before_anyone_reads_them(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    first = PredictionLog(url)
+    writer = GroupCommitWriter(first)
+    writer.submit(blocks=[RowBlock(("a", "b"), _block_rows("r", 4))]).result(timeout=10)
+    writer.close()
+    first.close()
+    again = PredictionLog(url)
+    try:
+        assert [p.request_id for p in again.predictions()] == [f"r-{i}" for i in range(4)]
+    finally:
+        again.close()
+
+
+def test_a_staged_block_that_cannot_be_read_back_names_itself(log: PredictionLog) -> None:
+    with log.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO prediction_blocks (n_rows, feature_names, rows) VALUES (1, NULL, '[[')"
+        )
+    with pytest.raises(RuntimeError, match=r"staged block 1 .* cannot be read back"):
+        log.count()

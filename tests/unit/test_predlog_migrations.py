@@ -198,8 +198,11 @@ def test_processes_opening_a_new_log_at_once_upgrade_it_once(tmp_path: Path) -> 
         thread.join(60)
     assert errors == []
     assert revisions(path) == [migrations.HEAD]
-    with sqlite3.connect(path) as raw:
-        assert raw.execute("SELECT count(*) FROM predictions").fetchone() == (4,)
+    log = PredictionLog(url(path))
+    try:
+        assert log.count() == 4
+    finally:
+        log.close()
 
 
 def test_driftloop_log_migrate_upgrades_and_shows_the_revision(
