@@ -36,6 +36,47 @@ def run(section: Section, quick: bool) -> None:
         argv = [sys.executable, "-m", "bench.monitoring.check", "--requests", str(requests)]
         results[requests] = run_json(argv, timeout_s=900)
     report(section, results)
+    log("monitoring: moving staged serving commits into the indexed table")
+    rows, rounds = (20_000, 2) if quick else (200_000, 4)
+    argv = [sys.executable, "-m", "bench.serving.staging", "--json"]
+    staged = run_json([*argv, "--rows", str(rows), "--rounds", str(rounds)], timeout_s=600)
+    report_staging(section, staged)
+
+
+STAGING_ROWS = {
+    "row by row (before)": "a serving commit written row by row into `predictions` "
+    "(before session 20)",
+    "staged (now)": "a serving commit staged (`prediction_blocks`): what the serving "
+    "writer pays now",
+    "catch-up": "moving staged rows into `predictions` (`catch_up`): what the first read "
+    "after them pays",
+}
+
+
+def report_staging(section: Section, staged: dict[str, Any]) -> None:
+    table = Table(
+        "Writing the log: CPU per record of a serving commit, and of the first read after it",
+        ["what", "CPU µs per record, median", "range", "× row by row"],
+    )
+    per_record = staged["us_per_record"]
+    base = sorted(per_record["row by row (before)"])
+    for key, what in STAGING_ROWS.items():
+        values = sorted(per_record[key])
+        median = values[len(values) // 2]
+        table.add(
+            what,
+            f"{median:.2f}",
+            f"{values[0]:.2f}–{values[-1]:.2f}",
+            ratio(median, base[len(base) // 2]),
+        )
+    section.tables.append(table)
+    section.notes.append(
+        f"`python -m bench.serving.staging --rows {staged['rows']}`: two SQLite logs "
+        f"(synchronous=FULL) of {staged['rows']:,} rows, then alternated rounds of "
+        f"{staged['round_rows']:,} records in commits of 8 requests × 100 records; thread "
+        "CPU time. A check moves what was staged since the last read before it reads (the "
+        "checks above run on logs written straight into `predictions`)."
+    )
 
 
 def _later(result: dict[str, Any]) -> dict[str, Any]:

@@ -636,7 +636,9 @@ def report(
         "Last row: driftloop's req/s over the best peer's in that cell, and for p99 the best "
         "peer's p99 over driftloop's (both > 1× when driftloop is ahead); the best peer is named. "
         "driftloop logs every prediction (fsynced before answering) and checks an API key; "
-        "no peer does either. MLServer: adaptive batching max_batch_size 64, max_batch_time 2 ms; "
+        "no peer does either. Its commit stages a request's records as one row; indexing them "
+        "is left to the first read after them (§2, last table). MLServer: adaptive batching "
+        "max_batch_size 64, max_batch_time 2 ms; "
         "Ray Serve: `@serve.batch` with the same bounds; BentoML: `batchable=True`, "
         "max_batch_size 2048 (driftloop's default)."
     )

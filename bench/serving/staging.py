@@ -21,6 +21,7 @@ times with ``time.thread_time``:
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import shutil
 import statistics
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000, help="rows in each log first")
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     parent = Path(__file__).resolve().parents[2]  # the state folder's disk, not a tmpfs
     folder = Path(tempfile.mkdtemp(prefix="driftloop-staging-", dir=parent))
@@ -95,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         now.close()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    if args.json:
+        print(json.dumps({"rows": args.rows, "round_rows": rows, "us_per_record": results}))
+        return 0
     print(f"{args.rows:,} rows in each log first; {args.rounds} rounds of {rows:,} rows")
     print("| what | CPU µs per record, median (range) |")
     print("|---|---|")
