@@ -627,7 +627,7 @@ class PredictionLog:
         wrong = sorted({f.model_name for f in labels} - {model_name})
         if wrong:
             raise ValueError(f"labels of other models {wrong} posted to {model_name!r}")
-        self.catch_up()
+        self._catch_up_unless_known(model_name, [f.request_id for f in labels])
         with self._labels_lock:
             for attempt in range(3):
                 try:
@@ -648,6 +648,17 @@ class PredictionLog:
             ),
             unknown=list(dict.fromkeys(i for i in ids if i not in known)),
         )
+
+    def _catch_up_unless_known(self, model_name: str, request_ids: Sequence[str]) -> None:
+        """`catch_up` only when some of these ids are not in `predictions` yet: labels
+        mostly come after the monitor's last check moved their predictions, and then the
+        serving process that takes them does not move anything."""
+        if not self._stage:
+            return
+        with self.engine.connect() as conn:
+            if len(_known_ids(conn, model_name, request_ids)) == len(set(request_ids)):
+                return
+        self.catch_up()
 
     def label_history(self) -> list[tuple[FeedbackRecord, str]]:
         """Labels that do not count (later labels), oldest first, with the reason."""
