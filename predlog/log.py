@@ -7,7 +7,7 @@ transaction, and only then completes the futures the requests wait on, so a
 record acknowledged to a client is on disk while the cost of a commit is shared
 by all the requests of a batch.
 
-On SQLite a commit's predictions are *staged*: one `prediction_blocks` row per set of
+On SQLite and PostgreSQL a commit's predictions are *staged*: one `prediction_blocks` row per set of
 feature names holds the commit's rows as one JSON array, so the serving writer inserts a
 row or two per commit and maintains no index (a fifth of the writer CPU per record it
 spent on one `predictions` row and five index entries per record; bench/README.md
@@ -18,8 +18,8 @@ thousand rows, with the same text per column as a direct insert; readers see eve
 acknowledged prediction, and the indexing happens off the request path. Moving uses a
 few multi-row ``INSERT ... VALUES`` statements (a power of two rows each): the sqlite3
 module releases the GIL around every statement it steps, so one statement per few hundred
-rows, not ``executemany``'s one per row (bench/RESULTS.md). Other databases (PostgreSQL)
-get the rows directly, row by row.
+rows, not ``executemany``'s one per row (bench/RESULTS.md). PostgreSQL stages the same
+way (its own lock for `catch_up`); other databases get the rows directly, row by row.
 
 Monitoring reads it back by time window and model version (`PredictionLog.frame`).
 
@@ -158,16 +158,17 @@ def _sqlite_params(row: Sequence[Any], features: Any) -> tuple[Any, ...]:
     return (*row[:_FEATURES], dumps(features), dumps(row[7]), row[8], dumps(scores))
 
 
-def _unstaged_params(
-    block_id: int, names_text: str | None, rows_text: str
-) -> list[tuple[Any, ...]]:
-    """A staged block's rows as `_sqlite_params` (features objects built from the values)."""
+def _unstaged_rows(block_id: int, names_text: str | None, rows_text: str) -> list[Any]:
+    """A staged block's rows as `LogRow` lists with their features as objects."""
     try:
         rows = _staged_rows(rows_text)
-        if names_text is None:
-            return [_sqlite_params(row, row[_FEATURES]) for row in rows]
-        names = json.loads(names_text)
-        return [_sqlite_params(row, dict(zip(names, row[_FEATURES], strict=True))) for row in rows]
+        if names_text is not None:
+            names = json.loads(names_text)
+            for row in rows:
+                row[_FEATURES] = dict(zip(names, row[_FEATURES], strict=True))
+        elif any(not isinstance(row[_FEATURES], dict) for row in rows):
+            raise ValueError("a row's features are not an object")
+        return rows
     except (ValueError, TypeError, IndexError) as exc:
         raise RuntimeError(
             f"the prediction log's staged block {block_id} ({prediction_blocks_table.name}) "
@@ -198,6 +199,7 @@ _CATCH_UP_ROWS = 4096
 """Rows one `catch_up` transaction moves at most (at least one block): it holds the log's
 write lock for that long (~20-40 ms), so a serving commit waits at most about that."""
 _CATCH_UP_BLOCKS = 512
+_CATCH_UP_LOCK_KEY = 0x647269667443  # PostgreSQL advisory lock of `catch_up` ("driftC")
 
 
 def _rows_text(rows: Sequence[Sequence[Any]]) -> str:
@@ -439,9 +441,10 @@ class PredictionLog:
         # The schema is Alembic's (predlog/migrations): a log not at the head revision
         # (new, older, or made before migrations) is upgraded here, rows kept.
         migrations.ensure_head(self.engine)
-        # SQLite: staged blocks (`append`), moved by multi-row VALUES statements
-        # (`catch_up`); others: SQLAlchemy's executemany with the JSON type.
-        self._stage = self.is_sqlite
+        # SQLite and PostgreSQL: staged blocks (`append`), moved by `catch_up` (SQLite:
+        # multi-row VALUES statements; PostgreSQL: SQLAlchemy's executemany with the JSON
+        # type); others (whose TEXT may be too short for a block): rows, row by row.
+        self._stage = self.is_sqlite or parsed.get_backend_name() == "postgresql"
         self._labels_lock = threading.Lock()
 
     def close(self) -> None:
@@ -473,8 +476,14 @@ class PredictionLog:
             if self._stage:
                 staged = [_stage_params(None, all_rows)] if all_rows else []
                 staged += [_stage_params(b.feature_names, b.rows) for b in blocks if b.rows]
-                if staged:
+                if staged and self.is_sqlite:
                     conn.exec_driver_sql(_STAGE_INSERT, staged)
+                elif staged:
+                    columns = ("n_rows", "feature_names", "rows")
+                    conn.execute(
+                        prediction_blocks_table.insert(),
+                        [dict(zip(columns, p, strict=True)) for p in staged],
+                    )
             else:
                 if all_rows:
                     self._insert_rows(conn, all_rows)
@@ -488,48 +497,52 @@ class PredictionLog:
             self.checkpointer.nudge(written)
 
     def catch_up(self) -> int:
-        """Move the staged predictions (`prediction_blocks`, SQLite) into `predictions`,
-        oldest first; returns how many rows moved.
+        """Move the staged predictions (`prediction_blocks`) into `predictions`, oldest
+        first; returns how many rows moved.
 
         Every read calls it first, so a reader sees every acknowledged prediction. Each
-        transaction takes the write lock (``BEGIN IMMEDIATE``: concurrent readers move
-        each block exactly once, in commit order) and moves at most `_CATCH_UP_ROWS` rows
-        (at least one block), so serving commits never wait long behind it. Nothing
-        staged: one index-only read, no lock.
+        transaction takes a lock that readers share with nobody else (SQLite: the write
+        lock, ``BEGIN IMMEDIATE``; PostgreSQL: an advisory lock, which writers never
+        take), so concurrent readers move each block exactly once, in id order, and moves
+        at most `_CATCH_UP_ROWS` rows (at least one block), so a serving commit never waits
+        long behind it. Nothing staged: one read, no lock.
         """
         if not self._stage:
             return 0
         moved = 0
-        blocks = prediction_blocks_table.name
+        b = prediction_blocks_table.c
         with self.engine.connect() as conn:
-            while conn.exec_driver_sql(f"SELECT 1 FROM {blocks} LIMIT 1").first() is not None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-                sizes = conn.exec_driver_sql(
-                    f"SELECT id, n_rows FROM {blocks} ORDER BY id LIMIT {_CATCH_UP_BLOCKS}"
-                ).all()
-                if not sizes:  # another reader moved them meanwhile
+            while True:
+                if conn.execute(sa.select(b.id).limit(1)).first() is None:
                     conn.rollback()
-                    break
-                last, total = sizes[0][0], 0
+                    return moved
+                if self.is_sqlite:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                else:
+                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_CATCH_UP_LOCK_KEY)))
+                sizes = conn.execute(
+                    sa.select(b.id, b.n_rows).order_by(b.id).limit(_CATCH_UP_BLOCKS)
+                ).all()
+                picked, total = [], 0
                 for block_id, n_rows in sizes:
                     if total and total + n_rows > _CATCH_UP_ROWS:
                         break
-                    last, total = block_id, total + n_rows
-                first = sizes[0][0]
-                params: list[tuple[Any, ...]] = []
-                for block_id, names_text, rows_text in conn.exec_driver_sql(
-                    f"SELECT id, feature_names, rows FROM {blocks}"
-                    " WHERE id BETWEEN ? AND ? ORDER BY id",
-                    (first, last),
-                ):
-                    params += _unstaged_params(block_id, names_text, rows_text)
-                _sqlite_insert(conn, params)
-                conn.exec_driver_sql(
-                    f"DELETE FROM {blocks} WHERE id BETWEEN ? AND ?", (first, last)
+                    picked.append(block_id)
+                    total += n_rows
+                if not picked:  # another reader moved them meanwhile
+                    conn.rollback()
+                    return moved
+                staged = conn.execute(
+                    sa.select(b.id, b.feature_names, b.rows).where(b.id.in_(picked)).order_by(b.id)
                 )
+                rows = [row for block in staged for row in _unstaged_rows(*block)]
+                if self.is_sqlite:
+                    _sqlite_insert(conn, [_sqlite_params(r, r[_FEATURES]) for r in rows])
+                else:
+                    self._insert_rows(conn, rows)
+                conn.execute(sa.delete(prediction_blocks_table).where(b.id.in_(picked)))
                 conn.commit()
-                moved += len(params)
-        return moved
+                moved += len(rows)
 
     def _insert_rows(self, conn: sa.Connection, rows: Sequence[LogRow]) -> None:
         conn.execute(

@@ -86,7 +86,7 @@ prediction_blocks_table = sa.Table(
     sa.Column("feature_names", sa.Text, nullable=True),
     sa.Column("rows", sa.Text, nullable=False),  # JSON array of rows, `predlog.log.LogRow` order
 )
-"""Acknowledged predictions not yet moved into `predictions` (SQLite).
+"""Acknowledged predictions not yet moved into `predictions` (SQLite, PostgreSQL).
 
 A serving commit writes its rows here as one row per set of feature names, with no index
 to maintain; the first reader after it (`PredictionLog.catch_up`, called by every read)

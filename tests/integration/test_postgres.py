@@ -254,6 +254,63 @@ def test_prediction_log_on_postgres_reads_back_what_sqlite_reads(
         assert pg[column].astype(str).tolist() == lite[column].astype(str).tolist(), column
 
 
+def test_replicas_stage_commits_and_readers_move_each_block_once_on_postgres(
+    postgres: procs.PostgresCluster,
+) -> None:
+    """Two replicas' writers stage commits while three readers (monitors, /feedback) move
+    them at once: every record lands in `predictions` exactly once, each writer's in the
+    order it committed them, and nothing stays staged."""
+    import threading
+
+    import sqlalchemy as sa
+
+    from predlog.log import GroupCommitWriter, PredictionLog, RowBlock
+
+    url = postgres.url(postgres.create_database("predlog_staged"))
+    writers = [PredictionLog(url) for _ in range(2)]
+    readers = [PredictionLog(url) for _ in range(3)]
+    done = threading.Event()
+    moved: list[int] = []
+
+    def write(w: int) -> None:
+        writer = GroupCommitWriter(writers[w])
+        for k in range(40):
+            rows = [
+                (f"w{w}-{k}-{i}", None, 1.7e9 + k, "m", "1", "champion", (k, i), 1.0, 2.0, None)
+                for i in range(5)
+            ]
+            writer.submit(blocks=[RowBlock(("k", "i"), rows)]).result(timeout=30)
+        writer.close()
+
+    def read(reader: PredictionLog) -> None:
+        while not done.is_set():
+            moved.append(reader.catch_up())
+        moved.append(reader.catch_up())
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(2)]
+    threads += [threading.Thread(target=read, args=(r,)) for r in readers]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads[:2]:
+            thread.join(120)
+        done.set()
+        for thread in threads[2:]:
+            thread.join(120)
+        assert sum(moved) == 2 * 40 * 5
+        ids = [p.request_id for p in readers[0].predictions()]
+        assert len(ids) == len(set(ids)) == 400
+        for w in range(2):
+            mine = [i for i in ids if i.startswith(f"w{w}-")]
+            assert mine == [f"w{w}-{k}-{i}" for k in range(40) for i in range(5)]
+        assert readers[0].predictions(request_ids=["w1-7-3"])[0].features == {"k": 7, "i": 3}
+        with readers[0].engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM prediction_blocks")).scalar() == 0
+    finally:
+        for log in (*writers, *readers):
+            log.close()
+
+
 def test_prediction_log_migrations_on_postgres(postgres: procs.PostgresCluster) -> None:
     """A log made before migrations is adopted with its rows; a new one reaches exactly the
     code's schema; replicas opening it at once upgrade it once; `driftloop log migrate`."""
@@ -366,6 +423,7 @@ def test_a_quickly_filled_log_gets_fresh_planner_statistics_before_the_monitor_r
             ],
             feedback=[FeedbackRecord(f"r{i}", "m", float(i), 2e9 + i) for i in range(n)],
         )
+        assert log.catch_up() == n  # the staged commit moved into `predictions`, as a read does
 
         def analyzed() -> dict[str, int]:
             with log.engine.connect() as conn:

@@ -940,3 +940,21 @@ def test_a_staged_block_that_cannot_be_read_back_names_itself(log: PredictionLog
         )
     with pytest.raises(RuntimeError, match=r"staged block 1 .* cannot be read back"):
         log.count()
+
+
+def test_labels_for_moved_predictions_leave_staged_ones_where_they_are(
+    log: PredictionLog,
+) -> None:
+    """POST /feedback moves staged rows only for a label whose prediction is still staged."""
+    log.append([rec("old")])
+    log.catch_up()
+    log.append([rec("new")])
+
+    def staged() -> int:
+        with log.engine.connect() as conn:
+            return conn.exec_driver_sql("SELECT count(*) FROM prediction_blocks").scalar()
+
+    assert log.store_labels("m", [FeedbackRecord("old", "m", 1.0)]).stored == ["old"]
+    assert staged() == 1
+    assert log.store_labels("m", [FeedbackRecord("new", "m", 2.0)]).stored == ["new"]
+    assert staged() == 0
