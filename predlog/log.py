@@ -7,19 +7,20 @@ transaction, and only then completes the futures the requests wait on, so a
 record acknowledged to a client is on disk while the cost of a commit is shared
 by all the requests of a batch.
 
-On SQLite and PostgreSQL a commit's predictions are *staged*: one `prediction_blocks` row per set of
-feature names holds the commit's rows as one JSON array, so the serving writer inserts a
-row or two per commit and maintains no index (a fifth of the writer CPU per record it
-spent on one `predictions` row and five index entries per record; bench/README.md
-"Session 20"). The first reader after it (`PredictionLog.catch_up`, which every read
-calls: the monitor's check, POST /feedback's request-id lookup, the CLI) moves the staged
-rows into `predictions`, one row per record, in commit order, in transactions of a few
-thousand rows, with the same text per column as a direct insert; readers see every
-acknowledged prediction, and the indexing happens off the request path. Moving uses a
-few multi-row ``INSERT ... VALUES`` statements (a power of two rows each): the sqlite3
-module releases the GIL around every statement it steps, so one statement per few hundred
-rows, not ``executemany``'s one per row (bench/RESULTS.md). PostgreSQL stages the same
-way (its own lock for `catch_up`); other databases get the rows directly, row by row.
+On SQLite and PostgreSQL a commit's predictions are *staged*: one `prediction_blocks`
+row per set of feature names holds the commit's rows as one JSON array, so the serving
+writer inserts a row or two per commit and maintains no index (about a sixth of the
+writer CPU per record it spent on one `predictions` row and five index entries per
+record; bench/README.md "Session 20"). The first reader after it
+(`PredictionLog.catch_up`, which every read calls: the monitor's check, POST /feedback's
+request-id lookup, the CLI) moves the staged rows into `predictions`, one row per
+record, in commit order, in transactions of a few thousand rows, with the same text per
+column as a direct insert; readers see every acknowledged prediction, and the indexing
+happens off the request path. On SQLite moving uses a few multi-row ``INSERT ... VALUES``
+statements (a power of two rows each): the sqlite3 module releases the GIL around every
+statement it steps, so one statement per few hundred rows, not ``executemany``'s one per
+row (bench/RESULTS.md). PostgreSQL stages the same way (its own lock for `catch_up`);
+other databases get the rows directly, row by row.
 
 Monitoring reads it back by time window and model version (`PredictionLog.frame`).
 
@@ -186,7 +187,7 @@ def _sqlite_insert(conn: sa.Connection, params: list[tuple[Any, ...]]) -> None:
         at += n
 
 
-# SQLite: a commit's predictions are staged as one `prediction_blocks` row per set of
+# A commit's predictions are staged as one `prediction_blocks` row per set of
 # feature names (plus one for rows with feature dicts): one row to insert and no index to
 # maintain, instead of a `predictions` row and five index entries per record. The first
 # reader after it moves them into `predictions` (`PredictionLog.catch_up`).
@@ -197,7 +198,7 @@ _EXACT = "\n"
 """Leads a staged block's text written one JSON column at a time (`_rows_text`)."""
 _CATCH_UP_ROWS = 4096
 """Rows one `catch_up` transaction moves at most (at least one block): it holds the log's
-write lock for that long (~20-40 ms), so a serving commit waits at most about that."""
+write lock for that long (~30-60 ms), so a serving commit waits at most about that."""
 _CATCH_UP_BLOCKS = 512
 _CATCH_UP_LOCK_KEY = 0x647269667443  # PostgreSQL advisory lock of `catch_up` ("driftC")
 

@@ -253,3 +253,32 @@ def test_a_log_migrated_by_a_newer_driftloop_is_refused_with_the_fix(tmp_path: P
     with pytest.raises(RuntimeError, match="a newer driftloop migrated it"):
         migrations.upgrade(engine)
     engine.dispose()
+
+
+def test_downgrading_past_staging_refuses_while_predictions_are_staged(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    path = tmp_path / "predictions.db"
+    log = PredictionLog(url(path))
+    log.append(rows=ROWS)
+
+    def downgrade() -> None:
+        with log.engine.connect() as conn:
+            config = Config()
+            config.set_main_option("script_location", str(migrations.FOLDER))
+            config.attributes.update(connection=conn, version_table=migrations.VERSION_TABLE)
+            command.downgrade(config, "0001")
+            conn.commit()
+
+    try:
+        with pytest.raises(RuntimeError, match=r"1 staged blocks .*catch_up"):
+            downgrade()
+        assert revisions(path) == [migrations.HEAD]
+        log.catch_up()
+        downgrade()
+        assert revisions(path) == ["0001"] and "prediction_blocks" not in tables(path)
+        with sqlite3.connect(path) as raw:
+            assert raw.execute("SELECT count(*) FROM predictions").fetchone() == (5,)
+    finally:
+        log.close()

@@ -35,7 +35,8 @@ def downgrade() -> None:
     if staged:
         raise RuntimeError(
             f"the prediction log holds {staged} staged blocks of predictions that are not in "
-            "`predictions` yet: open it with this version's PredictionLog and read it once "
-            "(any read, e.g. `driftloop log prune`, moves them) before downgrading"
+            '`predictions` yet: move them with this version first (`python -c "from '
+            "predlog.log import PredictionLog as L; L('<log url>').catch_up()\"`, or any "
+            "read of the log) before downgrading"
         )
     op.drop_table("prediction_blocks")
