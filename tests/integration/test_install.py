@@ -21,6 +21,8 @@ import pandas as pd
 import pytest
 
 from driftloop import procs
+from predlog.migrations import FOLDER as SOURCE_MIGRATIONS
+from predlog.migrations import HEAD
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -32,6 +34,10 @@ COPY_IGNORE = shutil.ignore_patterns(
 STRIPPED_PREFIXES = ("MLFLOW_", "DRIFTLOOP_", "PREFECT_", "BENTOML_")
 INSTALL_TIMEOUT_S = 1500
 TORCH_HINT = "the torch family needs torch, which is not installed: pip install 'driftloop[torch]'"
+
+
+def _revision_files(migrations: Path) -> set[str]:
+    return {f.name for f in (migrations / "versions").glob("0*.py")}
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,7 @@ def test_the_installed_package_runs_without_torch(venv: Venv) -> None:
     site = venv.bin.parent / "lib"
     assert site in cli_file.parents and site in migrations.parents  # not the source copy
     assert (migrations / "env.py").is_file()
-    assert (migrations / "versions" / "0001_baseline.py").is_file()
+    assert _revision_files(migrations) == _revision_files(SOURCE_MIGRATIONS)  # every revision
     assert (migrations / "script.py.mako").is_file()
 
 
@@ -140,7 +146,7 @@ def test_sklearn_trains_and_registers_torch_names_its_extra(
     # the log the service and monitor use opens (and migrates) from the installed package
     migrated = venv.run("driftloop", "log", "migrate")
     assert migrated.returncode == 0, migrated.stderr
-    assert "revision 0001 (head)" in migrated.stdout
+    assert f"revision {HEAD} (head)" in migrated.stdout
 
 
 def test_torch_is_an_extra_in_the_installed_metadata(venv: Venv) -> None:
