@@ -33,17 +33,14 @@ def dumps(value: Any) -> bytes:
 
 def dumps_text(value: Any) -> str:
     """`value` as a JSON string."""
-    if orjson is not None:
-        try:
-            return orjson.dumps(value, default=str, option=_OPTIONS).decode()
-        except TypeError:  # beyond 64-bit integers, lone surrogates
-            pass
-    return json.dumps(value, default=str, separators=(",", ":"))
+    text = dumps_text_fast(value)
+    return json.dumps(value, default=str, separators=(",", ":")) if text is None else text
 
 
 def dumps_text_fast(value: Any) -> str | None:
     """`value` as a JSON string written by orjson; None without orjson or when orjson
-    cannot write it (where `dumps_text` falls back to json)."""
+    cannot write it (beyond 64-bit integers, lone surrogates: `dumps_text` then falls
+    back to json)."""
     if orjson is None:
         return None
     try:

@@ -225,28 +225,24 @@ def _staged_rows(text: str) -> list[list[Any]]:
     return jsonio.loads(text)
 
 
-_REQUIRED = operator.itemgetter(0, 2, 3, 4, 5, 6, 8)
+_NOT_NULL = (0, 2, 3, 4, 5, 6, 8)
 """A row's NOT NULL columns: request_id, ts, model_name, model_version, role, features,
 latency_ms."""
+_REQUIRED = operator.itemgetter(*_NOT_NULL)
 
 
 def _check_staged(feature_names: Sequence[str] | None, rows: Sequence[Any]) -> None:
     """Refuse rows `predictions` would refuse, now: a staged block is moved later, and a
     bad row must fail its own request's commit, not a reader's catch-up."""
+    n = None if feature_names is None else len(feature_names)
     for row in rows:
         if not 9 <= len(row) <= len(_ROW_COLUMNS):
             raise ValueError(f"a prediction row has {len(row)} fields, not 9 or 10")
         if None in _REQUIRED(row):
-            named = zip(_ROW_COLUMNS, row, strict=False)  # 9-field rows: no scores
-            column = next(c for c, v in named if v is None and c in _NOT_NULL)
+            column = next(_ROW_COLUMNS[i] for i in _NOT_NULL if row[i] is None)
             raise sqlite3.IntegrityError(f"NOT NULL constraint failed: predictions.{column}")
-    if feature_names is not None:
-        n = len(feature_names)
-        if any(len(row[_FEATURES]) != n for row in rows):
+        if n is not None and len(row[_FEATURES]) != n:
             raise ValueError(f"a row's feature values do not match the {n} feature names")
-
-
-_NOT_NULL = {_ROW_COLUMNS[i] for i in (0, 2, 3, 4, 5, 6, 8)}
 
 
 def _stage_params(feature_names: Sequence[str] | None, rows: Sequence[Any]) -> tuple[Any, ...]:

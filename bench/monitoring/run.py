@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 import sys
 from typing import Any
 
@@ -59,15 +60,12 @@ def report_staging(section: Section, staged: dict[str, Any]) -> None:
         ["what", "CPU µs per record, median", "range", "× row by row"],
     )
     per_record = staged["us_per_record"]
-    base = sorted(per_record["row by row (before)"])
+    base = statistics.median(per_record["row by row (before)"])
     for key, what in STAGING_ROWS.items():
-        values = sorted(per_record[key])
-        median = values[len(values) // 2]
+        values = per_record[key]
+        median = statistics.median(values)
         table.add(
-            what,
-            f"{median:.2f}",
-            f"{values[0]:.2f}–{values[-1]:.2f}",
-            ratio(median, base[len(base) // 2]),
+            what, f"{median:.2f}", f"{min(values):.2f}–{max(values):.2f}", ratio(median, base)
         )
     section.tables.append(table)
     section.notes.append(

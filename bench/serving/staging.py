@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     parent = Path(__file__).resolve().parents[2]  # the state folder's disk, not a tmpfs
     folder = Path(tempfile.mkdtemp(prefix="driftloop-staging-", dir=parent))
-    results: dict[str, list[float]] = {"row by row (before)": [], "staged (now)": []}
-    results["catch-up"] = []
+    before_key, now_key = "row by row (before)", "staged (now)"
+    results: dict[str, list[float]] = {before_key: [], now_key: [], "catch-up": []}
     try:
         before, now = fresh(folder / "before", args.rows), fresh(folder / "now", args.rows)
         rng = random.Random(1)
@@ -87,9 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         now.append(blocks=blocks)
                 spent = (time.thread_time() - started) / rows * 1e6
-                results["row by row (before)" if which == "before" else "staged (now)"].append(
-                    spent
-                )
+                results[before_key if which == "before" else now_key].append(spent)
             started = time.thread_time()
             moved = now.catch_up()
             results["catch-up"].append((time.thread_time() - started) / max(moved, 1) * 1e6)
