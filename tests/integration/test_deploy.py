@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -20,8 +21,17 @@ BIN = Path(sys.executable).parent
 POOL = "other-pool"
 
 
+RETRIED = (429, 502, 503)  # what Prefect's own client retries (with backoff)
+
+
 def api(prefect: procs.Server, path: str, body: dict | None = None) -> object:
-    response = httpx.post(f"{prefect.base_url}{path}", json=body or {}, timeout=10)
+    """POST to the Prefect API as Prefect's client does: a 503 is the server's "database
+    is locked, try again" on SQLite (a worker that just started polls beside this call)."""
+    for attempt in range(8):
+        response = httpx.post(f"{prefect.base_url}{path}", json=body or {}, timeout=10)
+        if response.status_code not in RETRIED:
+            break
+        time.sleep(0.25 * 2**attempt)
     response.raise_for_status()
     return response.json()
 
