@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from config.mlflow_store import use_wal
+
 
 class ServerError(RuntimeError):
     """A server did not start, or did not become healthy in time."""
@@ -216,7 +218,10 @@ def start_mlflow_server(
     env: dict[str, str] | None = None,
 ) -> Server:
     """`mlflow server` (`mlflow_server_argv`) with `mlflow_server_env`, not waiting: every
-    MLflow server the tests and benchmarks start (the stack's comes from its Procfile)."""
+    MLflow server the tests and benchmarks start (the stack's comes from its Procfile).
+    Its own SQLite store is put in WAL mode first (`config.mlflow_store`)."""
+    if backend_uri is None:
+        use_wal(state / "mlflow.db")
     return start_server(
         name,
         mlflow_server_argv(port, state, backend_uri),

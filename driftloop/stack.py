@@ -26,6 +26,7 @@ import psutil
 import yaml
 
 from config.mlflow_env import mlflow_http_env
+from config.mlflow_store import use_wal
 from config.settings import REPO_ROOT, Settings
 from driftloop import procs
 from driftloop.stackfile import read_stack, stack_file, write_stack
@@ -156,6 +157,7 @@ def up(
     (state / "logs").mkdir(parents=True, exist_ok=True)
     (state / "prefect").mkdir(parents=True, exist_ok=True)
     settings.evidently_workspace().mkdir(parents=True, exist_ok=True)
+    use_wal(state / "mlflow.db")  # before the tracking server opens it (config.mlflow_store)
     procfile_path = state / "Procfile"
     procfile_path.write_text(procfile(settings))
     env = {**os.environ, **stack_env(settings), **(extra_env or {})}

@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.time import get_current_time_millis
 
+from config.mlflow_store import sqlite_store_path, use_wal
 from data.sources import numeric_as_float
 from pipelines.evaluate import evaluation_plots
 from registry import new_decision_id
@@ -46,8 +47,9 @@ def configure_mlflow(tracking_uri: str, experiment: str, artifact_root: Path) ->
     folder (`artifact_root`), so `mlflow ui --backend-store-uri <same sqlite>`
     shows runs and artifacts. A server decides its own artifact location.
     """
-    if tracking_uri.startswith("sqlite:"):
-        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    store = sqlite_store_path(tracking_uri)
+    if store is not None:  # the embedded store: WAL mode before MLflow opens it
+        use_wal(store)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
+from mlflow import MlflowClient
 
 from driftloop import procs
 
@@ -55,6 +58,8 @@ def test_up_serves_every_component_and_down_leaves_nothing(tmp_path: Path) -> No
             lambda: _answers(f"{evidently_url}/api/version"), 90, what="evidently ui /api/version"
         )
         assert (tmp_path / "state" / "evidently").is_dir()
+        # The tracking server's SQLite store runs in WAL mode (config.mlflow_store).
+        assert _journal_mode(tmp_path / "state" / "mlflow.db") == "wal"
         deployments = httpx.post(f"{prefect_api}/deployments/filter", json={}, timeout=10).json()
         assert {d["name"] for d in deployments} >= {"train", "monitor", "package"}
 
@@ -98,6 +103,11 @@ def test_up_serves_every_component_and_down_leaves_nothing(tmp_path: Path) -> No
     assert not (tmp_path / "state" / "stack.json").exists()
 
 
+def _journal_mode(db: Path) -> str:
+    with closing(sqlite3.connect(db)) as conn:
+        return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+
+
 def _answers(url: str) -> bool:
     try:
         return httpx.get(url, timeout=3).status_code == 200
@@ -114,6 +124,18 @@ def test_mlflow_servers_run_without_mlflows_job_system(mlflow_server: procs.Serv
     assert any("mlflow" in " ".join(_cmdline(p)) for p in tree)
     assert _job_runners(tree) == []
     assert len(tree) <= 3  # mlflow server → its uvicorn worker (+ a launcher shell)
+
+
+def test_mlflow_servers_keep_their_store_in_wal_mode(mlflow_server: procs.Server) -> None:
+    """The store was put in WAL mode before the server made its tables in it, and MLflow
+    (its migrations, every write since) left it so: a registry write is one fsync'd
+    append, and readers do not wait for writers."""
+    db = mlflow_server.log_path.parent / "mlflow.db"  # the fixture's state folder
+    MlflowClient(mlflow_server.base_url).search_experiments()  # the server answers
+    assert db.is_file() and _journal_mode(db) == "wal"
+    with closing(sqlite3.connect(db)) as conn:  # MLflow's tables are in this very file
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert {"experiments", "registered_models", "model_versions"} <= tables
 
 
 def _cmdline(process: psutil.Process) -> list[str]:
