@@ -99,6 +99,35 @@ def task_table(runs: list[dict[str, Any]], second: dict[str, Any]) -> Table:
     return table
 
 
+def store_table(store: dict[str, Any]) -> Table:
+    """`bench.training.mlflow_store`: MLflow's SQLite store in its default rollback
+    journal mode and in WAL mode (driftloop's servers), side by side."""
+    table = Table(
+        "MLflow's SQLite store: MLflow's default rollback journal vs WAL (driftloop's servers)",
+        ["what", "rollback journal", "WAL", "WAL ÷ journal"],
+    )
+    commit = store["commit_ms"]
+    table.add("one SQLite commit, no server (ms)", commit["journal"], commit["wal"], "")
+    rows = (
+        ("one training run's registry writes, 12 calls: client wall (ms)", "median_wall_ms"),
+        ("… the server's CPU (ms)", "median_server_cpu_ms"),
+    )
+    for label, key in rows:
+        journal, wal = store[key]["journal"], store[key]["wal"]
+        table.add(label, journal, wal, ratio(wal, journal))
+    table.note = (
+        f"`python -m bench.training.mlflow_store`: two real `mlflow server`s, medians of "
+        f"{store['rounds']} alternated rounds of {store['trainings_per_round']} training "
+        "runs' registry calls each (the run, a log_batch, its end, a version, three tags, "
+        "the alias, a read of it). Per-round walls: journal "
+        + ", ".join(f"{v:.0f}" for v in store["wall_ms"]["journal"])
+        + "; WAL "
+        + ", ".join(f"{v:.0f}" for v in store["wall_ms"]["wal"])
+        + " ms."
+    )
+    return table
+
+
 def run(section: Section, quick: bool) -> None:
     with workdir("training") as tmp:
         log("training: plain fit + evaluate")
@@ -114,6 +143,11 @@ def run(section: Section, quick: bool) -> None:
             }
             log("training: the training flow, three times")
             flow = run_json([sys.executable, "-m", "bench.training.flow"], 900, env=env)
+        log("training: MLflow's SQLite store, rollback journal vs WAL")
+        store_argv = [sys.executable, "-m", "bench.training.mlflow_store", "--json"]
+        if quick:
+            store_argv += ["--rounds", "2", "--trainings", "2"]
+        store = run_json(store_argv, 600, env=quiet_env())
 
     base = plain["work_s"]
     table = Table(
@@ -140,6 +174,7 @@ def run(section: Section, quick: bool) -> None:
     budget = cpu_budget(plain, *runs)
     if budget is not None:
         section.tables.append(budget)
+    section.tables.append(store_table(store))
     floor = cpu_floor_s(second)
     bound = (
         f"; its CPU alone needs ≥ {fmt(floor)} s on {CORES} cores = {ratio(floor, base)}"

@@ -1,14 +1,20 @@
-"""bench.training: the CPU budget that bounds a training flow's wall time."""
+"""bench.training: the CPU budget that bounds a training flow's wall time, and the
+MLflow store comparison (rollback journal vs WAL)."""
 
 from __future__ import annotations
 
 import os
+import sqlite3
+from contextlib import closing
+from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
 from bench.common import tree_cpu_s
 from bench.training.flow import server_pids
-from bench.training.run import CORES, cpu_budget, cpu_floor_s, task_table
+from bench.training.mlflow_store import commit_ms, training_writes
+from bench.training.run import CORES, cpu_budget, cpu_floor_s, store_table, task_table
 
 PLAIN = {"work_s": 0.40, "work_cpu_s": 0.38}
 
@@ -67,3 +73,44 @@ def test_the_task_table_has_a_column_per_run_and_shares_of_the_second() -> None:
     assert rows["package"] == ["2.00", "0.50", "–", "25%"]
     outside = next(cells for name, cells in rows.items() if name.startswith("outside tasks"))
     assert outside == ["3.00", "1.00", "0.50", "50%"]
+
+
+def test_a_commit_is_timed_in_the_mode_asked_for(tmp_path: Path) -> None:
+    for mode in ("delete", "wal"):
+        db = tmp_path / f"{mode}.db"
+        assert commit_ms(db, mode) > 0
+        with closing(sqlite3.connect(db)) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == mode
+            assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 200
+
+
+def test_one_training_runs_registry_writes_leave_a_version_behind_the_alias(
+    tmp_path: Path,
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri, uri)
+    experiment = client.create_experiment("bench", artifact_location=tmp_path.as_uri())
+    client.create_registered_model("m")
+    training_writes(client, experiment, "m", 7)
+    version = client.get_model_version_by_alias("m", "champion")
+    assert version.tags["bento"] == "bento of 7"
+    run = client.get_run(version.run_id)
+    assert run.info.status == "FINISHED" and len(run.data.metrics) == 8
+
+
+def test_the_store_table_sets_wal_against_the_journal() -> None:
+    table = store_table(
+        {
+            "rounds": 2,
+            "trainings_per_round": 5,
+            "commit_ms": {"journal": 2.0, "wal": 0.5},
+            "median_wall_ms": {"journal": 200.0, "wal": 150.0},
+            "median_server_cpu_ms": {"journal": 100.0, "wal": 90.0},
+            "wall_ms": {"journal": [210.0, 190.0], "wal": [160.0, 140.0]},
+        }
+    )
+    rows = {row[0]: row[1:] for row in table.rows}
+    assert rows["one SQLite commit, no server (ms)"][:2] == ["2.00", "0.50"]
+    wall = next(cells for name, cells in rows.items() if "client wall" in name)
+    assert wall == ["200", "150", "0.75×"]
+    assert "journal 210, 190; WAL 160, 140 ms" in table.note
