@@ -20,10 +20,14 @@ from pathlib import Path
 ROW = "x" * 300  # about one logged 11-feature record as JSON
 
 
-def commit_times(folder: Path, synchronous: str, commits: int) -> list[float]:
-    conn = sqlite3.connect(folder / f"{synchronous}.db", isolation_level=None)
+def commit_times(
+    folder: Path, synchronous: str, commits: int, journal_mode: str = "WAL"
+) -> list[float]:
+    """Seconds of each of `commits` one-row commits to a fresh SQLite file in `folder`
+    (`bench.training.mlflow_store` sets `journal_mode` against MLflow's default too)."""
+    conn = sqlite3.connect(folder / f"{journal_mode}-{synchronous}.db", isolation_level=None)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA journal_mode={journal_mode}")
         conn.execute(f"PRAGMA synchronous={synchronous}")
         conn.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, row TEXT)")
         times = []

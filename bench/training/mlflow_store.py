@@ -28,25 +28,20 @@ from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
-from bench.common import QUIET_ENV, tree_cpu_s
+from bench.common import QUIET_ENV, REPO, tree_cpu_s
+from bench.serving.commit_cost import commit_times
 from driftloop import procs
 
 MODES = ("journal", "wal")
 COMMITS = 200
 
 
-def commit_ms(db: Path, mode: str) -> float:
-    """Milliseconds per one-row commit of a fresh SQLite file in `mode` (``delete`` or
-    ``wal``), ``synchronous`` at SQLite's default (FULL) as MLflow leaves it."""
-    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
-        conn.execute(f"PRAGMA journal_mode={mode}")
-        conn.execute("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT)")
-        started = time.perf_counter()
-        for _ in range(COMMITS):
-            conn.execute("BEGIN")
-            conn.execute("INSERT INTO t (b) VALUES ('x')")
-            conn.execute("COMMIT")
-        return (time.perf_counter() - started) / COMMITS * 1000
+def commit_ms(folder: Path, mode: str) -> float:
+    """Mean milliseconds of a one-row commit to a fresh SQLite file in `folder` in
+    journal `mode` (``delete`` or ``wal``), ``synchronous`` at SQLite's default (FULL)
+    as MLflow leaves it (`bench.serving.commit_cost.commit_times`)."""
+    times = commit_times(folder, "FULL", COMMITS, journal_mode=mode)
+    return sum(times) / len(times) * 1000
 
 
 def training_writes(client: Any, experiment_id: str, model: str, n: int) -> None:
@@ -76,14 +71,12 @@ def measure(rounds: int, trainings: int) -> dict[str, Any]:
 
     result: dict[str, Any] = {"rounds": rounds, "trainings_per_round": trainings}
     with (
-        tempfile.TemporaryDirectory(prefix="driftloop-bench-mlflow-store-") as tmp,
+        # Next to the checkout (the state folder's disk), not a /tmp that may be tmpfs.
+        tempfile.TemporaryDirectory(prefix="driftloop-bench-mlflow-store-", dir=REPO) as tmp,
         ExitStack() as stack,
     ):
         root = Path(tmp)
-        result["commit_ms"] = {
-            "journal": commit_ms(root / "commit-journal.db", "delete"),
-            "wal": commit_ms(root / "commit-wal.db", "wal"),
-        }
+        result["commit_ms"] = {"journal": commit_ms(root, "delete"), "wal": commit_ms(root, "wal")}
         servers, clients, experiments = {}, {}, {}
         for mode in MODES:
             state = root / mode

@@ -77,11 +77,11 @@ def test_the_task_table_has_a_column_per_run_and_shares_of_the_second() -> None:
 
 def test_a_commit_is_timed_in_the_mode_asked_for(tmp_path: Path) -> None:
     for mode in ("delete", "wal"):
-        db = tmp_path / f"{mode}.db"
-        assert commit_ms(db, mode) > 0
+        assert commit_ms(tmp_path, mode) > 0
+        db = tmp_path / f"{mode}-FULL.db"
         with closing(sqlite3.connect(db)) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == mode
-            assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 200
+            assert conn.execute("SELECT count(*) FROM log").fetchone()[0] == 200
 
 
 def test_one_training_runs_registry_writes_leave_a_version_behind_the_alias(
